@@ -1,0 +1,45 @@
+"""Small helpers shared by CLI commands: output format flags, JSON printing, colour, paths."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def add_output_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", choices=["text", "json"], default="text", help="output format")
+
+
+def print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def use_colour(stream=None) -> bool:
+    """Colour only on a terminal, never with NO_COLOR set (https://no-color.org)."""
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR"):
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def state_root() -> Path:
+    """$PALYRA_STATE_ROOT, else $XDG_STATE_HOME/palyra, else ~/.local/state/palyra (SPEC §4)."""
+    if os.environ.get("PALYRA_STATE_ROOT"):
+        return Path(os.environ["PALYRA_STATE_ROOT"])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "palyra"
+
+
+def default_journal_path() -> Path:
+    return state_root() / "journal.sqlite3"
+
+
+def add_journal_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--journal", type=Path, default=None, help="journal path (default: $PALYRA_STATE_ROOT/journal.sqlite3)")
+
+
+def add_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, default=Path("routines.d"), help="routine directory (default: routines.d)")

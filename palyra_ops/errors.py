@@ -1,0 +1,86 @@
+"""User-facing error types.
+
+Every failure an operator can cause (bad YAML, a stale plan, a wrong token) is raised as a
+`PalyraError` so the CLI and HTTP layers can turn it into a one-line message or a JSON error body
+instead of a traceback. Anything else reaching the top is a bug and is allowed to show as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class PalyraError(Exception):
+    """An expected failure with a message fit to show the user as-is."""
+
+    #: machine-readable code used in HTTP error bodies and JSON output
+    code: str = "error"
+    #: HTTP status used when this error crosses the API
+    status: int = 400
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class NotFound(PalyraError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(PalyraError):
+    code = "conflict"
+    status = 409
+
+
+class StalePlan(PalyraError):
+    code = "stale_plan"
+    status = 409
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One validation finding, positioned in a source file.
+
+    Ordered by (file, line, column) so reports read top to bottom per file.
+    """
+
+    file: str
+    line: int  # 1-based; 0 when the finding concerns the whole file
+    column: int  # 1-based; 0 when unknown
+    path: str  # dotted field path such as "spec.policies.concurrency"; "" for file-level findings
+    message: str
+    source_line: str = field(default="", compare=False)
+    code: str = field(default="invalid", compare=False)
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        what = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{where}: {what}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "code": self.code,
+            "source_line": self.source_line,
+        }
+
+
+class ValidationFailed(PalyraError):
+    """Raised when a routine directory has errors; carries every diagnostic, not just the first."""
+
+    code = "invalid"
+    status = 422
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics)
+        n = len(self.diagnostics)
+        super().__init__(f"{n} validation error{'s' if n != 1 else ''}")
