@@ -1,0 +1,148 @@
+"""Versioned, automatic schema migrations.
+
+Migrations are tracked by *name* in `journal_migrations` and applied in list order, each in its own
+transaction together with its bookkeeping row, so a crash mid-migration leaves the journal at the
+previous version. Naming instead of a single integer lets areas (memory, skills) own their tables
+without renumbering each other's steps.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = tuple[str, Callable[[sqlite3.Connection], None]]
+
+
+def _core(conn: sqlite3.Connection) -> None:
+    stmts = [
+        """CREATE TABLE journal_meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        # Desired-state objects (Routine, Channel, Policy) as last written by apply or the API.
+        # `hash` is the current body; `applied_hash` is the body apply last wrote, so a difference
+        # means the object drifted (was changed outside git) since then.
+        """CREATE TABLE journal_resources (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            body TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            applied_hash TEXT,
+            managed INTEGER NOT NULL DEFAULT 0,
+            source_file TEXT,
+            created_at_ms INTEGER NOT NULL,
+            updated_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (kind, name)
+        )""",
+        # Runtime state of every routine; scheduled ones carry next_run_at_unix_ms.
+        """CREATE TABLE journal_cron_jobs (
+            routine_id TEXT PRIMARY KEY,
+            trigger_kind TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            approval_state TEXT NOT NULL DEFAULT 'none',
+            schedule_fingerprint TEXT,
+            anchor_ms INTEGER,
+            next_run_at_unix_ms INTEGER,
+            last_nominal_ms INTEGER,
+            last_run_id TEXT,
+            last_status TEXT,
+            last_started_at_ms INTEGER,
+            last_finished_at_ms INTEGER,
+            updated_at_ms INTEGER NOT NULL
+        )""",
+        "CREATE INDEX journal_cron_jobs_next_run ON journal_cron_jobs (next_run_at_unix_ms)",
+        # One row per attempt. occurrence_key (routine + nominal UTC instant) is unique so an
+        # occurrence can be claimed once per journal, across crashes and several schedulers.
+        """CREATE TABLE journal_cron_runs (
+            run_id TEXT PRIMARY KEY,
+            routine_id TEXT NOT NULL,
+            occurrence_key TEXT UNIQUE,
+            dedupe_key TEXT,
+            scheduled_at_ms INTEGER,
+            trigger_kind TEXT NOT NULL,
+            trigger_payload TEXT,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            first_run_id TEXT,
+            status TEXT NOT NULL,
+            reason TEXT,
+            policy_rule TEXT,
+            created_at_ms INTEGER NOT NULL,
+            started_at_ms INTEGER,
+            finished_at_ms INTEGER,
+            not_before_ms INTEGER,
+            output TEXT,
+            delivery_status TEXT,
+            delivery_error TEXT,
+            skipped_count INTEGER NOT NULL DEFAULT 0,
+            skipped_times TEXT,
+            daemon_id TEXT
+        )""",
+        "CREATE INDEX journal_cron_runs_routine ON journal_cron_runs (routine_id, created_at_ms)",
+        "CREATE INDEX journal_cron_runs_status ON journal_cron_runs (status)",
+        "CREATE UNIQUE INDEX journal_cron_runs_dedupe ON journal_cron_runs (routine_id, dedupe_key)"
+        " WHERE dedupe_key IS NOT NULL AND attempt = 1",
+        """CREATE TABLE journal_apply_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            applied_at_ms INTEGER NOT NULL,
+            serial INTEGER NOT NULL,
+            source_dir TEXT,
+            added INTEGER NOT NULL,
+            changed INTEGER NOT NULL,
+            deleted INTEGER NOT NULL,
+            git_commit TEXT,
+            git_dirty INTEGER,
+            origin TEXT NOT NULL DEFAULT 'cli'
+        )""",
+        """CREATE TABLE journal_approvals (
+            approval_id TEXT PRIMARY KEY,
+            routine_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            run_id TEXT,
+            state TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            decided_at_ms INTEGER,
+            decided_by TEXT
+        )""",
+        "CREATE INDEX journal_approvals_state ON journal_approvals (state)",
+        # System events the daemon emitted, kept for status/debugging.
+        """CREATE TABLE journal_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            payload TEXT,
+            created_at_ms INTEGER NOT NULL
+        )""",
+    ]
+    for stmt in stmts:
+        conn.execute(stmt)
+
+
+def all_migrations() -> list[Migration]:
+    """Every migration in apply order; area-owned lists are appended after the core."""
+    migrations: list[Migration] = [("0001_core", _core)]
+    try:
+        from palyra_ops.journal import memory as _memory
+
+        migrations.extend(_wrap(m) for m in getattr(_memory, "MIGRATIONS", []))
+    except ImportError:
+        pass
+    return migrations
+
+
+def _wrap(m: tuple[str, Callable]) -> Migration:
+    """Area migrations may take a sqlite_utils.Database; give them one over our connection."""
+    name, fn = m
+
+    def run(conn: sqlite3.Connection) -> None:
+        import inspect
+
+        import sqlite_utils
+
+        params = list(inspect.signature(fn).parameters.values())
+        ann = params[0].annotation if params else None
+        if ann is sqlite3.Connection or ann == "sqlite3.Connection":
+            fn(conn)
+        else:
+            fn(sqlite_utils.Database(conn))
+
+    return name, run

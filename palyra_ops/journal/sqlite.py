@@ -1,0 +1,450 @@
+"""The SQLite journal: the only place in palyra-ops that speaks SQL.
+
+Callers see a narrow interface of named operations (read a snapshot, run an apply transaction, claim
+an occurrence, record a run) rather than tables, so a PostgreSQL backend for several daemons sharing
+one journal can implement the same methods without touching them.
+
+Connections run in autocommit mode and every multi-statement write is an explicit
+`BEGIN IMMEDIATE … COMMIT`, taking the write lock up front so two writers never deadlock on upgrade
+and a killed process leaves either the old or the new state (SQLite's WAL guarantees the rest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from ulid import ULID
+
+from palyra_ops.clock import Clock, SystemClock
+from palyra_ops.errors import PalyraError
+from palyra_ops.journal.migrations import all_migrations
+
+#: statuses of a run that is still in flight
+ACTIVE_STATUSES = ("accepted", "running")
+FINAL_STATUSES = ("succeeded", "failed", "skipped", "throttled", "denied", "cancelled")
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    kind: str
+    name: str
+    body: dict[str, Any]
+    hash: str
+    applied_hash: str | None
+    managed: bool
+    source_file: str | None
+    created_at_ms: int
+    updated_at_ms: int
+
+    @property
+    def drifted(self) -> bool:
+        """Managed and changed outside git (API upsert, enable/disable) since the last apply."""
+        return self.managed and self.applied_hash is not None and self.applied_hash != self.hash
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What plan diffs against: identity of the journal plus every stored object."""
+
+    lineage: str | None
+    serial: int
+    resources: dict[tuple[str, str], StoredResource]
+    jobs: dict[str, dict[str, Any]]
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+class SQLiteJournal:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+        self.path = Path(path)
+        self.clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise PalyraError(f"{self.path}: not a palyra journal ({exc})") from None
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> SQLiteJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested use joins the outer one."""
+        with self._lock:
+            if self.conn.in_transaction:
+                yield self.conn
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS journal_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)"
+            )
+        done = {r[0] for r in self.conn.execute("SELECT name FROM journal_migrations")}
+        for name, fn in all_migrations():
+            if name in done:
+                continue
+            with self.transaction() as c:
+                fn(c)
+                if not c.in_transaction:  # an area migration committed on its own; keep bookkeeping
+                    c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT INTO journal_migrations VALUES (?, ?)", (name, self.clock.now_ms()))
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM journal_meta WHERE key='lineage'").fetchone() is None:
+                c.execute("INSERT INTO journal_meta VALUES ('lineage', ?)", (str(uuid.uuid4()),))
+                c.execute("INSERT INTO journal_meta VALUES ('serial', '0')")
+                c.execute("INSERT INTO journal_meta VALUES ('created_at_ms', ?)", (str(self.clock.now_ms()),))
+
+    def migrations_applied(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM journal_migrations ORDER BY rowid")]
+
+    # -- identity --------------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM journal_meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def lineage(self) -> str:
+        return self._meta("lineage") or ""
+
+    def serial(self) -> int:
+        return int(self._meta("serial") or 0)
+
+    def data_version(self) -> int:
+        """Changes whenever *another* connection commits; cheap to poll for cross-process wake-ups."""
+        with self._lock:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _bump_serial(self, c: sqlite3.Connection) -> int:
+        c.execute("UPDATE journal_meta SET value = CAST(value AS INTEGER) + 1 WHERE key='serial'")
+        return int(c.execute("SELECT value FROM journal_meta WHERE key='serial'").fetchone()[0])
+
+    # -- desired-state objects ---------------------------------------------------------------------
+
+    @staticmethod
+    def _resource(row: sqlite3.Row) -> StoredResource:
+        return StoredResource(
+            kind=row["kind"],
+            name=row["name"],
+            body=json.loads(row["body"]),
+            hash=row["hash"],
+            applied_hash=row["applied_hash"],
+            managed=bool(row["managed"]),
+            source_file=row["source_file"],
+            created_at_ms=row["created_at_ms"],
+            updated_at_ms=row["updated_at_ms"],
+        )
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                lineage, serial = self.lineage(), self.serial()
+                resources = {
+                    (r["kind"], r["name"]): self._resource(r)
+                    for r in self.conn.execute("SELECT * FROM journal_resources")
+                }
+                jobs = {r["routine_id"]: dict(r) for r in self.conn.execute("SELECT * FROM journal_cron_jobs")}
+            finally:
+                self.conn.execute("COMMIT")
+        return Snapshot(lineage=lineage, serial=serial, resources=resources, jobs=jobs)
+
+    def get_resource(self, kind: str, name: str) -> StoredResource | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT * FROM journal_resources WHERE kind=? AND name=?", (kind, name)
+            ).fetchone()
+        return self._resource(row) if row else None
+
+    def list_resources(self, kind: str) -> list[StoredResource]:
+        with self._lock:
+            rows = self.conn.execute("SELECT * FROM journal_resources WHERE kind=? ORDER BY name", (kind,)).fetchall()
+        return [self._resource(r) for r in rows]
+
+    def put_resource(
+        self,
+        c: sqlite3.Connection,
+        *,
+        kind: str,
+        name: str,
+        body: dict[str, Any],
+        hash: str,
+        managed: bool,
+        applied_hash: str | None,
+        source_file: str | None,
+    ) -> None:
+        """Insert or replace one object; call inside `transaction()`."""
+        now = self.clock.now_ms()
+        c.execute(
+            """INSERT INTO journal_resources
+                 (kind, name, body, hash, applied_hash, managed, source_file, created_at_ms, updated_at_ms)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (kind, name) DO UPDATE SET
+                 body=excluded.body, hash=excluded.hash, applied_hash=excluded.applied_hash,
+                 managed=excluded.managed, source_file=excluded.source_file,
+                 updated_at_ms=excluded.updated_at_ms""",
+            (kind, name, json.dumps(body, sort_keys=True), hash, applied_hash, int(managed), source_file, now, now),
+        )
+
+    def delete_resource(self, c: sqlite3.Connection, kind: str, name: str) -> None:
+        c.execute("DELETE FROM journal_resources WHERE kind=? AND name=?", (kind, name))
+        if kind == "Routine":
+            c.execute("DELETE FROM journal_cron_jobs WHERE routine_id=?", (name,))
+            c.execute(
+                "UPDATE journal_approvals SET state='cancelled', decided_at_ms=? WHERE routine_id=? AND state='pending'",
+                (self.clock.now_ms(), name),
+            )
+
+    def bump_serial(self, c: sqlite3.Connection) -> int:
+        return self._bump_serial(c)
+
+    def check_identity(self, c: sqlite3.Connection, lineage: str | None, serial: int) -> tuple[str, int]:
+        """Current (lineage, serial) read inside the caller's transaction, for stale-plan checks."""
+        cur_lineage = c.execute("SELECT value FROM journal_meta WHERE key='lineage'").fetchone()[0]
+        cur_serial = int(c.execute("SELECT value FROM journal_meta WHERE key='serial'").fetchone()[0])
+        return cur_lineage, cur_serial
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def put_job(self, c: sqlite3.Connection, routine_id: str, **fields: Any) -> None:
+        """Create or update a job row; only the given fields change on update."""
+        fields["updated_at_ms"] = self.clock.now_ms()
+        exists = c.execute("SELECT 1 FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)).fetchone()
+        if exists:
+            sets = ", ".join(f"{k}=?" for k in fields)
+            c.execute(f"UPDATE journal_cron_jobs SET {sets} WHERE routine_id=?", (*fields.values(), routine_id))
+        else:
+            fields.setdefault("trigger_kind", "manual")
+            cols = ", ".join(["routine_id", *fields])
+            marks = ", ".join("?" * (len(fields) + 1))
+            c.execute(f"INSERT INTO journal_cron_jobs ({cols}) VALUES ({marks})", (routine_id, *fields.values()))
+
+    def get_job(self, routine_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)).fetchone()
+        return dict(row) if row else None
+
+    def update_job(self, routine_id: str, **fields: Any) -> None:
+        with self.transaction() as c:
+            self.put_job(c, routine_id, **fields)
+
+    def due_jobs(self, now_ms: int, limit: int = 64) -> list[dict[str, Any]]:
+        """Enabled jobs whose next run is due, oldest first (SPEC §5: batches of at most 64)."""
+        with self._lock:
+            rows = self.conn.execute(
+                """SELECT * FROM journal_cron_jobs
+                   WHERE next_run_at_unix_ms IS NOT NULL AND next_run_at_unix_ms <= ? AND enabled = 1
+                   ORDER BY next_run_at_unix_ms LIMIT ?""",
+                (now_ms, limit),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def next_due_ms(self) -> int | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT MIN(next_run_at_unix_ms) FROM journal_cron_jobs WHERE enabled = 1"
+            ).fetchone()
+        return row[0] if row else None
+
+    def upcoming_jobs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.conn.execute(
+                """SELECT * FROM journal_cron_jobs WHERE next_run_at_unix_ms IS NOT NULL AND enabled = 1
+                   ORDER BY next_run_at_unix_ms LIMIT ?""",
+                (limit,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM journal_cron_jobs ORDER BY routine_id")]
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def insert_run(self, c: sqlite3.Connection | None = None, **fields: Any) -> str | None:
+        """Insert a run record; returns its id, or None when its occurrence/dedupe key already exists.
+
+        The unique occurrence key is what makes a claim exclusive: a second scheduler (or a restarted
+        one) inserting the same (routine, nominal instant) gets None and must not dispatch.
+        """
+        fields.setdefault("run_id", new_id())
+        fields.setdefault("created_at_ms", self.clock.now_ms())
+        if isinstance(fields.get("trigger_payload"), (dict, list)):
+            fields["trigger_payload"] = json.dumps(fields["trigger_payload"])
+        if isinstance(fields.get("skipped_times"), list):
+            fields["skipped_times"] = json.dumps(fields["skipped_times"])
+        cols = ", ".join(fields)
+        marks = ", ".join("?" * len(fields))
+        sql = f"INSERT OR IGNORE INTO journal_cron_runs ({cols}) VALUES ({marks})"
+        if c is None:
+            with self.transaction() as c2:
+                cur = c2.execute(sql, tuple(fields.values()))
+        else:
+            cur = c.execute(sql, tuple(fields.values()))
+        return fields["run_id"] if cur.rowcount == 1 else None
+
+    def update_run(self, run_id: str, c: sqlite3.Connection | None = None, **fields: Any) -> None:
+        if isinstance(fields.get("trigger_payload"), (dict, list)):
+            fields["trigger_payload"] = json.dumps(fields["trigger_payload"])
+        sets = ", ".join(f"{k}=?" for k in fields)
+        sql = f"UPDATE journal_cron_runs SET {sets} WHERE run_id=?"
+        if c is None:
+            with self.transaction() as c2:
+                c2.execute(sql, (*fields.values(), run_id))
+        else:
+            c.execute(sql, (*fields.values(), run_id))
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_cron_runs WHERE run_id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_runs(
+        self,
+        routine_id: str | None = None,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        before_run_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; `before_run_id` pages backwards (run ids are ULIDs, so they sort by time)."""
+        where, args = [], []
+        if routine_id is not None:
+            where.append("routine_id = ?")
+            args.append(routine_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if before_run_id is not None:
+            where.append("run_id < ?")
+            args.append(before_run_id)
+        sql = "SELECT * FROM journal_cron_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY run_id DESC LIMIT ?"
+        with self._lock:
+            return [dict(r) for r in self.conn.execute(sql, (*args, limit))]
+
+    def active_runs(self, routine_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
+        args: tuple[Any, ...] = ()
+        if routine_id is not None:
+            sql += " AND routine_id = ?"
+            args = (routine_id,)
+        with self._lock:
+            return [dict(r) for r in self.conn.execute(sql + " ORDER BY run_id", args)]
+
+    def count_runs_by_status(self) -> dict[str, int]:
+        with self._lock:
+            return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM journal_cron_runs GROUP BY status")}
+
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[dict[str, Any]]:
+        """Mark runs left active by a dead process as failed; returns them (crash recovery)."""
+        with self.transaction() as c:
+            sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
+            args: tuple[Any, ...] = ()
+            if daemon_id is not None:
+                sql += " AND (daemon_id IS NULL OR daemon_id != ?)"
+                args = (daemon_id,)
+            rows = [dict(r) for r in c.execute(sql, args)]
+            for r in rows:
+                c.execute(
+                    "UPDATE journal_cron_runs SET status='failed', reason=?, finished_at_ms=? WHERE run_id=?",
+                    (reason, now_ms, r["run_id"]),
+                )
+        return rows
+
+    # -- apply log -------------------------------------------------------------------------------
+
+    def add_apply_log(self, c: sqlite3.Connection, **fields: Any) -> None:
+        cols = ", ".join(fields)
+        c.execute(f"INSERT INTO journal_apply_log ({cols}) VALUES ({', '.join('?' * len(fields))})", tuple(fields.values()))
+
+    def last_apply(self) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_apply_log ORDER BY id DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    def apply_log(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM journal_apply_log ORDER BY id DESC LIMIT ?", (limit,))]
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    def add_approval(self, c: sqlite3.Connection, *, routine_id: str, kind: str, run_id: str | None = None) -> str:
+        approval_id = new_id()
+        c.execute(
+            "INSERT INTO journal_approvals (approval_id, routine_id, kind, run_id, state, created_at_ms) VALUES (?, ?, ?, ?, 'pending', ?)",
+            (approval_id, routine_id, kind, run_id, self.clock.now_ms()),
+        )
+        return approval_id
+
+    def get_approval(self, approval_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_approvals WHERE approval_id=?", (approval_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_approvals(self, state: str | None = "pending") -> list[dict[str, Any]]:
+        sql = "SELECT * FROM journal_approvals"
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state=?"
+            args = (state,)
+        with self._lock:
+            return [dict(r) for r in self.conn.execute(sql + " ORDER BY created_at_ms", args)]
+
+    def decide_approval(self, c: sqlite3.Connection, approval_id: str, state: str, by: str | None) -> None:
+        c.execute(
+            "UPDATE journal_approvals SET state=?, decided_at_ms=?, decided_by=? WHERE approval_id=?",
+            (state, self.clock.now_ms(), by, approval_id),
+        )
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def add_event(self, name: str, payload: dict[str, Any] | None = None) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO journal_events (name, payload, created_at_ms) VALUES (?, ?, ?)",
+                (name, json.dumps(payload or {}), self.clock.now_ms()),
+            )
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM journal_events ORDER BY id DESC LIMIT ?", (limit,))]

@@ -1,0 +1,23 @@
+"""Where the JSON Schemas live.
+
+`schemas/` at the project root is the single source of truth for the YAML format (SPEC §1); both
+validation (`source`) and default-filling (`model`) read it from here so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def schema_path(name: str = "routine.schema.json") -> Path:
+    return SCHEMA_DIR / name
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str = "routine.schema.json") -> dict[str, Any]:
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))
