@@ -1,0 +1,38 @@
+"""Build signed skill packages from the WAT sources in this directory (tests and bench share it)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import wasmtime
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from palyra_ops.skills.package import encode_public_key, sign_package
+
+HERE = Path(__file__).parent
+
+
+def build(name: str, dest: Path, *, key: Ed25519PrivateKey | None = None, manifest: str | None = None) -> Path:
+    """Copy tests/skills/<name> to dest/<name>, compile each .wat to the .wasm the manifest names
+    (same stem, placed where `entry` points), and sign it when a key is given."""
+    src = HERE / name
+    out = dest / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    text = manifest if manifest is not None else (src / "skill.yaml").read_text()
+    (out / "skill.yaml").write_text(text)
+    entry = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("entry:"))
+    (wat,) = list(src.glob("*.wat"))
+    target = out / entry
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(wasmtime.wat2wasm(wat.read_text()))
+    if key is not None:
+        sign_package(out, key)
+    return out
+
+
+def new_key() -> tuple[Ed25519PrivateKey, str]:
+    key = Ed25519PrivateKey.generate()
+    return key, encode_public_key(key.public_key())
