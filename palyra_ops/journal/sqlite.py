@@ -416,6 +416,14 @@ class SQLiteJournal:
         )
         return approval_id
 
+    def cancel_pending_approvals(self, c: sqlite3.Connection, routine_id: str, kind: str | None = None) -> None:
+        sql = "UPDATE journal_approvals SET state='cancelled', decided_at_ms=? WHERE routine_id=? AND state='pending'"
+        args: tuple[Any, ...] = (self.clock.now_ms(), routine_id)
+        if kind is not None:
+            sql += " AND kind=?"
+            args = (*args, kind)
+        c.execute(sql, args)
+
     def get_approval(self, approval_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self.conn.execute("SELECT * FROM journal_approvals WHERE approval_id=?", (approval_id,)).fetchone()

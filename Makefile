@@ -1,0 +1,37 @@
+# Two entry points (README): `make run` and `make test`. Both install into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STATE := .palyra
+LISTEN ?= 127.0.0.1:7142
+
+.PHONY: run test lint bench clean install
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded default: apply routines.d/ into ./.palyra/ and serve it.
+run: $(STAMP)
+	mkdir -p $(STATE)
+	PALYRA_STATE_ROOT=$(STATE) $(BIN)/palyra-ops validate routines.d
+	PALYRA_STATE_ROOT=$(STATE) $(BIN)/palyra-ops apply --dir routines.d --journal $(STATE)/journal.sqlite3 --auto-approve
+	PALYRA_STATE_ROOT=$(STATE) $(BIN)/palyra-ops daemon --dir routines.d --journal $(STATE)/journal.sqlite3 --listen $(LISTEN) --watch
+
+lint: $(STAMP)
+	$(BIN)/ruff check palyra_ops tests bench
+
+test: $(STAMP)
+	$(BIN)/ruff check palyra_ops tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(STATE) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,232 @@
+"""`plan`, `apply` and `status`: the GitOps loop on the command line (SPEC §3, §7)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from palyra_ops.cli._common import (
+    add_dir_flag,
+    add_journal_flag,
+    add_output_flag,
+    default_journal_path,
+    print_json,
+    use_colour,
+)
+from palyra_ops.clock import SystemClock, rfc3339
+from palyra_ops.errors import PalyraError, ValidationFailed
+from palyra_ops.journal import open_journal
+from palyra_ops.plan import Plan, render_text
+from palyra_ops.reconcile import apply_plan, plan_directory
+from palyra_ops.source import load_directory
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="show what apply would change")
+    add_dir_flag(p)
+    add_journal_flag(p)
+    add_output_flag(p)
+    p.add_argument("--out", type=Path, help="save the plan to this file for a later `apply PLANFILE`")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when the plan has changes")
+    p.add_argument("--prune-unmanaged", action="store_true", help="also delete objects created through the API")
+    p.add_argument("--allow-empty", action="store_true", help="allow deleting every managed object")
+    p.add_argument("--verbose", "-v", action="store_true", help="show unchanged fields too")
+    p.set_defaults(func=run_plan)
+
+    a = sub.add_parser("apply", help="apply the directory (or a saved plan) to the journal")
+    a.add_argument("planfile", nargs="?", type=Path, help="a plan saved with `plan --out`")
+    add_dir_flag(a)
+    add_journal_flag(a)
+    add_output_flag(a)
+    a.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    a.add_argument("--prune-unmanaged", action="store_true")
+    a.add_argument("--allow-empty", action="store_true")
+    a.set_defaults(func=run_apply)
+
+    s = sub.add_parser("status", help="does the journal match the directory? last apply, next runs")
+    add_dir_flag(s)
+    add_journal_flag(s)
+    add_output_flag(s)
+    s.set_defaults(func=run_status)
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    return args.journal or default_journal_path()
+
+
+def print_diagnostics(exc: ValidationFailed) -> None:
+    for d in exc.diagnostics:
+        print(d.format(), file=sys.stderr)
+        if d.source_line:
+            print(f"    {d.source_line}", file=sys.stderr)
+            if d.column:
+                print("    " + " " * (d.column - 1) + "^", file=sys.stderr)
+    n = len(exc.diagnostics)
+    print(f"{n} error{'s' if n != 1 else ''}; nothing planned.", file=sys.stderr)
+
+
+def _make_plan(args: argparse.Namespace) -> Plan:
+    plan, _ = plan_directory(
+        args.dir,
+        _journal_path(args),
+        prune_unmanaged=args.prune_unmanaged,
+        allow_empty=args.allow_empty,
+    )
+    return plan
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    try:
+        plan = _make_plan(args)
+    except ValidationFailed as exc:
+        if args.output == "json":
+            print_json({"format_version": 1, "error": "invalid", "diagnostics": [d.to_json() for d in exc.diagnostics]})
+        print_diagnostics(exc)
+        return 1
+    if args.out:
+        plan.save(args.out)
+    if args.output == "json":
+        print_json(plan.to_json())
+    else:
+        sys.stdout.write(render_text(plan, colour=use_colour(), verbose=args.verbose))
+        if args.out:
+            print(f"\nSaved the plan to {args.out}; apply it with: palyra-ops apply {args.out}")
+    return 2 if args.detailed_exitcode and plan.has_changes else 0
+
+
+def _confirm() -> bool:
+    sys.stdout.write("\nDo you want to perform these actions? Only 'yes' will be accepted to approve.\n  Enter a value: ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip()
+    return answer == "yes"
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    if args.planfile:
+        plan = Plan.load(args.planfile)
+        journal_path = args.journal or Path(plan.journal_path)
+        directory = Path(plan.dir)
+    else:
+        try:
+            plan = _make_plan(args)
+        except ValidationFailed as exc:
+            print_diagnostics(exc)
+            return 1
+        journal_path = _journal_path(args)
+        directory = args.dir
+    if args.output == "text":
+        sys.stdout.write(render_text(plan, colour=use_colour()))
+    if not plan.has_changes:
+        if args.output == "json":
+            print_json({"applied": False, "plan": plan.to_json()})
+        return 0
+    if not args.auto_approve:
+        if not sys.stdin.isatty():
+            raise PalyraError("apply needs confirmation: run it on a terminal or pass --auto-approve")
+        if not _confirm():
+            print("Apply cancelled.")
+            return 1
+    with open_journal(journal_path) as journal:
+        result = apply_plan(journal, plan, directory=directory)
+    if args.output == "json":
+        print_json({
+            "applied": True,
+            "added": result.added,
+            "changed": result.changed,
+            "deleted": result.deleted,
+            "serial": result.serial,
+            "git_commit": result.git.commit if result.git else None,
+            "git_dirty": result.git.dirty if result.git else None,
+        })
+    else:
+        print(f"Apply complete! Resources: {result.added} added, {result.changed} changed, {result.deleted} deleted.")
+    return 0
+
+
+def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
+    """Everything `status` shows, as data (also used for --output json)."""
+    report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
+    source = load_directory(directory)
+    invalid = {f: r for f, r in source.files.items() if not r.ok}
+    if invalid or not source.ok:
+        report["state"] = "Invalid"
+        report["invalid_files"] = [
+            {"file": r.display, "diagnostics": [d.format() for d in r.diagnostics]} for r in invalid.values()
+        ]
+        report["diagnostics"] = [d.format() for d in source.diagnostics]
+    else:
+        try:
+            plan, _ = plan_directory(directory, journal_path, allow_empty=True)
+        except PalyraError as exc:
+            report["state"] = "Invalid"
+            report["error"] = exc.message
+            plan = None
+        if plan is not None:
+            pending = [c for c in plan.changes if c.is_change]
+            report["state"] = "OutOfSync" if pending else "Synced"
+            report["out_of_sync"] = [
+                {"kind": c.kind, "name": c.name, "action": c.action, "reason": c.reason, "file": c.source_file}
+                for c in pending
+            ]
+            report["unmanaged"] = [c.name for c in plan.changes if c.action == "unmanaged"]
+    if journal_path.exists():
+        with open_journal(journal_path) as j:
+            last = j.last_apply()
+            report["serial"] = j.serial()
+            report["last_apply"] = (
+                {
+                    "at": rfc3339(last["applied_at_ms"]),
+                    "git_commit": last["git_commit"],
+                    "git_dirty": bool(last["git_dirty"]) if last["git_dirty"] is not None else None,
+                    "added": last["added"],
+                    "changed": last["changed"],
+                    "deleted": last["deleted"],
+                }
+                if last
+                else None
+            )
+            report["next_runs"] = [
+                {"routine_id": job["routine_id"], "next_run_at": rfc3339(job["next_run_at_unix_ms"])}
+                for job in j.upcoming_jobs(5)
+            ]
+    else:
+        report["last_apply"] = None
+        report["next_runs"] = []
+    report["checked_at"] = rfc3339(SystemClock().now_ms())
+    return report
+
+
+def run_status(args: argparse.Namespace) -> int:
+    report = status_report(args.dir, _journal_path(args))
+    if args.output == "json":
+        print_json(report)
+        return 0
+    print(f"State: {report['state']}  ({report['dir']} vs {report['journal']})")
+    for f in report.get("invalid_files", []):
+        print(f"  invalid: {f['file']}")
+        for d in f["diagnostics"]:
+            print(f"    {d}")
+    if report.get("error"):
+        print(f"  {report['error']}")
+    for c in report.get("out_of_sync", []):
+        print(f"  {c['action']}: {c['kind'].lower()} {c['name']} ({c['reason']})")
+    if report.get("unmanaged"):
+        print(f"  unmanaged (left alone): {', '.join(report['unmanaged'])}")
+    last = report.get("last_apply")
+    if last:
+        commit = last["git_commit"] or "not a git work tree"
+        dirty = " (dirty)" if last["git_dirty"] else ""
+        print(f"Last apply: {last['at']} from {commit[:12] if last['git_commit'] else commit}{dirty}")
+    else:
+        print("Last apply: never")
+    if report["next_runs"]:
+        print("Next runs:")
+        for r in report["next_runs"]:
+            print(f"  {r['next_run_at']}  {r['routine_id']}")
+    return 0
+
+
+__all__ = ["register", "status_report", "json"]

@@ -1,0 +1,474 @@
+"""Plan: the diff between the routine directory (desired) and the journal (actual), as a value.
+
+Like a Terraform plan, a `Plan` can be rendered, saved to a file, loaded and applied later; it
+carries the journal identity (lineage + serial) it was computed against so applying it to a journal
+that moved since is refused instead of silently doing something else.
+
+Ownership rules (SPEC §3): objects written by apply are *managed*; a managed object missing from the
+directory is pruned; objects created through the API are *unmanaged* and left alone unless
+`prune_unmanaged`; a managed object whose stored body differs from what apply last wrote has
+*drifted* and the plan puts the git version back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from palyra_ops import schedule as sched
+from palyra_ops.clock import Clock, SystemClock, rfc3339
+from palyra_ops.errors import PalyraError
+from palyra_ops.journal import Snapshot, StoredResource
+from palyra_ops.model import Resource, flatten
+
+FORMAT_VERSION = 1
+#: how many upcoming fire times a plan shows per changed schedule
+SHOW_FIRES = 3
+
+
+@dataclass
+class FieldChange:
+    path: str
+    before: Any
+    after: Any
+
+
+@dataclass
+class ScheduleChange:
+    timezone: str
+    before: list[str]
+    after: list[str]
+    notes: list[str]
+
+
+@dataclass
+class Change:
+    kind: str
+    name: str
+    action: str  # create | update | delete | no-op | unmanaged
+    reason: str
+    source_file: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    fields: list[FieldChange] = field(default_factory=list)
+    unchanged_fields: int = 0
+    drift: bool = False
+    managed_before: bool | None = None
+    schedule: ScheduleChange | None = None
+
+    @property
+    def is_change(self) -> bool:
+        return self.action in ("create", "update", "delete")
+
+
+@dataclass
+class Plan:
+    format_version: int
+    created_at: str
+    dir: str
+    journal_path: str
+    lineage: str | None
+    serial: int
+    changes: list[Change]
+    warnings: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = {"add": 0, "change": 0, "delete": 0, "unchanged": 0, "unmanaged": 0}
+        key = {"create": "add", "update": "change", "delete": "delete", "no-op": "unchanged", "unmanaged": "unmanaged"}
+        for c in self.changes:
+            counts[key[c.action]] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.is_change for c in self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "created_at": self.created_at,
+            "dir": self.dir,
+            "journal": {"path": self.journal_path, "lineage": self.lineage, "serial": self.serial},
+            "options": self.options,
+            "summary": self.summary,
+            "has_changes": self.has_changes,
+            "warnings": self.warnings,
+            "changes": [_change_json(c) for c in self.changes],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            got = data.get("format_version") if isinstance(data, dict) else None
+            raise PalyraError(f"unsupported plan file format_version {got!r} (this palyra-ops reads {FORMAT_VERSION})")
+        try:
+            changes = []
+            for c in data["changes"]:
+                sc = c.get("schedule")
+                changes.append(
+                    Change(
+                        kind=c["kind"],
+                        name=c["name"],
+                        action=c["action"],
+                        reason=c["reason"],
+                        source_file=c.get("source_file"),
+                        before=c.get("before"),
+                        after=c.get("after"),
+                        fields=[FieldChange(**f) for f in c.get("fields", [])],
+                        unchanged_fields=c.get("unchanged_fields", 0),
+                        drift=c.get("drift", False),
+                        managed_before=c.get("managed_before"),
+                        schedule=ScheduleChange(**sc) if sc else None,
+                    )
+                )
+            j = data["journal"]
+            return cls(
+                format_version=FORMAT_VERSION,
+                created_at=data["created_at"],
+                dir=data["dir"],
+                journal_path=j["path"],
+                lineage=j["lineage"],
+                serial=int(j["serial"]),
+                changes=changes,
+                warnings=list(data.get("warnings", [])),
+                options=dict(data.get("options", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PalyraError(f"malformed plan file: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PalyraError(f"plan file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PalyraError(f"cannot read plan file {path}: {exc}") from None
+        return cls.from_json(data)
+
+
+def _change_json(c: Change) -> dict[str, Any]:
+    d = {
+        "kind": c.kind,
+        "name": c.name,
+        "action": c.action,
+        "reason": c.reason,
+        "source_file": c.source_file,
+        "drift": c.drift,
+        "managed_before": c.managed_before,
+        "before": c.before,
+        "after": c.after,
+        "fields": [asdict(f) for f in c.fields],
+        "unchanged_fields": c.unchanged_fields,
+        "schedule": asdict(c.schedule) if c.schedule else None,
+    }
+    return d
+
+
+# -- computing a plan -------------------------------------------------------------------------------
+
+
+def compute_plan(
+    desired: list[Resource],
+    snapshot: Snapshot,
+    *,
+    dir: str,
+    journal_path: str,
+    clock: Clock | None = None,
+    prune_unmanaged: bool = False,
+    allow_empty: bool = False,
+    dir_exists: bool = True,
+    protected_files: set[str] | None = None,
+) -> Plan:
+    """Diff `desired` against `snapshot`.
+
+    `protected_files` are files currently invalid: their managed objects are neither pruned nor
+    changed (the watcher's last-good isolation), since their desired state is unknown.
+    """
+    now_ms = (clock or SystemClock()).now_ms()
+    protected = protected_files or set()
+    desired_by_key = {(r.kind, r.name): r for r in desired}
+    changes: list[Change] = []
+    warnings: list[str] = []
+
+    managed = [s for s in snapshot.resources.values() if s.managed]
+    if not desired and managed and not allow_empty and not protected:
+        where = "missing" if not dir_exists else "empty"
+        raise PalyraError(
+            f"refusing to delete all {len(managed)} managed object(s): the directory {dir} is {where} "
+            "(pass --allow-empty if that is really what you want)"
+        )
+
+    for key, res in sorted(desired_by_key.items()):
+        stored = snapshot.resources.get(key)
+        changes.append(_diff_one(res, stored, snapshot, now_ms))
+
+    for key, stored in sorted(snapshot.resources.items()):
+        if key in desired_by_key:
+            continue
+        kind, name = key
+        body = stored.body
+        if stored.managed and stored.source_file in protected:
+            changes.append(
+                Change(kind, name, "no-op", f"kept: {stored.source_file} is invalid (last good version stays)",
+                       stored.source_file, body, body, managed_before=True)
+            )
+        elif stored.managed:
+            changes.append(
+                Change(kind, name, "delete", f"removed from the directory (was in {stored.source_file})",
+                       stored.source_file, body, None, managed_before=True)
+            )
+        elif prune_unmanaged:
+            changes.append(
+                Change(kind, name, "delete", "unmanaged and --prune-unmanaged given", None, body, None, managed_before=False)
+            )
+        else:
+            changes.append(
+                Change(kind, name, "unmanaged", "created through the API; not in the directory, left alone",
+                       None, body, body, managed_before=False)
+            )
+
+    # a deleted channel still referenced by a kept unmanaged routine would break it at run time
+    deleted_channels = {c.name for c in changes if c.kind == "Channel" and c.action == "delete"}
+    for c in changes:
+        if c.kind == "Routine" and c.action in ("unmanaged", "no-op") and c.after:
+            d = c.after["spec"].get("delivery", {})
+            for ch in (d.get("channel"), d.get("failure_channel")):
+                if ch in deleted_channels:
+                    warnings.append(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes")
+
+    return Plan(
+        format_version=FORMAT_VERSION,
+        created_at=rfc3339(now_ms) or "",
+        dir=dir,
+        journal_path=journal_path,
+        lineage=snapshot.lineage,
+        serial=snapshot.serial,
+        changes=changes,
+        warnings=warnings,
+        options={"prune_unmanaged": prune_unmanaged, "allow_empty": allow_empty},
+    )
+
+
+def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
+    if stored is None:
+        after_flat = flatten(res.body)
+        change = Change(
+            res.kind, res.name, "create", f"new in {res.source_file}", res.source_file, None, res.body,
+            fields=[FieldChange(p, None, v) for p, v in sorted(after_flat.items())],
+        )
+        change.schedule = _schedule_change(res, None, None, now_ms)
+        return change
+
+    before_flat = flatten(stored.body)
+    after_flat = flatten(res.body)
+    paths = sorted(set(before_flat) | set(after_flat))
+    fields = [FieldChange(p, before_flat.get(p), after_flat.get(p)) for p in paths if before_flat.get(p, _MISSING) != after_flat.get(p, _MISSING)]
+    unchanged = len(paths) - len(fields)
+    moved = stored.source_file != res.source_file
+    if stored.managed and not fields and not moved and not stored.drifted:
+        return Change(res.kind, res.name, "no-op", "up to date", res.source_file, stored.body, res.body,
+                      unchanged_fields=unchanged, managed_before=True)
+
+    if not stored.managed:
+        reason = "adopted: exists unmanaged (created through the API); apply makes it managed"
+    elif stored.drifted and stored.applied_hash == res.hash:
+        reason = "drift: changed outside git since the last apply; apply restores the git version"
+    elif stored.drifted:
+        reason = f"changed in {res.source_file}, and drifted outside git since the last apply"
+    elif fields:
+        reason = f"changed in {res.source_file}"
+    else:
+        reason = f"moved from {stored.source_file} to {res.source_file}"
+    change = Change(
+        res.kind, res.name, "update", reason, res.source_file, stored.body, res.body,
+        fields=fields, unchanged_fields=unchanged, drift=stored.drifted, managed_before=stored.managed,
+    )
+    change.schedule = _schedule_change(res, stored, snapshot.jobs.get(res.name), now_ms)
+    return change
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def schedule_of(body: dict[str, Any] | None) -> sched.Schedule | None:
+    if not body:
+        return None
+    spec = body.get("spec", {})
+    trig = spec.get("trigger", {})
+    if trig.get("kind") != "schedule" or not trig.get("schedule"):
+        return None
+    return sched.Schedule.from_spec(trig["schedule"], spec.get("policies", {}).get("dst"))
+
+
+def _schedule_change(
+    res: Resource, stored: StoredResource | None, job: dict[str, Any] | None, now_ms: int
+) -> ScheduleChange | None:
+    if res.kind != "Routine":
+        return None
+    new = schedule_of(res.body)
+    old = schedule_of(stored.body) if stored else None
+    if new is None and old is None:
+        return None
+    if new is not None and old is not None and new.fingerprint() == old.fingerprint():
+        return None  # schedule untouched: next fires do not move
+    tz = (new or old).timezone  # type: ignore[union-attr]
+    zone = sched.resolve_zone(tz)
+    before: list[str] = []
+    if old is not None:
+        anchor = job.get("anchor_ms") if job else None
+        before = [rfc3339(ms, sched.resolve_zone(old.timezone)) or "" for ms in _next_n(old, now_ms, anchor)]
+    after: list[str] = []
+    notes: list[str] = []
+    if new is not None:
+        fires = _next_n(new, now_ms, now_ms)
+        after = [rfc3339(ms, zone) or "" for ms in fires]
+        notes = _notes(new, res.spec.get("quiet_hours"), now_ms)
+    return ScheduleChange(timezone=tz, before=before, after=after, notes=notes)
+
+
+def _next_n(s: sched.Schedule, now_ms: int, anchor_ms: int | None) -> list[int]:
+    # Many routines share a schedule; the fire list depends only on (schedule, now, anchor).
+    return list(_next_n_cached(s, now_ms, anchor_ms))
+
+
+@lru_cache(maxsize=4096)
+def _next_n_cached(s: sched.Schedule, now_ms: int, anchor_ms: int | None) -> tuple[int, ...]:
+    return tuple(s.next_n(now_ms, SHOW_FIRES, anchor_ms))
+
+
+def _notes(s: sched.Schedule, quiet: dict[str, Any] | None, now_ms: int) -> list[str]:
+    return list(_notes_cached(s, json.dumps(quiet, sort_keys=True) if quiet else None, now_ms))
+
+
+@lru_cache(maxsize=4096)
+def _notes_cached(s: sched.Schedule, quiet_json: str | None, now_ms: int) -> tuple[str, ...]:
+    """DST and quiet-hours warnings for the coming fire times.
+
+    Besides the next few fires, look at the fires around each DST transition of the zone in the
+    coming year: a daily 02:30 job meets the gap months from now, and that is when a warning helps.
+    """
+    fires = list(s.next_n(now_ms, 10, now_ms))
+    for t in _transitions(s.timezone, now_ms // 3_600_000):
+        fires.extend(s.fires_between(t - 36 * 3_600_000, t + 36 * 3_600_000, now_ms, limit=200))
+    fires = sorted({f for f in fires if f > now_ms})
+    quiet = json.loads(quiet_json) if quiet_json else None
+    notes = sched.notes_for(s, fires, quiet)
+    seen: list[str] = []
+    for n in notes:
+        if n.message not in seen:
+            seen.append(n.message)
+    return tuple(seen)
+
+
+@lru_cache(maxsize=256)
+def _transitions(tz: str, hour_key: int) -> tuple[int, ...]:
+    """UTC offset changes of `tz` within the next ~400 days (instants in ms, hour precision)."""
+    zone = sched.resolve_zone(tz)
+    start = datetime.fromtimestamp(hour_key * 3600, UTC)
+    out: list[int] = []
+    prev = start.astimezone(zone).utcoffset()
+    day = start
+    for _ in range(400):
+        nxt = day + timedelta(days=1)
+        off = nxt.astimezone(zone).utcoffset()
+        if off != prev:
+            lo, hi = day, nxt  # bisect to the hour
+            while hi - lo > timedelta(hours=1):
+                mid = lo + (hi - lo) / 2
+                if mid.astimezone(zone).utcoffset() == prev:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(int(hi.timestamp() * 1000))
+            prev = off
+        day = nxt
+    return tuple(out)
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+_SYMBOL = {"create": "+", "update": "~", "delete": "-", "unmanaged": "?", "no-op": " "}
+_COLOUR = {"create": "\033[32m", "update": "\033[33m", "delete": "\033[31m", "unmanaged": "\033[36m"}
+_VERB = {"create": "will be created", "update": "will be updated in-place", "delete": "will be deleted",
+         "unmanaged": "is unmanaged", "no-op": "is up to date"}
+_RESET = "\033[0m"
+_BOLD = "\033[1m"
+
+
+def _fmt(v: Any) -> str:
+    if v is None or v is _MISSING:
+        return "(none)"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def render_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
+    def c(action: str, text: str) -> str:
+        return f"{_COLOUR.get(action, '')}{text}{_RESET}" if colour and action in _COLOUR else text
+
+    out: list[str] = []
+    shown = [ch for ch in plan.changes if ch.is_change or ch.action == "unmanaged" or (verbose and ch.action == "no-op")]
+    if any(ch.is_change for ch in shown):
+        out.append("palyra-ops will perform the following actions:")
+        out.append("")
+    for ch in shown:
+        label = f'{ch.kind.lower()} "{ch.name}"'
+        out.append(f"  # {label} {_VERB[ch.action]} ({ch.reason})")
+        out.append(c(ch.action, f"  {_SYMBOL[ch.action]} {label}"))
+        if ch.action == "create":
+            for f in ch.fields:
+                out.append(c("create", f"      + {f.path} = {_fmt(f.after)}"))
+        elif ch.action == "update":
+            for f in ch.fields:
+                out.append(c("update", f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}"))
+            if verbose and ch.before and ch.after:
+                flat = flatten(ch.after)
+                changed = {f.path for f in ch.fields}
+                for p, v in sorted(flat.items()):
+                    if p not in changed:
+                        out.append(f"        {p} = {_fmt(v)}")
+            elif ch.unchanged_fields:
+                out.append(f"        ({ch.unchanged_fields} unchanged field{'s' if ch.unchanged_fields != 1 else ''} hidden)")
+        elif ch.action == "delete" and verbose and ch.before:
+            for p, v in sorted(flatten(ch.before).items()):
+                out.append(c("delete", f"      - {p} = {_fmt(v)}"))
+        if ch.schedule:
+            s = ch.schedule
+            before = ", ".join(s.before) if s.before else "(none)"
+            after = ", ".join(s.after) if s.after else "(never)"
+            if ch.action == "create":
+                out.append(f"      next fires ({s.timezone}): {after}")
+            else:
+                out.append(f"      next fires ({s.timezone}): {before} → {after}")
+            for n in s.notes:
+                out.append(c("update", f"      warning: {n}"))
+        out.append("")
+    for w in plan.warnings:
+        out.append(c("update", f"Warning: {w}"))
+    if plan.warnings:
+        out.append("")
+    s = plan.summary
+    if not plan.has_changes:
+        out.append("No changes. The journal matches the directory.")
+    else:
+        line = f"Plan: {s['add']} to add, {s['change']} to change, {s['delete']} to delete."
+        out.append(f"{_BOLD}{line}{_RESET}" if colour else line)
+    if s["unmanaged"]:
+        out.append(f"{s['unmanaged']} unmanaged object(s) left alone (use --prune-unmanaged to delete them).")
+    return "\n".join(out) + "\n"

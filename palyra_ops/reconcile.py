@@ -1,0 +1,266 @@
+"""Reconcile: turn a plan (or an API edit) into journal writes, idempotently.
+
+This is the one code path that writes desired state, shared by `palyra-ops apply`, the daemon's
+directory watcher and the console API, in the controller-runtime spirit: read desired and actual,
+write the difference, and converge to a no-op on the second run.
+
+Job bookkeeping rules (docs/gitops.md):
+- a schedule that is new or changed (fingerprint differs) gets `next_run_at` recomputed from *now*:
+  an edit never fires by itself and never replays times before it;
+- an unchanged schedule keeps its next run (and history) — also when its file was renamed;
+- a routine going from disabled to enabled is also recomputed from now, so re-enabling after a week
+  does not look like a week of misfires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from palyra_ops import schedule as sched
+from palyra_ops.clock import Clock, SystemClock
+from palyra_ops.errors import NotFound, PalyraError, StalePlan, ValidationFailed
+from palyra_ops.failpoints import failpoint
+from palyra_ops.gitinfo import GitInfo, git_info
+from palyra_ops.journal import Journal, StoredResource, read_snapshot
+from palyra_ops.model import Resource, Routine
+from palyra_ops.plan import Plan, compute_plan
+from palyra_ops.source import SourceSet, load_directory
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    added: int
+    changed: int
+    deleted: int
+    serial: int
+    git: GitInfo | None
+
+    @property
+    def total(self) -> int:
+        return self.added + self.changed + self.deleted
+
+
+# -- desired state from a directory ------------------------------------------------------------------
+
+
+def desired_from(source: SourceSet) -> list[Resource]:
+    return [Resource.from_document(d.body, source_file=d.file) for d in source.documents]
+
+
+def cache_dir_for(journal_path: Path) -> Path:
+    """Parsed+validated files are cached beside the journal, keyed by content hash."""
+    return Path(journal_path).parent / "cache" / "source"
+
+
+def plan_directory(
+    directory: Path,
+    journal_path: Path,
+    *,
+    clock: Clock | None = None,
+    prune_unmanaged: bool = False,
+    allow_empty: bool = False,
+    isolate_invalid: bool = False,
+    known_skills: set[str] | None = None,
+    display_root: str | None = None,
+) -> tuple[Plan, SourceSet]:
+    """Validate the directory and diff it against the journal.
+
+    Invalid input raises `ValidationFailed` (nothing is planned) unless `isolate_invalid`, the
+    watcher's mode, where invalid files keep their last good objects and the rest still plans.
+    """
+    directory = Path(directory)
+    source = load_directory(
+        directory,
+        display_root=display_root,
+        cache_dir=cache_dir_for(journal_path),
+        known_skills=known_skills,
+    )
+    protected: set[str] = set()
+    if not source.ok:
+        if not isolate_invalid:
+            raise ValidationFailed(source.diagnostics)
+        protected = {f for f, rep in source.files.items() if not rep.ok}
+    snapshot = read_snapshot(journal_path)
+    desired = desired_from(source)
+    plan = compute_plan(
+        desired,
+        snapshot,
+        dir=display_root or str(directory),
+        journal_path=str(journal_path),
+        clock=clock,
+        prune_unmanaged=prune_unmanaged,
+        allow_empty=allow_empty,
+        dir_exists=directory.is_dir(),
+        protected_files=protected,
+    )
+    return plan, source
+
+
+# -- applying a plan ---------------------------------------------------------------------------------
+
+
+def apply_plan(
+    journal: Journal,
+    plan: Plan,
+    *,
+    directory: Path | None = None,
+    origin: str = "cli",
+) -> ApplyResult:
+    """Write every change of `plan` in one transaction, or nothing.
+
+    Refuses a stale plan: one computed against another journal (lineage) or an older state of this
+    one (serial) — including a plan made when the journal did not exist yet.
+    """
+    now_ms = journal.clock.now_ms()
+    git = git_info(directory) if directory is not None else None
+    added = changed = deleted = 0
+    with journal.transaction() as c:
+        lineage, serial = journal.check_identity(c, plan.lineage, plan.serial)
+        if plan.lineage is not None and plan.lineage != lineage:
+            raise StalePlan(
+                "stale plan: it was made against a different journal (lineage "
+                f"{plan.lineage[:8]}…, this journal is {lineage[:8]}…); run plan again"
+            )
+        if serial != plan.serial:
+            raise StalePlan(
+                f"stale plan: the journal changed since the plan was made (serial {plan.serial} → {serial}); run plan again"
+            )
+        if not plan.has_changes:
+            return ApplyResult(0, 0, 0, serial, git)
+        todo = [ch for ch in plan.changes if ch.is_change]
+        for i, ch in enumerate(todo):
+            if i == len(todo) // 2:
+                failpoint("apply.mid_transaction")
+            if ch.action == "delete":
+                journal.delete_resource(c, ch.kind, ch.name)
+                deleted += 1
+                continue
+            assert ch.after is not None
+            res = Resource(kind=ch.kind, name=ch.name, body=ch.after, source_file=ch.source_file)
+            prev = journal.get_resource(ch.kind, ch.name) if ch.action == "update" else None
+            journal.put_resource(
+                c, kind=res.kind, name=res.name, body=res.body, hash=res.hash,
+                managed=True, applied_hash=res.hash, source_file=res.source_file,
+            )
+            if res.kind == "Routine":
+                _write_job(journal, c, res, prev, now_ms)
+            if ch.action == "create":
+                added += 1
+            else:
+                changed += 1
+        new_serial = journal.bump_serial(c)
+        journal.add_apply_log(
+            c,
+            applied_at_ms=now_ms,
+            serial=new_serial,
+            source_dir=str(directory) if directory is not None else plan.dir,
+            added=added,
+            changed=changed,
+            deleted=deleted,
+            git_commit=git.commit if git else None,
+            git_dirty=int(git.dirty) if git else None,
+            origin=origin,
+        )
+    return ApplyResult(added, changed, deleted, new_serial, git)
+
+
+def _write_job(journal: Journal, c: Any, res: Resource, prev: StoredResource | None, now_ms: int) -> None:
+    routine = Routine.from_resource(res)
+    job = journal.get_job(res.name)
+    fields: dict[str, Any] = {"trigger_kind": routine.trigger_kind}
+
+    approval_state = job["approval_state"] if job else "none"
+    if routine.approval == "before_enable":
+        if approval_state not in ("approved", "pending"):
+            journal.add_approval(c, routine_id=res.name, kind="before_enable")
+            approval_state = "pending"
+    elif approval_state == "pending" and job is not None:
+        journal.cancel_pending_approvals(c, res.name, "before_enable")
+        approval_state = "none"
+    fields["approval_state"] = approval_state
+    effective = routine.enabled and approval_state not in ("pending", "denied")
+    was_enabled = bool(job["enabled"]) if job else False
+    fields["enabled"] = int(effective)
+
+    s = sched.Schedule.from_spec(routine.schedule, routine.policies.dst) if routine.schedule else None
+    fp = s.fingerprint() if s else None
+    schedule_changed = job is None or job.get("schedule_fingerprint") != fp
+    if s is None:
+        fields.update(schedule_fingerprint=None, anchor_ms=None, next_run_at_unix_ms=None)
+    elif schedule_changed or (effective and not was_enabled):
+        fields.update(schedule_fingerprint=fp, anchor_ms=now_ms, next_run_at_unix_ms=s.next_after(now_ms, now_ms))
+    journal.put_job(c, res.name, **fields)
+
+
+
+
+# -- edits through the API (unmanaged objects, drift) ------------------------------------------------
+
+
+def upsert_resource(journal: Journal, resource: Resource, *, origin: str = "api") -> tuple[StoredResource, bool]:
+    """Create or update one object outside git.
+
+    A new object is *unmanaged* (plan leaves it alone); a managed one keeps its `applied_hash`, so it
+    now shows as drift and the next apply restores the git version (SPEC §3).
+    Returns (stored object, created?).
+    """
+    now_ms = journal.clock.now_ms()
+    with journal.transaction() as c:
+        prev = journal.get_resource(resource.kind, resource.name)
+        journal.put_resource(
+            c,
+            kind=resource.kind,
+            name=resource.name,
+            body=resource.body,
+            hash=resource.hash,
+            managed=prev.managed if prev else False,
+            applied_hash=prev.applied_hash if prev else None,
+            source_file=prev.source_file if prev else None,
+        )
+        if resource.kind == "Routine":
+            _write_job(journal, c, resource, prev, now_ms)
+        journal.bump_serial(c)
+    stored = journal.get_resource(resource.kind, resource.name)
+    assert stored is not None
+    return stored, prev is None
+
+
+def set_enabled(journal: Journal, name: str, enabled: bool) -> StoredResource:
+    stored = journal.get_resource("Routine", name)
+    if stored is None:
+        raise NotFound(f"routine {name!r} does not exist")
+    body = {"metadata": stored.body.get("metadata", {}), "spec": {**stored.body["spec"], "enabled": enabled}}
+    res = Resource(kind="Routine", name=name, body=body, source_file=stored.source_file)
+    if res.hash == stored.hash:
+        return stored
+    return upsert_resource(journal, res)[0]
+
+
+def delete_resource(journal: Journal, kind: str, name: str) -> None:
+    """Delete through the API. A managed object comes back at the next apply (it is still in git)."""
+    with journal.transaction() as c:
+        if journal.get_resource(kind, name) is None:
+            raise NotFound(f"{kind.lower()} {name!r} does not exist")
+        journal.delete_resource(c, kind, name)
+        journal.bump_serial(c)
+
+
+def apply_directory(journal: Journal, directory: Path, *, origin: str = "cli", **plan_options: Any) -> tuple[Plan, ApplyResult]:
+    """Plan and apply in one go (the watcher and `make run` use this)."""
+    plan, _ = plan_directory(directory, journal.path, clock=journal.clock, **plan_options)
+    return plan, apply_plan(journal, plan, directory=directory, origin=origin)
+
+
+__all__ = [
+    "ApplyResult",
+    "PalyraError",
+    "apply_directory",
+    "apply_plan",
+    "delete_resource",
+    "desired_from",
+    "plan_directory",
+    "set_enabled",
+    "upsert_resource",
+]
