@@ -1,0 +1,156 @@
+"""Run policies that are pure time math: jitter, quiet hours, misfire resolution, retry backoff.
+
+Kept beside the fire-time code so the scheduler, plan notes and tests share one definition of each
+rule (the daemon records the outcome; these functions only decide it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from palyra_ops.errors import PalyraError
+from palyra_ops.schedule.zones import DAY_MS, check_timezone, offset_ms, resolve_wall, resolve_zone
+
+RETRY_CAP_MS = 60_000
+QUIET_ACTIONS = ("skip", "defer")
+MISFIRE_POLICIES = ("fire_once", "ignore", "catch_up")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def jitter_offset_ms(routine_id: str, nominal_ms: int, jitter_ms: int) -> int:
+    """Deterministic delay in [0, jitter_ms] for one occurrence.
+
+    Derived from SHA-256 of (routine, nominal instant) rather than `hash()` or a RNG, so every
+    scheduler process (and a restarted one) delays the same occurrence by the same amount, which keeps
+    the dedupe key and the recorded "scheduled at" stable. 64 bits of hash make the modulo bias
+    negligible for any realistic jitter.
+    """
+    if jitter_ms <= 0:
+        return 0
+    digest = hashlib.sha256(f"{routine_id}\x00{nominal_ms}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (jitter_ms + 1)
+
+
+def retry_delay_ms(backoff_ms: int, attempt: int) -> int:
+    """Delay before retrying after failed attempt `attempt` (1-based): backoff * 2**(attempt-1), max 60 s."""
+    if backoff_ms <= 0:
+        return 0
+    exponent = max(attempt, 1) - 1
+    if exponent >= 32:  # avoid building huge integers; any such delay is capped anyway
+        return RETRY_CAP_MS
+    return min(backoff_ms * (1 << exponent), RETRY_CAP_MS)
+
+
+@dataclass(frozen=True)
+class MisfireDecision:
+    run: list[int]  # nominal instants to run now, in order
+    skipped: list[int]  # nominal instants recorded as skipped (misfire)
+
+
+def resolve_misfire(policy: str, missed: list[int], max_catch_up: int) -> MisfireDecision:
+    """Decide what to do with occurrences that are already later than their misfire grace.
+
+    fire_once: one run stands for all of them (the latest, since it is the nearest to "now" and its
+    inputs are the freshest); ignore: none run; catch_up: each runs in order when there are at most
+    `max_catch_up`, else the backlog collapses like fire_once (a long outage should not unleash a
+    burst of stale runs).
+    """
+    missed = sorted(missed)
+    if not missed:
+        return MisfireDecision(run=[], skipped=[])
+    if policy == "ignore":
+        return MisfireDecision(run=[], skipped=list(missed))
+    if policy == "catch_up" and len(missed) <= max_catch_up:
+        return MisfireDecision(run=list(missed), skipped=[])
+    if policy in ("fire_once", "catch_up"):
+        return MisfireDecision(run=[missed[-1]], skipped=list(missed[:-1]))
+    raise ValueError(f"unknown misfire policy {policy!r} (expected one of {', '.join(MISFIRE_POLICIES)})")
+
+
+def check_quiet_hours(q: dict) -> list[tuple[str, str]]:
+    """Problems of a `quiet_hours` mapping as (key, message), like check_schedule."""
+    if not isinstance(q, dict):
+        return [("", "must be a mapping with start and end")]
+    problems: list[tuple[str, str]] = []
+    for key in ("start", "end"):
+        value = q.get(key)
+        if value is None:
+            problems.append((key, "is required (HH:MM)"))
+        elif not isinstance(value, str) or not _HHMM.match(value):
+            problems.append((key, f"{value!r} is not a time of day HH:MM (00:00 to 23:59)"))
+    if not problems and q["start"] == q["end"]:
+        problems.append(("end", f"equals start ({q['start']!r}): the window would be empty"))
+    tz = q.get("timezone", "utc")
+    message = check_timezone(tz) if isinstance(tz, str) else f"must be a string, got {tz!r}"
+    if message:
+        problems.append(("timezone", message))
+    action = q.get("action", "skip")
+    if action not in QUIET_ACTIONS:
+        problems.append(("action", f"{action!r} is not one of {', '.join(QUIET_ACTIONS)}"))
+    return problems
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily local-time window in which scheduled triggers are skipped or deferred.
+
+    Each day's window is a real interval [start, end) of instants: start and end are resolved on their
+    local date like a fixed-time cron with the default DST policy (a time in a gap means the first
+    instant after the gap, a repeated time means its first occurrence). So a window is never entered
+    twice in one night, and on a DST night it is an hour shorter or longer in real time, as the clock
+    on the wall says. `start > end` wraps midnight (22:00-07:00 ends on the next date). `start == end`
+    is an empty window (never quiet); check_quiet_hours reports it as an error.
+    """
+
+    start: str
+    end: str
+    timezone: str = "utc"
+    action: str = "skip"
+
+    @classmethod
+    def from_spec(cls, q: dict) -> QuietHours:
+        problems = check_quiet_hours(q)
+        if problems:
+            key, message = problems[0]
+            raise PalyraError(f"quiet_hours.{key}: {message}" if key else f"quiet_hours: {message}")
+        return cls(
+            start=q["start"],
+            end=q["end"],
+            timezone=q.get("timezone") or "utc",
+            action=q.get("action") or "skip",
+        )
+
+    def _window_at(self, instant_ms: int) -> tuple[int, int] | None:
+        start, end = _minutes(self.start), _minutes(self.end)
+        if start == end:
+            return None
+        zone = resolve_zone(self.timezone)
+        day = (instant_ms + offset_ms(zone, instant_ms)) // DAY_MS
+        for d in (day - 1, day, day + 1):
+            s = _first_instant(zone, d * 1440 + start)
+            e = _first_instant(zone, (d if start < end else d + 1) * 1440 + end)
+            if s <= instant_ms < e:
+                return s, e
+        return None
+
+    def contains(self, instant_ms: int) -> bool:
+        """Start inclusive, end exclusive."""
+        return self._window_at(instant_ms) is not None
+
+    def window_end_after(self, instant_ms: int) -> int:
+        """When the window holding `instant_ms` ends (the deferred run time); the instant itself if none."""
+        window = self._window_at(instant_ms)
+        return window[1] if window else instant_ms
+
+
+def _first_instant(zone: object, wall_minute: int) -> int:
+    """Where a wall time first reads as reached: its instant, a gap's end, or a fold's first occurrence."""
+    _kind, instants = resolve_wall(zone, wall_minute)  # type: ignore[arg-type]
+    return instants[0]
