@@ -95,6 +95,11 @@ class _RunContext(threading.local):
     deadline: float = 0.0
 
 
+def default_cache_dir(state_root: Path) -> Path:
+    """Where the daemon and `skills run` keep compiled modules: `<state_root>/skills/cache`."""
+    return Path(state_root) / "skills" / "cache"
+
+
 def engine_fingerprint() -> str:
     """Identifies generated code: wasmtime version, our engine settings and the host CPU family."""
     doc = {"wasmtime": pkg_version("wasmtime"), "settings": _ENGINE_SETTINGS, "machine": platform.machine()}
