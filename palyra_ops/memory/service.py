@@ -30,7 +30,7 @@ import numpy as np
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import NotFound, PalyraError
-from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, _create, db_file_bytes
+from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, db_file_bytes
 from palyra_ops.memory.embedders import Embedder, EmbedderSpec, HashingEmbedder
 from palyra_ops.memory.index import IndexParams, MemoryIndex, index_path_for, read_sidecar
 from palyra_ops.memory.maintenance import (
@@ -205,21 +205,10 @@ class MemoryService:
         return conn
 
     def _migrate(self) -> None:
-        """Use the journal's migration runner when present, so migrations are tracked by name."""
-        try:
-            from palyra_ops.journal import open_journal  # type: ignore[attr-defined]
-        except ImportError:
-            open_journal = None
-        if open_journal is not None:
-            journal = open_journal(self.journal_path)
-            close = getattr(journal, "close", None)
-            if close is not None:
-                close()
-        store = self.store
-        if not store.has_schema():
-            import sqlite_utils
+        """The journal's runner applies our named migration with the others and tracks it."""
+        from palyra_ops.journal import open_journal
 
-            _create(sqlite_utils.Database(store.conn))
+        open_journal(self.journal_path, clock=self.clock).close()
 
     @property
     def store(self) -> MemoryStore:
