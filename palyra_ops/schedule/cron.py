@@ -74,20 +74,18 @@ class Cron:
     def canonical(self) -> str:
         """Equal for expressions with equal meaning (`@daily` == `0 0 * * *`, `MON` == `1`)."""
 
-        def fmt(values: object) -> str:
-            if values is None:
+        def fmt(values: object, full: int) -> str:
+            if values is None or len(values) == full:  # type: ignore[arg-type]
                 return "*"
             return ",".join(str(v) for v in sorted(values))  # type: ignore[call-overload]
 
-        dom = (
-            "*"
-            if self.dom is None and not self.dom_last
-            else ",".join([str(d) for d in sorted(self.dom or ())] + (["L"] if self.dom_last else []))
-        )
-        dow = fmt(self.dow)
+        dom = "*"
+        if self.dom is not None or self.dom_last:
+            dom = ",".join([str(d) for d in sorted(self.dom or ())] + (["L"] if self.dom_last else []))
+        dow = fmt(self.dow, -1)
         if self.nth:
             dow = ",".join(f"{wd}#{','.join(str(n) for n in ns)}" for wd, ns in self.nth)
-        return f"{fmt(self.minutes)} {fmt(self.hours)} {dom} {fmt(self.months)} {dow}"
+        return f"{fmt(self.minutes, 60)} {fmt(self.hours, 24)} {dom} {fmt(self.months, 12)} {dow}"
 
 
 def _field_problem(index: int, value: str) -> str:
