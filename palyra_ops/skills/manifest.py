@@ -290,6 +290,8 @@ def parse_manifest_data(raw: object) -> Manifest:
     _unknown(raw, _TOP_KEYS, "")
     skill_id = _req_str(raw, "id", ID_PATTERN, "a valid skill id (lower-case letters, digits, '.', '_', '-')")
     version = raw.get("version")
+    if version is not None and not isinstance(version, str):
+        raise _bad("version", f"expected a semantic version such as 1.2.0 as text, got the number {version!r} (quote it)")
     if not isinstance(version, str) or not SEMVER_PATTERN.match(version):
         raise _bad("version", f"{version!r} is not a semantic version such as 1.2.0")
     publisher = _req_str(raw, "publisher", PUBLISHER_PATTERN, "a valid publisher name")

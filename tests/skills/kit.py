@@ -36,3 +36,22 @@ def build(name: str, dest: Path, *, key: Ed25519PrivateKey | None = None, manife
 def new_key() -> tuple[Ed25519PrivateKey, str]:
     key = Ed25519PrivateKey.generate()
     return key, encode_public_key(key.public_key())
+
+
+# --- pytest fixtures shared by tests/test_skills_*.py (imported there by name) ----------------------
+
+import pytest  # noqa: E402
+
+from palyra_ops.skills.store import SkillStore  # noqa: E402
+
+
+@pytest.fixture
+def publisher() -> tuple[Ed25519PrivateKey, str]:
+    return new_key()
+
+
+@pytest.fixture
+def skill_store(tmp_path: Path, publisher: tuple[Ed25519PrivateKey, str]) -> SkillStore:
+    store = SkillStore(tmp_path / "state")
+    store.trust.add("acme", publisher[1])
+    return store
