@@ -1,0 +1,72 @@
+"""`palyra-ops approvals list|approve ID|deny ID`: the human gate of SPEC §5.
+
+Decisions go through the daemon's gateway (not the journal) because approving a `before_first_run`
+approval must release the waiting run, which only the running daemon can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from urllib.parse import quote
+
+from palyra_ops.cli._common import add_output_flag, print_json
+from palyra_ops.cli.cron_cmd import client_for, connection_parent, table
+from palyra_ops.client import ConsoleClient
+
+API = "/console/v1"
+STATES = ("pending", "approved", "denied", "cancelled", "all")
+
+
+def register(subparsers: Any) -> None:
+    conn = connection_parent()
+    parser = subparsers.add_parser("approvals", help="list, approve or deny pending approvals")
+    sub = parser.add_subparsers(dest="approvals_command", metavar="ACTION")
+    sub.required = True
+
+    lst = sub.add_parser("list", parents=[conn], help="approvals (pending by default)")
+    lst.add_argument("--state", choices=STATES, default="pending", help="which approvals (default pending)")
+    add_output_flag(lst)
+    for action in ("approve", "deny"):
+        p = sub.add_parser(action, parents=[conn], help=f"{action} an approval")
+        p.add_argument("approval_id", metavar="ID")
+        add_output_flag(p)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        if args.approvals_command == "list":
+            return _list(client, args)
+        return _decide(client, args)
+
+
+def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
+    items = client.get(f"{API}/approvals", state=args.state).get("items", [])
+    if args.output == "json":
+        print_json(items)
+        return 0
+    if not items:
+        print(f"no {args.state} approvals" if args.state != "all" else "no approvals")
+        return 0
+    print(
+        table(
+            ["APPROVAL ID", "ROUTINE", "KIND", "RUN ID", "STATE", "CREATED", "DECIDED BY"],
+            [
+                [a["approval_id"], a.get("routine_id"), a.get("kind"), a.get("run_id"), a.get("state"),
+                 a.get("created_at"), a.get("decided_by")]
+                for a in items
+            ],
+        )
+    )
+    return 0
+
+
+def _decide(client: ConsoleClient, args: argparse.Namespace) -> int:
+    action = args.approvals_command
+    view = client.post(f"{API}/approvals/{quote(args.approval_id, safe='')}/{action}", {})
+    if args.output == "json":
+        print_json(view)
+        return 0
+    print(f"{view.get('state')} {view.get('kind')} approval {view.get('approval_id')} of routine {view.get('routine_id')}")
+    return 0

@@ -1,0 +1,351 @@
+"""`palyra-ops cron ...`: routines managed through a running daemon's console API.
+
+These commands go through the daemon (not the journal file) so a change wakes its scheduler at once
+and a run-now takes the gateway path like any other trigger. Routines made with `cron add` are
+*unmanaged* (SPEC §3): plan lists them and leaves them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from palyra_ops.cli._common import add_output_flag, print_json
+from palyra_ops.client import ConsoleClient
+from palyra_ops.errors import PalyraError
+
+API = "/console/v1"
+DELIVERY_MODES = ("same_channel", "specific_channel", "local_only", "logs_only")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; `-` for missing values so columns never collapse."""
+    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def connection_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--url", default=None, help="daemon URL (default: $PALYRA_URL or http://127.0.0.1:7142)")
+    parent.add_argument("--token", default=None, help="API token (default: $PALYRA_TOKEN or the state root's token file)")
+    return parent
+
+
+def client_for(args: argparse.Namespace) -> ConsoleClient:
+    return ConsoleClient(getattr(args, "url", None), getattr(args, "token", None))
+
+
+def register(subparsers: Any) -> None:
+    conn = connection_parent()
+    parser = subparsers.add_parser("cron", help="add, inspect and run routines on a running daemon")
+    sub = parser.add_subparsers(dest="cron_command", metavar="ACTION")
+    sub.required = True
+
+    add = sub.add_parser("add", parents=[conn], help="create or update a schedule routine (unmanaged)")
+    add.add_argument("name", help="routine id (metadata.name)")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='5-field cron expression, e.g. "0 9 * * 1-5"')
+    when.add_argument("--every", help="fixed interval, e.g. 15m")
+    when.add_argument("--at", help="one shot, RFC 3339 with offset")
+    add.add_argument("--timezone", help="utc (default), local or an IANA zone")
+    add.add_argument("--prompt", required=True, help="what the agent is asked to do")
+    add.add_argument("--description", help="free text shown in plans and the console")
+    add.add_argument("--owner", help="principal the run is evaluated for (default system:daemon)")
+    add.add_argument("--channel", help="origin channel (default system:cron)")
+    add.add_argument("--delivery-mode", choices=DELIVERY_MODES, help="where the output goes (default logs_only)")
+    add.add_argument("--delivery-channel", help="Channel name for --delivery-mode specific_channel")
+    add.add_argument("--disabled", action="store_true", help="store the routine disabled")
+    add_output_flag(add)
+
+    lst = sub.add_parser("list", parents=[conn], help="list routines")
+    lst.add_argument("--trigger-kind", choices=["schedule", "hook", "webhook", "system_event", "manual"])
+    lst.add_argument("--enabled", choices=["true", "false"], help="only enabled / disabled routines")
+    lst.add_argument("--channel", help="only routines with this origin or delivery channel")
+    add_output_flag(lst)
+
+    status = sub.add_parser("status", parents=[conn], help="state, next run and last status of scheduled routines")
+    add_output_flag(status)
+
+    show = sub.add_parser("show", parents=[conn], help="one routine: definition and state")
+    show.add_argument("name")
+    add_output_flag(show)
+
+    for action, text in (("enable", "enable a routine"), ("disable", "disable a routine")):
+        p = sub.add_parser(action, parents=[conn], help=text)
+        p.add_argument("name")
+        add_output_flag(p)
+
+    run_now = sub.add_parser("run-now", parents=[conn], help="dispatch a run now (manual trigger)")
+    run_now.add_argument("name")
+    run_now.add_argument("--dedupe-key", help="drop the run when one with this key exists")
+    add_output_flag(run_now)
+
+    delete = sub.add_parser("delete", parents=[conn], help="delete a routine")
+    delete.add_argument("name")
+    add_output_flag(delete)
+
+    logs = sub.add_parser("logs", parents=[conn], help="a routine's runs, newest first")
+    logs.add_argument("name")
+    logs.add_argument("--limit", type=int, default=20, help="how many runs (1-500, default 20)")
+    logs.add_argument("--status", help="only runs with this status")
+    add_output_flag(logs)
+
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = {
+        "add": _add,
+        "list": _list,
+        "status": _status,
+        "show": _show,
+        "enable": _enable,
+        "disable": _enable,
+        "run-now": _run_now,
+        "delete": _delete,
+        "logs": _logs,
+    }[args.cron_command]
+    with client_for(args) as client:
+        return handler(client, args)
+
+
+# -- spec building -----------------------------------------------------------------------------------
+
+
+def build_upsert(args: argparse.Namespace) -> dict[str, Any]:
+    """The upsert body for `cron add`: a schedule routine in the routine file's `spec` shape."""
+    if args.cron is not None:
+        schedule: dict[str, Any] = {"cron": args.cron}
+    elif args.every is not None:
+        schedule = {"every": args.every}
+    else:
+        schedule = {"at": args.at}
+    if args.timezone:
+        schedule["timezone"] = args.timezone
+    spec: dict[str, Any] = {"trigger": {"kind": "schedule", "schedule": schedule}, "prompt": args.prompt}
+    if args.disabled:
+        spec["enabled"] = False
+    if args.owner:
+        spec["owner"] = args.owner
+    if args.channel:
+        spec["channel"] = args.channel
+    if args.delivery_channel and not args.delivery_mode:
+        args.delivery_mode = "specific_channel"
+    if args.delivery_mode:
+        spec["delivery"] = {"mode": args.delivery_mode}
+        if args.delivery_channel:
+            spec["delivery"]["channel"] = args.delivery_channel
+    body: dict[str, Any] = {"name": args.name, "spec": spec}
+    if args.description:
+        body["description"] = args.description
+    return body
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+
+
+def _next_run(view: dict[str, Any]) -> str:
+    local, utc = view.get("next_run_at_local"), view.get("next_run_at")
+    if not utc:
+        return "none"
+    return utc if local == utc else f"{local} ({utc})"
+
+
+def _schedule_text(schedule: dict[str, Any] | None) -> str:
+    if not schedule:
+        return "-"
+    for key in ("cron", "every", "at"):
+        if key in schedule:
+            text = f"cron {schedule[key]!r}" if key == "cron" else f"{key} {schedule[key]}"
+            return f"{text} ({schedule.get('timezone', 'utc')})"
+    return json.dumps(schedule)
+
+
+def _ownership(view: dict[str, Any]) -> str:
+    if not view.get("managed"):
+        return "unmanaged"
+    return "managed, drifted" if view.get("drift") else "managed"
+
+
+def show_text(view: dict[str, Any]) -> str:
+    spec = view.get("spec") or {}
+    delivery = spec.get("delivery") or {}
+    last = view.get("last_run")
+    last_text = "never"
+    if last:
+        last_text = f"{last.get('status')} (run {last.get('run_id')}, started {last.get('started_at') or '-'})"
+        if last.get("reason"):
+            last_text += f": {last['reason']}"
+    rows = [
+        ("name", view["name"]),
+        ("description", view.get("description") or "-"),
+        ("trigger", view.get("trigger_kind")),
+        ("schedule", _schedule_text(view.get("schedule"))),
+        ("enabled", f"{str(view.get('enabled')).lower()} (effective {str(view.get('effective_enabled')).lower()}, "
+                    f"approval {view.get('approval_state')})"),
+        ("state", view.get("state")),
+        ("next run", _next_run(view)),
+        ("last run", last_text),
+        ("owner", view.get("owner")),
+        ("channel", view.get("channel")),
+        ("delivery", delivery.get("mode", "-") + (f" → {delivery['channel']}" if delivery.get("channel") else "")),
+        ("ownership", _ownership(view)),
+        ("source file", view.get("source_file") or "-"),
+        ("updated", view.get("updated_at")),
+    ]
+    width = max(len(k) for k, _ in rows) + 1
+    return "\n".join(f"{(k + ':').ljust(width)} {v}" for k, v in rows)
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    return table(
+        ["RUN ID", "TRIGGER", "SCHEDULED", "STARTED", "FINISHED", "ATTEMPT", "STATUS", "REASON", "DELIVERY"],
+        [
+            [r["run_id"], r.get("trigger_kind"), r.get("scheduled_at"), r.get("started_at"), r.get("finished_at"),
+             r.get("attempt"), r.get("status"), r.get("reason"), r.get("delivery_status")]
+            for r in runs
+        ],
+    )
+
+
+# -- actions -----------------------------------------------------------------------------------------
+
+
+def _routine_path(name: str, suffix: str = "") -> str:
+    return f"{API}/routines/{quote(name, safe='')}{suffix}"
+
+
+def _add(client: ConsoleClient, args: argparse.Namespace) -> int:
+    view = client.post(f"{API}/routines/upsert", build_upsert(args))
+    if args.output == "json":
+        print_json(view)
+        return 0
+    verb = "created" if view.get("created") else "updated"
+    print(f"{verb} routine {view['name']} ({_ownership(view)})")
+    if view.get("drift"):
+        print("  note: this routine is managed by git; the next `palyra-ops apply` restores the git version")
+    print(f"  schedule: {_schedule_text(view.get('schedule'))}")
+    print(f"  next run: {_next_run(view)}")
+    return 0
+
+
+def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
+    items = client.paginate(
+        f"{API}/routines", trigger_kind=args.trigger_kind, enabled=args.enabled, channel=args.channel
+    )
+    if args.output == "json":
+        print_json(items)
+        return 0
+    if not items:
+        print("no routines")
+        return 0
+    print(
+        table(
+            ["NAME", "TRIGGER", "ENABLED", "STATE", "NEXT RUN (UTC)", "LAST STATUS", "OWNERSHIP"],
+            [
+                [v["name"], v.get("trigger_kind"), "yes" if v.get("effective_enabled") else "no", v.get("state"),
+                 v.get("next_run_at"), (v.get("last_run") or {}).get("status"), _ownership(v)]
+                for v in items
+            ],
+        )
+    )
+    return 0
+
+
+def _status(client: ConsoleClient, args: argparse.Namespace) -> int:
+    data = client.get(f"{API}/cron/status")
+    items = data.get("items", [])
+    if args.output == "json":
+        print_json(items)
+        return 0
+    if not items:
+        print("no scheduled routines")
+        return 0
+    print(
+        table(
+            ["NAME", "SCHEDULE", "TIMEZONE", "STATE", "NEXT RUN (LOCAL)", "NEXT RUN (UTC)", "LAST STATUS"],
+            [
+                [v["routine_id"], v.get("schedule"), v.get("timezone"), v.get("state"), v.get("next_run_at_local"),
+                 v.get("next_run_at"), v.get("last_status")]
+                for v in items
+            ],
+        )
+    )
+    return 0
+
+
+def _show(client: ConsoleClient, args: argparse.Namespace) -> int:
+    view = client.get(_routine_path(args.name))
+    if args.output == "json":
+        print_json(view)
+    else:
+        print(show_text(view))
+    return 0
+
+
+def _enable(client: ConsoleClient, args: argparse.Namespace) -> int:
+    enabled = args.cron_command == "enable"
+    view = client.post(_routine_path(args.name, "/enabled"), {"enabled": enabled})
+    if args.output == "json":
+        print_json(view)
+        return 0
+    print(f"{'enabled' if enabled else 'disabled'} routine {view['name']}")
+    if enabled and not view.get("effective_enabled"):
+        print(f"  note: waiting for approval ({view.get('approval_state')}); see `palyra-ops approvals list`")
+    if view.get("drift"):
+        print("  note: this routine is managed by git; the next `palyra-ops apply` restores the git version")
+    print(f"  next run: {_next_run(view)}")
+    return 0
+
+
+def _run_now(client: ConsoleClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"routine_id": args.name, "trigger_kind": "manual"}
+    if args.dedupe_key:
+        body["dedupe_key"] = args.dedupe_key
+    run_view = client.post(f"{API}/routines/dispatch", body)
+    if args.output == "json":
+        print_json(run_view)
+        return 0
+    line = f"dispatched {args.name}: run {run_view.get('run_id')} {run_view.get('status')}"
+    if run_view.get("reason"):
+        line += f" ({run_view['reason']})"
+    print(line)
+    print(f"  follow it with `palyra-ops cron logs {args.name}`")
+    return 0
+
+
+def _delete(client: ConsoleClient, args: argparse.Namespace) -> int:
+    result = client.post(_routine_path(args.name, "/delete"), {})
+    if args.output == "json":
+        print_json(result)
+        return 0
+    print(f"deleted routine {args.name}")
+    if result.get("managed"):
+        print("  note: it is still in the routine directory; the next `palyra-ops apply` creates it again")
+    return 0
+
+
+def _logs(client: ConsoleClient, args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 500:
+        raise PalyraError(f"--limit must be between 1 and 500, got {args.limit}")
+    page = client.get(_routine_path(args.name, "/runs"), limit=args.limit, status=args.status)
+    items = page.get("items", [])
+    if args.output == "json":
+        print_json(items)
+        return 0
+    if not items:
+        print(f"no runs of {args.name} yet")
+        return 0
+    print(runs_table(items))
+    return 0
+

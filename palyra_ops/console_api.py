@@ -1,0 +1,598 @@
+"""The console API of SPEC §6: routines, runs, schedule preview, cron status, approvals, system status.
+
+Handlers are thin on purpose: parse the request, call the library (`reconcile`, `schedule`, the
+gateway and scheduler on the `DaemonContext`), render with `views`. Anything that decides what the
+journal should contain lives in those libraries, so the CLI, apply and the API cannot disagree.
+
+Every handler is wrapped by `_endpoint`, which checks the bearer token itself (defence in depth: the
+server's middleware does too, but these routes must never be reachable unauthenticated even when
+mounted in a bare Starlette app, as the unit tests do) and turns `PalyraError` into the SPEC error body
+`{"error": {"code", "message"}}` with the error's status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from palyra_ops import views
+from palyra_ops.clock import parse_rfc3339, rfc3339
+from palyra_ops.context import DaemonContext
+from palyra_ops.errors import Diagnostic, NotFound, PalyraError, ValidationFailed
+from palyra_ops.model import Resource
+from palyra_ops.schema_files import load_schema
+
+PREFIX = "/console/v1"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_PREVIEW_COUNT = 100
+TRIGGER_KINDS = ("schedule", "hook", "webhook", "system_event", "manual")
+APPROVAL_STATES = ("pending", "approved", "denied", "cancelled")
+UPSERT_FIELDS = ("name", "spec", "description", "labels")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class JSONResponse(Response):
+    """JSON that tolerates non-JSON values from status providers (rendered with `str`)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+
+
+class BadRequest(PalyraError):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(PalyraError):
+    code = "unauthorized"
+    status = 401
+
+
+def error_response(exc: PalyraError) -> JSONResponse:
+    """The SPEC §6 error body; validation failures carry every finding under `details`."""
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, ValidationFailed):
+        error["details"] = [
+            {"path": d.path, "message": d.message, **({"file": d.file, "line": d.line, "column": d.column} if d.line else {})}
+            for d in exc.diagnostics
+        ]
+    headers = {"WWW-Authenticate": 'Bearer realm="palyra"'} if exc.status == 401 else None
+    return JSONResponse({"error": error}, status_code=exc.status, headers=headers)
+
+
+def check_token(request: Request, *tokens: str) -> None:
+    """Accepts the console token or the daemon's internal credential, as the server middleware does."""
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not header:
+        raise Unauthorized("missing bearer token")
+    presented = given.strip().encode()
+    if scheme.lower() != "bearer" or not any(
+        t and hmac.compare_digest(presented, t.encode()) for t in tokens
+    ):
+        raise Unauthorized("invalid bearer token")
+
+
+# -- request parsing ---------------------------------------------------------------------------------
+
+
+async def json_body(request: Request, *, required: bool = True) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise BadRequest("request body must be a JSON object")
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def query_limit(request: Request) -> int:
+    text = request.query_params.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        raise BadRequest(f"limit: {text!r} is not an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name}: {text!r} is not a boolean (true or false)")
+
+
+def encode_cursor(kind: str, position: str) -> str:
+    """Cursors are opaque to clients so the paging key can change without breaking them."""
+    raw = json.dumps({"k": kind, "p": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None, kind: str) -> str | None:
+    if text is None or text == "":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = json.loads(raw)
+        if isinstance(data, dict) and data.get("k") == kind and isinstance(data.get("p"), str):
+            return data["p"]
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        pass
+    raise BadRequest("cursor: not a cursor returned by this listing")
+
+
+# -- upsert validation -------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _validator(definition: str) -> Draft202012Validator:
+    """A validator for one `$defs` entry of the routine schema, so the API and files agree exactly."""
+    schema = load_schema()
+    return Draft202012Validator({"$defs": schema.get("$defs", {}), "$ref": f"#/$defs/{definition}"})
+
+
+def _dotted(prefix: str, path: Any) -> str:
+    parts = [prefix, *(str(p) for p in path)]
+    return ".".join(p for p in parts if p)
+
+
+def _schema_problems(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in _validator("routineSpec").iter_errors(spec):
+        chosen: ValidationError = err
+        if err.context:  # oneOf/anyOf: the closest branch says what was actually wrong
+            chosen = best_match(err.context) or err
+        out.append((_dotted("spec", chosen.absolute_path), chosen.message))
+    return out
+
+
+def _fallback_document_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Schema and schedule checks with plain jsonschema messages, for when `source` lacks its helpers."""
+    from palyra_ops import schedule as sched
+
+    out = [(_dotted("metadata", e.absolute_path), e.message) for e in _validator("metadata").iter_errors(doc["metadata"])]
+    spec = doc["spec"]
+    spec_problems = _schema_problems(spec)
+    out.extend(spec_problems)
+    if spec_problems:
+        return out
+    trigger = spec.get("trigger") or {}
+    if trigger.get("kind") == "schedule" and isinstance(trigger.get("schedule"), dict):
+        for key, message in sched.check_schedule(trigger["schedule"]):
+            out.append((f"spec.trigger.schedule.{key}" if key else "spec.trigger.schedule", message))
+    quiet = spec.get("quiet_hours")
+    if isinstance(quiet, dict) and quiet.get("timezone"):
+        message = sched.check_timezone(quiet["timezone"])
+        if message:
+            out.append(("spec.quiet_hours.timezone", message))
+    return out
+
+
+def document_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every schema and per-document semantic problem, worded exactly as `palyra-ops validate` words it.
+
+    Reuses the source loader's checks so a routine is judged the same whether it arrives as a file or
+    through the API; falls back to plain jsonschema messages if those helpers are not available.
+    """
+    try:
+        from palyra_ops.source import _schema_findings, _semantic_findings, format_path
+    except ImportError:
+        return _fallback_document_problems(doc)
+    findings = _schema_findings(doc)
+    findings += _semantic_findings(doc, [f[0] for f in findings])
+    return [(format_path(path), message) for path, _anchor, message in findings]
+
+
+def _reference_problems(spec: dict[str, Any], ctx: DaemonContext) -> list[tuple[str, str]]:
+    """Cross-object checks (a directory's cross-file checks): referenced channels and skills exist."""
+    out: list[tuple[str, str]] = []
+    delivery = spec.get("delivery") or {}
+    for channel_key in ("channel", "failure_channel"):
+        name = delivery.get(channel_key)
+        if isinstance(name, str) and ctx.journal.get_resource("Channel", name) is None:
+            out.append((f"spec.delivery.{channel_key}", f"no Channel named {name!r} in the journal"))
+    skill = spec.get("skill")
+    store = ctx.extras.get("skills")
+    if isinstance(skill, dict) and isinstance(skill.get("id"), str) and store is not None and hasattr(store, "ids"):
+        if skill["id"] not in store.ids():
+            out.append(("spec.skill.id", f"no installed skill {skill['id']!r}"))
+    return out
+
+
+_METADATA_PATHS = {"metadata.name": "name", "metadata.description": "description", "metadata.labels": "labels"}
+
+
+def _api_path(path: str) -> str:
+    """`metadata.labels.team` → `labels.team`: the upsert body has no metadata level."""
+    for prefix, short in _METADATA_PATHS.items():
+        if path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "["):
+            return short + path[len(prefix):]
+    return path
+
+
+def routine_from_payload(payload: dict[str, Any], ctx: DaemonContext) -> Resource:
+    """Validate an upsert body and build the canonical Resource; raises ValidationFailed with all errors."""
+    problems: list[tuple[str, str]] = []
+    for key in payload:
+        if key not in UPSERT_FIELDS:
+            problems.append((key, f"unknown field (expected one of: {', '.join(UPSERT_FIELDS)})"))
+    name = payload.get("name")
+    spec = payload.get("spec")
+    if not isinstance(spec, dict):
+        problems.append(("spec", "missing required field: an object of the same shape as a routine file's spec"))
+    metadata = {k: payload[k] for k in ("name", "description", "labels") if k in payload}
+    doc = {"apiVersion": "palyra/v1", "kind": "Routine", "metadata": metadata, "spec": spec if isinstance(spec, dict) else {}}
+    doc_problems = [(_api_path(p), m) for p, m in document_problems(doc)]
+    if not isinstance(spec, dict):
+        doc_problems = [(p, m) for p, m in doc_problems if not p.startswith("spec")]
+    problems.extend(doc_problems)
+    if isinstance(spec, dict) and not any(p.startswith("spec") for p, _ in doc_problems):
+        problems.extend(_reference_problems(spec, ctx))
+    if problems:
+        raise ValidationFailed(
+            [Diagnostic(file="request", line=0, column=0, path=p, message=m) for p, m in problems]
+        )
+    assert isinstance(spec, dict) and isinstance(name, str)
+    extra: dict[str, Any] = {}
+    if isinstance(payload.get("description"), str):
+        extra["description"] = payload["description"]
+    if payload.get("labels"):
+        extra["labels"] = payload["labels"]
+    return Resource.from_spec("Routine", name, spec, extra)
+
+
+def _reconcile() -> Any:
+    try:
+        from palyra_ops import reconcile
+    except ImportError:  # pragma: no cover - only while the lead's module is landing
+        raise PalyraError("routine changes are not available in this build", code="not_implemented", status=501) from None
+    return reconcile
+
+
+# -- the API -----------------------------------------------------------------------------------------
+
+
+class ConsoleApi:
+    """Route handlers bound to one daemon context."""
+
+    def __init__(self, ctx: DaemonContext) -> None:
+        self.ctx = ctx
+
+    # helpers
+
+    def _routine(self, routine_id: str) -> Any:
+        res = self.ctx.journal.get_resource("Routine", routine_id)
+        if res is None:
+            raise NotFound(f"no routine {routine_id!r}")
+        return res
+
+    def _active_counts(self) -> Counter[str]:
+        return Counter(r["routine_id"] for r in self.ctx.journal.active_runs())
+
+    def _wake(self) -> None:
+        scheduler = self.ctx.scheduler
+        if scheduler is not None and hasattr(scheduler, "wake"):
+            scheduler.wake()
+
+    def _gateway(self) -> Any:
+        if self.ctx.gateway is None:
+            raise PalyraError("the gateway is not running", code="unavailable", status=503)
+        return self.ctx.gateway
+
+    def _routine_detail(self, routine_id: str) -> dict[str, Any]:
+        res = self._routine(routine_id)
+        journal = self.ctx.journal
+        job = journal.get_job(routine_id)
+        last = journal.get_run(job["last_run_id"]) if job and job.get("last_run_id") else None
+        if last is None:
+            recent = journal.list_runs(routine_id, limit=1)
+            last = recent[0] if recent else None
+        return views.routine_view(
+            res,
+            job,
+            now_ms=self.ctx.clock.now_ms(),
+            active_runs=len(journal.active_runs(routine_id)),
+            last_run=last,
+            detail=True,
+        )
+
+    # routines
+
+    async def list_routines(self, request: Request) -> Response:
+        limit = query_limit(request)
+        after = decode_cursor(request.query_params.get("cursor"), "routines")
+        trigger_kind = request.query_params.get("trigger_kind")
+        if trigger_kind is not None and trigger_kind not in TRIGGER_KINDS:
+            raise BadRequest(f"trigger_kind: {trigger_kind!r} is not one of {', '.join(TRIGGER_KINDS)}")
+        enabled = query_bool(request, "enabled")
+        channel = request.query_params.get("channel")
+        journal = self.ctx.journal
+        jobs = {j["routine_id"]: j for j in journal.list_jobs()}
+        active = self._active_counts()
+        now = self.ctx.clock.now_ms()
+        items: list[dict[str, Any]] = []
+        next_cursor = None
+        for res in journal.list_resources("Routine"):  # sorted by name: the paging key
+            if after is not None and res.name <= after:
+                continue
+            view = views.routine_view(res, jobs.get(res.name), now_ms=now, active_runs=active[res.name])
+            if trigger_kind is not None and view["trigger_kind"] != trigger_kind:
+                continue
+            if enabled is not None and view["effective_enabled"] != enabled:
+                continue
+            if channel is not None:
+                delivery = res.body.get("spec", {}).get("delivery") or {}
+                if channel not in (view["channel"], delivery.get("channel"), delivery.get("failure_channel")):
+                    continue
+            if len(items) == limit:
+                next_cursor = encode_cursor("routines", items[-1]["name"])
+                break
+            items.append(view)
+        return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+    async def get_routine(self, request: Request) -> Response:
+        return JSONResponse(self._routine_detail(request.path_params["routine_id"]))
+
+    async def upsert_routine(self, request: Request) -> Response:
+        payload = await json_body(request)
+        resource = routine_from_payload(payload, self.ctx)
+        _, created = _reconcile().upsert_resource(self.ctx.journal, resource, origin="api")
+        self._wake()
+        view = self._routine_detail(resource.name)
+        view["created"] = created
+        return JSONResponse(view, status_code=201 if created else 200)
+
+    async def dispatch_routine(self, request: Request) -> Response:
+        payload = await json_body(request)
+        routine_id = payload.get("routine_id")
+        if not isinstance(routine_id, str) or not routine_id:
+            raise BadRequest("routine_id: required (the routine's name)")
+        trigger_kind = payload.get("trigger_kind", "manual")
+        if trigger_kind not in TRIGGER_KINDS:
+            raise BadRequest(f"trigger_kind: {trigger_kind!r} is not one of {', '.join(TRIGGER_KINDS)}")
+        dedupe_key = payload.get("dedupe_key")
+        if dedupe_key is not None and not isinstance(dedupe_key, str):
+            raise BadRequest("dedupe_key: must be a string")
+        unknown = set(payload) - {"routine_id", "trigger_kind", "trigger_payload", "dedupe_key"}
+        if unknown:
+            raise BadRequest(f"unknown field {sorted(unknown)[0]!r} (expected routine_id, trigger_kind, trigger_payload, dedupe_key)")
+        self._routine(routine_id)
+        run = await self._gateway().dispatch(
+            routine_id,
+            trigger_kind=trigger_kind,
+            trigger_payload=payload.get("trigger_payload"),
+            dedupe_key=dedupe_key,
+        )
+        if not run:
+            raise PalyraError(f"a run of {routine_id!r} with dedupe key {dedupe_key!r} already exists", code="duplicate", status=409)
+        return JSONResponse(views.run_view(run), status_code=202)
+
+    async def set_enabled(self, request: Request) -> Response:
+        routine_id = request.path_params["routine_id"]
+        payload = await json_body(request)
+        enabled = payload.get("enabled")
+        if not isinstance(enabled, bool) or set(payload) != {"enabled"}:
+            raise BadRequest('body must be {"enabled": true} or {"enabled": false}')
+        self._routine(routine_id)
+        _reconcile().set_enabled(self.ctx.journal, routine_id, enabled)
+        self._wake()
+        return JSONResponse(self._routine_detail(routine_id))
+
+    async def delete_routine(self, request: Request) -> Response:
+        routine_id = request.path_params["routine_id"]
+        res = self._routine(routine_id)
+        _reconcile().delete_resource(self.ctx.journal, "Routine", routine_id)
+        self._wake()
+        return JSONResponse({"deleted": routine_id, "managed": res.managed})
+
+    async def list_runs(self, request: Request) -> Response:
+        routine_id = request.path_params["routine_id"]
+        limit = query_limit(request)
+        before = decode_cursor(request.query_params.get("cursor"), "runs")
+        status = request.query_params.get("status")
+        journal = self.ctx.journal
+        rows = journal.list_runs(routine_id, status=status, limit=limit + 1, before_run_id=before)
+        if not rows and before is None and journal.get_resource("Routine", routine_id) is None:
+            raise NotFound(f"no routine {routine_id!r}")
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor("runs", rows[-1]["run_id"]) if more else None
+        return JSONResponse({"items": [views.run_view(r) for r in rows], "next_cursor": next_cursor})
+
+    async def schedule_preview(self, request: Request) -> Response:
+        from palyra_ops.schedule import preview
+
+        payload = await json_body(request)
+        expr, timezone = _preview_expr(payload)
+        count = payload.get("count", 5)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW_COUNT:
+            raise BadRequest(f"count: must be an integer between 1 and {MAX_PREVIEW_COUNT}")
+        from_text = payload.get("from")
+        if from_text is None:
+            from_ms = self.ctx.clock.now_ms()
+        else:
+            try:
+                from_ms = parse_rfc3339(str(from_text))
+            except ValueError as exc:
+                raise BadRequest(f"from: {exc}") from None
+        dst = payload.get("dst")
+        if dst is not None and not isinstance(dst, dict):
+            raise BadRequest("dst: must be an object like {\"gap\": \"shift\", \"fold\": \"first\"}")
+        try:
+            result = preview(expr, timezone, from_ms=from_ms, count=count, dst=dst)
+        except (PalyraError, ValueError) as exc:
+            field = "expr" if "expr" in payload else "schedule"
+            message = exc.message if isinstance(exc, PalyraError) else str(exc)
+            raise ValidationFailed([Diagnostic(file="request", line=0, column=0, path=field, message=message)]) from None
+        return JSONResponse(result)
+
+    async def cron_status(self, request: Request) -> Response:
+        journal = self.ctx.journal
+        jobs = {j["routine_id"]: j for j in journal.list_jobs()}
+        active = self._active_counts()
+        now = self.ctx.clock.now_ms()
+        items = [
+            views.cron_status_view(res, jobs.get(res.name), now_ms=now, active_runs=active[res.name])
+            for res in journal.list_resources("Routine")
+            if (res.body.get("spec", {}).get("trigger") or {}).get("kind") == "schedule"
+        ]
+        return JSONResponse({"now": rfc3339(now), "items": items})
+
+    # approvals
+
+    async def list_approvals(self, request: Request) -> Response:
+        state = request.query_params.get("state", "pending")
+        if state != "all" and state not in APPROVAL_STATES:
+            raise BadRequest(f"state: {state!r} is not one of {', '.join((*APPROVAL_STATES, 'all'))}")
+        rows = self.ctx.journal.list_approvals(None if state == "all" else state)
+        return JSONResponse({"items": [views.approval_view(r) for r in rows]})
+
+    async def _decide(self, request: Request, approve: bool) -> Response:
+        approval_id = request.path_params["approval_id"]
+        if self.ctx.journal.get_approval(approval_id) is None:
+            raise NotFound(f"no approval {approval_id!r}")
+        await self._gateway().decide_approval(approval_id, approve, by="console")
+        self._wake()
+        row = self.ctx.journal.get_approval(approval_id) or {}
+        return JSONResponse(views.approval_view(row))
+
+    async def approve(self, request: Request) -> Response:
+        return await self._decide(request, True)
+
+    async def deny(self, request: Request) -> Response:
+        return await self._decide(request, False)
+
+    # system
+
+    async def system_status(self, request: Request) -> Response:
+        ctx = self.ctx
+        journal = ctx.journal
+        now = ctx.clock.now_ms()
+        scheduler = ctx.scheduler.status() if ctx.scheduler is not None else None
+        watcher = ctx.watcher.status() if ctx.watcher is not None else None
+        return JSONResponse(
+            {
+                "now": rfc3339(now),
+                "daemon": {
+                    "started_at": rfc3339(ctx.started_at_ms or None),
+                    "uptime_seconds": (now - ctx.started_at_ms) / 1000 if ctx.started_at_ms else None,
+                    "base_url": ctx.base_url or None,
+                },
+                "scheduler": scheduler,
+                "watcher": watcher if watcher is not None else {"enabled": False},
+                "tasks": ctx.extras.get("tasks", {}),
+                "journal": {
+                    "path": str(journal.path),
+                    "lineage": journal.lineage(),
+                    "serial": journal.serial(),
+                    "runs_by_status": journal.count_runs_by_status(),
+                    "active_runs": len(journal.active_runs()),
+                    "pending_approvals": len(journal.list_approvals("pending")),
+                },
+                "last_apply": views.apply_log_view(journal.last_apply()),
+            }
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        from palyra_ops.openapi import build_openapi
+
+        return JSONResponse(build_openapi())
+
+
+def _preview_expr(payload: dict[str, Any]) -> tuple[str, str]:
+    """Accept either the routine-file shape (`schedule: {cron|every|at, timezone}`) or the CLI's
+    (`expr` + `timezone`), so a console can preview exactly what it is about to upsert."""
+    if "schedule" in payload:
+        schedule = payload["schedule"]
+        if not isinstance(schedule, dict):
+            raise BadRequest("schedule: must be an object with one of cron, every, at")
+        keys = [k for k in ("cron", "every", "at") if k in schedule]
+        if len(keys) != 1:
+            raise BadRequest("schedule: exactly one of cron, every, at is required")
+        key = keys[0]
+        value = schedule[key]
+        if not isinstance(value, str):
+            raise BadRequest(f"schedule.{key}: must be a string")
+        expr = value if key == "cron" else f"{key}:{value}"
+        timezone = schedule.get("timezone", payload.get("timezone", "utc"))
+    elif "expr" in payload:
+        expr = payload["expr"]
+        if not isinstance(expr, str):
+            raise BadRequest("expr: must be a string (cron expression, every:DURATION or at:RFC3339)")
+        timezone = payload.get("timezone", "utc")
+    else:
+        raise BadRequest("either schedule or expr is required")
+    if not isinstance(timezone, str):
+        raise BadRequest("timezone: must be a string")
+    return expr, timezone
+
+
+def _endpoint(ctx: DaemonContext, handler: Handler) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        try:
+            check_token(request, ctx.token, ctx.internal_token)
+            return await handler(request)
+        except PalyraError as exc:
+            return error_response(exc)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+#: (method, path, handler name) of every console route this module serves; `openapi` describes them
+ROUTE_TABLE: list[tuple[str, str, str]] = [
+    ("GET", f"{PREFIX}/routines", "list_routines"),
+    ("POST", f"{PREFIX}/routines/upsert", "upsert_routine"),
+    ("POST", f"{PREFIX}/routines/dispatch", "dispatch_routine"),
+    ("POST", f"{PREFIX}/routines/schedule-preview", "schedule_preview"),
+    ("GET", f"{PREFIX}/routines/{{routine_id}}", "get_routine"),
+    ("POST", f"{PREFIX}/routines/{{routine_id}}/enabled", "set_enabled"),
+    ("POST", f"{PREFIX}/routines/{{routine_id}}/delete", "delete_routine"),
+    ("GET", f"{PREFIX}/routines/{{routine_id}}/runs", "list_runs"),
+    ("GET", f"{PREFIX}/cron/status", "cron_status"),
+    ("GET", f"{PREFIX}/approvals", "list_approvals"),
+    ("POST", f"{PREFIX}/approvals/{{approval_id}}/approve", "approve"),
+    ("POST", f"{PREFIX}/approvals/{{approval_id}}/deny", "deny"),
+    ("GET", f"{PREFIX}/system/status", "system_status"),
+    ("GET", f"{PREFIX}/openapi.json", "openapi"),
+]
+
+
+def routes(ctx: DaemonContext) -> list[Route]:
+    """Every `/console/v1/...` route of SPEC §6 except `/console/v1/events/{event}` (the server's)."""
+    api = ConsoleApi(ctx)
+    return [
+        Route(path, _endpoint(ctx, getattr(api, name)), methods=[method], name=f"console.{name}")
+        for method, path, name in ROUTE_TABLE
+    ]

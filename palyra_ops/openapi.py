@@ -1,0 +1,470 @@
+"""The OpenAPI 3.1 document of the daemon's HTTP API (SPEC §6: "an OpenAPI document describes all of it").
+
+It is generated, not hand-written, so it cannot disagree with the code: request bodies of the upsert
+route embed the routine JSON Schema's `$defs` (the same schema that validates routine files), and
+the console paths come from `console_api.ROUTE_TABLE`. `docs/openapi.json` is the checked-in copy
+(a test keeps it equal to this output and checks that every app route is described); regenerate with
+`python -m palyra_ops.openapi --write`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from palyra_ops import __version__ as _pkg_version
+from palyra_ops.schema_files import load_schema
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+
+_TS = {"type": ["string", "null"], "format": "date-time", "description": "RFC 3339 with offset; null when not applicable."}
+_RUN_STATUSES = ["accepted", "running", "succeeded", "failed", "skipped", "throttled", "denied", "cancelled",
+                 "awaiting_approval"]
+_TRIGGER_KINDS = ["schedule", "hook", "webhook", "system_event", "manual"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _rewrite_refs(node: Any) -> Any:
+    """`#/$defs/X` of the routine schema → `#/components/schemas/X` once embedded here."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str) and v.startswith("#/$defs/"):
+                out[k] = "#/components/schemas/" + v[len("#/$defs/"):]
+            else:
+                out[k] = _rewrite_refs(v)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def _component_schemas() -> dict[str, Any]:
+    routine_defs = _rewrite_refs(copy.deepcopy(load_schema().get("$defs", {})))
+    page = {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "next_cursor": {"type": ["string", "null"], "description": "Opaque; pass as `cursor` for the next page. Null on the last page."},
+        },
+    }
+    own: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "description": "Machine-readable: bad_request, unauthorized, not_found, invalid, conflict, duplicate, unavailable, ..."},
+                        "message": {"type": "string", "description": "Human-readable, fit to show as-is."},
+                        "details": {
+                            "type": "array",
+                            "description": "Validation failures (code `invalid`): every finding, not just the first.",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "message"],
+                                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                            },
+                        },
+                    },
+                }
+            },
+        },
+        "Run": {
+            "type": "object",
+            "description": "One attempt of a routine (SPEC §6).",
+            "required": ["run_id", "routine_id", "scheduled_at", "started_at", "finished_at", "attempt", "status", "reason"],
+            "properties": {
+                "run_id": {"type": "string", "description": "ULID; sorts by creation time."},
+                "routine_id": {"type": "string"},
+                "scheduled_at": {**_TS, "description": "Nominal scheduled instant; null for manual and event runs."},
+                "started_at": _TS,
+                "finished_at": _TS,
+                "attempt": {"type": "integer", "minimum": 1},
+                "status": {"type": "string", "enum": _RUN_STATUSES},
+                "reason": {"type": ["string", "null"], "description": "Why it was skipped, throttled, denied, failed or cancelled; null otherwise."},
+                "trigger_kind": {"type": "string", "enum": _TRIGGER_KINDS},
+                "trigger_payload": {"description": "Event payload or dispatch payload, as given."},
+                "dedupe_key": {"type": ["string", "null"]},
+                "first_run_id": {"type": ["string", "null"], "description": "Run id of attempt 1 (retries)."},
+                "policy_rule": {"type": ["string", "null"], "description": "The policy rule that decided."},
+                "delivery_status": {"type": ["string", "null"]},
+                "delivery_error": {"type": ["string", "null"]},
+                "skipped_count": {"type": "integer", "description": "Missed occurrences this run stands for (misfire)."},
+                "skipped_times": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                "created_at": _TS,
+                "output": {"type": ["string", "null"]},
+            },
+        },
+        "LastRunSummary": {
+            "type": "object",
+            "properties": {"run_id": {"type": "string"}, "status": {"type": ["string", "null"]},
+                           "started_at": _TS, "finished_at": _TS},
+        },
+        "Routine": {
+            "type": "object",
+            "required": ["id", "name", "trigger_kind", "enabled", "state", "next_run_at", "managed", "drift"],
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "description": {"type": ["string", "null"]},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "trigger_kind": {"type": "string", "enum": _TRIGGER_KINDS},
+                "schedule": {"type": ["object", "null"], "description": "trigger.schedule for schedule routines."},
+                "owner": {"type": "string"},
+                "channel": {"type": "string"},
+                "enabled": {"type": "boolean", "description": "As written in the spec."},
+                "effective_enabled": {"type": "boolean", "description": "Spec enabled and approval granted."},
+                "approval_state": {"type": "string", "enum": ["none", "pending", "approved", "denied"]},
+                "state": {"type": "string", "enum": ["Pending", "Due", "Running", "Disabled", "Finalized"]},
+                "active_runs": {"type": "integer"},
+                "next_run_at": _TS,
+                "next_run_at_local": {**_TS, "description": "next_run_at in the schedule's time zone."},
+                "last_run": {"oneOf": [_ref("Run"), _ref("LastRunSummary"), {"type": "null"}]},
+                "managed": {"type": "boolean", "description": "Created by apply (git); false for API/cron add routines."},
+                "drift": {"type": "boolean", "description": "Managed and changed outside git since the last apply."},
+                "source_file": {"type": ["string", "null"]},
+                "hash": {"type": "string"},
+                "created_at": _TS,
+                "updated_at": _TS,
+            },
+        },
+        "RoutineDetail": {
+            "allOf": [
+                _ref("Routine"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "spec": {**_ref("routineSpec"), "description": "The canonical spec (defaults filled in)."},
+                        "metadata": {"type": "object"},
+                        "created": {"type": "boolean", "description": "Upsert responses only: true when the routine was new."},
+                    },
+                },
+            ]
+        },
+        "RoutinePage": {**page, "properties": {**page["properties"], "items": {"type": "array", "items": _ref("Routine")}}},
+        "RunPage": {**page, "properties": {**page["properties"], "items": {"type": "array", "items": _ref("Run")}}},
+        "UpsertRequest": {
+            "type": "object",
+            "required": ["name", "spec"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"},
+                "description": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "spec": _ref("routineSpec"),
+            },
+        },
+        "DispatchRequest": {
+            "type": "object",
+            "required": ["routine_id"],
+            "additionalProperties": False,
+            "properties": {
+                "routine_id": {"type": "string"},
+                "trigger_kind": {"type": "string", "enum": _TRIGGER_KINDS, "default": "manual"},
+                "trigger_payload": {"description": "Any JSON; passed to the run as trigger context."},
+                "dedupe_key": {"type": "string", "description": "A second dispatch with the same key is dropped (409)."},
+            },
+        },
+        "SchedulePreviewRequest": {
+            "type": "object",
+            "properties": {
+                "schedule": {"type": "object", "description": "A routine's trigger.schedule: one of cron, every, at, plus timezone."},
+                "expr": {"type": "string", "description": "Alternative to schedule: cron expression, every:DURATION or at:RFC3339."},
+                "timezone": {"type": "string", "default": "utc"},
+                "count": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                "from": {"type": "string", "format": "date-time", "description": "Default: now."},
+                "dst": {"type": "object", "properties": {"gap": {"enum": ["shift", "skip"]}, "fold": {"enum": ["first", "last", "both"]}}},
+            },
+        },
+        "SchedulePreview": {
+            "type": "object",
+            "required": ["fire_times", "notes"],
+            "properties": {
+                "fire_times": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                "notes": {"type": "array", "items": {"type": "string"}, "description": "DST gaps, repeated hours, quiet hours."},
+            },
+        },
+        "CronStatus": {
+            "type": "object",
+            "required": ["now", "items"],
+            "properties": {
+                "now": {"type": "string", "format": "date-time"},
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "routine_id": {"type": "string"},
+                            "schedule": {"type": ["string", "null"]},
+                            "timezone": {"type": "string"},
+                            "enabled": {"type": "boolean"},
+                            "state": {"type": "string", "enum": ["Pending", "Due", "Running", "Disabled", "Finalized"]},
+                            "next_run_at": _TS,
+                            "next_run_at_local": _TS,
+                            "last_status": {"type": ["string", "null"]},
+                            "last_run_id": {"type": ["string", "null"]},
+                            "last_started_at": _TS,
+                            "managed": {"type": "boolean"},
+                            "drift": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+        "Approval": {
+            "type": "object",
+            "required": ["approval_id", "routine_id", "kind", "state"],
+            "properties": {
+                "approval_id": {"type": "string"},
+                "routine_id": {"type": "string"},
+                "kind": {"type": "string", "enum": ["before_enable", "before_first_run"]},
+                "run_id": {"type": ["string", "null"]},
+                "state": {"type": "string", "enum": ["pending", "approved", "denied", "cancelled"]},
+                "created_at": _TS,
+                "decided_at": _TS,
+                "decided_by": {"type": ["string", "null"]},
+            },
+        },
+        "SystemStatus": {
+            "type": "object",
+            "properties": {
+                "now": {"type": "string", "format": "date-time"},
+                "daemon": {"type": "object"},
+                "scheduler": {"type": ["object", "null"], "description": "Last tick, due backlog, running count, next due."},
+                "watcher": {"type": "object"},
+                "tasks": {"type": "object", "description": "Maintenance task health by name."},
+                "journal": {"type": "object", "description": "Path, lineage, serial, runs by status."},
+                "last_apply": {"type": ["object", "null"]},
+            },
+        },
+        "EventRuns": {
+            "type": "object",
+            "properties": {"event": {"type": ["string", "null"]}, "integration": {"type": "string"},
+                           "runs": {"type": "array", "items": {"type": "object"}}},
+        },
+    }
+    overlap = set(own) & set(routine_defs)
+    assert not overlap, f"component name clash with routine schema $defs: {overlap}"
+    return {**routine_defs, **own}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+def _param(name: str, where: str, description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "description": description, "schema": schema}
+
+
+_ROUTINE_ID = _param("routine_id", "path", "The routine's name (metadata.name).", {"type": "string"})
+_APPROVAL_ID = _param("approval_id", "path", "The approval's id.", {"type": "string"})
+_LIMIT = _param("limit", "query", "Page size (default 50, at most 500).", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
+_CURSOR = _param("cursor", "query", "`next_cursor` of the previous page.", {"type": "string"})
+
+
+def _operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every operation keyed by (method, path)."""
+    p = "/console/v1"
+    return {
+        ("get", f"{p}/routines"): {
+            "summary": "List routines",
+            "description": "Sorted by name. Filters combine with AND.",
+            "parameters": [
+                _param("trigger_kind", "query", "Only this trigger kind.", {"type": "string", "enum": _TRIGGER_KINDS}),
+                _param("enabled", "query", "Only effectively enabled (true) or disabled (false) routines.", {"type": "boolean"}),
+                _param("channel", "query", "Only routines whose origin channel, delivery channel or failure channel is this.", {"type": "string"}),
+                _LIMIT, _CURSOR,
+            ],
+            "responses": {"200": _json(_ref("RoutinePage"), "One page of routines."), **_errors(400, 401)},
+        },
+        ("get", f"{p}/routines/{{routine_id}}"): {
+            "summary": "One routine: definition, state, next run, last run, source file, managed/drift",
+            "parameters": [_ROUTINE_ID],
+            "responses": {"200": _json(_ref("RoutineDetail"), "The routine."), **_errors(401, 404)},
+        },
+        ("post", f"{p}/routines/upsert"): {
+            "summary": "Create or update a routine",
+            "description": "Validated like a routine file (JSON Schema + semantic checks). A new routine is unmanaged; "
+                           "a managed one shows as drift until the next apply restores the git version. The next run "
+                           "is recomputed from now; an upsert never fires a run by itself.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("UpsertRequest")}}},
+            "responses": {
+                "200": _json(_ref("RoutineDetail"), "Updated."),
+                "201": _json(_ref("RoutineDetail"), "Created."),
+                **_errors(400, 401, 422),
+            },
+        },
+        ("post", f"{p}/routines/dispatch"): {
+            "summary": "Run a routine now",
+            "description": "The run passes the same gates as a scheduled one; the response is the run as accepted "
+                           "(or as stopped by a gate, with its reason).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DispatchRequest")}}},
+            "responses": {"202": _json(_ref("Run"), "The run record."), **_errors(400, 401, 404, 409, 503)},
+        },
+        ("post", f"{p}/routines/schedule-preview"): {
+            "summary": "Next fire times of a schedule, with DST notes",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SchedulePreviewRequest")}}},
+            "responses": {"200": _json(_ref("SchedulePreview"), "Fire times in the schedule's zone."), **_errors(400, 401, 422)},
+        },
+        ("post", f"{p}/routines/{{routine_id}}/enabled"): {
+            "summary": "Enable or disable a routine",
+            "parameters": [_ROUTINE_ID],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["enabled"], "additionalProperties": False,
+                "properties": {"enabled": {"type": "boolean"}}}}}},
+            "responses": {"200": _json(_ref("RoutineDetail"), "The routine after the change."), **_errors(400, 401, 404)},
+        },
+        ("post", f"{p}/routines/{{routine_id}}/delete"): {
+            "summary": "Delete a routine",
+            "description": "A managed routine comes back at the next apply while it is still in the directory.",
+            "parameters": [_ROUTINE_ID],
+            "responses": {"200": _json({"type": "object", "properties": {"deleted": {"type": "string"}, "managed": {"type": "boolean"}}}, "Deleted."),
+                          **_errors(401, 404)},
+        },
+        ("get", f"{p}/routines/{{routine_id}}/runs"): {
+            "summary": "A routine's runs, newest first",
+            "parameters": [_ROUTINE_ID, _param("status", "query", "Only runs with this status.", {"type": "string", "enum": _RUN_STATUSES}),
+                           _LIMIT, _CURSOR],
+            "responses": {"200": _json(_ref("RunPage"), "One page of runs."), **_errors(400, 401, 404)},
+        },
+        ("get", f"{p}/cron/status"): {
+            "summary": "Every schedule routine: state (Pending/Due/Running/Disabled/Finalized), next run local and UTC, last status",
+            "responses": {"200": _json(_ref("CronStatus"), "Scheduled routines by name."), **_errors(401)},
+        },
+        ("get", f"{p}/approvals"): {
+            "summary": "Approvals",
+            "parameters": [_param("state", "query", "pending (default), approved, denied, cancelled or all.",
+                                  {"type": "string", "enum": ["pending", "approved", "denied", "cancelled", "all"], "default": "pending"})],
+            "responses": {"200": _json({"type": "object", "properties": {"items": {"type": "array", "items": _ref("Approval")}}}, "Oldest first."),
+                          **_errors(400, 401)},
+        },
+        ("post", f"{p}/approvals/{{approval_id}}/approve"): {
+            "summary": "Approve: enables a before_enable routine, releases a before_first_run run",
+            "parameters": [_APPROVAL_ID],
+            "responses": {"200": _json(_ref("Approval"), "The decided approval."), **_errors(401, 404, 409, 503)},
+        },
+        ("post", f"{p}/approvals/{{approval_id}}/deny"): {
+            "summary": "Deny: the routine stays disabled, or the waiting run is recorded denied",
+            "parameters": [_APPROVAL_ID],
+            "responses": {"200": _json(_ref("Approval"), "The decided approval."), **_errors(401, 404, 409, 503)},
+        },
+        ("get", f"{p}/system/status"): {
+            "summary": "Scheduler health, last tick, maintenance tasks, watcher state, journal identity, last apply",
+            "responses": {"200": _json(_ref("SystemStatus"), "Daemon status."), **_errors(401)},
+        },
+        ("get", f"{p}/openapi.json"): {
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1 document.", "content": {"application/json": {}}}, **_errors(401)},
+        },
+        ("post", f"{p}/events/{{event}}"): {
+            "summary": "Emit a hook event: runs every `hook` routine whose trigger.event matches",
+            "parameters": [_param("event", "path", "Event name.", {"type": "string"}),
+                           _param("X-Palyra-Dedupe-Key", "header", "Drops repeats of the same key.", {"type": "string"})],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"description": "Event payload (any JSON)."}}}},
+            "responses": {"202": _json(_ref("EventRuns"), "Runs started."), **_errors(400, 401)},
+        },
+        ("post", "/gateway/v1/messages"): {
+            "summary": "The gateway pipeline entry (gates → policy → execution → delivery)",
+            "description": "Used by the scheduler's loopback calls (as system:daemon with the internal credential) and by users.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json({"type": "object"}, "Result of the message."),
+                          "202": _json({"type": "object"}, "Accepted."), **_errors(400, 401, 404)},
+        },
+        ("post", "/webhooks/{integration}"): {
+            "summary": "Webhook trigger: runs matching `webhook` routines",
+            "description": "When the integration has a secret, the raw body must carry an HMAC-SHA256 signature "
+                           "(`X-Palyra-Signature` or `X-Hub-Signature-256`, hex, optional `sha256=` prefix).",
+            "parameters": [_param("integration", "path", "Integration name (trigger.webhook.integration).", {"type": "string"}),
+                           _param("X-Palyra-Event", "header", "Event name (or X-GitHub-Event, or `event` in the body).", {"type": "string"}),
+                           _param("X-Palyra-Delivery", "header", "Delivery id used as dedupe key.", {"type": "string"})],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"description": "Payload (any JSON)."}}}},
+            "responses": {"202": _json(_ref("EventRuns"), "Runs started."), **_errors(400, 401)},
+        },
+        ("get", "/healthz"): {
+            "summary": "Liveness (no token needed)",
+            "security": [],
+            "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "Alive.")},
+        },
+        ("get", "/metrics"): {
+            "summary": "Prometheus text format: runs by status, dispatch lag, due backlog, gate outcomes",
+            "responses": {"200": {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)},
+        },
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for (method, path), op in _operations().items():
+        op = dict(op)
+        op.setdefault("operationId", _operation_id(method, path))
+        paths.setdefault(path, {})[method] = op
+    responses = {
+        f"E{code}": _json(_ref("Error"), text)
+        for code, text in {
+            400: "Bad request (malformed JSON, bad parameter or cursor).",
+            401: "Missing or wrong bearer token.",
+            404: "Not found.",
+            409: "Conflict (duplicate dedupe key, approval already decided).",
+            422: "Validation failed; `details` lists every finding.",
+            503: "Unavailable (the gateway is not running).",
+        }.items()
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "palyra-ops daemon API",
+            "version": _pkg_version,
+            "description": "Console API and gateway of the palyra-ops daemon. Every route but /healthz needs "
+                           "`Authorization: Bearer <token>` (`palyra-ops token` prints it). Errors are "
+                           '`{"error": {"code", "message"}}`. Times are RFC 3339 with offset.',
+        },
+        "servers": [{"url": "http://127.0.0.1:7142", "description": "Default listen address (loopback)."}],
+        "security": [{"bearer": []}],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "The token in <state root>/token."}},
+            "responses": responses,
+            "schemas": _component_schemas(),
+        },
+    }
+
+
+def _operation_id(method: str, path: str) -> str:
+    parts = [s.strip("{}").replace("-", "_").replace(".", "_") for s in path.split("/") if s and s not in ("console", "v1")]
+    return "_".join([method, *parts])
+
+
+def render() -> str:
+    """The exact text of docs/openapi.json (stable key order, trailing newline)."""
+    return json.dumps(build_openapi(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--write"]:
+        DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
+        DOC_PATH.write_text(render(), encoding="utf-8")
+        print(f"wrote {DOC_PATH}")
+        return 0
+    if args:
+        print("usage: python -m palyra_ops.openapi [--write]", file=sys.stderr)
+        return 2
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
