@@ -208,3 +208,59 @@ def test_cache_dir_must_be_private(tmp_path, skill_store) -> None:  # noqa: F811
     with pytest.raises(PalyraError) as exc:
         SkillRunner(skill_store, cache)
     assert exc.value.message == f"compile cache {cache} must be owned by this user and not group/world-writable"
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            body = b"hello from " + self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _fetch_skill(store, tmp_path, key, port: int, url: str):
+    import json
+
+    req = json.dumps({"method": "GET", "url": url})
+    subst = {"REQUEST_LEN": str(len(req)), "REQUEST": req.replace("\\", "\\\\").replace('"', '\\"'), "PORT": str(port)}
+    return store.install(build("fetch", tmp_path / "src", key=key, subst=subst))
+
+
+def test_http_capability_reaches_declared_host_only(tmp_path, skill_store, publisher, runner, http_server) -> None:  # noqa: F811
+    port = http_server
+    skill = _fetch_skill(skill_store, tmp_path, publisher[0], port, f"http://127.0.0.1:{port}/status")
+    assert skill.capabilities == (f"http:127.0.0.1:{port}",)
+    r = runner.run("fetcher", INPUT, granted=set())
+    assert r.denied and r.reason == f"capability 'http:127.0.0.1:{port}' of skill 'fetcher' is not granted by policy"
+    r = runner.run("fetcher", INPUT, granted={f"http:127.0.0.1:{port}"})
+    assert r.ok and r.output["status"] == 200 and r.output["body"] == "hello from /status"
+
+
+def test_http_to_undeclared_host_is_refused_by_the_host(tmp_path, skill_store, publisher, runner, http_server) -> None:  # noqa: F811
+    port = http_server
+    _fetch_skill(skill_store, tmp_path, publisher[0], port, f"http://localhost:{port}/x")
+    r = runner.run("fetcher", INPUT, granted={f"http:127.0.0.1:{port}"})
+    assert r.ok and r.output == {"status": 0, "error": "host 'localhost' is not among the skill's declared http hosts"}
+
+
+def test_http_import_without_declaration_is_refused(tmp_path, skill_store, publisher) -> None:  # noqa: F811
+    text = (HERE / "fetch" / "skill.yaml").read_text().split("capabilities:")[0] + "quotas: {memory: 1MiB}\n"
+    with pytest.raises(PalyraError) as exc:
+        skill_store.install(build("fetch", tmp_path / "src", key=publisher[0], manifest=text, subst={"REQUEST_LEN": "2", "REQUEST": "{}"}))
+    assert exc.value.message == "module 'fetch.wasm' imports palyra_http.fetch but the manifest declares no http capability"

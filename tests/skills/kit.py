@@ -13,7 +13,14 @@ from palyra_ops.skills.package import encode_public_key, sign_package
 HERE = Path(__file__).parent
 
 
-def build(name: str, dest: Path, *, key: Ed25519PrivateKey | None = None, manifest: str | None = None) -> Path:
+def build(
+    name: str,
+    dest: Path,
+    *,
+    key: Ed25519PrivateKey | None = None,
+    manifest: str | None = None,
+    subst: dict[str, str] | None = None,
+) -> Path:
     """Copy tests/skills/<name> to dest/<name>, compile each .wat to the .wasm the manifest names
     (same stem, placed where `entry` points), and sign it when a key is given."""
     src = HERE / name
@@ -22,12 +29,15 @@ def build(name: str, dest: Path, *, key: Ed25519PrivateKey | None = None, manife
         shutil.rmtree(out)
     out.mkdir(parents=True)
     text = manifest if manifest is not None else (src / "skill.yaml").read_text()
+    wat_text = next(iter(src.glob("*.wat"))).read_text()
+    for old, new in (subst or {}).items():  # placeholders such as PORT in tests/skills/fetch
+        text = text.replace(old, new)
+        wat_text = wat_text.replace(old, new)
     (out / "skill.yaml").write_text(text)
     entry = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("entry:"))
-    (wat,) = list(src.glob("*.wat"))
     target = out / entry
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(wasmtime.wat2wasm(wat.read_text()))
+    target.write_bytes(wasmtime.wat2wasm(wat_text))
     if key is not None:
         sign_package(out, key)
     return out
