@@ -137,6 +137,8 @@ def ms(text: str) -> int:
             [("", "needs exactly one of cron, every, at; got cron and every")],
         ),
         ("0 0 * * *", [("", "must be a mapping with one of cron, every, at")]),
+        ({"cron": ["0 0 * * *"]}, [("cron", "must be a string, got ['0 0 * * *']")]),
+        ({"at": 5}, [("at", "must be an RFC 3339 date-time string, got 5")]),
     ],
 )
 def test_check_schedule_messages(schedule: object, expected: list[tuple[str, str]]) -> None:
@@ -219,6 +221,12 @@ def test_next_after_is_strictly_after_on_the_minute_and_between_minutes() -> Non
     assert s.next_after(ms("2026-01-01T00:05:00Z")) == ms("2026-01-01T00:10:00Z")
     assert s.next_after(ms("2026-01-01T00:04:59.999Z")) == ms("2026-01-01T00:05:00Z")
     assert s.next_after(ms("2026-01-01T00:05:00.001Z")) == ms("2026-01-01T00:10:00Z")
+
+
+def test_instants_beyond_the_calendar_do_not_crash() -> None:
+    s = Schedule.from_spec({"cron": "@daily", "timezone": "Europe/Prague"})
+    assert s.next_after(10**15) is None
+    assert s.next_after(ms("9999-12-31T00:00:00Z")) is None
 
 
 def test_fires_between_is_half_open_and_limited() -> None:

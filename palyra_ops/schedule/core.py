@@ -19,7 +19,7 @@ inputs. The rules (written up with examples in docs/scheduling.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from palyra_ops.clock import parse_rfc3339, rfc3339
@@ -45,6 +45,9 @@ DST_GAP_POLICIES = ("shift", "skip")
 DST_FOLD_POLICIES = ("first", "last", "both")
 MIN_EVERY_MS = 1000
 MAX_PREVIEW_COUNT = 1000
+#: cron search range: datetime covers years 1..9999; keep a day of margin for offsets
+_FIRST_MS = int(datetime(1, 1, 3, tzinfo=UTC).timestamp()) * 1000
+_LAST_MS = int(datetime(9999, 12, 1, tzinfo=UTC).timestamp()) * 1000
 
 
 def check_schedule(schedule: dict) -> list[tuple[str, str]]:
@@ -63,12 +66,15 @@ def check_schedule(schedule: dict) -> list[tuple[str, str]]:
         problems.append(("", f"needs exactly one of cron, every, at; got {' and '.join(present)}"))
     if "cron" in present:
         expr = schedule["cron"]
+        if not isinstance(expr, str):
+            problems.append(("cron", f"must be a string, got {expr!r}"))
+            expr = None
         try:
-            cron = compile_cron(expr)
+            cron = compile_cron(expr) if expr is not None else None
         except CronError as exc:
             problems.append(("cron", f"{expr!r} is not a valid cron expression: {exc}"))
         else:
-            if cron.never:
+            if cron is not None and cron.never:
                 problems.append(("cron", f"{expr!r} never fires"))
     if "every" in present:
         problems.extend(("every", m) for m in _every_problems(schedule["every"]))
@@ -172,6 +178,9 @@ class Schedule:
             return anchor + ((after_ms - anchor) // self.every_ms + 1) * self.every_ms
         cron = compile_cron(self.cron)  # type: ignore[arg-type]
         zone = resolve_zone(self.timezone)
+        if after_ms >= _LAST_MS:
+            return None  # beyond what datetime can represent
+        after_ms = max(after_ms, _FIRST_MS)
         if cron.fixed_time and not is_fixed(zone):
             return _next_fixed(cron, zone, after_ms, self.dst_gap, self.dst_fold)
         return _next_matching(cron, zone, after_ms)
