@@ -509,3 +509,11 @@ def test_json_body_for_enable_in_text_form_is_refused(env: tuple[Api, DaemonCont
     resp = api.post("/console/v1/routines/daily/enabled", content=json.dumps(True).encode())
     assert resp.status_code == 400
     assert error_of(resp)["message"] == "request body must be a JSON object"
+
+
+def test_openapi_is_served_behind_the_token(env: tuple[Api, DaemonContext]) -> None:
+    from palyra_ops.openapi import build_openapi
+
+    api, _ = env
+    assert api.get("/console/v1/openapi.json").json() == json.loads(json.dumps(build_openapi()))
+    assert api.get("/console/v1/openapi.json", token=None).status_code == 401
