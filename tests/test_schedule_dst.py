@@ -349,3 +349,68 @@ def test_utc_has_no_transitions() -> None:
     assert transitions_in_year(UTC, 2026) == ()
     assert transitions_in_year(resolve_zone("Etc/UTC"), 2026) == ()
     assert timedelta(0) == resolve_zone("utc").utcoffset(None)
+
+
+# -- brute force: every UTC minute around each change, checked against croniter.match ---------------
+
+BRUTE_ZONES = [
+    ("Europe/Prague", "2026-03-29T00:00:00Z"),
+    ("Europe/Prague", "2026-10-25T00:00:00Z"),
+    ("America/New_York", "2026-03-08T06:00:00Z"),
+    ("America/New_York", "2026-11-01T05:00:00Z"),
+    ("Australia/Lord_Howe", "2026-04-04T14:00:00Z"),
+    ("Australia/Lord_Howe", "2026-10-03T14:00:00Z"),
+]
+
+
+@pytest.mark.parametrize(("tz", "around"), BRUTE_ZONES)
+@pytest.mark.parametrize("expr", ["*/30 * * * *", "*/7 * * * *", "0 * * * *", "15,45 1-3 * * *", "0 */2 * * *"])
+def test_cadence_crons_match_brute_force(tz: str, around: str, expr: str) -> None:
+    from croniter import croniter
+
+    zone = resolve_zone(tz)
+    start = ms(around) - 6 * 3_600_000
+    end = ms(around) + 6 * 3_600_000
+    expected = []
+    for t in range(start + 60_000, end + 1, 60_000):
+        wall = datetime_from(t, zone)
+        if croniter.match(expr, wall.replace(tzinfo=None)):
+            expected.append(t)
+    assert Schedule.from_spec({"cron": expr, "timezone": tz}).fires_between(start, end) == expected
+
+
+def datetime_from(t: int, zone: object):  # noqa: ANN201 - tiny local helper
+    from datetime import datetime
+
+    return datetime.fromtimestamp(t / 1000, zone)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("tz", "around"), BRUTE_ZONES)
+@pytest.mark.parametrize("hhmm", ["01:15", "01:45", "02:00", "02:15", "02:30", "02:59", "03:00"])
+@pytest.mark.parametrize(("gap", "fold"), [("shift", "first"), ("skip", "last"), ("shift", "both")])
+def test_fixed_time_crons_match_brute_force(tz: str, around: str, hhmm: str, gap: str, fold: str) -> None:
+    zone = resolve_zone(tz)
+    start = ms(around) - 12 * 3_600_000
+    end = ms(around) + 12 * 3_600_000
+    h, m = (int(x) for x in hhmm.split(":"))
+    by_date: dict[str, list[int]] = {}
+    first_after: dict[str, int] = {}
+    for t in range(start - 86_400_000, end + 86_400_000, 60_000):
+        wall = datetime_from(t, zone)
+        day = wall.strftime("%Y-%m-%d")
+        if (wall.hour, wall.minute) == (h, m):
+            by_date.setdefault(day, []).append(t)
+        if (wall.hour, wall.minute) > (h, m) and day not in first_after:
+            first_after[day] = t
+    expected: list[int] = []
+    for day in sorted(set(by_date) | set(first_after)):
+        hits = by_date.get(day, [])
+        if len(hits) == 1:
+            expected += hits
+        elif len(hits) == 2:
+            expected += {"first": hits[:1], "last": hits[1:], "both": hits}[fold]
+        elif gap == "shift" and day in first_after:
+            expected.append(first_after[day])
+    expected = [t for t in expected if start < t <= end]
+    s = Schedule.from_spec({"cron": f"{m} {h} * * *", "timezone": tz}, {"gap": gap, "fold": fold})
+    assert s.fires_between(start, end) == expected
