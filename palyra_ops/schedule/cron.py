@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -165,8 +165,7 @@ def compile_cron(expr: str) -> Cron:
         dow = None
     times = tuple(h * 60 + m for h in hours for m in minutes)
     never = False
-    if (dom is not None or dom_last) and dow is None and not nth and not dom_last:
-        assert dom is not None
+    if dom is not None and not dom_last and dow is None and not nth:
         never = not any(d <= _MAX_MONTH_DAYS[m] for m in months for d in dom)
     return Cron(
         expr=expr,
@@ -250,9 +249,3 @@ def next_wall_minute(cron: Cron, after_minute: int) -> int | None:
 
 def _day_index(y: int, mo: int, d: int) -> int:
     return date(y, mo, d).toordinal() - EPOCH_ORDINAL
-
-
-def prev_time_in_day(cron: Cron, minute_of_day: int) -> int | None:
-    """Largest matching minute-of-day <= the given one (for notes about ranges of a day)."""
-    j = bisect_right(cron.times, minute_of_day)
-    return cron.times[j - 1] if j else None
