@@ -264,3 +264,17 @@ def test_http_import_without_declaration_is_refused(tmp_path, skill_store, publi
     with pytest.raises(PalyraError) as exc:
         skill_store.install(build("fetch", tmp_path / "src", key=publisher[0], manifest=text, subst={"REQUEST_LEN": "2", "REQUEST": "{}"}))
     assert exc.value.message == "module 'fetch.wasm' imports palyra_http.fetch but the manifest declares no http capability"
+
+
+def test_policy_denied_capability_is_denied_at_run_time(tmp_path, skill_store, publisher, runner) -> None:  # noqa: F811
+    from palyra_ops.policy import authorize_skill
+
+    skill = install(skill_store, tmp_path, publisher[0], "envecho")
+    policies = [{"name": "ops", "spec": {"rules": [
+        {"effect": "allow", "principals": ["user:alice"], "actions": ["skill.execute:env-echo", "skill.capability:env-echo:*"]},
+        {"effect": "deny", "principals": ["*"], "actions": ["skill.capability:*:env:*"]},
+    ]}}]
+    auth = authorize_skill(policies, principal="user:alice", skill_id="env-echo", skill=skill)
+    assert (auth.decision.allowed, auth.decision.rule, auth.granted) == (False, "policy ops rule 2", set())
+    r = runner.run("env-echo", INPUT, granted=auth.granted)
+    assert (r.ok, r.denied, r.reason) == (False, True, "capability 'env:PALYRA_TEST_TOKEN' of skill 'env-echo' is not granted by policy")

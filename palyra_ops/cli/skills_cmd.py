@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from palyra_ops.cli._common import add_output_flag, print_json, state_root
 from palyra_ops.errors import PalyraError
+
+if TYPE_CHECKING:
+    from palyra_ops.skills.store import SkillStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_trust_list)
 
 
-def _store():
+def _store() -> SkillStore:
+    """Imported lazily so `palyra-ops --help` does not load wasmtime."""
     from palyra_ops.skills.store import SkillStore
 
     return SkillStore(state_root())
