@@ -440,14 +440,24 @@ class MemoryStore:
         ]
         out["models"] = models
         if key is not None:
-            embedded = self.conn.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE {_key_match_sql()}", key.to_json()).fetchone()[0]
+            embedded = self.embedded_count(key)
             out["embedded"] = embedded
             out["pending"] = total - embedded
         return out
 
     def pending_count(self, key: ModelKey) -> int:
+        """Items without a vector from `key`: total minus matches, both answered from indexes
+        (embedding columns are only ever set together with the vector), so search can report it."""
+        total = self.conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+        return int(total) - self.embedded_count(key)
+
+    def embedded_count(self, key: ModelKey) -> int:
         return int(
-            self.conn.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE {_key_mismatch_sql()}", key.to_json()).fetchone()[0]
+            self.conn.execute(
+                f"""SELECT COUNT(*) FROM {TABLE} WHERE embedding_model = :model AND embedding_dim = :dim
+                    AND embedding_version = :version""",
+                key.to_json(),
+            ).fetchone()[0]
         )
 
     def get_state(self, key: str) -> Any | None:
