@@ -156,7 +156,7 @@ class StrictConstructor(SafeConstructor):
             for key_node, value_node in node.value:
                 if key_node.tag is _STR:
                     key = key_node.value
-                    if key == "<<" and key_node.style is None:
+                    if key == "<<" and not key_node.style:  # plain style: '' from libyaml, None from PyYAML
                         raise _Refused(key_node, "merge keys (<<) are not supported; write the fields out")
                 else:
                     key = build(key_node)
@@ -400,7 +400,9 @@ def _condition(err: Any, doc: dict) -> tuple[str, Any]:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             return "", None
-    if not isinstance(if_schema, dict):
+    # the condition speaks about the object the `then` applies to: only when the error sits right
+    # there (a `required`) or one property below it (a `false` property)
+    if not isinstance(if_schema, dict) or tail[:1] not in (["required"], ["properties"]) or len(tail) > 2:
         return "", node
     obj_path = list(err.absolute_path)
     if tail[:1] == ["properties"] and err.validator is not None:
@@ -678,6 +680,9 @@ def _check_file(data: bytes) -> _FileResult:
     if len(data) > MAX_FILE_BYTES:
         diags.append((0, 0, "", f"file is larger than {MAX_FILE_BYTES} bytes (1 MiB); refusing to read it", "too_large", ""))
         return _FileResult(docs, diags)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        diags.append((1, 1, "", "UTF-16 text; routine files must be UTF-8", "encoding", ""))
+        return _FileResult(docs, diags)
     nul = data.find(b"\0")
     if nul >= 0:
         line, col = _byte_position(data, nul)
@@ -822,7 +827,8 @@ def _discover(root: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]
                 is_dir = os.path.isdir(target)
                 if not inside:
                     if is_dir or is_yaml:
-                        refused.append((rel, f"symlink leaves the routine directory (points to {target}); refusing to follow it"))
+                        link = os.readlink(entry.path)
+                        refused.append((rel, f"symlink leaves the routine directory (points to {link}); refusing to follow it"))
                     continue
                 if is_dir:
                     if target not in visited:
