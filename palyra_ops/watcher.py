@@ -1,0 +1,761 @@
+"""Directory watcher: reconcile the routine directory into the journal on save (SPEC §5, `--watch`).
+
+A controller in the controller-runtime sense: filesystem events never *do* anything, they only
+mark the tree dirty and (re)arm a debounce timer; one worker thread then runs the very same
+validate → plan → apply path as `palyra-ops apply` (`reconcile.plan_directory` / `apply_plan`).
+Because a reconcile always re-reads the whole directory (cheap: per-file results are cached by
+content hash), it does not matter which events arrived, how many, or in which order — an editor's
+temp-file-and-rename, a `git checkout` touching a thousand files, or an inotify queue that
+overflowed all converge to the same result. A periodic rescan covers events the OS never delivered.
+
+Safety rules on top of the CLI path (docs/watcher.md):
+- *last-good isolation*: a file that fails validation keeps its objects exactly as last applied
+  (plan's `protected_files`); every other file still reconciles. A path that still exists but cannot
+  be read as a regular file (a FIFO, a directory in its place) is treated the same way.
+- a missing or emptied directory never prunes: the plan's empty-directory guard refuses, the watcher
+  reports the error and keeps the last good state (`apply --allow-empty` is the deliberate way).
+- drift (a managed routine edited through the API) is left alone unless `self_heal`, because an
+  operator who paused a routine through the console should not see it silently re-enabled by an
+  unrelated save. `apply` (or `--self-heal`) restores git.
+- while a git operation holds `.git/index.lock` the reconcile waits, so a checkout that deletes a file
+  and re-creates it under another name is seen as one move (history and next run kept), not as a
+  delete followed by a create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from palyra_ops.clock import Clock, SystemClock, rfc3339
+from palyra_ops.errors import PalyraError, StalePlan
+from palyra_ops.gitinfo import GitInfo, git_info
+from palyra_ops.journal import Journal, open_journal
+from palyra_ops.plan import Change, Plan
+from palyra_ops.reconcile import apply_plan, plan_directory
+from palyra_ops.source import SourceSet
+
+log = logging.getLogger("palyra_ops.watcher")
+
+#: per-file and overall states shown by `status` (SPEC §5 item 5); "Error" only overall: the
+#: directory could not be planned at all (missing, emptied, unreadable) and nothing was changed
+SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = "Synced", "OutOfSync", "Invalid", "Error", "Pending"
+
+EVENT_RELOADED = "routines.reloaded"
+EVENT_INVALID = "routines.invalid"
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+#: how often the worker checks that the watched directory is still the one being watched (it may have
+#: been deleted and re-created, which silently ends an inotify watch)
+ROOT_CHECK_S = 1.0
+#: the longest a git operation (index.lock present) may postpone a reconcile: a crashed git leaves a
+#: stale lock behind, and the watcher must not stop working because of it
+GIT_LOCK_MAX_WAIT_S = 30.0
+#: backoff cap after an unexpected failure (e.g. the journal locked by a long transaction)
+RETRY_MAX_S = 30.0
+#: re-plan this many times when another process applied between our plan and our apply
+STALE_RETRIES = 3
+
+
+@dataclass
+class ReconcileResult:
+    """What one reconcile did; also the source of `Watcher.status()`."""
+
+    reason: str
+    started_at_ms: int
+    duration_ms: int = 0
+    state: str = SYNCED
+    applied: bool = False
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    serial: int | None = None
+    kept_invalid: list[str] = field(default_factory=list)  # object names kept at their last good version
+    drift_pending: list[str] = field(default_factory=list)  # drifted routines left alone (no self-heal)
+    healed: list[str] = field(default_factory=list)  # drifted routines put back to git (self-heal)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # relpath -> {state, diagnostics, objects}
+    git: GitInfo | None = None
+    error: str | None = None
+
+    @property
+    def invalid_files(self) -> dict[str, list[str]]:
+        return {f: s["diagnostics"] for f, s in self.files.items() if s["state"] == INVALID}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": self.added,
+            "changed": self.changed,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "kept_invalid": len(self.kept_invalid),
+            "drift_pending": len(self.drift_pending),
+            "healed": len(self.healed),
+            "files": len(self.files),
+            "files_invalid": sum(1 for s in self.files.values() if s["state"] == INVALID),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "started_at": rfc3339(self.started_at_ms),
+            "duration_ms": self.duration_ms,
+            "state": self.state,
+            "applied": self.applied,
+            "serial": self.serial,
+            "counts": self.counts(),
+            "kept_invalid": self.kept_invalid,
+            "drift_pending": self.drift_pending,
+            "healed": self.healed,
+            "files": self.files,
+            "git": dataclasses.asdict(self.git) if self.git else None,
+            "error": self.error,
+        }
+
+
+# -- plan filters (kept here rather than in plan.py: they are watcher policy, not plan semantics) ----
+
+
+def is_drift_only(change: Change) -> bool:
+    """An update whose only cause is an edit outside git (the file itself did not change)."""
+    return change.action == "update" and change.reason.startswith("drift:")
+
+
+def without_drift(plan: Plan) -> tuple[Plan, list[Change]]:
+    """The plan minus drift-only updates, and those updates (so only apply/--self-heal restore them)."""
+    drift = [c for c in plan.changes if is_drift_only(c)]
+    if not drift:
+        return plan, []
+    kept = [c for c in plan.changes if not is_drift_only(c)]
+    return dataclasses.replace(plan, changes=kept), drift
+
+
+def unreadable_paths(directory: Path, source: SourceSet, plan: Plan) -> dict[str, str]:
+    """Source files of planned deletes that still exist but were not loaded, with a reason.
+
+    `load_directory` only reads regular files (and in-directory symlinks to them); a routine file
+    replaced by a FIFO, a socket or a directory simply is not seen. For the CLI that is a delete; for
+    an unattended watcher a path that is still there is far more likely a transient or broken state
+    than an intent to prune, so its objects get the same last-good protection as an invalid file.
+    """
+    out: dict[str, str] = {}
+    for c in plan.changes:
+        rel = c.source_file
+        if c.action != "delete" or not c.managed_before or not rel or rel in source.files or rel in out:
+            continue
+        try:
+            st = os.lstat(directory / rel)
+        except OSError:
+            continue  # really gone: prune
+        if stat.S_ISDIR(st.st_mode):
+            what = "a directory"
+        elif stat.S_ISFIFO(st.st_mode):
+            what = "a FIFO"
+        elif stat.S_ISSOCK(st.st_mode):
+            what = "a socket"
+        elif stat.S_ISREG(st.st_mode):
+            what = "a file that could not be read"
+        else:
+            what = "not a regular file"
+        out[rel] = f"{what} is in place of this routine file; its objects keep their last applied version"
+    return out
+
+
+def protect_paths(plan: Plan, reasons: dict[str, str]) -> tuple[Plan, list[Change]]:
+    """Turn planned deletes of objects from `reasons`' files into no-ops (last good stays)."""
+    if not reasons:
+        return plan, []
+    kept: list[Change] = []
+    changes: list[Change] = []
+    for c in plan.changes:
+        if c.action == "delete" and c.managed_before and c.source_file in reasons:
+            c = dataclasses.replace(
+                c, action="no-op", after=c.before,
+                reason=f"kept: {c.source_file} is unreadable (last good version stays)",
+            )
+            kept.append(c)
+        changes.append(c)
+    return dataclasses.replace(plan, changes=changes), kept
+
+
+# -- filesystem events ----------------------------------------------------------------------------
+
+
+def _git_lock_present(directory: Path) -> bool:
+    """Is a git command (checkout, reset, merge…) rewriting the work tree right now?"""
+    here = directory.absolute()
+    for d in (here, *here.parents):
+        dot = d / ".git"
+        try:
+            if dot.is_dir():
+                return (dot / "index.lock").exists()
+            if dot.is_file():
+                text = dot.read_text(encoding="utf-8", errors="replace").strip()
+                if text.startswith("gitdir:"):
+                    gitdir = Path(text[len("gitdir:"):].strip())
+                    if not gitdir.is_absolute():
+                        gitdir = d / gitdir
+                    return (gitdir / "index.lock").exists()
+                return False
+        except OSError:
+            return False
+    return False
+
+
+def _in_git_work_tree(directory: Path) -> bool:
+    here = directory.absolute()
+    return any((d / ".git").exists() for d in (here, *here.parents))
+
+
+class _Handler:
+    """watchdog event handler: relevance filter only; everything else happens in the worker."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def dispatch(self, event: Any) -> None:
+        try:
+            if self.watcher._relevant(event):
+                self.watcher._mark_dirty(f"fs:{event.event_type}")
+            else:
+                self.watcher._ignored_events += 1
+        except Exception:  # pragma: no cover - a handler must never kill the observer thread
+            log.exception("watcher: error while handling %r", event)
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog only *logs* an inotify queue overflow; turn that log line into a full rescan."""
+
+    watchers: set[Watcher] = set()
+    lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            with self.lock:
+                targets = list(self.watchers)
+            for w in targets:
+                w._mark_dirty("inotify-overflow", immediate=True)
+
+
+_overflow_hook = _OverflowHook(level=logging.WARNING)
+
+
+def _install_overflow_hook(w: Watcher) -> None:
+    with _OverflowHook.lock:
+        _OverflowHook.watchers.add(w)
+    for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+        lg = logging.getLogger(name)
+        if _overflow_hook not in lg.handlers:
+            lg.addHandler(_overflow_hook)
+
+
+def _remove_overflow_hook(w: Watcher) -> None:
+    with _OverflowHook.lock:
+        _OverflowHook.watchers.discard(w)
+
+
+# -- the watcher ----------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Keeps the journal in sync with a routine directory while the daemon runs with `--watch`.
+
+    Thread model: the watchdog observer thread only calls `_mark_dirty`; one worker thread runs every
+    reconcile; `reconcile_now` (tests, a console "reload" button) takes the same lock, so reconciles
+    never overlap. The watcher has its own journal connection: SQLite serialises writers and
+    `apply_plan` refuses a plan made stale by a concurrent `palyra-ops apply` (then we re-plan).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        journal_path: Path,
+        *,
+        clock: Clock | None = None,
+        debounce_ms: int = 150,
+        max_delay_ms: int = 3000,
+        rescan_interval_s: float = 300,
+        self_heal: bool = False,
+        known_skills: set[str] | None = None,
+        display_root: str | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_applied: Callable[[], None] | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        """`max_delay_ms` bounds how long a never-ending stream of events can postpone a reconcile.
+
+        `on_event(name, payload)` receives `routines.reloaded` / `routines.invalid` (the daemon routes
+        them to `system_event` routines); without it they are recorded with `journal.add_event`.
+        `on_applied()` is called after every apply that changed the journal (e.g. scheduler.wake).
+        `journal` lets a caller share a connection; by default the watcher opens its own.
+        """
+        if debounce_ms < 0 or max_delay_ms < debounce_ms:
+            raise PalyraError("watcher: need 0 <= debounce_ms <= max_delay_ms")
+        if rescan_interval_s <= 0:
+            raise PalyraError("watcher: rescan interval must be positive")
+        self.directory = Path(directory).absolute()
+        self.journal_path = Path(journal_path)
+        self.clock: Clock = clock or SystemClock()
+        self.debounce_s = debounce_ms / 1000
+        self.max_delay_s = max_delay_ms / 1000
+        self.rescan_interval_s = float(rescan_interval_s)
+        self.self_heal = self_heal
+        self.known_skills = known_skills
+        self.display_root = display_root
+        self.on_event = on_event
+        self.on_applied = on_applied
+
+        self._journal = journal
+        self._own_journal = journal is None
+        self._reconcile_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._dirty = False
+        self._reasons: set[str] = set()
+        self._first_event = 0.0
+        self._last_event = 0.0
+        self._git_wait_since: float | None = None
+        self._next_rescan = time.monotonic() + self.rescan_interval_s
+        self._retry_at: float | None = None
+        self._failures = 0
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._observer: Any = None
+        self._watch: Any = None
+        self._watched_id: tuple[int, int] | None = None
+        self._in_git = _in_git_work_tree(self.directory)
+
+        self._last: ReconcileResult | None = None
+        self._last_applied_at_ms: int | None = None
+        self._last_invalid: dict[str, list[str]] = {}
+        self._reconcile_count = 0
+        self._events_seen = 0
+        self._ignored_events = 0
+        self._totals = {"added": 0, "changed": 0, "deleted": 0, "healed": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching, reconcile once (synchronously), then keep reconciling on change.
+
+        The observer is started before the first reconcile so an edit made while it runs is not lost.
+        """
+        if self._worker is not None:
+            return
+        from watchdog.observers import Observer
+
+        self._stopping = False
+        self._observer = Observer()
+        self._observer.start()
+        _install_overflow_hook(self)
+        self._check_root()
+        self.reconcile_now("startup")
+        self._worker = threading.Thread(target=self._run, name="palyra-watcher", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        _remove_overflow_hook(self)
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker = None
+        if self._observer is not None:
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+                self._observer.join(timeout)
+            self._observer = None
+            self._watch = None
+            self._watched_id = None
+        with self._reconcile_lock:
+            if self._journal is not None and self._own_journal:
+                self._journal.close()
+                self._journal = None
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no reconcile is pending or running (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                dirty = self._dirty
+            if not dirty and not self._reconcile_lock.locked():
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _relevant(self, event: Any) -> bool:
+        """Only routine files (and directories that may hold them) matter; hidden entries never do.
+
+        Editors' swap files (`.x.yaml.swp`), backups (`x.yaml~`), temp files of an atomic save
+        (`.x.yaml.tmp`, `4913`) and everything under `.git` are dropped here, so a save is one
+        or two relevant events, not a dozen. The save's final rename has the routine file as its
+        destination and is kept.
+        """
+        self._events_seen += 1
+        etype = event.event_type
+        if etype in ("opened", "closed_no_write"):
+            return False
+        root = str(self.directory)
+        paths = [os.fsdecode(event.src_path)]
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            paths.append(os.fsdecode(dest))
+        for p in paths:
+            if not p:
+                continue
+            if p == root:
+                return etype in ("deleted", "moved", "created")
+            if not p.startswith(root + os.sep):
+                continue
+            parts = p[len(root) + 1:].split(os.sep)
+            if any(part.startswith(".") for part in parts):
+                continue
+            if event.is_directory:
+                if etype != "modified":
+                    return True
+                continue
+            if parts[-1].endswith(_YAML_SUFFIXES):
+                return True
+            if etype in ("created", "moved") and os.path.islink(p):
+                return True  # a symlink to a directory of routines
+        return False
+
+    def _mark_dirty(self, reason: str, *, immediate: bool = False) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if not self._dirty:
+                self._first_event = now
+                self._dirty = True
+            self._last_event = now
+            if immediate:
+                self._first_event = now - self.max_delay_s
+            self._reasons.add(reason)
+            self._cond.notify_all()
+
+    def _due_at(self) -> float:
+        return min(self._last_event + self.debounce_s, self._first_event + self.max_delay_s)
+
+    def _check_root(self) -> None:
+        """(Re)establish the inotify watch when the directory appeared, vanished or was replaced."""
+        if self._observer is None:
+            return
+        try:
+            st = os.stat(self.directory)
+            ident: tuple[int, int] | None = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+        except OSError:
+            ident = None
+        if ident == self._watched_id and (ident is None or self._watch is not None):
+            return
+        if self._watch is not None:
+            with contextlib.suppress(Exception):
+                self._observer.unschedule(self._watch)
+            self._watch = None
+        previous = self._watched_id
+        self._watched_id = ident
+        if ident is not None:
+            try:
+                self._watch = self._observer.schedule(_Handler(self), str(self.directory), recursive=True)
+            except OSError as exc:
+                log.warning("watcher: cannot watch %s: %s (will retry)", self.directory, exc)
+                self._watched_id = None
+                return
+            if previous is not None or self._last is not None:
+                log.info("watcher: %s re-created; watching it again", self.directory)
+        elif previous is not None:
+            log.warning("watcher: routine directory %s disappeared; keeping the last good state", self.directory)
+        if self._last is not None:
+            self._mark_dirty("directory-replaced" if ident else "directory-missing")
+
+    # -- the worker --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._check_root()
+            except Exception:  # pragma: no cover - keep the worker alive whatever happens
+                log.exception("watcher: checking the directory failed")
+            with self._cond:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                if not self._dirty and now >= self._next_rescan:
+                    self._dirty, self._first_event, self._last_event = True, now - self.max_delay_s, now
+                    self._reasons.add("rescan")
+                if not self._dirty and self._retry_at is not None and now >= self._retry_at:
+                    self._dirty, self._first_event, self._last_event = True, now - self.max_delay_s, now
+                    self._reasons.add("retry")
+                if not self._dirty or now < self._due_at():
+                    wake = [self._next_rescan, now + ROOT_CHECK_S]
+                    if self._dirty:
+                        wake.append(self._due_at())
+                    if self._retry_at is not None:
+                        wake.append(self._retry_at)
+                    self._cond.wait(max(0.0, min(wake) - now))
+                    continue
+                reasons = sorted(self._reasons)
+            if self._in_git and _git_lock_present(self.directory):
+                if self._git_wait_since is None:
+                    self._git_wait_since = now
+                if now - self._git_wait_since < GIT_LOCK_MAX_WAIT_S:
+                    with self._cond:  # re-arm: check again after another quiet period
+                        self._last_event = now
+                        self._first_event = max(self._first_event, now - self.max_delay_s + self.debounce_s)
+                    continue
+                log.warning("watcher: .git/index.lock present for %.0fs; reconciling anyway", now - self._git_wait_since)
+            self._git_wait_since = None
+            with self._cond:
+                self._dirty = False
+                self._reasons.clear()
+            try:
+                self.reconcile_now(",".join(reasons))
+            except Exception:  # pragma: no cover - reconcile_now already records errors
+                log.exception("watcher: reconcile failed")
+
+    # -- reconcile ---------------------------------------------------------------------------------
+
+    def _journal_conn(self) -> Journal:
+        if self._journal is None:
+            self._journal = open_journal(self.journal_path, clock=self.clock)
+        return self._journal
+
+    def reconcile_now(self, reason: str = "manual") -> ReconcileResult:
+        """Validate → plan → apply once, synchronously; never raises for an expected failure."""
+        with self._reconcile_lock:
+            t0 = time.perf_counter()
+            result = ReconcileResult(reason=reason, started_at_ms=self.clock.now_ms())
+            try:
+                self._reconcile(result)
+                self._failures = 0
+                self._retry_at = None
+            except PalyraError as exc:
+                result.state, result.error = ERROR, exc.message
+                log.warning("watcher: %s", exc.message)
+            except Exception as exc:  # the worker must survive a locked journal, a full disk, …
+                result.state, result.error = ERROR, f"{type(exc).__name__}: {exc}"
+                self._failures += 1
+                delay = min(RETRY_MAX_S, 2.0 ** self._failures)
+                self._retry_at = time.monotonic() + delay
+                log.exception("watcher: reconcile failed; retrying in %.0fs", delay)
+            if result.state == ERROR and self._last is not None and not result.files:
+                result.files = self._last.files  # what we knew last; nothing changed in the journal
+            result.duration_ms = int((time.perf_counter() - t0) * 1000)
+            self._reconcile_count += 1
+            self._last = result
+            self._next_rescan = time.monotonic() + self.rescan_interval_s
+        self._after(result)
+        return result
+
+    def _reconcile(self, result: ReconcileResult) -> None:
+        if not self.directory.is_dir():
+            what = "is not a directory" if self.directory.exists() else "does not exist"
+            raise PalyraError(
+                f"routine directory {self.display_root or self.directory} {what}; "
+                "nothing changed, the last good state stays (waiting for it to come back)"
+            )
+        journal = self._journal_conn()
+        for attempt in range(STALE_RETRIES + 1):
+            plan, source = plan_directory(
+                self.directory,
+                self.journal_path,
+                clock=self.clock,
+                isolate_invalid=True,
+                known_skills=self.known_skills,
+                display_root=self.display_root,
+            )
+            unreadable = unreadable_paths(self.directory, source, plan)
+            plan, kept_unreadable = protect_paths(plan, unreadable)
+            drift: list[Change] = []
+            if not self.self_heal:
+                plan, drift = without_drift(plan)
+            try:
+                if plan.has_changes:
+                    applied = apply_plan(journal, plan, directory=self.directory, origin="watcher")
+                    result.applied = True
+                    result.added, result.changed, result.deleted = applied.added, applied.changed, applied.deleted
+                    result.serial, result.git = applied.serial, applied.git
+                else:
+                    result.serial = plan.serial
+                break
+            except StalePlan:
+                if attempt == STALE_RETRIES:
+                    raise
+                log.info("watcher: journal changed while planning; planning again")
+        if result.git is None and self._in_git:
+            result.git = git_info(self.directory)
+
+        result.unchanged = sum(1 for c in plan.changes if c.action == "no-op")
+        result.kept_invalid = sorted(
+            c.name for c in plan.changes if c.action == "no-op" and c.reason.startswith("kept:")
+        )
+        result.drift_pending = sorted(c.name for c in drift)
+        if self.self_heal:
+            result.healed = sorted(c.name for c in plan.changes if c.action == "update" and c.drift)
+            for name in result.healed:
+                log.warning("watcher: self-heal: %s was changed outside git; restored the git version", name)
+
+        files: dict[str, dict[str, Any]] = {}
+        for rel, rep in source.files.items():
+            files[rel] = {
+                "state": SYNCED if rep.ok else INVALID,
+                "diagnostics": [d.format() for d in rep.diagnostics],
+                "objects": [f"{k}/{n}" for k, n in rep.names],
+            }
+        for c in plan.changes:  # an invalid file's objects are the ones it keeps at their last good version
+            if c.action == "no-op" and c.reason.startswith("kept:") and c.source_file in files:
+                objs = files[c.source_file]["objects"]
+                if f"{c.kind}/{c.name}" not in objs:
+                    objs.append(f"{c.kind}/{c.name}")
+        for rel, why in unreadable.items():
+            shown = str(Path(self.display_root or str(self.directory)) / rel)
+            names = [f"{c.kind}/{c.name}" for c in kept_unreadable if c.source_file == rel]
+            files[rel] = {"state": INVALID, "diagnostics": [f"{shown}: {why}"], "objects": names}
+        for c in drift:
+            if c.source_file in files and files[c.source_file]["state"] == SYNCED:
+                files[c.source_file]["state"] = OUT_OF_SYNC
+        result.files = dict(sorted(files.items()))
+        states = {s["state"] for s in files.values()}
+        result.state = INVALID if INVALID in states else OUT_OF_SYNC if OUT_OF_SYNC in states else SYNCED
+
+    def _after(self, result: ReconcileResult) -> None:
+        """Bookkeeping, events and callbacks, outside the reconcile lock (callbacks may be slow)."""
+        if result.applied:
+            self._last_applied_at_ms = result.started_at_ms
+            for k in ("added", "changed", "deleted"):
+                self._totals[k] += getattr(result, k)
+            self._totals["healed"] += len(result.healed)
+            log.info(
+                "watcher: applied %d added, %d changed, %d deleted (%s, %d ms)",
+                result.added, result.changed, result.deleted, result.reason, result.duration_ms,
+            )
+            if self.on_applied is not None:
+                try:
+                    self.on_applied()
+                except Exception:
+                    log.exception("watcher: on_applied callback failed")
+            self._emit(EVENT_RELOADED, {
+                "reason": result.reason,
+                "added": result.added,
+                "changed": result.changed,
+                "deleted": result.deleted,
+                "serial": result.serial,
+                "healed": result.healed,
+                "files_invalid": sorted(result.invalid_files),
+                "git_commit": result.git.commit if result.git else None,
+            })
+        if result.state == ERROR:
+            return
+        invalid = result.invalid_files
+        newly = {f: d for f, d in invalid.items() if self._last_invalid.get(f) != d}
+        self._last_invalid = invalid
+        if newly:
+            for f, diags in newly.items():
+                log.warning("watcher: %s is invalid; its routines keep their last good version: %s", f, "; ".join(diags))
+            self._emit(EVENT_INVALID, {
+                "files": newly,
+                "count": len(invalid),
+                "kept": result.kept_invalid,
+            })
+
+    def _emit(self, name: str, payload: dict[str, Any]) -> None:
+        try:
+            if self.on_event is not None:
+                self.on_event(name, payload)
+            else:
+                with self._reconcile_lock:
+                    self._journal_conn().add_event(name, payload)
+        except Exception:
+            log.exception("watcher: could not emit %s", name)
+
+    # -- visibility --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able state for `palyra-ops status` and `GET /console/v1/system/status`."""
+        last = self._last
+        with self._cond:
+            pending = self._dirty
+        return {
+            "enabled": True,
+            "running": self.running,
+            "directory": str(self.display_root or self.directory),
+            "directory_present": self.directory.is_dir(),
+            "state": last.state if last else PENDING,
+            "pending": pending,
+            "files": last.files if last else {},
+            "last_reconcile_at": rfc3339(last.started_at_ms) if last else None,
+            "last_reconcile_reason": last.reason if last else None,
+            "duration_ms": last.duration_ms if last else None,
+            "reconcile_count": self._reconcile_count,
+            "last_applied_at": rfc3339(self._last_applied_at_ms),
+            "counts": last.counts() if last else {},
+            "totals": dict(self._totals),
+            "kept_invalid": last.kept_invalid if last else [],
+            "drift_pending": last.drift_pending if last else [],
+            "git": dataclasses.asdict(last.git) if last and last.git else None,
+            "last_error": last.error if last else None,
+            "self_heal": self.self_heal,
+            "debounce_ms": int(self.debounce_s * 1000),
+            "rescan_interval_s": self.rescan_interval_s,
+            "events": {"seen": self._events_seen, "ignored": self._ignored_events},
+        }
+
+
+def format_status(status: dict[str, Any]) -> list[str]:
+    """Human lines for `palyra-ops status` (the CLI prints them; kept here so the wording is one place)."""
+    if not status or not status.get("enabled"):
+        return ["watcher: off (daemon started without --watch)"]
+    head = f"watcher: {status['state']}"
+    if status.get("last_reconcile_at"):
+        head += f", last reconcile {status['last_reconcile_at']} ({status.get('duration_ms')} ms, #{status['reconcile_count']})"
+    if status.get("git"):
+        head += f", commit {status['git']['commit'][:12]}{' (dirty)' if status['git'].get('dirty') else ''}"
+    lines = [head]
+    if status.get("last_error"):
+        lines.append(f"  error: {status['last_error']}")
+    for rel, info in status.get("files", {}).items():
+        if info["state"] == SYNCED:
+            continue
+        lines.append(f"  {info['state']:<9} {rel}")
+        lines.extend(f"      {d}" for d in info["diagnostics"])
+    if status.get("drift_pending"):
+        lines.append("  drift left alone (apply or --self-heal restores git): " + ", ".join(status["drift_pending"]))
+    return lines
+
+
+__all__ = [
+    "ERROR",
+    "EVENT_INVALID",
+    "EVENT_RELOADED",
+    "INVALID",
+    "OUT_OF_SYNC",
+    "PENDING",
+    "SYNCED",
+    "ReconcileResult",
+    "Watcher",
+    "format_status",
+    "is_drift_only",
+    "protect_paths",
+    "unreadable_paths",
+    "without_drift",
+]
