@@ -117,9 +117,22 @@ def _core(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
+def _daemon_runtime(conn: sqlite3.Connection) -> None:
+    """Scheduler/gateway bookkeeping (task E).
+
+    `next_nominal_ms` is the schedule instant behind a jittered `next_run_at_unix_ms` (the claim key
+    uses the nominal instant); `received_at_ms` is when the gateway got the loopback call (dispatch
+    lag); `approval_id` links an awaiting_approval run to its approval.
+    """
+    conn.execute("ALTER TABLE journal_cron_jobs ADD COLUMN next_nominal_ms INTEGER")
+    conn.execute("ALTER TABLE journal_cron_runs ADD COLUMN received_at_ms INTEGER")
+    conn.execute("ALTER TABLE journal_cron_runs ADD COLUMN approval_id TEXT")
+    conn.execute("CREATE INDEX journal_cron_jobs_trigger ON journal_cron_jobs (trigger_kind)")
+
+
 def all_migrations() -> list[Migration]:
     """Every migration in apply order; area-owned lists are appended after the core."""
-    migrations: list[Migration] = [("0001_core", _core)]
+    migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime)]
     try:
         from palyra_ops.journal import memory as _memory
 

@@ -456,3 +456,93 @@ class SQLiteJournal:
     def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self.conn.execute("SELECT * FROM journal_events ORDER BY id DESC LIMIT ?", (limit,))]
+
+    # -- daemon runtime --------------------------------------------------------------------------
+    # Operations of the scheduler and gateway (task E). Claims and job advances share one
+    # transaction so a crash leaves either both or neither.
+
+    def claim_occurrences(
+        self, claims: list[tuple[str, int, list[dict[str, Any]], dict[str, Any]]]
+    ) -> list[list[str | None] | None]:
+        """Claim due occurrences of several jobs in one write transaction.
+
+        Each claim is (routine_id, expected next_run_at, run rows, job fields). The job row is
+        compare-and-swapped on `next_run_at_unix_ms`: a scheduler that read a stale row (another
+        scheduler or an apply got there first) gets None for that job and must dispatch nothing.
+        Otherwise each run row is inserted with INSERT OR IGNORE on its occurrence key (its id, or
+        None when the occurrence was already claimed) and the job advances.
+        """
+        out: list[list[str | None] | None] = []
+        with self.transaction() as c:
+            for routine_id, expected, runs, job_fields in claims:
+                row = c.execute(
+                    "SELECT next_run_at_unix_ms, enabled FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)
+                ).fetchone()
+                if row is None or row[0] != expected or not row[1]:
+                    out.append(None)
+                    continue
+                ids = [self.insert_run(c, **r) for r in runs]
+                if job_fields:
+                    self.put_job(c, routine_id, **job_fields)
+                out.append(ids)
+        return out
+
+    def count_due(self, now_ms: int) -> int:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM journal_cron_jobs WHERE next_run_at_unix_ms IS NOT NULL"
+                " AND next_run_at_unix_ms <= ? AND enabled = 1",
+                (now_ms,),
+            ).fetchone()
+        return int(row[0])
+
+    def jobs_by_trigger(self, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        marks = ", ".join("?" * len(kinds))
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT * FROM journal_cron_jobs WHERE trigger_kind IN ({marks}) ORDER BY routine_id", kinds
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None:
+        """Attach a dedupe key to a first attempt; returns the id of the run that already holds it."""
+        with self.transaction() as c:
+            try:
+                c.execute("UPDATE journal_cron_runs SET dedupe_key=? WHERE run_id=?", (dedupe_key, run_id))
+            except sqlite3.IntegrityError:
+                row = c.execute(
+                    "SELECT run_id FROM journal_cron_runs WHERE routine_id=(SELECT routine_id FROM journal_cron_runs"
+                    " WHERE run_id=?) AND dedupe_key=? AND attempt=1",
+                    (run_id, dedupe_key),
+                ).fetchone()
+                return row[0] if row else "?"
+        return None
+
+    def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
+                           job_fields: dict[str, Any] | None) -> None:
+        """A run transition and the job's last-run summary together (one commit on the hot path)."""
+        with self.transaction() as c:
+            if run_fields:
+                self.update_run(run_id, c, **run_fields)
+            if routine_id is not None and job_fields:
+                if c.execute("SELECT 1 FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)).fetchone():
+                    self.put_job(c, routine_id, **job_fields)
+
+    def pending_approval(self, routine_id: str, kind: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT * FROM journal_approvals WHERE routine_id=? AND kind=? AND state='pending'"
+                " ORDER BY created_at_ms LIMIT 1",
+                (routine_id, kind),
+            ).fetchone()
+        return dict(row) if row else None
+
+    def runs_with_occurrences(self, routine_id: str) -> list[dict[str, Any]]:
+        """Every run of a routine that claimed an occurrence, oldest first (tests and audits)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT * FROM journal_cron_runs WHERE routine_id=? AND occurrence_key IS NOT NULL"
+                " ORDER BY scheduled_at_ms, run_id",
+                (routine_id,),
+            ).fetchall()
+        return [dict(r) for r in rows]

@@ -1,0 +1,43 @@
+"""`palyra-ops daemon`: run the scheduler, gateway and console API in one process (SPEC §5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from palyra_ops.cli._common import add_journal_flag
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("daemon", help="run the daemon: HTTP API, scheduler and maintenance tasks",
+                       description="Run the daemon: the HTTP API (console + gateway), the embedded scheduler "
+                                   "and the maintenance tasks, in one process.")
+    p.add_argument("--config", type=Path, default=None, help="daemon config file (palyra.yaml); flags override it")
+    p.add_argument("--dir", type=Path, default=None, help="routine directory (default: routines.d)")
+    p.add_argument("--watch", action="store_true", default=None, help="reload the routine directory on change")
+    add_journal_flag(p)
+    p.add_argument("--listen", default=None, help="HOST:PORT to bind (default 127.0.0.1:7142)")
+    p.add_argument("--allow-remote", action="store_true", default=None,
+                   help="allow a non-loopback listen address (only behind TLS termination)")
+    p.add_argument("--backend", choices=["echo", "http", "openai"], default=None, help="agent backend (default echo)")
+    p.add_argument("--backend-url", default=None, help="URL of the http/openai backend")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from palyra_ops.config import load_config
+    from palyra_ops.daemon import run_daemon
+
+    config = load_config(
+        args.config,
+        listen=args.listen,
+        journal=args.journal,
+        dir=args.dir,
+        watch=args.watch,
+        allow_remote=args.allow_remote,
+        backend=args.backend,
+        backend_url=args.backend_url,
+        log_level=args.log_level,
+    )
+    return run_daemon(config)

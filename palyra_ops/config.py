@@ -1,0 +1,250 @@
+"""Daemon configuration: command-line flags over an optional `palyra.yaml`.
+
+Precedence is flag > config file > default, the usual operator expectation: a config file checked in
+next to the routines describes the deployment, and a flag overrides it for one run. Secrets (backend
+API keys, webhook integration secrets) are only ever *references* to environment variables, read when
+used, so the config file is safe to commit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from palyra_ops.durations import parse_duration_ms
+from palyra_ops.errors import PalyraError
+
+DEFAULT_LISTEN = "127.0.0.1:7142"
+BACKEND_KINDS = ("echo", "http", "openai")
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """`{env: NAME}`: a secret read from the daemon's environment when it is needed."""
+
+    env: str
+
+    def resolve(self, what: str) -> str:
+        value = os.environ.get(self.env)
+        if value is None:
+            raise PalyraError(f"{what}: environment variable {self.env} is not set")
+        return value
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    kind: str = "echo"
+    url: str | None = None
+    model: str | None = None
+    api_key: EnvRef | None = None
+    timeout_ms: int = 60_000
+
+
+@dataclass(frozen=True)
+class IntegrationConfig:
+    name: str
+    secret: EnvRef | None = None
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Placeholders read by the memory maintenance tasks (SPEC §9)."""
+
+    max_age_ms: int | None = None
+    max_items: int | None = None
+    maintenance_interval_ms: int = 5 * 60_000
+    backfill_interval_ms: int = 10 * 60_000
+    batch: int = 64
+
+
+@dataclass(frozen=True)
+class SkillsConfig:
+    audit_interval_ms: int = 6 * 3_600_000
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    host: str = "127.0.0.1"
+    port: int = 7142
+    journal: Path | None = None  # None: $PALYRA_STATE_ROOT/journal.sqlite3
+    dir: Path | None = Path("routines.d")
+    watch: bool = False
+    allow_remote: bool = False
+    state_root: Path | None = None
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    integrations: dict[str, IntegrationConfig] = field(default_factory=dict)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    skills: SkillsConfig = field(default_factory=SkillsConfig)
+    #: loopback dispatch: number of pooled keep-alive clients and the in-flight cap
+    dispatch_clients: int = 4
+    dispatch_concurrency: int = 64
+    log_level: str = "info"
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`); a clear error instead of a socket traceback later."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if not sep or not port_text:
+            raise PalyraError(f"--listen {text!r}: expected [IPV6]:PORT")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise PalyraError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7142")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise PalyraError(f"--listen {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise PalyraError(f"--listen {text!r}: port {port} is out of range 0..65535")
+    return host, port
+
+
+def _env_ref(value: Any, where: str) -> EnvRef | None:
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+        return EnvRef(value["env"])
+    raise PalyraError(f"{where}: secrets are only accepted as {{env: NAME}} references")
+
+
+def _duration(value: Any, where: str) -> int:
+    try:
+        return parse_duration_ms(str(value))
+    except ValueError as exc:
+        raise PalyraError(f"{where}: {exc}") from None
+
+
+_TOP_KEYS = {"listen", "journal", "dir", "watch", "allow_remote", "state_root", "backend", "integrations",
+             "memory", "skills", "dispatch", "log_level"}
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PalyraError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise PalyraError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PalyraError(f"{path}: the config must be a mapping")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise PalyraError(f"{path}: unknown config key(s): {', '.join(unknown)}; expected {', '.join(sorted(_TOP_KEYS))}")
+    return data
+
+
+def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | None = None, **flags: Any) -> DaemonConfig:
+    """Merge flags (None = not given) over the config file's values.
+
+    Relative paths in the file are relative to the file's directory (`base_dir`), as in most tools,
+    so `palyra-ops daemon --config deploy/palyra.yaml` works from anywhere.
+    """
+    data = dict(file_data or {})
+    where = "config"
+
+    def rel(p: Any) -> Path:
+        path = Path(str(p)).expanduser()
+        return path if path.is_absolute() or base_dir is None else base_dir / path
+
+    listen = flags.get("listen") or data.get("listen") or DEFAULT_LISTEN
+    host, port = parse_listen(str(listen))
+
+    journal = flags.get("journal")
+    if journal is None and data.get("journal"):
+        journal = rel(data["journal"])
+    dir_ = flags.get("dir")
+    if dir_ is None and data.get("dir"):
+        dir_ = rel(data["dir"])
+    state_root = flags.get("state_root")
+    if state_root is None and data.get("state_root"):
+        state_root = rel(data["state_root"])
+
+    b = data.get("backend") or {}
+    if not isinstance(b, dict):
+        raise PalyraError(f"{where}: backend must be a mapping")
+    kind = flags.get("backend") or b.get("kind", "echo")
+    if kind not in BACKEND_KINDS:
+        raise PalyraError(f"{where}: backend.kind {kind!r} is not one of {', '.join(BACKEND_KINDS)}")
+    backend = BackendConfig(
+        kind=kind,
+        url=flags.get("backend_url") or b.get("url"),
+        model=b.get("model"),
+        api_key=_env_ref(b.get("api_key"), f"{where}: backend.api_key"),
+        timeout_ms=_duration(b.get("timeout", "60s"), f"{where}: backend.timeout"),
+    )
+    if backend.kind in ("http", "openai") and not backend.url:
+        raise PalyraError(f"{where}: backend.kind {backend.kind} needs backend.url")
+
+    integrations: dict[str, IntegrationConfig] = {}
+    for name, spec in (data.get("integrations") or {}).items():
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise PalyraError(f"{where}: integrations.{name} must be a mapping")
+        integrations[str(name)] = IntegrationConfig(str(name), _env_ref(spec.get("secret"), f"{where}: integrations.{name}.secret"))
+
+    m = data.get("memory") or {}
+    ret = m.get("retention") or {}
+    iv = m.get("intervals") or {}
+    memory = MemoryConfig(
+        max_age_ms=_duration(ret["max_age"], f"{where}: memory.retention.max_age") if ret.get("max_age") else None,
+        max_items=int(ret["max_items"]) if ret.get("max_items") is not None else None,
+        maintenance_interval_ms=_duration(iv.get("maintenance", "5m"), f"{where}: memory.intervals.maintenance"),
+        backfill_interval_ms=_duration(iv.get("backfill", "10m"), f"{where}: memory.intervals.backfill"),
+        batch=int(m.get("batch", 64)),
+    )
+    s = data.get("skills") or {}
+    skills = SkillsConfig(audit_interval_ms=_duration(s.get("audit_interval", "6h"), f"{where}: skills.audit_interval"))
+    d = data.get("dispatch") or {}
+
+    watch = flags.get("watch")
+    allow_remote = flags.get("allow_remote")
+    return DaemonConfig(
+        host=host,
+        port=port,
+        journal=Path(journal) if journal is not None else None,
+        dir=Path(dir_) if dir_ is not None else Path("routines.d"),
+        watch=bool(watch) if watch else bool(data.get("watch", False)),
+        allow_remote=bool(allow_remote) if allow_remote else bool(data.get("allow_remote", False)),
+        state_root=Path(state_root) if state_root is not None else None,
+        backend=backend,
+        integrations=integrations,
+        memory=memory,
+        skills=skills,
+        dispatch_clients=int(d.get("clients", 4)),
+        dispatch_concurrency=int(d.get("concurrency", 64)),
+        log_level=str(flags.get("log_level") or data.get("log_level", "info")),
+    )
+
+
+def load_config(config_path: Path | None = None, **flags: Any) -> DaemonConfig:
+    if config_path is None:
+        return build_config(None, **flags)
+    return build_config(load_config_file(config_path), base_dir=config_path.parent, **flags)

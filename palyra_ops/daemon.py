@@ -1,0 +1,304 @@
+"""Process wiring of `palyra-ops daemon`: one event loop running the HTTP server, the scheduler and
+the maintenance tasks.
+
+Start-up order matters for crash safety: the journal is opened and runs left active by a previous
+process are finalized as failed (`daemon_restart`) *before* the scheduler looks at due jobs, so its
+misfire handling sees a clean state; the scheduler starts only once the server accepts connections,
+because every run is a loopback HTTP call.
+
+Stop order (SIGTERM/SIGINT): the scheduler stops claiming, the gateway cancels what runs and records
+each run as cancelled (`daemon_shutdown`), then the server closes. uvicorn's own signal handling is
+replaced because it re-raises the signal after serving, which would kill the process before the run
+records are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import stat
+import sys
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from palyra_ops.backends import make_backend
+from palyra_ops.clock import Clock, SystemClock, rfc3339
+from palyra_ops.config import DaemonConfig
+from palyra_ops.context import DaemonContext
+from palyra_ops.delivery import Deliverer
+from palyra_ops.errors import PalyraError
+from palyra_ops.gateway import Gateway, Loopback
+from palyra_ops.journal import Journal, new_id, open_journal
+from palyra_ops.scheduler import Scheduler
+from palyra_ops.server import create_app
+
+log = logging.getLogger("palyra_ops.daemon")
+
+TOKEN_FILE = "token"
+RESTART_REASON = "daemon_restart"
+SHUTDOWN_REASON = "daemon_shutdown"
+
+
+def default_state_root() -> Path:
+    from palyra_ops.cli._common import state_root
+
+    return state_root()
+
+
+def token_path(state_root: Path) -> Path:
+    return state_root / TOKEN_FILE
+
+
+def read_token(state_root: Path) -> str | None:
+    p = token_path(state_root)
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PalyraError(f"{p}: cannot read the API token: {exc.strerror}") from None
+    return text or None
+
+
+def ensure_token(state_root: Path) -> str:
+    """The console API token, created on first start with mode 0600 (SPEC §6).
+
+    Created with O_EXCL and the final mode in one call, so it is never readable by others, not even
+    for an instant, and two daemons starting together agree on one token. A token file that others
+    can read is tightened rather than trusted silently.
+    """
+    state_root.mkdir(parents=True, exist_ok=True)
+    p = token_path(state_root)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s was readable by others (mode %o); setting 0600", p, mode)
+            os.chmod(p, 0o600)
+        tok = read_token(state_root)
+        if tok:
+            return tok
+        raise PalyraError(f"{p}: the API token file is empty; delete it to have a new one created") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        tok = secrets.token_urlsafe(32)
+        fh.write(tok + "\n")
+    return tok
+
+
+def check_bind(config: DaemonConfig) -> None:
+    if not config.is_loopback and not config.allow_remote:
+        raise PalyraError(
+            f"refusing to listen on {config.listen}: it is not a loopback address. The API carries bearer "
+            "tokens in clear text; put TLS termination in front and pass --allow-remote to do it anyway"
+        )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal capture: the daemon owns SIGTERM/SIGINT (see module docstring)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class MaintenanceTask:
+    """A periodic blocking job run off the event loop, with its health kept for system status."""
+
+    def __init__(self, name: str, interval_ms: int, fn: Callable[[], Any], health: dict[str, Any],
+                 clock: Clock, on_result: Callable[[Any], Any] | None = None) -> None:
+        self.name = name
+        self.interval_ms = interval_ms
+        self.fn = fn
+        self.clock = clock
+        self.on_result = on_result
+        self.health = health
+        health[name] = {"interval_ms": interval_ms, "runs": 0, "failures": 0, "last_run_at": None,
+                        "last_ok": None, "last_error": None, "last_result": None, "running": False}
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_ms / 1000)
+            h = self.health[self.name]
+            h["running"] = True
+            try:
+                result = await asyncio.to_thread(self.fn)
+                if self.on_result is not None:
+                    r = self.on_result(result)
+                    if asyncio.iscoroutine(r):
+                        await r
+                h.update(last_ok=True, last_error=None, last_result=_summary(result))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                h.update(last_ok=False, last_error=f"{type(exc).__name__}: {exc}", failures=h["failures"] + 1)
+                log.warning("maintenance task %s failed: %s", self.name, exc)
+            finally:
+                h["running"] = False
+                h["runs"] += 1
+                h["last_run_at"] = rfc3339(self.clock.now_ms())
+
+
+def _summary(result: Any) -> Any:
+    if hasattr(result, "to_json"):
+        return result.to_json()
+    if isinstance(result, (dict, list, str, int, float, bool)) or result is None:
+        return result
+    if isinstance(result, (tuple,)):
+        return [_summary(r) for r in result]
+    return repr(result)[:500]
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.state_root = config.state_root or default_state_root()
+        self.journal_path = config.journal or self.state_root / "journal.sqlite3"
+        self.daemon_id = new_id()
+        self._maintenance: list[MaintenanceTask] = []
+        self.server: _Server | None = None
+        self.ctx: DaemonContext | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _open(self) -> tuple[Journal, str]:
+        check_bind(self.config)
+        token = ensure_token(self.state_root)
+        journal = open_journal(self.journal_path, clock=self.clock)
+        return journal, token
+
+    def _services(self, ctx: DaemonContext) -> None:
+        """Memory and skills services when their areas are installed; each one optional."""
+        tasks = ctx.extras.setdefault("tasks", {})
+        try:
+            from palyra_ops.memory.service import MemoryService
+
+            memory = MemoryService(self.journal_path, clock=self.clock)
+            ctx.extras["memory"] = memory
+            m = self.config.memory
+            self._maintenance.append(MaintenanceTask("memory.maintain", m.maintenance_interval_ms, memory.maintain,
+                                                     tasks, self.clock))
+            self._maintenance.append(MaintenanceTask("memory.backfill", m.backfill_interval_ms,
+                                                     lambda: memory.backfill(batch_size=m.batch), tasks, self.clock))
+        except Exception as exc:  # optional service: the daemon runs without it
+            log.info("memory service not available: %s", exc)
+        try:
+            from palyra_ops.skills.sandbox import SkillRunner
+            from palyra_ops.skills.store import SkillStore
+
+            store = SkillStore(self.state_root, clock=self.clock)
+            runner = SkillRunner(store, self.state_root / "skills" / "cache")
+            ctx.extras["skill_store"] = store
+            ctx.extras["skill_runner"] = runner
+
+            async def quarantined(results: Any) -> None:
+                assert ctx.gateway is not None
+                for r in results or []:
+                    if getattr(r, "newly_quarantined", False):
+                        await ctx.gateway.emit_event("skill.quarantined", {"skill_id": r.skill_id, "reason": r.reason},
+                                                     kinds=("system_event",))
+
+            self._maintenance.append(MaintenanceTask("skills.audit", self.config.skills.audit_interval_ms, store.audit,
+                                                     tasks, self.clock, on_result=quarantined))
+        except Exception as exc:
+            log.info("skills not available: %s", exc)
+
+    async def serve(self, *, ready: Callable[[str], None] | None = None) -> int:
+        journal, token = self._open()
+        recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms())
+        for r in recovered:
+            log.warning("run %s of %s was active when the previous daemon stopped: failed (%s)",
+                        r["run_id"], r["routine_id"], RESTART_REASON)
+        ctx = DaemonContext(journal=journal, clock=self.clock, config=self.config, token=token,
+                            internal_token=secrets.token_urlsafe(32), started_at_ms=self.clock.now_ms())
+        ctx.extras["tasks"] = {}
+        ctx.extras["recovered_runs"] = [r["run_id"] for r in recovered]
+        ctx.extras["daemon_id"] = self.daemon_id
+        self.ctx = ctx
+        self._services(ctx)
+        scheduler_ref: list[Scheduler] = []
+        gateway = Gateway(
+            journal, self.clock,
+            backend=make_backend(self.config.backend),
+            deliverer=Deliverer(journal, self.clock, memory=ctx.extras.get("memory")),
+            daemon_id=self.daemon_id,
+            skill_runner=ctx.extras.get("skill_runner"),
+            skill_store=ctx.extras.get("skill_store"),
+            on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
+        )
+        scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
+                              max_in_flight=self.config.dispatch_concurrency)
+        scheduler_ref.append(scheduler)
+        ctx.gateway, ctx.scheduler = gateway, scheduler
+        ctx.watcher = None  # the directory watcher (--watch) attaches here when its area lands
+        app = create_app(ctx)
+        uv = uvicorn.Config(app, host=self.config.host, port=self.config.port, lifespan="off", access_log=False,
+                            log_level=self.config.log_level, timeout_graceful_shutdown=5, log_config=None)
+        server = _Server(uv)
+        self.server = server
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+        serve_task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            if serve_task.done():
+                exc = serve_task.exception()
+                journal.close()
+                if exc is not None:
+                    raise PalyraError(f"cannot listen on {self.config.listen}: {exc}") from None
+                raise PalyraError(f"cannot listen on {self.config.listen} (address in use?)")
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        ctx.base_url = f"http://{host}:{port}"
+        gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients)
+        sched_task = asyncio.ensure_future(scheduler.run_forever())
+        self._tasks = [asyncio.ensure_future(t.run_forever()) for t in self._maintenance]
+        if ready is not None:
+            ready(ctx.base_url)
+        started = asyncio.ensure_future(gateway.emit_event(
+            "daemon.started", {"daemon_id": self.daemon_id, "recovered_runs": len(recovered)}, kinds=("system_event",)))
+
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stop_wait, serve_task}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping: scheduler, then active runs, then the server")
+        await scheduler.stop()
+        sched_task.cancel()
+        for t in [*self._tasks, started, stop_wait]:
+            t.cancel()
+        await asyncio.gather(sched_task, started, *self._tasks, return_exceptions=True)
+        await gateway.shutdown(SHUTDOWN_REASON)
+        server.should_exit = True
+        await asyncio.gather(serve_task, return_exceptions=True)
+        runner = ctx.extras.get("skill_runner")
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                runner.close()
+        memory = ctx.extras.get("memory")
+        if memory is not None:
+            with contextlib.suppress(Exception):
+                memory.close()
+        journal.close()
+        return 0
+
+
+def run_daemon(config: DaemonConfig) -> int:
+    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per loopback dispatch is noise
+    daemon = Daemon(config)
+
+    def ready(url: str) -> None:
+        print(f"palyra-ops daemon listening on {url} (journal {daemon.journal_path})", file=sys.stderr, flush=True)
+
+    return asyncio.run(daemon.serve(ready=ready))

@@ -1,0 +1,216 @@
+"""Delivery of run output to Channels (SPEC §2 `delivery`, Channel kinds webhook / file / log).
+
+Delivery never changes a run's status: a run that produced its output succeeded even when the
+webhook behind it is down. What happened is recorded beside it (`delivery_status`,
+`delivery_error`), so an operator sees "succeeded, delivery failed" rather than a misleading failed
+run that a retry would re-execute (and re-spend tokens on).
+
+`delivery_status` values: `delivered` (a channel accepted it), `logged` (logs_only, or an origin
+channel that is not a Channel object), `local` (kept as a memory item, local_only), `suppressed`
+(silent_policy chose not to deliver), `failed` (see `delivery_error`), `denied` (policy refused the
+channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.durations import parse_duration_ms
+from palyra_ops.journal import Journal
+from palyra_ops.model import Channel, Routine
+
+log = logging.getLogger("palyra_ops.delivery")
+output_log = logging.getLogger("palyra_ops.output")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status: str
+    channel: str | None = None
+    error: str | None = None
+
+
+class DeliveryError(Exception):
+    pass
+
+
+def resolve_headers(headers: dict[str, Any] | None) -> dict[str, str]:
+    """Literal values as written; `{env: NAME}` read now, so a rotated secret needs no restart."""
+    out: dict[str, str] = {}
+    for k, v in (headers or {}).items():
+        if isinstance(v, dict) and "env" in v:
+            val = os.environ.get(v["env"])
+            if val is None:
+                raise DeliveryError(f"header {k}: environment variable {v['env']} is not set")
+            out[k] = val
+        else:
+            out[k] = str(v)
+    return out
+
+
+class Deliverer:
+    def __init__(
+        self,
+        journal: Journal,
+        clock: Clock,
+        *,
+        memory: Any = None,
+        retry_base_s: float = 0.25,
+        policy_check: Callable[[Routine, str], tuple[bool, str]] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.memory = memory
+        self.retry_base_s = retry_base_s
+        self.policy_check = policy_check
+        self._client: httpx.AsyncClient | None = None
+        self._file_locks: dict[str, threading.Lock] = {}
+        self._channels: dict[str, tuple[str, Channel]] = {}
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def channel(self, name: str) -> Channel | None:
+        stored = self.journal.get_resource("Channel", name)
+        if stored is None:
+            return None
+        cached = self._channels.get(name)
+        if cached and cached[0] == stored.hash:
+            return cached[1]
+        ch = Channel.from_resource(stored)
+        self._channels[name] = (stored.hash, ch)
+        return ch
+
+    def payload(self, routine: Routine, run: dict[str, Any], output: str | None, failed: bool) -> dict[str, Any]:
+        return {
+            "routine_id": routine.name,
+            "run_id": run["run_id"],
+            "status": "failed" if failed else "succeeded",
+            "attempt": run.get("attempt", 1),
+            "trigger_kind": run.get("trigger_kind"),
+            "scheduled_at": rfc3339(run.get("scheduled_at_ms")),
+            "owner": routine.owner,
+            "origin_channel": routine.channel,
+            "output": output,
+            "reason": run.get("reason") if failed else None,
+            "delivered_at": rfc3339(self.clock.now_ms()),
+        }
+
+    async def deliver(self, routine: Routine, run: dict[str, Any], output: str | None, *, failed: bool) -> DeliveryResult:
+        d = routine.delivery
+        if d.silent_policy == "audit_only":
+            await self._remember(routine, run, output)
+            return DeliveryResult("suppressed", None, None)
+        if d.silent_policy == "failure_only" and not failed:
+            return DeliveryResult("suppressed", None, None)
+        mode, channel = d.mode, d.channel
+        if failed and d.failure_mode:
+            mode, channel = d.failure_mode, d.failure_channel
+        if mode == "same_channel":
+            channel = routine.channel
+        body = self.payload(routine, run, output, failed)
+        if mode == "logs_only":
+            output_log.info("run %s of %s %s: %s", run["run_id"], routine.name, body["status"], output)
+            return DeliveryResult("logged", None, None)
+        if mode == "local_only":
+            await self._remember(routine, run, output)
+            return DeliveryResult("local", None, None)
+        if not channel:
+            return DeliveryResult("failed", None, f"delivery mode {mode} names no channel")
+        ch = self.channel(channel)
+        if ch is None:
+            if mode == "same_channel":  # an origin like cli:alice that is not a Channel object
+                output_log.info("run %s of %s for %s %s: %s", run["run_id"], routine.name, channel, body["status"], output)
+                return DeliveryResult("logged", channel, None)
+            return DeliveryResult("failed", channel, f"channel {channel!r} does not exist")
+        if self.policy_check is not None:
+            ok, why = self.policy_check(routine, channel)
+            if not ok:
+                return DeliveryResult("denied", channel, why)
+        try:
+            await self.send(ch, body)
+        except DeliveryError as exc:
+            log.warning("delivery of run %s to %s failed: %s", run["run_id"], channel, exc)
+            return DeliveryResult("failed", channel, str(exc))
+        return DeliveryResult("delivered", channel, None)
+
+    async def _remember(self, routine: Routine, run: dict[str, Any], output: str | None) -> None:
+        if self.memory is None or not output:
+            return
+        try:
+            await asyncio.to_thread(self.memory.add_item, output, routine_id=routine.name, run_id=run["run_id"])
+        except Exception as exc:  # memory is best effort: the run record keeps the output anyway
+            log.warning("memory item for run %s not stored: %s", run["run_id"], exc)
+
+    async def send(self, ch: Channel, body: dict[str, Any]) -> None:
+        if ch.type == "log":
+            output_log.log(_LEVELS.get(ch.spec.get("level", "info"), logging.INFO), "[%s] %s", ch.name,
+                           json.dumps(body, sort_keys=True))
+        elif ch.type == "file":
+            await asyncio.to_thread(self._append_line, Path(ch.spec["path"]), body)
+        elif ch.type == "webhook":
+            await self._post(ch, body)
+        else:
+            raise DeliveryError(f"channel {ch.name}: unknown type {ch.type!r}")
+
+    def _append_line(self, path: Path, body: dict[str, Any]) -> None:
+        """One JSON line per delivery, fsynced so a crash right after a run keeps its output."""
+        lock = self._file_locks.setdefault(str(path), threading.Lock())
+        line = (json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        try:
+            with lock:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise DeliveryError(f"file {path}: {exc.strerror or exc}") from None
+
+    async def _post(self, ch: Channel, body: dict[str, Any]) -> None:
+        url = ch.spec["url"]
+        headers = resolve_headers(ch.spec.get("headers"))
+        timeout = parse_duration_ms(ch.spec.get("timeout", "10s")) / 1000
+        retries = int(ch.spec.get("retries", 2))
+        last = ""
+        for attempt in range(retries + 1):
+            if attempt:
+                await asyncio.sleep(min(self.retry_base_s * 2 ** (attempt - 1), 5.0))
+            try:
+                resp = await self.client.post(url, json=body, headers=headers, timeout=timeout)
+            except httpx.TimeoutException:
+                last = f"webhook {url}: timed out after {timeout:g}s"
+                continue
+            except httpx.HTTPError as exc:
+                last = f"webhook {url}: {exc or type(exc).__name__}"
+                continue
+            if resp.status_code < 300:
+                return
+            last = f"webhook {url}: HTTP {resp.status_code}"
+            if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+                break  # the receiver refused this payload; repeating it will not help
+        tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
+        raise DeliveryError(f"{last} ({tries})")

@@ -1,0 +1,352 @@
+"""The embedded scheduler loop (SPEC §5).
+
+It sleeps until the earliest `next_run_at_unix_ms` (at most 15 s when idle) or a wake-up, then takes
+due jobs in batches of at most 64, oldest first. For each job it works out which nominal instants are
+due, applies the misfire policy to those later than `misfire_grace`, and — in ONE journal transaction
+per batch — inserts the run rows (the occurrence key `routine|nominal` is unique: that insert is the
+claim) and advances the job to its next nominal instant. Only then does it dispatch the claimed runs
+through the gateway's loopback HTTP call. So a crash between claim and dispatch leaves an `accepted`
+run that start-up finalizes as failed (`daemon_restart`), and no occurrence is ever dispatched twice.
+
+Jitter: `next_run_at_unix_ms` holds the jittered due time and `next_nominal_ms` the schedule instant
+behind it (claims and records use the nominal instant). Apply writes only the nominal time; the
+scheduler recognises that (next_run != nominal + jitter(nominal)) and moves the due time forward.
+
+Wake-ups: `wake()` from in-process changes (API upsert, approvals, finished runs), and a poll of
+SQLite's `PRAGMA data_version` every 250 ms, which changes when *another* process (an `apply`)
+commits to the journal — well inside the 1 s the SPEC allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.journal import Journal
+from palyra_ops.model import Routine
+from palyra_ops.schedule import Schedule, jitter_offset_ms, resolve_misfire
+
+log = logging.getLogger("palyra_ops.scheduler")
+
+BATCH = 64
+IDLE_CAP_MS = 15_000
+#: a backlog longer than this (an `every: 1s` routine down for days) is counted, not listed
+MAX_LISTED_SKIPS = 1_000
+MAX_ENUMERATED = 1_000_000
+
+
+@dataclass
+class JobPlan:
+    """What one due job turns into: run rows to claim and the job's new position."""
+
+    routine_id: str
+    expected_next: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    job_fields: dict[str, Any] = field(default_factory=dict)
+    dispatch: list[tuple[dict[str, Any], bool]] = field(default_factory=list)  # (message, catch_up)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        journal: Journal,
+        clock: Clock,
+        *,
+        gateway: Any,
+        daemon_id: str = "",
+        batch: int = BATCH,
+        idle_cap_ms: int = IDLE_CAP_MS,
+        poll_ms: int = 250,
+        max_in_flight: int = 64,
+        send: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.gateway = gateway
+        self.daemon_id = daemon_id
+        self.batch = batch
+        self.idle_cap_ms = idle_cap_ms
+        self.poll_ms = poll_ms
+        self.send = send or gateway.send
+        self._wake = asyncio.Event()
+        self._sem = asyncio.Semaphore(max_in_flight)
+        self._schedules: dict[str, tuple[str, Schedule]] = {}
+        self._dispatching: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self.running = False
+        self.ticks = 0
+        self.claimed = 0
+        self.dispatched = 0
+        self.dispatch_errors = 0
+        self.last_tick_ms: int | None = None
+        self.last_error: str | None = None
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock.now_ms()
+        nxt = self.journal.next_due_ms()
+        return {
+            "running": self.running,
+            "last_tick_at": rfc3339(self.last_tick_ms),
+            "last_tick_ms": self.last_tick_ms,
+            "ticks": self.ticks,
+            "due_backlog": self.journal.count_due(now),
+            "running_count": self.gateway.active_count() if self.gateway is not None else 0,
+            "dispatching": len(self._dispatching),
+            "next_due_at": rfc3339(nxt),
+            "next_due_ms": nxt,
+            "claimed_total": self.claimed,
+            "dispatched_total": self.dispatched,
+            "dispatch_errors_total": self.dispatch_errors,
+            "last_error": self.last_error,
+        }
+
+    async def run_forever(self) -> None:
+        """The loop: tick, then sleep until the next due time, a wake-up or the idle cap."""
+        self.running = True
+        watcher = asyncio.ensure_future(self._watch_journal())
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one bad tick must not stop the scheduler
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("scheduler tick failed")
+                    await asyncio.sleep(1.0)
+                now = self.clock.now_ms()
+                nxt = self.journal.next_due_ms()
+                delay = self.idle_cap_ms if nxt is None else max(0, min(nxt - now, self.idle_cap_ms))
+                if delay == 0:
+                    await asyncio.sleep(0)
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay / 1000)
+                except TimeoutError:
+                    pass
+        finally:
+            self.running = False
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+        if self._dispatching:
+            await asyncio.gather(*list(self._dispatching), return_exceptions=True)
+
+    async def drain(self) -> None:
+        while self._dispatching:
+            await asyncio.gather(*list(self._dispatching), return_exceptions=True)
+
+    async def tick(self) -> int:
+        """Claim and dispatch everything due now, batch by batch; returns the number of runs claimed."""
+        total = 0
+        while True:
+            now = self.clock.now_ms()
+            self.last_tick_ms = now
+            self.ticks += 1
+            jobs = self.journal.due_jobs(now, self.batch)
+            if not jobs:
+                self.gateway.metrics.due_backlog = 0
+                return total
+            plans = [p for p in (self.plan_job(job, now) for job in jobs) if p is not None]
+            results = self.journal.claim_occurrences(
+                [(p.routine_id, p.expected_next, p.runs, p.job_fields) for p in plans]
+            )
+            for plan, ids in zip(plans, results, strict=True):
+                if ids is None:
+                    continue  # another scheduler (or an apply) moved this job first
+                to_send = []
+                for (msg, catch_up), run_id in zip(plan.dispatch, ids[: len(plan.dispatch)], strict=True):
+                    if run_id is None:
+                        continue  # this occurrence was claimed before (crash, or a second scheduler)
+                    msg["run_id"] = run_id
+                    to_send.append((msg, catch_up))
+                total += len(to_send)
+                self.claimed += len(to_send)
+                if to_send:
+                    self._launch(to_send)
+            self.gateway.metrics.due_backlog = max(0, self.journal.count_due(now)) if len(jobs) == self.batch else 0
+            if len(jobs) < self.batch:
+                return total
+            await asyncio.sleep(0)  # let dispatches and the server breathe between batches
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def schedule_for(self, routine: Routine) -> Schedule:
+        assert routine.schedule is not None
+        key = repr((routine.schedule, routine.policies.dst))
+        cached = self._schedules.get(routine.name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        s = Schedule.from_spec(routine.schedule, routine.policies.dst)
+        self._schedules[routine.name] = (key, s)
+        return s
+
+    def plan_job(self, job: dict[str, Any], now: int) -> JobPlan | None:
+        rid = job["routine_id"]
+        expected = job["next_run_at_unix_ms"]
+        plan = JobPlan(rid, expected)
+        routine = self.gateway.routine(rid)
+        if routine is None or routine.schedule is None:
+            plan.job_fields = {"next_run_at_unix_ms": None, "next_nominal_ms": None}
+            return plan
+        try:
+            sched = self.schedule_for(routine)
+        except Exception as exc:  # a schedule that stopped parsing (tz data change): park it, loudly
+            log.error("routine %s: schedule unusable: %s", rid, exc)
+            plan.job_fields = {"next_run_at_unix_ms": None, "next_nominal_ms": None}
+            return plan
+        anchor = job.get("anchor_ms")
+        p = routine.policies
+        jitter = p.jitter_ms
+
+        def due_at(n: int) -> int:
+            return n + jitter_offset_ms(rid, n, jitter)
+
+        nominal = job.get("next_nominal_ms")
+        if nominal is None or due_at(nominal) != expected:
+            nominal = expected  # written by apply: the nominal instant itself
+            if jitter and due_at(nominal) > now:
+                plan.job_fields = {"next_run_at_unix_ms": due_at(nominal), "next_nominal_ms": nominal}
+                return plan
+
+        # every nominal instant whose (jittered) due time has come, in order
+        due: list[int] = [nominal]
+        skipped_extra = 0
+        cursor = nominal
+        while True:
+            chunk = sched.fires_between(cursor, now, anchor, limit=10_000)
+            if not chunk:
+                break
+            for n in chunk:
+                if due_at(n) <= now:
+                    due.append(n)
+            cursor = chunk[-1]
+            if len(chunk) < 10_000:
+                break
+            if len(due) > MAX_ENUMERATED:  # stop listing; the rest only counts toward the skip
+                skipped_extra = len(sched.fires_between(cursor, now, anchor, limit=MAX_ENUMERATED))
+                break
+        last = due[-1]
+        nxt = sched.next_after(last, anchor) if not skipped_extra else sched.next_after(now, anchor)
+        # a jittered later instant may not be due yet although an even later nominal is (jitter > period)
+        while nxt is not None and due_at(nxt) <= now and nxt <= now:
+            due.append(nxt)
+            last = nxt
+            nxt = sched.next_after(nxt, anchor)
+        plan.job_fields = {
+            "next_run_at_unix_ms": due_at(nxt) if nxt is not None else None,
+            "next_nominal_ms": nxt,
+            "last_nominal_ms": last,
+        }
+
+        grace = p.misfire_grace_ms
+        missed = [n for n in due if now - due_at(n) > grace]
+        on_time = [n for n in due if now - due_at(n) <= grace]
+        if not missed:
+            run_times, skipped = on_time, []
+        elif p.misfire == "ignore":
+            skipped = resolve_misfire("ignore", missed, p.max_catch_up).skipped
+            run_times = on_time
+        else:
+            d = resolve_misfire(p.misfire, due, p.max_catch_up)
+            run_times, skipped = d.run, d.skipped
+        skipped_count = len(skipped) + skipped_extra
+        listed = skipped[-MAX_LISTED_SKIPS:]
+        catch_up = p.misfire == "catch_up" and len(run_times) > 1
+
+        def row(n: int, **extra: Any) -> dict[str, Any]:
+            return {
+                "routine_id": rid,
+                "occurrence_key": f"{rid}|{n}",
+                "scheduled_at_ms": n,
+                "trigger_kind": "schedule",
+                "status": "accepted",
+                "attempt": 1,
+                "daemon_id": self.daemon_id,
+                "created_at_ms": now,
+                **extra,
+            }
+
+        for i, n in enumerate(run_times):
+            extra: dict[str, Any] = {}
+            if i == 0 and skipped_count:
+                extra = {"skipped_count": skipped_count, "skipped_times": listed}
+            plan.runs.append(row(n, **extra))
+            msg = self.gateway.message_for(routine, trigger_kind="schedule", scheduled_at_ms=n, due_at_ms=due_at(n),
+                                           catch_up=catch_up)
+            plan.dispatch.append((msg, catch_up))
+        if not run_times and skipped_count:
+            # `ignore`: nothing runs; one skipped record keyed on the latest missed instant says what was dropped
+            n = skipped[-1]
+            plan.runs.append(row(
+                n, status="skipped", skipped_count=skipped_count, skipped_times=listed, finished_at_ms=now,
+                reason=f"misfire: ignored {skipped_count} missed time{'s' if skipped_count != 1 else ''} "
+                       f"(later than misfire_grace)",
+            ))
+            self.gateway.metrics.run("skipped")
+            self.gateway.metrics.gate("misfire", "skipped")
+        return plan
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def _launch(self, to_send: list[tuple[dict[str, Any], bool]]) -> None:
+        if any(c for _, c in to_send):
+            # catch-up runs of one routine go out in order, one call after the other
+            task = asyncio.ensure_future(self._send_in_order([m for m, _ in to_send]))
+            self._track(task)
+            return
+        for msg, _ in to_send:
+            self._track(asyncio.ensure_future(self._send_one(msg)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._dispatching.add(task)
+        task.add_done_callback(self._dispatching.discard)
+
+    async def _send_in_order(self, msgs: list[dict[str, Any]]) -> None:
+        for m in msgs:
+            await self._send_one(m)
+
+    async def _send_one(self, msg: dict[str, Any]) -> None:
+        async with self._sem:
+            try:
+                await self.send(msg)
+                self.dispatched += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.dispatch_errors += 1
+                self.gateway.metrics.dispatch_errors += 1
+                reason = f"dispatch_failed: {getattr(exc, 'message', None) or exc or type(exc).__name__}"
+                log.warning("run %s of %s: %s", msg.get("run_id"), msg.get("routine_id"), reason)
+                run = self.journal.get_run(msg["run_id"])
+                if run is not None and run["status"] == "accepted" and run.get("received_at_ms") is None:
+                    self.journal.update_run_and_job(
+                        msg["run_id"], {"status": "failed", "reason": reason, "finished_at_ms": self.clock.now_ms()},
+                        msg["routine_id"], {"last_run_id": msg["run_id"], "last_status": "failed"})
+                    self.gateway.metrics.run("failed")
+
+    async def _watch_journal(self) -> None:
+        """Wake when another process commits to the journal (apply from the CLI)."""
+        last = self.journal.data_version()
+        while True:
+            await asyncio.sleep(self.poll_ms / 1000)
+            try:
+                v = self.journal.data_version()
+            except Exception:  # journal closing during shutdown
+                return
+            if v != last:
+                last = v
+                self.wake()

@@ -1,0 +1,269 @@
+"""Shared fixtures.
+
+`daemon` starts the REAL daemon (`python -m palyra_ops daemon`) as a subprocess on a free loopback
+port, with a temp state root (PALYRA_STATE_ROOT), journal and routine directory, and yields a
+`DaemonHandle`. The handle unpacks as `(base_url, token, paths)` and also offers helpers: `client()`
+(an httpx.Client with the token), `write(name, yaml)` + `apply()` (the real apply path into the
+journal, which the running daemon picks up within 1 s), `runs(routine)`, `wait_for(...)`, `stop()`,
+`kill()` and `restart()`.
+
+`daemon_factory(**options)` starts one with extra flags/config (backend, integrations, ...).
+
+`FakeTimers` drives the gateway's `sleep_until` from a FakeClock for deterministic policy tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from palyra_ops.clock import FakeClock
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class DaemonHandle:
+    base_url: str
+    token: str
+    paths: SimpleNamespace  # state_root, journal, dir, cwd, log, config
+    proc: subprocess.Popen[bytes]
+    args: list[str]
+    env: dict[str, str]
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.base_url, self.token, self.paths))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self, **kw: Any) -> httpx.Client:
+        c = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=kw.pop("timeout", 10), **kw)
+        self._clients.append(c)
+        return c
+
+    def log(self) -> str:
+        try:
+            return Path(self.paths.log).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- desired state --------------------------------------------------------------------------
+
+    def write(self, name: str, docs: str | list[dict[str, Any]] | dict[str, Any]) -> Path:
+        p = Path(self.paths.dir) / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not isinstance(docs, str):
+            docs = yaml.safe_dump_all(docs if isinstance(docs, list) else [docs], sort_keys=False)
+        p.write_text(docs, encoding="utf-8")
+        return p
+
+    def apply(self) -> Any:
+        """The real `apply` of the routine directory into the daemon's journal (another connection)."""
+        from palyra_ops.journal import open_journal
+        from palyra_ops.reconcile import apply_directory
+
+        with open_journal(self.paths.journal) as j:
+            return apply_directory(j, Path(self.paths.dir), origin="test")
+
+    # -- reading the journal ---------------------------------------------------------------------
+
+    def runs(self, routine_id: str | None = None, **kw: Any) -> list[dict[str, Any]]:
+        """Run rows, oldest first."""
+        from palyra_ops.journal import open_journal
+
+        with open_journal(self.paths.journal) as j:
+            rows = j.list_runs(routine_id, limit=kw.pop("limit", 100_000), **kw)
+        return list(reversed(rows))
+
+    def job(self, routine_id: str) -> dict[str, Any] | None:
+        from palyra_ops.journal import open_journal
+
+        with open_journal(self.paths.journal) as j:
+            return j.get_job(routine_id)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+                 what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- daemon log ---\n{self.log()[-4000:]}")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode} while waiting for {what}\n{self.log()[-4000:]}")
+            time.sleep(interval)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> DaemonHandle:
+        """Start a new daemon process on the same state root, journal and directory (same port)."""
+        if self.proc.poll() is None:
+            self.stop()
+        self.proc = _spawn(self.args, self.env, self.paths)
+        _wait_ready(self)
+        return self
+
+
+def _spawn(args: list[str], env: dict[str, str], paths: SimpleNamespace) -> subprocess.Popen[bytes]:
+    logf = open(paths.log, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(args, env=env, cwd=paths.cwd, stdout=logf, stderr=subprocess.STDOUT)
+    finally:
+        logf.close()
+
+
+def _wait_ready(h: DaemonHandle, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if h.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {h.proc.returncode}:\n{h.log()[-4000:]}")
+        try:
+            if httpx.get(h.base_url + "/healthz", timeout=0.5).status_code == 200 and "listening on" in h.log():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    h.proc.kill()
+    raise RuntimeError(f"daemon did not become ready in {timeout}s:\n{h.log()[-4000:]}")
+
+
+def start_daemon(tmp: Path, *, config: dict[str, Any] | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> DaemonHandle:
+    state_root = tmp / "state"
+    rdir = tmp / "routines.d"
+    rdir.mkdir(parents=True, exist_ok=True)
+    journal = state_root / "journal.sqlite3"
+    port = free_port()
+    paths = SimpleNamespace(state_root=state_root, journal=journal, dir=rdir, cwd=tmp, log=tmp / "daemon.log",
+                            config=None, port=port)
+    args = [sys.executable, "-m", "palyra_ops", "daemon", "--listen", f"127.0.0.1:{port}", "--journal", str(journal),
+            "--dir", str(rdir)]
+    if config:
+        cfg = tmp / "palyra.yaml"
+        cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
+        paths.config = cfg
+        args += ["--config", str(cfg)]
+    args += extra_args or []
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PALYRA_")}
+    full_env.update({"PALYRA_STATE_ROOT": str(state_root), "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    proc = _spawn(args, full_env, paths)
+    h = DaemonHandle(base_url=f"http://127.0.0.1:{port}", token="", paths=paths, proc=proc, args=args, env=full_env)
+    try:
+        _wait_ready(h)
+    except Exception:
+        if proc.poll() is None:
+            proc.kill()
+        raise
+    h.token = (state_root / "token").read_text().strip()
+    return h
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonHandle]]:
+    started: list[DaemonHandle] = []
+
+    def make(**kw: Any) -> DaemonHandle:
+        sub = tmp_path / f"d{len(started)}"
+        sub.mkdir()
+        h = start_daemon(sub, **kw)
+        started.append(h)
+        return h
+
+    yield make
+    for h in started:
+        h.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory: Callable[..., DaemonHandle]) -> DaemonHandle:
+    """A real daemon on a free loopback port; unpacks as (base_url, token, paths)."""
+    return daemon_factory()
+
+
+# -- deterministic time for gateway/scheduler tests ---------------------------------------------------
+
+
+class FakeTimers:
+    """`sleep_until` for the gateway driven by a FakeClock: sleepers wake when `advance` passes them."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def sleep_until(self, ms: int) -> None:
+        if self.clock.now_ms() >= ms:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((ms, fut))
+        try:
+            await fut
+        finally:
+            self.waiters = [(m, f) for m, f in self.waiters if f is not fut]
+
+    def release(self) -> None:
+        now = self.clock.now_ms()
+        for ms, fut in list(self.waiters):
+            if ms <= now and not fut.done():
+                fut.set_result(None)
+
+    async def advance(self, ms: int) -> None:
+        """Move time in steps so sleepers wake in order, letting the loop run between steps."""
+        target = self.clock.now_ms() + ms
+        while True:
+            await settle()
+            pending = sorted(m for m, f in self.waiters if not f.done() and m <= target)
+            if not pending:
+                break
+            self.clock.set(max(pending[0], self.clock.now_ms()))
+            self.release()
+        self.clock.set(target)
+        self.release()
+        await settle()
+
+
+async def settle(rounds: int = 30) -> None:
+    """Let every ready task run until the loop goes quiet (no real time passes)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
