@@ -222,7 +222,7 @@ def _reference_problems(spec: dict[str, Any], ctx: DaemonContext) -> list[tuple[
         if isinstance(name, str) and ctx.journal.get_resource("Channel", name) is None:
             out.append((f"spec.delivery.{channel_key}", f"no Channel named {name!r} in the journal"))
     skill = spec.get("skill")
-    store = ctx.extras.get("skills")
+    store = ctx.extras.get("skill_store") or ctx.extras.get("skills")
     if isinstance(skill, dict) and isinstance(skill.get("id"), str) and store is not None and hasattr(store, "ids"):
         if skill["id"] not in store.ids():
             out.append(("spec.skill.id", f"no installed skill {skill['id']!r}"))

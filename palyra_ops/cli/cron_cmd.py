@@ -304,7 +304,8 @@ def _enable(client: ConsoleClient, args: argparse.Namespace) -> int:
         print(f"  note: waiting for approval ({view.get('approval_state')}); see `palyra-ops approvals list`")
     if view.get("drift"):
         print("  note: this routine is managed by git; the next `palyra-ops apply` restores the git version")
-    print(f"  next run: {_next_run(view)}")
+    if view.get("effective_enabled"):
+        print(f"  next run: {_next_run(view)}")
     return 0
 
 
