@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check palyra_ops tests bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from palyra_ops import schedule as sched
-from palyra_ops.clock import Clock, SystemClock
+from palyra_ops.clock import Clock
 from palyra_ops.errors import NotFound, PalyraError, StalePlan, ValidationFailed
 from palyra_ops.failpoints import failpoint
 from palyra_ops.gitinfo import GitInfo, git_info

@@ -7,7 +7,7 @@ validation (`source`) and default-filling (`model`) read it from here so they ca
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,6 @@ def schema_path(name: str = "routine.schema.json") -> Path:
     return SCHEMA_DIR / name
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str = "routine.schema.json") -> dict[str, Any]:
     return json.loads(schema_path(name).read_text(encoding="utf-8"))

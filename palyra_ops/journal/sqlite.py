@@ -113,15 +113,22 @@ class SQLiteJournal:
                 self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
+        """Bring the schema up to date; a journal already current is opened without any write.
+
+        Opening must not need the write lock: a reader (status, plan) has to work while another
+        process holds an apply transaction open. Each step re-checks inside its own transaction so
+        two processes opening a new journal at once do not both run a migration.
+        """
+        if not self._pending_migrations() and self._has_lineage():
+            return
         with self.transaction() as c:
             c.execute(
                 "CREATE TABLE IF NOT EXISTS journal_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)"
             )
-        done = {r[0] for r in self.conn.execute("SELECT name FROM journal_migrations")}
         for name, fn in all_migrations():
-            if name in done:
-                continue
             with self.transaction() as c:
+                if c.execute("SELECT 1 FROM journal_migrations WHERE name=?", (name,)).fetchone():
+                    continue
                 fn(c)
                 if not c.in_transaction:  # an area migration committed on its own; keep bookkeeping
                     c.execute("BEGIN IMMEDIATE")
@@ -131,6 +138,17 @@ class SQLiteJournal:
                 c.execute("INSERT INTO journal_meta VALUES ('lineage', ?)", (str(uuid.uuid4()),))
                 c.execute("INSERT INTO journal_meta VALUES ('serial', '0')")
                 c.execute("INSERT INTO journal_meta VALUES ('created_at_ms', ?)", (str(self.clock.now_ms()),))
+
+    def _pending_migrations(self) -> list[str]:
+        known = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='journal_migrations'"
+        ).fetchone()
+        done = {r[0] for r in self.conn.execute("SELECT name FROM journal_migrations")} if known else set()
+        return [name for name, _ in all_migrations() if name not in done]
+
+    def _has_lineage(self) -> bool:
+        known = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='journal_meta'").fetchone()
+        return bool(known) and self._meta("lineage") is not None
 
     def migrations_applied(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM journal_migrations ORDER BY rowid")]
@@ -546,3 +564,13 @@ class SQLiteJournal:
                 (routine_id,),
             ).fetchall()
         return [dict(r) for r in rows]
+
+    def runs_in_order(self, routine_id: str | None = None) -> list[dict[str, Any]]:
+        """Runs in insertion order (run ids are ULIDs from wall time; a FakeClock test needs this)."""
+        sql = "SELECT * FROM journal_cron_runs"
+        args: tuple[Any, ...] = ()
+        if routine_id is not None:
+            sql += " WHERE routine_id=?"
+            args = (routine_id,)
+        with self._lock:
+            return [dict(r) for r in self.conn.execute(sql + " ORDER BY rowid", args)]
