@@ -486,8 +486,6 @@ class MemoryStore:
         Returns the checkpoint's (busy, wal_frames, checkpointed_frames); busy=1 means a reader kept
         the old pages alive and the file shrinks at a later checkpoint instead.
         """
-        if self.conn.in_transaction:
-            self.conn.execute("COMMIT")
         self.conn.execute("VACUUM")
         busy, log, done = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return int(busy), int(log), int(done)

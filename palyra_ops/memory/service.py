@@ -455,35 +455,41 @@ class MemoryService:
         t0 = time.perf_counter()
         res = MaintenanceResult(started_at_ms=started)
         r = self.config.retention
-        with self._exclusive():
-            deletion = self.store.apply_retention(
-                now_ms=started, max_age_ms=r.max_age_ms, max_items=r.max_items, max_bytes=r.max_bytes
-            )
-            res.deleted_ttl = len(deletion.ttl)
-            res.deleted_max_age = len(deletion.max_age)
-            res.deleted_max_items = len(deletion.max_items)
-            res.deleted_max_bytes = len(deletion.max_bytes)
-            res.freed_text_bytes = deletion.freed_text_bytes
-            if deletion.labels:
-                idx = self._index if self._index is not None and self._index.key == self.embedder.key else None
-                if idx is None:
-                    # not in memory: loading reconciles with the journal, which drops the deleted labels
-                    self._last_reconcile = (0, 0)
-                    idx, _ = self._index_for_write(build=False)
-                    res.index_removed = self._last_reconcile[1]
-                if idx is not None:
-                    res.index_removed += idx.remove(deletion.labels)
-                    self._save_index()
-            if vacuum:
-                res.vacuum = vacuum_if_worthwhile(
-                    self.store,
-                    self.journal_path,
-                    min_free_bytes=self.config.vacuum_min_free_bytes,
-                    min_free_ratio=self.config.vacuum_min_free_ratio,
-                    force=force_vacuum,
+        try:
+            with self._exclusive():
+                deletion = self.store.apply_retention(
+                    now_ms=started, max_age_ms=r.max_age_ms, max_items=r.max_items, max_bytes=r.max_bytes
                 )
-            self.store.optimize()
-            res.optimized = True
+                res.deleted_ttl = len(deletion.ttl)
+                res.deleted_max_age = len(deletion.max_age)
+                res.deleted_max_items = len(deletion.max_items)
+                res.deleted_max_bytes = len(deletion.max_bytes)
+                res.freed_text_bytes = deletion.freed_text_bytes
+                if deletion.labels:
+                    idx = self._index if self._index is not None and self._index.key == self.embedder.key else None
+                    if idx is None:
+                        # not in memory: loading reconciles with the journal, which drops the deleted labels
+                        self._last_reconcile = (0, 0)
+                        idx, _ = self._index_for_write(build=False)
+                        res.index_removed = self._last_reconcile[1]
+                    if idx is not None:
+                        res.index_removed += idx.remove(deletion.labels)
+                        self._save_index()
+                if vacuum:
+                    res.vacuum = vacuum_if_worthwhile(
+                        self.store,
+                        self.journal_path,
+                        min_free_bytes=self.config.vacuum_min_free_bytes,
+                        min_free_ratio=self.config.vacuum_min_free_ratio,
+                        force=force_vacuum,
+                    )
+                self.store.optimize()
+                res.optimized = True
+        except sqlite3.OperationalError as exc:
+            # e.g. the journal stayed locked past busy_timeout: report it, the next pass retries
+            res.error = f"sqlite: {exc}"
+        except PalyraError as exc:  # the embedder could not name its model; the index catches up on load
+            res.error = exc.message
         res.duration_ms = int((time.perf_counter() - t0) * 1000)
         return res
 
