@@ -238,3 +238,44 @@ def test_remembered_embedder_spec_is_used_by_default(tmp_path: Path) -> None:
     assert cli.embedder.key.dim == 128
     res = cli.search("remember")
     assert res.method == "hnsw" and res.hits[0].item.text == "remember me"
+
+
+def test_two_services_on_one_journal_see_each_others_index(tmp_path: Path) -> None:
+    """A daemon-held service picks up an index another process (the CLI) saved since."""
+    path = tmp_path / "j.sqlite3"
+    daemon = MemoryService(path, HashingEmbedder(), FakeClock(T0))
+    ids = _fill(daemon, 50)
+    daemon.backfill()
+    assert daemon.search(_text(3), k=1).hits[0].item.id == ids[3]
+    cli = MemoryService(path, HashingEmbedder(), FakeClock(T0))
+    late = cli.add_item("added and embedded by the CLI").id
+    assert cli.backfill().embedded == 1
+    cli.close()
+    res = daemon.search("added and embedded by the CLI", k=1)
+    assert res.method == "hnsw" and res.hits[0].item.id == late
+    # and the daemon's next write keeps everything
+    daemon.add_item("one more")
+    assert daemon.backfill().index_count == 52
+
+
+def test_search_while_backfilling_in_another_thread(tmp_path: Path) -> None:
+    import threading
+
+    svc = MemoryService(tmp_path / "j.sqlite3", HashingEmbedder(), FakeClock(T0))
+    ids = _fill(svc, 640)
+    svc.backfill(limit=64)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            svc.backfill()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while t.is_alive():
+        svc.search(_text(5), k=3)
+    t.join()
+    assert not errors
+    assert svc.search(_text(600), k=1).hits[0].item.id == ids[600]
