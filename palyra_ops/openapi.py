@@ -171,7 +171,7 @@ def _component_schemas() -> dict[str, Any]:
                 "routine_id": {"type": "string"},
                 "trigger_kind": {"type": "string", "enum": _TRIGGER_KINDS, "default": "manual"},
                 "trigger_payload": {"description": "Any JSON; passed to the run as trigger context."},
-                "dedupe_key": {"type": "string", "description": "A second dispatch with the same key is dropped (409)."},
+                "dedupe_key": {"type": "string", "description": "A later dispatch with the same key is recorded as a skipped run (reason `duplicate: ...`)."},
             },
         },
         "SchedulePreviewRequest": {
@@ -417,7 +417,7 @@ def build_openapi() -> dict[str, Any]:
             400: "Bad request (malformed JSON, bad parameter or cursor).",
             401: "Missing or wrong bearer token.",
             404: "Not found.",
-            409: "Conflict (duplicate dedupe key, approval already decided).",
+            409: "Conflict (e.g. an approval that was already decided).",
             422: "Validation failed; `details` lists every finding.",
             503: "Unavailable (the gateway is not running).",
         }.items()

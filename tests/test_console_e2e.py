@@ -154,6 +154,17 @@ def test_errors_are_json_with_the_right_status(daemon: Any) -> None:
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
 
 
+def test_dispatch_dedupe_key_records_a_skipped_run(daemon: Any) -> None:
+    c = daemon.client()
+    c.post("/console/v1/routines/upsert", json={"name": "m", "spec": {"prompt": "p", "trigger": {"kind": "manual"}}})
+    first = c.post("/console/v1/routines/dispatch", json={"routine_id": "m", "dedupe_key": "deploy-42"})
+    second = c.post("/console/v1/routines/dispatch", json={"routine_id": "m", "dedupe_key": "deploy-42"})
+    assert first.status_code == second.status_code == 202
+    run = second.json()
+    assert run["status"] == "skipped"
+    assert run["reason"] == f"duplicate: dedupe key 'deploy-42' was already used by run {first.json()['run_id']}"
+
+
 def test_upsert_over_applied_routine_shows_drift(daemon: Any) -> None:
     daemon.write("sre.yaml", {
         "apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "report"},
