@@ -168,8 +168,8 @@ class Scheduler:
                 if ids is None:
                     continue  # another scheduler (or an apply) moved this job first
                 to_send = []
-                for (msg, catch_up), run_id in zip(plan.dispatch, ids[: len(plan.dispatch)], strict=True):
-                    if run_id is None:
+                for (msg, catch_up), run_id in zip(plan.dispatch, ids, strict=True):
+                    if run_id is None or not msg:
                         continue  # this occurrence was claimed before (crash, or a second scheduler)
                     msg["run_id"] = run_id
                     to_send.append((msg, catch_up))
@@ -241,11 +241,6 @@ class Scheduler:
                 break
         last = due[-1]
         nxt = sched.next_after(last, anchor) if not skipped_extra else sched.next_after(now, anchor)
-        # a jittered later instant may not be due yet although an even later nominal is (jitter > period)
-        while nxt is not None and due_at(nxt) <= now and nxt <= now:
-            due.append(nxt)
-            last = nxt
-            nxt = sched.next_after(nxt, anchor)
         plan.job_fields = {
             "next_run_at_unix_ms": due_at(nxt) if nxt is not None else None,
             "next_nominal_ms": nxt,
@@ -280,6 +275,18 @@ class Scheduler:
                 **extra,
             }
 
+        if p.misfire == "ignore" and skipped_count:
+            # nothing runs for the missed times; one skipped record keyed on the latest says what was dropped
+            n = skipped[-1]
+            plan.runs.append(row(
+                n, status="skipped", skipped_count=skipped_count, skipped_times=listed, finished_at_ms=now,
+                reason=f"misfire: ignored {skipped_count} missed time{'s' if skipped_count != 1 else ''} "
+                       f"(later than misfire_grace)",
+            ))
+            plan.dispatch.append(({}, False))  # placeholder keeps runs and dispatches aligned; never sent
+            self.gateway.metrics.run("skipped")
+            self.gateway.metrics.gate("misfire", "skipped")
+            skipped_count = 0
         for i, n in enumerate(run_times):
             extra: dict[str, Any] = {}
             if i == 0 and skipped_count:
@@ -288,16 +295,6 @@ class Scheduler:
             msg = self.gateway.message_for(routine, trigger_kind="schedule", scheduled_at_ms=n, due_at_ms=due_at(n),
                                            catch_up=catch_up)
             plan.dispatch.append((msg, catch_up))
-        if not run_times and skipped_count:
-            # `ignore`: nothing runs; one skipped record keyed on the latest missed instant says what was dropped
-            n = skipped[-1]
-            plan.runs.append(row(
-                n, status="skipped", skipped_count=skipped_count, skipped_times=listed, finished_at_ms=now,
-                reason=f"misfire: ignored {skipped_count} missed time{'s' if skipped_count != 1 else ''} "
-                       f"(later than misfire_grace)",
-            ))
-            self.gateway.metrics.run("skipped")
-            self.gateway.metrics.gate("misfire", "skipped")
         return plan
 
     # -- dispatch ---------------------------------------------------------------------------------

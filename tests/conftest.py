@@ -267,3 +267,93 @@ async def settle(rounds: int = 30) -> None:
     """Let every ready task run until the loop goes quiet (no real time passes)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+# -- an in-process runtime on a FakeClock ---------------------------------------------------------------
+
+
+class Runtime:
+    """Journal + gateway + scheduler on a FakeClock, wired as the daemon wires them minus HTTP.
+
+    Routines go in through the real upsert path (`palyra_ops.reconcile.upsert_resource`), so the job
+    rows are exactly what apply/the API write. `run_until` plays the scheduler loop: it jumps the
+    clock to each next due time or timer deadline and ticks, with no real sleeping.
+    """
+
+    def __init__(self, tmp: Path, start: Any) -> None:
+        from palyra_ops.gateway import Gateway
+        from palyra_ops.journal import open_journal
+        from palyra_ops.scheduler import Scheduler
+
+        self.tmp = tmp
+        self.clock = FakeClock(start)
+        self.timers = FakeTimers(self.clock)
+        self.journal = open_journal(tmp / "journal.sqlite3", clock=self.clock)
+        self.gateway = Gateway(self.journal, self.clock, sleep_until=self.timers.sleep_until, daemon_id="test-daemon")
+        self.gateway.deliverer.retry_base_s = 0.01
+        self.scheduler = Scheduler(self.journal, self.clock, gateway=self.gateway, daemon_id="test-daemon")
+
+    def put(self, kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> None:
+        from palyra_ops.model import Resource
+        from palyra_ops.reconcile import upsert_resource
+
+        meta = {"labels": labels} if labels else None
+        upsert_resource(self.journal, Resource.from_spec(kind, name, spec, meta), origin="test")
+
+    def routine(self, name: str, *, labels: dict[str, str] | None = None, **spec: Any) -> None:
+        spec.setdefault("prompt", f"run {name}")
+        spec.setdefault("trigger", {"kind": "manual"})
+        self.put("Routine", name, spec, labels)
+
+    def runs(self, name: str | None = None) -> list[dict[str, Any]]:
+        return self.journal.runs_in_order(name)
+
+    def statuses(self, name: str | None = None) -> list[str]:
+        return [r["status"] for r in self.runs(name)]
+
+    async def tick(self) -> int:
+        n = await self.scheduler.tick()
+        await self.scheduler.drain()
+        await settle()
+        return n
+
+    async def advance(self, ms: int) -> None:
+        await self.timers.advance(ms)
+
+    async def run_until(self, until_ms: int) -> None:
+        while True:
+            await self.tick()
+            now = self.clock.now_ms()
+            candidates = [m for m, f in self.timers.waiters if not f.done()]
+            nd = self.journal.next_due_ms()
+            if nd is not None:
+                candidates.append(nd)
+            nxt = min((c for c in candidates), default=None)
+            if nxt is None or nxt > until_ms:
+                break
+            self.clock.set(max(nxt, now))
+            self.timers.release()
+            await settle()
+        self.clock.set(max(until_ms, self.clock.now_ms()))
+        self.timers.release()
+        await self.tick()
+
+    async def close(self) -> None:
+        await self.gateway.shutdown()
+        self.journal.close()
+
+
+@pytest.fixture
+def runtime_factory(tmp_path: Path) -> Iterator[Callable[[Any], Runtime]]:
+    made: list[Runtime] = []
+
+    def make(start: Any) -> Runtime:
+        sub = tmp_path / f"rt{len(made)}"
+        sub.mkdir()
+        rt = Runtime(sub, start)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.journal.close()
