@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import gc
 import hashlib
 import json
 import os
@@ -899,7 +900,18 @@ def load_directory(
     `root` exists but is not a readable directory. A missing or empty directory is an empty set; the
     callers decide whether that is acceptable (plan has --allow-empty).
     """
-    root = Path(root)
+    # Loading builds hundreds of thousands of small acyclic containers; the cyclic GC would rescan
+    # them over and over (a third of the warm path). Nothing here creates cycles, so pause it.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_directory(Path(root), display_root, cache_dir, known_skills)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None, known_skills: set[str] | None) -> SourceSet:
     shown = str(root) if display_root is None else display_root
     result = SourceSet(root=root)
     if not root.exists() and not root.is_symlink():
