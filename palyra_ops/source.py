@@ -1035,3 +1035,14 @@ def _cross_file(
 def iter_documents(source: SourceSet, kind: str | None = None) -> Iterator[Document]:
     """Documents of the set, optionally of one kind, in file then document order."""
     return (d for d in source.documents if kind is None or d.kind == kind)
+
+
+def check_document(doc: dict) -> list[tuple[str, str]]:
+    """(field path, message) for every schema and per-document semantic problem of one document.
+
+    The same wording `palyra-ops validate` uses, without positions: for documents that arrive without
+    a file (the console API's upsert). Cross-file checks (names, references) are the caller's.
+    """
+    findings = _schema_findings(doc) if isinstance(doc, dict) else [((), "doc", "a document must be a mapping")]
+    findings += _semantic_findings(doc, [f[0] for f in findings]) if isinstance(doc, dict) else []
+    return [(format_path(path), message) for path, _anchor, message in findings]

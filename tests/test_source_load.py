@@ -137,3 +137,13 @@ def test_a_damaged_cache_entry_is_a_miss(tmp_path: Path) -> None:
     for entry in cache.rglob("*.json"):
         entry.write_text("{not json")
     assert load_directory(root, cache_dir=cache).documents == cold.documents
+
+
+def test_check_document_words_problems_like_validate() -> None:
+    from palyra_ops.source import check_document
+
+    doc = {"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "a"},
+           "spec": {"prompt": "x", "trigger": {"kind": "manual"}, "policies": {"concurrency": "sometimes"}}}
+    assert check_document(doc) == [
+        ("spec.policies.concurrency", "'sometimes' is not one of allow, forbid, replace, queue_one")
+    ]
