@@ -15,7 +15,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import lru_cache
 from typing import Any
 
 from palyra_ops.durations import parse_duration_ms
@@ -33,6 +33,10 @@ def content_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
+def json_hash(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
@@ -40,39 +44,99 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _fill(schema: dict[str, Any], node_schema: dict[str, Any], value: Any) -> Any:
-    node_schema = _resolve(schema, node_schema)
-    if not isinstance(value, dict):
-        return value
-    props = node_schema.get("properties") or {}
+#: compiled default tree: {key: (default or _NO_DEFAULT, subtree or None)}
+_Tree = dict[str, tuple[Any, "dict | None"]]
+_NO_DEFAULT = object()
+
+
+def _compile(schema: dict[str, Any], node: dict[str, Any], depth: int = 0) -> _Tree | None:
+    node = _resolve(schema, node)
+    props = node.get("properties")
+    if not props or depth > 8:
+        return None
+    tree: _Tree = {}
     for key, sub in props.items():
         sub_r = _resolve(schema, sub)
-        if key not in value and "default" in sub_r:
-            value[key] = copy.deepcopy(sub_r["default"])
-        if key in value and isinstance(value[key], dict):
-            value[key] = _fill(schema, sub_r, value[key])
-    return value
+        default = sub_r.get("default", _NO_DEFAULT)
+        subtree = _compile(schema, sub_r, depth + 1)
+        if default is not _NO_DEFAULT or subtree:
+            tree[key] = (default, subtree)
+    return tree or None
+
+
+@lru_cache(maxsize=None)
+def _default_tree(kind: str) -> _Tree | None:
+    schema = load_schema()
+    return _compile(schema, schema.get("$defs", {}).get(_SPEC_DEFS[kind], {}))
+
+
+def _merge(tree: _Tree, value: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `value` with defaults filled in; only dicts on the default paths are copied."""
+    out = dict(value)
+    for key, (default, subtree) in tree.items():
+        if key not in out:
+            if default is _NO_DEFAULT:
+                continue
+            out[key] = copy.deepcopy(default) if isinstance(default, (dict, list)) else default
+        if subtree and isinstance(out[key], dict):
+            out[key] = _merge(subtree, out[key])
+    return out
 
 
 def apply_defaults(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of `spec` with every schema default filled in."""
-    schema = load_schema()
-    node = schema.get("$defs", {}).get(_SPEC_DEFS[kind], {})
-    return _fill(schema, node, copy.deepcopy(spec))
+    """`spec` with every schema default filled in (the input is not modified)."""
+    tree = _default_tree(kind)
+    return _merge(tree, spec) if tree else dict(spec)
 
 
-@dataclass(frozen=True)
 class Resource:
-    """One desired-state object (Routine, Channel or Policy) in canonical form."""
+    """One desired-state object (Routine, Channel or Policy) in canonical form.
 
-    kind: str
-    name: str
-    body: dict[str, Any]  # {"metadata": {...}, "spec": {...}} canonical
-    source_file: str | None = None
+    The canonical JSON and its hash are what plan compares; the decoded body is only built when
+    someone looks at it, so diffing 10,000 unchanged objects costs string compares, not decodes.
+    """
 
-    @cached_property
+    __slots__ = ("kind", "name", "source_file", "_body", "_canonical", "_hash")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        body: dict[str, Any] | None = None,
+        source_file: str | None = None,
+        *,
+        canonical: str | None = None,
+        hash: str | None = None,
+    ) -> None:
+        if body is None and canonical is None:
+            raise ValueError("Resource needs a body or its canonical JSON")
+        self.kind = kind
+        self.name = name
+        self.source_file = source_file
+        self._body = body
+        self._canonical = canonical
+        self._hash = hash
+
+    def __repr__(self) -> str:
+        return f"Resource({self.kind}/{self.name}, {self.source_file})"
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self._canonical)  # type: ignore[arg-type]
+        return self._body
+
+    @property
+    def canonical(self) -> str:
+        if self._canonical is None:
+            self._canonical = canonical_json(self._body)
+        return self._canonical
+
+    @property
     def hash(self) -> str:
-        return content_hash(self.body)
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.canonical.encode()).hexdigest()
+        return self._hash
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -84,13 +148,13 @@ class Resource:
         kind = doc["kind"]
         metadata = {k: v for k, v in (doc.get("metadata") or {}).items() if k != "name"}
         body = {"metadata": metadata, "spec": apply_defaults(kind, doc.get("spec") or {})}
-        return cls(kind=kind, name=doc["metadata"]["name"], body=body, source_file=source_file)
+        return cls(kind, doc["metadata"]["name"], body, source_file)
 
     @classmethod
     def from_spec(cls, kind: str, name: str, spec: dict[str, Any], metadata: dict[str, Any] | None = None) -> Resource:
         """Build from an API payload (SPEC §6 upsert: the YAML `spec` plus a name)."""
         body = {"metadata": dict(metadata or {}), "spec": apply_defaults(kind, spec)}
-        return cls(kind=kind, name=name, body=body)
+        return cls(kind, name, body)
 
 
 # -- typed views used by the scheduler and gateway --------------------------------------------------

@@ -218,32 +218,35 @@ def compute_plan(
         if key in desired_by_key:
             continue
         kind, name = key
-        body = stored.body
         if stored.managed and stored.source_file in protected:
             changes.append(
                 Change(kind, name, "no-op", f"kept: {stored.source_file} is invalid (last good version stays)",
-                       stored.source_file, body, body, managed_before=True)
+                       stored.source_file, None, None, managed_before=True)
             )
         elif stored.managed:
             changes.append(
                 Change(kind, name, "delete", f"removed from the directory (was in {stored.source_file})",
-                       stored.source_file, body, None, managed_before=True)
+                       stored.source_file, stored.body, None, managed_before=True)
             )
         elif prune_unmanaged:
             changes.append(
-                Change(kind, name, "delete", "unmanaged and --prune-unmanaged given", None, body, None, managed_before=False)
+                Change(kind, name, "delete", "unmanaged and --prune-unmanaged given", None, stored.body, None,
+                       managed_before=False)
             )
         else:
             changes.append(
                 Change(kind, name, "unmanaged", "created through the API; not in the directory, left alone",
-                       None, body, body, managed_before=False)
+                       None, stored.body, None, managed_before=False)
             )
 
-    # a deleted channel still referenced by a kept unmanaged routine would break it at run time
+    # a deleted channel still referenced by a routine that stays would break it at run time
     deleted_channels = {c.name for c in changes if c.kind == "Channel" and c.action == "delete"}
-    for c in changes:
-        if c.kind == "Routine" and c.action in ("unmanaged", "no-op") and c.after:
-            d = c.after["spec"].get("delivery", {})
+    if deleted_channels:
+        for c in changes:
+            if c.kind != "Routine" or c.action == "delete":
+                continue
+            res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
+            d = res.body["spec"].get("delivery", {}) if res is not None else {}
             for ch in (d.get("channel"), d.get("failure_channel")):
                 if ch in deleted_channels:
                     warnings.append(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes")
@@ -263,24 +266,28 @@ def compute_plan(
 
 def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
     if stored is None:
-        after_flat = flatten(res.body)
         change = Change(
             res.kind, res.name, "create", f"new in {res.source_file}", res.source_file, None, res.body,
-            fields=[FieldChange(p, None, v) for p, v in sorted(after_flat.items())],
+            fields=[FieldChange(p, None, v) for p, v in sorted(flatten(res.body).items())],
         )
         change.schedule = _schedule_change(res, None, None, now_ms)
         return change
 
+    moved = stored.source_file != res.source_file
+    same = stored.hash == res.hash
+    if same and stored.managed and not moved and not stored.drifted:
+        # the common case at scale: compare hashes, decode nothing
+        return Change(res.kind, res.name, "no-op", "up to date", res.source_file, None, None, managed_before=True)
+
     before_flat = flatten(stored.body)
     after_flat = flatten(res.body)
     paths = sorted(set(before_flat) | set(after_flat))
-    fields = [FieldChange(p, before_flat.get(p), after_flat.get(p)) for p in paths if before_flat.get(p, _MISSING) != after_flat.get(p, _MISSING)]
+    fields = [
+        FieldChange(p, before_flat.get(p), after_flat.get(p))
+        for p in paths
+        if before_flat.get(p, _MISSING) != after_flat.get(p, _MISSING)
+    ]
     unchanged = len(paths) - len(fields)
-    moved = stored.source_file != res.source_file
-    if stored.managed and not fields and not moved and not stored.drifted:
-        return Change(res.kind, res.name, "no-op", "up to date", res.source_file, stored.body, res.body,
-                      unchanged_fields=unchanged, managed_before=True)
-
     if not stored.managed:
         reason = "adopted: exists unmanaged (created through the API); apply makes it managed"
     elif stored.drifted and stored.applied_hash == res.hash:

@@ -27,23 +27,40 @@ from ulid import ULID
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import PalyraError
 from palyra_ops.journal.migrations import all_migrations
+from palyra_ops.model import canonical_json
 
 #: statuses of a run that is still in flight
 ACTIVE_STATUSES = ("accepted", "running")
 FINAL_STATUSES = ("succeeded", "failed", "skipped", "throttled", "denied", "cancelled")
 
 
-@dataclass(frozen=True)
 class StoredResource:
-    kind: str
-    name: str
-    body: dict[str, Any]
-    hash: str
-    applied_hash: str | None
-    managed: bool
-    source_file: str | None
-    created_at_ms: int
-    updated_at_ms: int
+    """An object as stored; the body JSON is decoded only when looked at (plan compares hashes)."""
+
+    __slots__ = ("kind", "name", "body_json", "hash", "applied_hash", "managed", "source_file",
+                 "created_at_ms", "updated_at_ms", "_body")
+
+    def __init__(self, kind: str, name: str, body_json: str, hash: str, applied_hash: str | None,
+                 managed: bool, source_file: str | None, created_at_ms: int, updated_at_ms: int) -> None:
+        self.kind = kind
+        self.name = name
+        self.body_json = body_json
+        self.hash = hash
+        self.applied_hash = applied_hash
+        self.managed = managed
+        self.source_file = source_file
+        self.created_at_ms = created_at_ms
+        self.updated_at_ms = updated_at_ms
+        self._body: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredResource({self.kind}/{self.name}, managed={self.managed}, hash={self.hash[:8]})"
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self.body_json)
+        return self._body
 
     @property
     def drifted(self) -> bool:
@@ -181,7 +198,7 @@ class SQLiteJournal:
         return StoredResource(
             kind=row["kind"],
             name=row["name"],
-            body=json.loads(row["body"]),
+            body_json=row["body"],
             hash=row["hash"],
             applied_hash=row["applied_hash"],
             managed=bool(row["managed"]),
@@ -222,13 +239,13 @@ class SQLiteJournal:
         *,
         kind: str,
         name: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | str,
         hash: str,
         managed: bool,
         applied_hash: str | None,
         source_file: str | None,
     ) -> None:
-        """Insert or replace one object; call inside `transaction()`."""
+        """Insert or replace one object; call inside `transaction()`. `body` may be canonical JSON."""
         now = self.clock.now_ms()
         c.execute(
             """INSERT INTO journal_resources
@@ -238,7 +255,8 @@ class SQLiteJournal:
                  body=excluded.body, hash=excluded.hash, applied_hash=excluded.applied_hash,
                  managed=excluded.managed, source_file=excluded.source_file,
                  updated_at_ms=excluded.updated_at_ms""",
-            (kind, name, json.dumps(body, sort_keys=True), hash, applied_hash, int(managed), source_file, now, now),
+            (kind, name, body if isinstance(body, str) else canonical_json(body), hash, applied_hash,
+             int(managed), source_file, now, now),
         )
 
     def delete_resource(self, c: sqlite3.Connection, kind: str, name: str) -> None:
