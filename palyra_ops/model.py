@@ -15,7 +15,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from palyra_ops.durations import parse_duration_ms
@@ -64,7 +64,7 @@ def _compile(schema: dict[str, Any], node: dict[str, Any], depth: int = 0) -> _T
     return tree or None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _default_tree(kind: str) -> _Tree | None:
     schema = load_schema()
     return _compile(schema, schema.get("$defs", {}).get(_SPEC_DEFS[kind], {}))
