@@ -60,6 +60,8 @@ ROOT_CHECK_S = 1.0
 #: the longest a git operation (index.lock present) may postpone a reconcile: a crashed git leaves a
 #: stale lock behind, and the watcher must not stop working because of it
 GIT_LOCK_MAX_WAIT_S = 30.0
+#: after failing to set up a watch (inotify limits: fs.inotify.max_user_watches), try again this late
+WATCH_RETRY_S = 30.0
 #: backoff cap after an unexpected failure (e.g. the journal locked by a long transaction)
 RETRY_MAX_S = 30.0
 #: re-plan this many times when another process applied between our plan and our apply
@@ -331,6 +333,8 @@ class Watcher:
         self._observer: Any = None
         self._watch: Any = None
         self._watched_id: tuple[int, int] | None = None
+        self._watch_error: str | None = None
+        self._watch_retry_at = 0.0
         self._in_git = _in_git_work_tree(self.directory)
 
         self._last: ReconcileResult | None = None
@@ -468,6 +472,8 @@ class Watcher:
             ident = None
         if ident == self._watched_id and (ident is None or self._watch is not None):
             return
+        if ident is not None and self._watch is None and time.monotonic() < self._watch_retry_at:
+            return  # watching failed recently (e.g. inotify watch limit): the periodic rescan covers us
         if self._watch is not None:
             with contextlib.suppress(Exception):
                 self._observer.unschedule(self._watch)
@@ -478,9 +484,12 @@ class Watcher:
             try:
                 self._watch = self._observer.schedule(_Handler(self), str(self.directory), recursive=True)
             except OSError as exc:
-                log.warning("watcher: cannot watch %s: %s (will retry)", self.directory, exc)
+                self._watch_error = f"cannot watch {self.directory}: {exc}; relying on the periodic rescan"
+                log.warning("watcher: %s (retrying in %.0fs)", self._watch_error, WATCH_RETRY_S)
                 self._watched_id = None
+                self._watch_retry_at = time.monotonic() + WATCH_RETRY_S
                 return
+            self._watch_error = None
             if previous is not None or self._last is not None:
                 log.info("watcher: %s re-created; watching it again", self.directory)
         elif previous is not None:
@@ -700,6 +709,8 @@ class Watcher:
             "running": self.running,
             "directory": str(self.display_root or self.directory),
             "directory_present": self.directory.is_dir(),
+            "watching": self._watch is not None,
+            "watch_error": self._watch_error,
             "state": last.state if last else PENDING,
             "pending": pending,
             "files": last.files if last else {},
