@@ -26,6 +26,11 @@ from palyra_ops.watcher import Watcher, format_status
 T0 = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 
 
+def fields(r: Any) -> tuple[Any, ...]:
+    """StoredResource has no value equality; compare everything a reconcile could touch."""
+    return (r.kind, r.name, r.body, r.hash, r.applied_hash, r.managed, r.source_file, r.created_at_ms, r.updated_at_ms)
+
+
 class Env:
     def __init__(self, tmp: Path, **options: Any) -> None:
         self.dir = tmp / "routines.d"
@@ -94,7 +99,7 @@ def test_invalid_file_keeps_last_good_and_others_still_reconcile(env: Env) -> No
     env.clock.advance(60_000)
     r = env.watcher.reconcile_now()
     assert (r.state, r.changed, r.deleted, r.kept_invalid) == ("Invalid", 1, 0, ["beta"])
-    assert env.resources()["beta"] == before_beta
+    assert fields(env.resources()["beta"]) == fields(before_beta)
     assert env.jobs()["beta"] == job_beta
     assert env.resources()["alpha"].body["spec"]["trigger"]["schedule"]["cron"] == "0 10 * * *"
     st = env.watcher.status()
@@ -120,7 +125,7 @@ def test_invalid_file_keeps_last_good_and_others_still_reconcile(env: Env) -> No
     write(env.dir, "b.yaml", routine_yaml("beta", cron="0 7 * * *", extra_spec="policies:\n  concurrency: sometimes\n"))
     r = env.watcher.reconcile_now()
     assert (r.state, r.applied, r.kept_invalid) == ("Invalid", False, ["beta"])
-    assert env.resources()["beta"] == before_beta
+    assert fields(env.resources()["beta"]) == fields(before_beta)
     assert env.watcher.status()["files"]["b.yaml"]["diagnostics"] == [
         "routines.d/b.yaml:14:18: spec.policies.concurrency: 'sometimes' is not one of allow, forbid, replace, queue_one"
     ]
