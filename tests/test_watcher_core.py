@@ -381,3 +381,23 @@ def test_unreadable_file_keeps_last_good() -> None:
         "Invalid 0 ['beta'] ['routines.d/b.yaml: cannot read file: Permission denied']",
         "['alpha', 'beta']",
     ]
+
+
+def test_unusable_journal_is_reported_not_raised(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    write(d, "a.yaml", routine_yaml("alpha"))
+    bad = tmp_path / "j.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    w = Watcher(d, bad, clock=FakeClock(T0))
+    try:
+        r = w.reconcile_now()
+        assert r.state == "Error" and r.error is not None and "not a palyra journal" in r.error
+        assert w.status()["state"] == "Error"
+        bad.unlink()
+        assert w.reconcile_now().state == "Synced"  # the journal is opened again on the next attempt
+    finally:
+        w.stop()
+
+
+def test_format_status_without_watch() -> None:
+    assert format_status({"enabled": False}) == ["watcher: off (daemon started without --watch)"]
