@@ -15,8 +15,8 @@ Job bookkeeping rules (docs/gitops.md):
 from __future__ import annotations
 
 import gc
+import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,20 +76,22 @@ def desired_from(source: SourceSet, cache_dir: Path | None = None) -> list[Resou
 
 
 class _ResourceCache:
-    """file sha256 → [(kind, name, canonical JSON, hash)], one pickle beside the journal."""
+    """file sha256 → [(kind, name, canonical JSON, hash)], one JSON file beside the journal.
+
+    JSON rather than pickle, like the source cache: loading a cache must never be a way to run code.
+    """
 
     VERSION = 1
 
     def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / "resources.pickle"
+        self.path = Path(directory) / "resources.json"
         self.entries: dict[str, list[tuple[str, str, str, str]]] = {}
         self.dirty = False
         try:
-            with open(self.path, "rb") as fh:
-                data = pickle.load(fh)
+            data = json.loads(self.path.read_text(encoding="utf-8"))
             if data.get("version") == self.VERSION and data.get("schema") == _schema_fingerprint():
-                self.entries = data["entries"]
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, KeyError, TypeError, ValueError):
+                self.entries = {k: [tuple(r) for r in v] for k, v in data["entries"].items()}
+        except (OSError, AttributeError, KeyError, TypeError, ValueError):
             self.entries = {}
 
     def get(self, sha: str) -> list[tuple[str, str, str, str]] | None:
@@ -108,9 +110,8 @@ class _ResourceCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                pickle.dump({"version": self.VERSION, "schema": _schema_fingerprint(), "entries": self.entries}, fh,
-                            protocol=pickle.HIGHEST_PROTOCOL)
+            data = {"version": self.VERSION, "schema": _schema_fingerprint(), "entries": self.entries}
+            tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
             tmp.replace(self.path)
         except OSError:
             pass  # a cache that cannot be written only costs speed

@@ -303,6 +303,17 @@ def _schema_hash() -> str:
 
 
 @lru_cache(maxsize=1)
+def _code_hash() -> str:
+    """The validation code itself is part of the cache key: a fixed check must not be masked by a
+    cached verdict while the package version stays the same."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for p in [Path(__file__).resolve(), *sorted((here / "schedule").glob("*.py"))]:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
 def _fast_validator() -> Any:
     """fastjsonschema compiled from a draft-07 copy of the schema (it only uses draft-07 keywords)."""
     draft07 = copy.deepcopy(schema())
@@ -855,7 +866,7 @@ def _read(path: Path) -> bytes:
 
 
 class _Cache:
-    """Per-file results on disk, keyed by (content sha256, schema hash, package version).
+    """Per-file results on disk, keyed by (content sha256, schema hash, package version, code hash).
 
     JSON rather than pickle/marshal: the cache directory is just a directory, and loading it must not
     be a way to run code. A damaged entry is a miss, a failed write is ignored.
@@ -863,7 +874,7 @@ class _Cache:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory / f"source-v{CACHE_FORMAT}"
-        self.salt = f"{CACHE_FORMAT}:{__version__}:{_schema_hash()}:"
+        self.salt = f"{CACHE_FORMAT}:{__version__}:{_schema_hash()}:{_code_hash()}:"
 
     def _path(self, sha: str) -> Path:
         key = hashlib.sha256((self.salt + sha).encode()).hexdigest()

@@ -56,6 +56,16 @@ class StoredResource:
     def __repr__(self) -> str:
         return f"StoredResource({self.kind}/{self.name}, managed={self.managed}, hash={self.hash[:8]})"
 
+    def _key(self) -> tuple[Any, ...]:
+        return (self.kind, self.name, self.body_json, self.hash, self.applied_hash, self.managed,
+                self.source_file, self.created_at_ms, self.updated_at_ms)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredResource) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     @property
     def body(self) -> dict[str, Any]:
         if self._body is None:
@@ -561,8 +571,9 @@ class SQLiteJournal:
             if run_fields:
                 self.update_run(run_id, c, **run_fields)
             if routine_id is not None and job_fields:
-                if c.execute("SELECT 1 FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)).fetchone():
-                    self.put_job(c, routine_id, **job_fields)
+                fields = {**job_fields, "updated_at_ms": self.clock.now_ms()}
+                sets = ", ".join(f"{k}=?" for k in fields)
+                c.execute(f"UPDATE journal_cron_jobs SET {sets} WHERE routine_id=?", (*fields.values(), routine_id))
 
     def pending_approval(self, routine_id: str, kind: str) -> dict[str, Any] | None:
         with self._lock:
