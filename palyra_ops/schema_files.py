@@ -11,7 +11,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+_REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+# A wheel install has no repository around it; the build ships schemas/ as palyra_ops/_schemas.
+SCHEMA_DIR = _REPO_SCHEMAS if _REPO_SCHEMAS.is_dir() else Path(__file__).resolve().parent / "_schemas"
 
 
 def schema_path(name: str = "routine.schema.json") -> Path:
