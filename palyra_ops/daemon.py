@@ -88,7 +88,7 @@ def ensure_token(state_root: Path) -> str:
             return tok
         raise PalyraError(f"{p}: the API token file is empty; delete it to have a new one created") from None
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        tok = secrets.token_urlsafe(32)
+        tok = secrets.token_hex(32)  # hex: never starts with "-", so `--token TOKEN` parses
         fh.write(tok + "\n")
     return tok
 

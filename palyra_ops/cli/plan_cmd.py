@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dir_flag(s)
     add_journal_flag(s)
     add_output_flag(s)
+    s.add_argument("--url", help="daemon URL for live state (default: $PALYRA_URL or http://127.0.0.1:7142)")
+    s.add_argument("--token", help="API token (default: $PALYRA_TOKEN or the token file)")
     s.set_defaults(func=run_status)
 
 
@@ -199,8 +201,23 @@ def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
     return report
 
 
+def live_daemon_status(url: str | None, token: str | None) -> dict[str, Any]:
+    """The running daemon's own view (scheduler, watcher, tasks), or why there is none.
+
+    Status must answer even with no daemon up, so every failure here is data, not an error.
+    """
+    from palyra_ops.client import ConsoleClient
+
+    try:
+        with ConsoleClient(url, token, timeout=2.0) as client:
+            return {"reachable": True, "url": client.url, **client.get("/console/v1/system/status")}
+    except PalyraError as exc:
+        return {"reachable": False, "detail": exc.message}
+
+
 def run_status(args: argparse.Namespace) -> int:
     report = status_report(args.dir, _journal_path(args))
+    report["daemon"] = live_daemon_status(args.url, args.token)
     if args.output == "json":
         print_json(report)
         return 0
@@ -226,7 +243,29 @@ def run_status(args: argparse.Namespace) -> int:
         print("Next runs:")
         for r in report["next_runs"]:
             print(f"  {r['next_run_at']}  {r['routine_id']}")
+    for line in _daemon_lines(report["daemon"]):
+        print(line)
     return 0
+
+
+def _daemon_lines(daemon: dict[str, Any]) -> list[str]:
+    if not daemon.get("reachable"):
+        return [f"Daemon: not reachable ({daemon.get('detail')})"]
+    sched = daemon.get("scheduler") or {}
+    lines = [f"Daemon: up at {daemon['url']}"]
+    if sched:
+        lines.append(
+            "  scheduler: last tick {}, due backlog {}, running {}, next due {}".format(
+                sched.get("last_tick_at"), sched.get("due_backlog"), sched.get("running_count"), sched.get("next_due_at")
+            )
+        )
+    from palyra_ops.watcher import format_status
+
+    lines.extend("  " + line for line in format_status(daemon.get("watcher") or {}))
+    for name, task in (daemon.get("tasks") or {}).items():
+        if isinstance(task, dict):
+            lines.append(f"  task {name}: last {task.get('last_run_at')} {task.get('outcome', '')}, next {task.get('next_run_at')}")
+    return lines
 
 
 __all__ = ["register", "status_report", "json"]
