@@ -82,7 +82,7 @@ class DaemonConfig:
     skills: SkillsConfig = field(default_factory=SkillsConfig)
     #: loopback dispatch: number of pooled keep-alive clients and the in-flight cap
     dispatch_clients: int = 4
-    dispatch_concurrency: int = 64
+    dispatch_concurrency: int = 8
     log_level: str = "info"
 
     @property
@@ -239,7 +239,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         memory=memory,
         skills=skills,
         dispatch_clients=int(d.get("clients", 4)),
-        dispatch_concurrency=int(d.get("concurrency", 64)),
+        dispatch_concurrency=int(d.get("concurrency", 8)),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
     )
 

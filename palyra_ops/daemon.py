@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -177,6 +178,9 @@ class Daemon:
     def _services(self, ctx: DaemonContext) -> None:
         """Memory and skills services when their areas are installed; each one optional."""
         tasks = ctx.extras.setdefault("tasks", {})
+        journal = ctx.journal
+        journal.defer_checkpoints()
+        self._maintenance.append(MaintenanceTask("journal.checkpoint", 1000, journal.checkpoint, tasks, self.clock))
         try:
             from palyra_ops.memory.service import MemoryService
 
@@ -234,7 +238,7 @@ class Daemon:
             on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
         )
         scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
-                              max_in_flight=self.config.dispatch_concurrency)
+                              max_in_flight=self.config.dispatch_concurrency, lead_ms=5)
         scheduler_ref.append(scheduler)
         ctx.gateway, ctx.scheduler = gateway, scheduler
         ctx.watcher = None  # the directory watcher (--watch) attaches here when its area lands
@@ -262,6 +266,10 @@ class Daemon:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         ctx.base_url = f"http://{host}:{port}"
         gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients)
+        # Long-lived start-up objects out of the collector's way, and fewer gen-0 passes: full
+        # collections of a large heap are the main source of multi-ms stalls in dispatch lag.
+        gc.collect()
+        gc.freeze()
         sched_task = asyncio.ensure_future(scheduler.run_forever())
         self._tasks = [asyncio.ensure_future(t.run_forever()) for t in self._maintenance]
         if ready is not None:
@@ -288,6 +296,9 @@ class Daemon:
         if memory is not None:
             with contextlib.suppress(Exception):
                 memory.close()
+        with contextlib.suppress(Exception):
+            journal.checkpoint()
+            journal.close_checkpointer()
         journal.close()
         return 0
 

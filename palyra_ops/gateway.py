@@ -262,7 +262,7 @@ class Gateway:
         return bool(d.allowed), f"{d.reason} ({d.rule})"
 
     def active_count(self) -> int:
-        return sum(len(v) for v in self._active.values())
+        return len(self._current)
 
     def active_run_ids(self, routine_id: str) -> list[str]:
         return [self._current[t] for t in self._active.get(routine_id, {}).values() if t in self._current]
@@ -275,7 +275,8 @@ class Gateway:
 
     # -- entry points -----------------------------------------------------------------------------
 
-    async def handle_message(self, body: dict[str, Any], *, internal: bool) -> tuple[int, dict[str, Any]]:
+    async def handle_message(self, body: dict[str, Any], *, internal: bool,
+                             received_at_ms: int | None = None) -> tuple[int, dict[str, Any]]:
         """`POST /gateway/v1/messages`: a routine run (from system:daemon) or a user message."""
         principal = body.get("principal")
         if not isinstance(principal, str) or not principal:
@@ -290,10 +291,11 @@ class Gateway:
             if body.get("device_id") != DAEMON_DEVICE_ID:
                 raise PalyraError(f"system:daemon messages carry device id {DAEMON_DEVICE_ID}",
                                   code="forbidden", status=403)
-            return 202, await self.accept(body)
-        return 200, await self._user_message(body, principal)
+            return 202, await self.accept(body, received_at_ms=received_at_ms)
+        return 200, await self._user_message(body, principal, received_at_ms)
 
-    async def _user_message(self, body: dict[str, Any], principal: str) -> dict[str, Any]:
+    async def _user_message(self, body: dict[str, Any], principal: str, received_at_ms: int | None) -> dict[str, Any]:
+        received = received_at_ms if received_at_ms is not None else self.clock.now_ms()
         text = body.get("text")
         if not isinstance(text, str) or not text:
             raise PalyraError("message needs a non-empty 'text'", code="bad_request", status=400)
@@ -304,7 +306,8 @@ class Gateway:
             output = await self.backend.run(req, now_ms=self.clock.now_ms(), sleep_until=self.sleep_until)
         except BackendError as exc:
             raise PalyraError(str(exc), code="backend_error", status=502) from None
-        return {"message_id": req.run_id, "principal": principal, "channel": channel, "output": output}
+        return {"message_id": req.run_id, "principal": principal, "channel": channel, "output": output,
+                "received_at_ms": received}
 
     def message_for(self, routine: Routine, *, trigger_kind: str, payload: Any = None, dedupe_key: str | None = None,
                     run_id: str | None = None, scheduled_at_ms: int | None = None, due_at_ms: int | None = None,
@@ -373,8 +376,8 @@ class Gateway:
 
     # -- accepting a routine message -------------------------------------------------------------
 
-    async def accept(self, body: dict[str, Any]) -> dict[str, Any]:
-        now = self.clock.now_ms()
+    async def accept(self, body: dict[str, Any], *, received_at_ms: int | None = None) -> dict[str, Any]:
+        now = received_at_ms if received_at_ms is not None else self.clock.now_ms()
         routine_id = str(body["routine_id"])
         trigger = body.get("trigger") or {}
         kind = trigger.get("kind") or "manual"
@@ -391,8 +394,10 @@ class Gateway:
             due = trigger.get("due_at_ms") or run.get("scheduled_at_ms")
             if due is not None:
                 self.metrics.lag((now - int(due)) / 1000)
+            # written with the run's first transition (one commit less on the hot path); nothing awaits
+            # between here and that write, so a replayed message still sees it
             run["received_at_ms"] = now
-            self.journal.update_run(run["run_id"], received_at_ms=now)
+            run["_receipt"] = True
         else:
             fields = {
                 "routine_id": routine_id,
@@ -423,6 +428,7 @@ class Gateway:
         fields: dict[str, Any] = {"status": status, "reason": reason, "finished_at_ms": now}
         if rule is not None:
             fields["policy_rule"] = rule
+        self._receipt(run, fields)
         self.journal.update_run_and_job(run["run_id"], fields, run["routine_id"],
                                         {"last_run_id": run["run_id"], "last_status": status})
         self._held.pop(run["run_id"], None)
@@ -430,6 +436,12 @@ class Gateway:
         self.metrics.run(status)
         run.update(fields)
         return run
+
+    @staticmethod
+    def _receipt(run: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        if run.pop("_receipt", False):
+            fields["received_at_ms"] = run["received_at_ms"]
+        return fields
 
     async def gates(self, run: dict[str, Any], routine: Routine, *, dedupe_key: str | None = None,
                     catch_up: bool = False, start: str = "disabled") -> dict[str, Any]:
@@ -463,7 +475,8 @@ class Gateway:
                 with self.journal.transaction() as c:
                     approval_id = self.journal.add_approval(c, routine_id=rid, kind="before_first_run",
                                                             run_id=run["run_id"])
-                    self.journal.update_run(run["run_id"], c, status="awaiting_approval", approval_id=approval_id)
+                    self.journal.update_run(run["run_id"], c, **self._receipt(
+                        run, {"status": "awaiting_approval", "approval_id": approval_id}))
                     self.journal.put_job(c, rid, last_run_id=run["run_id"], last_status="awaiting_approval")
                 if dedupe_key:
                     self._pending_dedupe[run["run_id"]] = dedupe_key
@@ -501,7 +514,7 @@ class Gateway:
                                       f"quiet_hours: run {self._deferred[rid]} is already deferred to the window end",
                                       gate="quiet_hours")
                 until = qh.window_end_after(now)
-                self.journal.update_run(run["run_id"], not_before_ms=until)
+                self.journal.update_run(run["run_id"], **self._receipt(run, {"not_before_ms": until}))
                 run["not_before_ms"] = until
                 self._deferred[rid] = run["run_id"]
                 self._held[run["run_id"]] = rid
@@ -540,7 +553,7 @@ class Gateway:
             # missed occurrences of one routine run in order, one after the other, whatever the policy
             self._backlog.setdefault(rid, deque()).append((run, routine))
             self._held[run["run_id"]] = rid
-            self.journal.update_run(run["run_id"], policy_rule=run.get("policy_rule"))
+            self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
             self.metrics.gate("concurrency", "queued")
             return run
         policy = routine.policies.concurrency
@@ -566,7 +579,7 @@ class Gateway:
                                   gate="concurrency", rule=run.get("policy_rule"))
             self._queued[rid] = (run, routine)
             self._held[run["run_id"]] = rid
-            self.journal.update_run(run["run_id"], policy_rule=run.get("policy_rule"))
+            self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
             self.metrics.gate("concurrency", "queued")
             return run
         raise PalyraError(f"unknown concurrency policy {policy!r}")
@@ -575,7 +588,7 @@ class Gateway:
 
     def _start(self, run: dict[str, Any], routine: Routine) -> dict[str, Any]:
         now = self.clock.now_ms()
-        fields = {"status": "running", "started_at_ms": now, "policy_rule": run.get("policy_rule")}
+        fields = self._receipt(run, {"status": "running", "started_at_ms": now, "policy_rule": run.get("policy_rule")})
         self.journal.update_run_and_job(
             run["run_id"], fields, routine.name,
             {"last_run_id": run["run_id"], "last_status": "running", "last_started_at_ms": now},

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,16 @@ class JobPlan:
     dispatch: list[tuple[dict[str, Any], bool]] = field(default_factory=list)  # (message, catch_up)
 
 
+async def _sleep_until_wall(t: float) -> None:
+    """Sleep until wall time `t` (seconds) without overshooting by the selector's 1 ms rounding:
+    a timer to 1 ms before, then yield to the loop until the instant (sub-millisecond spin)."""
+    delay = t - time.time() - 0.001
+    if delay > 0:
+        await asyncio.sleep(delay)
+    while time.time() < t:
+        await asyncio.sleep(0)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -63,6 +74,7 @@ class Scheduler:
         poll_ms: int = 250,
         max_in_flight: int = 64,
         send: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        lead_ms: int = 0,
     ) -> None:
         self.journal = journal
         self.clock = clock
@@ -72,6 +84,9 @@ class Scheduler:
         self.idle_cap_ms = idle_cap_ms
         self.poll_ms = poll_ms
         self.send = send or gateway.send
+        #: claim this far ahead of the due time and send at the due instant, so the journal work is
+        #: off the critical path (the daemon uses a few ms; FakeClock tests use 0)
+        self.lead_ms = lead_ms
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(max_in_flight)
         self._schedules: dict[str, tuple[str, Schedule]] = {}
@@ -126,7 +141,7 @@ class Scheduler:
                     await asyncio.sleep(1.0)
                 now = self.clock.now_ms()
                 nxt = self.journal.next_due_ms()
-                delay = self.idle_cap_ms if nxt is None else max(0, min(nxt - now, self.idle_cap_ms))
+                delay = self.idle_cap_ms if nxt is None else max(0, min(nxt - self.lead_ms - now, self.idle_cap_ms))
                 if delay == 0:
                     await asyncio.sleep(0)
                     continue
@@ -153,8 +168,8 @@ class Scheduler:
         """Claim and dispatch everything due now, batch by batch; returns the number of runs claimed."""
         total = 0
         while True:
-            now = self.clock.now_ms()
-            self.last_tick_ms = now
+            now = self.clock.now_ms() + self.lead_ms
+            self.last_tick_ms = now - self.lead_ms
             self.ticks += 1
             jobs = self.journal.due_jobs(now, self.batch)
             if not jobs:
@@ -317,6 +332,10 @@ class Scheduler:
             await self._send_one(m)
 
     async def _send_one(self, msg: dict[str, Any]) -> None:
+        if self.lead_ms:
+            due = msg.get("trigger", {}).get("due_at_ms")
+            if due is not None:
+                await _sleep_until_wall(due / 1000)
         async with self._sem:
             try:
                 await self.send(msg)

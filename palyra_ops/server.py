@@ -75,7 +75,9 @@ class TokenAuth:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="palyra"'
             await resp(scope, receive, send)
             return
-        scope.setdefault("state", {})["auth"] = who
+        state = scope.setdefault("state", {})
+        state["auth"] = who
+        state["received_at_ms"] = self.ctx.clock.now_ms()  # gateway receipt, before body parsing
         await self.app(scope, receive, send)
 
 
@@ -109,8 +111,9 @@ async def gateway_messages(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise PalyraError("request body must be a JSON object", code="bad_request", status=400)
-    internal = request.scope.get("state", {}).get("auth") == "internal"
-    status, result = await ctx.gateway.handle_message(body, internal=internal)
+    state = request.scope.get("state", {})
+    internal = state.get("auth") == "internal"
+    status, result = await ctx.gateway.handle_message(body, internal=internal, received_at_ms=state.get("received_at_ms"))
     return JSONResponse(result, status_code=status)
 
 

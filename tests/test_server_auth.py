@@ -90,4 +90,4 @@ def test_spoofed_system_daemon_is_refused_with_the_console_token(daemon, princip
                                  "message": "system:daemon messages need the daemon's internal credential"}
     # a user message goes through the same pipeline and gets the backend's answer
     r = c.post("/gateway/v1/messages", json={"principal": "user:alice", "text": "hello"})
-    assert r.status_code == 200 and r.json()["output"] == "hello [trigger=message]"
+    assert r.status_code == 200 and r.json()["output"] == "hello [trigger=message]" and r.json()["received_at_ms"] > 0

@@ -603,3 +603,28 @@ class SQLiteJournal:
             args = (routine_id,)
         with self._lock:
             return [dict(r) for r in self.conn.execute(sql + " ORDER BY rowid", args)]
+
+    def defer_checkpoints(self) -> None:
+        """Stop this connection from checkpointing the WAL on commit.
+
+        An automatic checkpoint runs inside whichever commit crosses the threshold and fsyncs the
+        database: a multi-millisecond stall on the daemon's event loop. The daemon turns it off and
+        calls `checkpoint()` from a worker thread instead.
+        """
+        with self._lock:
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """PASSIVE WAL checkpoint on a private connection (safe to call from another thread)."""
+        conn = getattr(self, "_ckpt_conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+            self._ckpt_conn = conn
+        row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def close_checkpointer(self) -> None:
+        conn = getattr(self, "_ckpt_conn", None)
+        if conn is not None:
+            conn.close()
+            self._ckpt_conn = None

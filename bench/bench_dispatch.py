@@ -1,0 +1,335 @@
+"""Dispatch benchmarks of the daemon (task E): lag, burst throughput, idle cost.
+
+    .venv/bin/python bench/bench_dispatch.py [lag|burst|idle|all] [--duration 60] [--routines 200]
+                                             [--burst 10000] [--idle 10000] [--idle-seconds 30] [--json OUT]
+
+lag    N routines on `every: 1s` for D seconds against the real daemon (subprocess); lag = scheduled
+       instant -> gateway receipt (the run row's received_at_ms). Then APScheduler 3.x
+       (AsyncIOScheduler, N interval jobs of 1 s) posting to the SAME daemon's gateway for D seconds;
+       its lag = scheduled instant -> the gateway's receipt time echoed in the response.
+burst  B routines all due at the same instant (an `at` schedule); time from that instant until every
+       run is journaled as succeeded; no run lost, no occurrence twice. Baseline in the same run: bare
+       httpx -> uvicorn loopback POSTs (same client pooling: 4 clients, 8 in flight) to a trivial app.
+idle   I routines scheduled hours ahead; the daemon's CPU share and RSS over a window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from palyra_ops.clock import rfc3339  # noqa: E402
+from palyra_ops.journal import open_journal  # noqa: E402
+from palyra_ops.model import Resource  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(round(p / 100 * len(v) + 0.5)) - 1))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50_ms": pct(values, 50), "p90_ms": pct(values, 90), "p99_ms": pct(values, 99),
+            "max_ms": max(values) if values else float("nan"),
+            "mean_ms": statistics.fmean(values) if values else float("nan")}
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = root / "state"
+        self.journal = self.state / "journal.sqlite3"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    def start(self) -> None:
+        env = {**os.environ, "PALYRA_STATE_ROOT": str(self.state), "PYTHONPATH": str(REPO)}
+        log = open(self.root / "daemon.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "palyra_ops", "daemon", "--listen", f"127.0.0.1:{self.port}", "--journal",
+             str(self.journal), "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        log.close()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.token = (self.state / "token").read_text().strip()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def cpu_seconds(self) -> float:
+        assert self.proc
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        assert self.proc
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def put_routines(journal_path: Path, specs: list[tuple[str, dict[str, Any]]], phase_ms: int = 0) -> None:
+    """Write routines the way apply does (resource + job row), in one transaction; fast for 10k.
+
+    `phase_ms` > 0 spreads the routines' anchors (as if applied `phase_ms` apart) so `every`
+    routines do not all fire in the same millisecond.
+    """
+    from palyra_ops.reconcile import _write_job  # the same job computation apply uses
+
+    with open_journal(journal_path) as j, j.transaction() as c:
+        base = j.clock.now_ms()
+        for i, (name, spec) in enumerate(specs):
+            now = base + i * phase_ms
+            res = Resource.from_spec("Routine", name, spec)
+            j.put_resource(c, kind="Routine", name=name, body=res.body, hash=res.hash, managed=False,
+                           applied_hash=None, source_file=None)
+            _write_job(j, c, res, None, now)
+        j.bump_serial(c)
+
+
+def clear_routines(journal_path: Path) -> None:
+    with open_journal(journal_path) as j, j.transaction() as c:
+        for r in j.list_resources("Routine"):
+            j.delete_resource(c, "Routine", r.name)
+        j.bump_serial(c)
+
+
+# -- lag --------------------------------------------------------------------------------------------
+
+
+def bench_lag(n: int, duration: float, phase_ms: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Daemon(Path(tmp))
+        d.start()
+        try:
+            put_routines(d.journal, [(f"lag-{i:04d}", {"prompt": "x", "trigger": {"kind": "schedule", "schedule": {"every": "1s"}}})
+                                     for i in range(n)], phase_ms=phase_ms)
+            t_start = int(time.time() * 1000) + 2000  # let the first second settle
+            time.sleep(duration + 2)
+            clear_routines(d.journal)
+            time.sleep(1.0)
+            with open_journal(d.journal) as j:
+                rows = [r for r in j.runs_in_order() if r["scheduled_at_ms"] and r["scheduled_at_ms"] >= t_start]
+            lags = [r["received_at_ms"] - r["scheduled_at_ms"] for r in rows if r["received_at_ms"] is not None]
+            statuses: dict[str, int] = {}
+            for r in rows:
+                statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+            ours = {**summary(lags), "statuses": statuses}
+            aps = asyncio.run(_apscheduler_lag(d, n, duration, phase_ms))
+        finally:
+            d.stop()
+    return {"routines": n, "duration_s": duration, "phase_ms": phase_ms, "palyra": ours, "apscheduler": aps}
+
+
+async def _apscheduler_lag(d: Daemon, n: int, duration: float, phase_ms: int) -> dict[str, Any]:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    lags: list[float] = []
+    errors = 0
+    clients = [httpx.AsyncClient(headers={"Authorization": f"Bearer {d.token}"}, timeout=30) for _ in range(4)]
+    start_s = int(time.time()) + 2
+    cutoff = start_s + 2  # skip the first seconds, as for palyra
+
+    async def job(i: int) -> None:
+        nonlocal errors
+        first_ms = start_s * 1000 + i * phase_ms
+        nominal_ms = first_ms + (int(time.time() * 1000) - first_ms) // 1000 * 1000  # lag < 1 s
+        try:
+            r = await clients[i % 4].post(d.url + "/gateway/v1/messages",
+                                          json={"principal": "user:bench", "text": "x"})
+            rec = r.json()["received_at_ms"]
+            if nominal_ms >= cutoff * 1000:
+                lags.append(rec - nominal_ms)
+        except Exception:
+            errors += 1
+
+    from datetime import UTC, datetime
+
+    sched = AsyncIOScheduler()
+    for i in range(n):
+        sched.add_job(job, "interval", seconds=1, args=[i],
+                      start_date=datetime.fromtimestamp(start_s + i * phase_ms / 1000, UTC),
+                      misfire_grace_time=30, coalesce=False, max_instances=10)
+    sched.start()
+    await asyncio.sleep(duration + 2)
+    sched.shutdown(wait=False)
+    await asyncio.sleep(0.5)
+    for c in clients:
+        await c.aclose()
+    return {**summary(lags), "errors": errors}
+
+
+# -- burst ------------------------------------------------------------------------------------------
+
+
+def bench_burst(n: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Daemon(Path(tmp))
+        d.start()
+        try:
+            due_ms = (int(time.time()) + 8) * 1000 + 500
+            t0 = time.time()
+            put_routines(d.journal, [(f"b-{i:05d}", {"prompt": "x", "trigger": {"kind": "schedule",
+                                                     "schedule": {"at": rfc3339(due_ms)}}}) for i in range(n)])
+            setup_s = time.time() - t0
+            wait = due_ms / 1000 - time.time()
+            if wait < 0:
+                raise SystemExit(f"setting up {n} routines took too long ({setup_s:.1f}s)")
+            time.sleep(wait)
+            with open_journal(d.journal) as j:
+                deadline = time.time() + 120
+                while time.time() < deadline:
+                    counts = j.count_runs_by_status()
+                    if counts.get("succeeded", 0) + counts.get("failed", 0) >= n and not counts.get("running") \
+                            and not counts.get("accepted"):
+                        break
+                    time.sleep(0.05)
+                rows = j.runs_in_order()
+            finished = max(r["finished_at_ms"] for r in rows)
+            keys = [r["occurrence_key"] for r in rows]
+            elapsed = (finished - due_ms) / 1000
+            ours = {"runs": len(rows), "succeeded": sum(r["status"] == "succeeded" for r in rows),
+                    "distinct_occurrences": len(set(keys)), "elapsed_s": round(elapsed, 3),
+                    "runs_per_s": round(len(rows) / elapsed, 1),
+                    "last_received_after_due_s": round((max(r["received_at_ms"] for r in rows) - due_ms) / 1000, 3),
+                    "setup_s": round(setup_s, 1)}
+        finally:
+            d.stop()
+    base = asyncio.run(_bare_httpx(n))
+    ours["ratio_to_bare_httpx"] = round(ours["runs_per_s"] / base["req_per_s"], 2)
+    return {"routines": n, "palyra": ours, "bare_httpx": base}
+
+
+BARE_APP = """
+import json, sys
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+import uvicorn
+async def msg(request):
+    body = await request.json()
+    return JSONResponse({"ok": True, "run": body.get("run_id")}, status_code=202)
+app = Starlette(routes=[Route("/gateway/v1/messages", msg, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+async def _bare_httpx(n: int, clients: int = 4, in_flight: int = 8) -> dict[str, Any]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    url = f"http://127.0.0.1:{port}/gateway/v1/messages"
+    try:
+        for _ in range(200):
+            try:
+                httpx.post(url, json={}, timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        cs = [httpx.AsyncClient(limits=limits, timeout=30) for _ in range(clients)]
+        sem = asyncio.Semaphore(in_flight)
+        msg = {"principal": "system:daemon", "routine_id": "x", "run_id": "y", "text": "x", "trigger": {"kind": "schedule"}}
+
+        async def one(i: int) -> None:
+            async with sem:
+                r = await cs[i % clients].post(url, content=json.dumps(msg), headers={"content-type": "application/json"})
+                assert r.status_code == 202
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        el = time.perf_counter() - t0
+        for c in cs:
+            await c.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {"requests": n, "elapsed_s": round(el, 3), "req_per_s": round(n / el, 1)}
+
+
+# -- idle -------------------------------------------------------------------------------------------
+
+
+def bench_idle(n: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Daemon(Path(tmp))
+        d.start()
+        try:
+            put_routines(d.journal, [(f"idle-{i:05d}", {"prompt": "x", "trigger": {"kind": "schedule",
+                                      "schedule": {"cron": f"{i % 60} {3 + i % 4} * * *"}}}) for i in range(n)])
+            time.sleep(3)  # let the scheduler notice and settle
+            c0, t0 = d.cpu_seconds(), time.time()
+            time.sleep(seconds)
+            c1, t1 = d.cpu_seconds(), time.time()
+            rss = d.rss_mb()
+        finally:
+            d.stop()
+    return {"routines": n, "window_s": seconds, "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 3),
+            "rss_mb": round(rss, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("which", nargs="?", default="all", choices=["lag", "burst", "idle", "all"])
+    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--routines", type=int, default=200)
+    ap.add_argument("--phase-ms", type=int, default=5, help="anchor spacing of the lag routines (0: all in phase)")
+    ap.add_argument("--burst", type=int, default=10_000)
+    ap.add_argument("--idle", type=int, default=10_000)
+    ap.add_argument("--idle-seconds", type=float, default=30)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    out: dict[str, Any] = {}
+    if args.which in ("lag", "all"):
+        out["lag"] = bench_lag(args.routines, args.duration, args.phase_ms)
+        print(json.dumps({"lag": out["lag"]}, indent=2), flush=True)
+    if args.which in ("burst", "all"):
+        out["burst"] = bench_burst(args.burst)
+        print(json.dumps({"burst": out["burst"]}, indent=2), flush=True)
+    if args.which in ("idle", "all"):
+        out["idle"] = bench_idle(args.idle, args.idle_seconds)
+        print(json.dumps({"idle": out["idle"]}, indent=2), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
