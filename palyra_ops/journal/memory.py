@@ -31,6 +31,7 @@ STATE_TABLE = "journal_memory_state"
 #: delivery does not store the same output twice
 RUN_SOURCES = ("delivery:local_only", "delivery:audit_only")
 SOURCES = (*RUN_SOURCES, "api", "cli")
+_RUN_SOURCES_SQL = ", ".join(f"'{s}'" for s in RUN_SOURCES)
 
 _COLUMNS = (
     "label, id, routine_id, run_id, source, text, created_at_ms, expires_at_ms, bytes, "
@@ -68,10 +69,9 @@ def _create(db: sqlite_utils.Database) -> None:
         f"CREATE INDEX IF NOT EXISTS {TABLE}_embedding ON {TABLE} "
         "(embedding_model, embedding_dim, embedding_version)"
     )
-    sources = ", ".join(f"'{s}'" for s in RUN_SOURCES)
     conn.execute(
         f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_run ON {TABLE} (run_id, source) "
-        f"WHERE run_id IS NOT NULL AND source IN ({sources})"
+        f"WHERE run_id IS NOT NULL AND source IN ({_RUN_SOURCES_SQL})"
     )
     conn.execute(
         f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
@@ -209,8 +209,10 @@ class MemoryStore:
         """Insert an item; returns (row, created). A run output already stored is returned as is."""
         with self.transaction():
             if run_id is not None and source in RUN_SOURCES:
+                # repeating the partial index's own condition lets SQLite use it (else: a full scan)
                 existing = self.conn.execute(
-                    f"SELECT {_COLUMNS} FROM {TABLE} WHERE run_id = ? AND source = ?", (run_id, source)
+                    f"SELECT {_COLUMNS} FROM {TABLE} WHERE run_id = ? AND source = ? AND source IN ({_RUN_SOURCES_SQL})",
+                    (run_id, source),
                 ).fetchone()
                 if existing is not None:
                     return MemoryRow(*existing), False
@@ -446,10 +448,22 @@ class MemoryStore:
         return out
 
     def pending_count(self, key: ModelKey) -> int:
-        """Items without a vector from `key`: total minus matches, both answered from indexes
-        (embedding columns are only ever set together with the vector), so search can report it."""
-        total = self.conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
-        return int(total) - self.embedded_count(key)
+        """Items without a vector from `key`, as index range counts only (O(pending), not O(items)),
+        so every search can report it. Embedding columns are only ever set together with the vector."""
+        e = f"SELECT COUNT(*) FROM {TABLE} WHERE"
+        sql = " + ".join(
+            f"({e} {cond})"
+            for cond in (
+                "embedding_model IS NULL",
+                "embedding_model < :model",
+                "embedding_model > :model",
+                "embedding_model = :model AND embedding_dim < :dim",
+                "embedding_model = :model AND embedding_dim > :dim",
+                "embedding_model = :model AND embedding_dim = :dim AND embedding_version < :version",
+                "embedding_model = :model AND embedding_dim = :dim AND embedding_version > :version",
+            )
+        )
+        return int(self.conn.execute(f"SELECT {sql}", key.to_json()).fetchone()[0])
 
     def embedded_count(self, key: ModelKey) -> int:
         return int(
