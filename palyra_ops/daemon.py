@@ -30,13 +30,14 @@ from typing import Any
 import uvicorn
 
 from palyra_ops.backends import make_backend
-from palyra_ops.clock import Clock, SystemClock, rfc3339
+from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.config import DaemonConfig
 from palyra_ops.context import DaemonContext
 from palyra_ops.delivery import Deliverer
 from palyra_ops.errors import PalyraError
 from palyra_ops.gateway import Gateway, Loopback
 from palyra_ops.journal import Journal, new_id, open_journal
+from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
 
@@ -110,53 +111,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-class MaintenanceTask:
-    """A periodic blocking job run off the event loop, with its health kept for system status."""
-
-    def __init__(self, name: str, interval_ms: int, fn: Callable[[], Any], health: dict[str, Any],
-                 clock: Clock, on_result: Callable[[Any], Any] | None = None) -> None:
-        self.name = name
-        self.interval_ms = interval_ms
-        self.fn = fn
-        self.clock = clock
-        self.on_result = on_result
-        self.health = health
-        health[name] = {"interval_ms": interval_ms, "runs": 0, "failures": 0, "last_run_at": None,
-                        "last_ok": None, "last_error": None, "last_result": None, "running": False}
-
-    async def run_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_ms / 1000)
-            h = self.health[self.name]
-            h["running"] = True
-            try:
-                result = await asyncio.to_thread(self.fn)
-                if self.on_result is not None:
-                    r = self.on_result(result)
-                    if asyncio.iscoroutine(r):
-                        await r
-                h.update(last_ok=True, last_error=None, last_result=_summary(result))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                h.update(last_ok=False, last_error=f"{type(exc).__name__}: {exc}", failures=h["failures"] + 1)
-                log.warning("maintenance task %s failed: %s", self.name, exc)
-            finally:
-                h["running"] = False
-                h["runs"] += 1
-                h["last_run_at"] = rfc3339(self.clock.now_ms())
-
-
-def _summary(result: Any) -> Any:
-    if hasattr(result, "to_json"):
-        return result.to_json()
-    if isinstance(result, (dict, list, str, int, float, bool)) or result is None:
-        return result
-    if isinstance(result, (tuple,)):
-        return [_summary(r) for r in result]
-    return repr(result)[:500]
-
-
 class Daemon:
     def __init__(self, config: DaemonConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -164,7 +118,7 @@ class Daemon:
         self.state_root = config.state_root or default_state_root()
         self.journal_path = config.journal or self.state_root / "journal.sqlite3"
         self.daemon_id = new_id()
-        self._maintenance: list[MaintenanceTask] = []
+        self.maintenance = MaintenanceTasks(self.clock)
         self.server: _Server | None = None
         self.ctx: DaemonContext | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -176,21 +130,21 @@ class Daemon:
         return journal, token
 
     def _services(self, ctx: DaemonContext) -> None:
-        """Memory and skills services when their areas are installed; each one optional."""
-        tasks = ctx.extras.setdefault("tasks", {})
+        """Maintenance tasks, and the memory and skills services when they are available (each optional)."""
+        m = self.maintenance
+        ctx.extras["tasks"] = m.health
+        ctx.extras["maintenance"] = m
         journal = ctx.journal
         journal.defer_checkpoints()
-        self._maintenance.append(MaintenanceTask("journal.checkpoint", 1000, journal.checkpoint, tasks, self.clock))
+        m.add("journal.checkpoint", 1000, journal.checkpoint)
         try:
             from palyra_ops.memory.service import MemoryService
 
             memory = MemoryService(self.journal_path, clock=self.clock)
             ctx.extras["memory"] = memory
-            m = self.config.memory
-            self._maintenance.append(MaintenanceTask("memory.maintain", m.maintenance_interval_ms, memory.maintain,
-                                                     tasks, self.clock))
-            self._maintenance.append(MaintenanceTask("memory.backfill", m.backfill_interval_ms,
-                                                     lambda: memory.backfill(batch_size=m.batch), tasks, self.clock))
+            mc = self.config.memory
+            m.add("memory.maintain", mc.maintenance_interval_ms, memory.maintain)
+            m.add("memory.backfill", mc.backfill_interval_ms, lambda: memory.backfill(batch_size=mc.batch))
         except Exception as exc:  # optional service: the daemon runs without it
             log.info("memory service not available: %s", exc)
         try:
@@ -202,15 +156,14 @@ class Daemon:
             ctx.extras["skill_store"] = store
             ctx.extras["skill_runner"] = runner
 
-            async def quarantined(results: Any) -> None:
+            def quarantined(results: Any) -> None:
                 assert ctx.gateway is not None
                 for r in results or []:
                     if getattr(r, "newly_quarantined", False):
-                        await ctx.gateway.emit_event("skill.quarantined", {"skill_id": r.skill_id, "reason": r.reason},
-                                                     kinds=("system_event",))
+                        asyncio.ensure_future(ctx.gateway.emit_event(
+                            "skill.quarantined", {"skill_id": r.skill_id, "reason": r.reason}, kinds=("system_event",)))
 
-            self._maintenance.append(MaintenanceTask("skills.audit", self.config.skills.audit_interval_ms, store.audit,
-                                                     tasks, self.clock, on_result=quarantined))
+            m.add("skills.audit", self.config.skills.audit_interval_ms, store.audit, on_result=quarantined)
         except Exception as exc:
             log.info("skills not available: %s", exc)
 
@@ -222,7 +175,6 @@ class Daemon:
                         r["run_id"], r["routine_id"], RESTART_REASON)
         ctx = DaemonContext(journal=journal, clock=self.clock, config=self.config, token=token,
                             internal_token=secrets.token_urlsafe(32), started_at_ms=self.clock.now_ms())
-        ctx.extras["tasks"] = {}
         ctx.extras["recovered_runs"] = [r["run_id"] for r in recovered]
         ctx.extras["daemon_id"] = self.daemon_id
         self.ctx = ctx
@@ -271,7 +223,7 @@ class Daemon:
         gc.collect()
         gc.freeze()
         sched_task = asyncio.ensure_future(scheduler.run_forever())
-        self._tasks = [asyncio.ensure_future(t.run_forever()) for t in self._maintenance]
+        self._tasks = [asyncio.ensure_future(self.maintenance.run_forever())]
         if ready is not None:
             ready(ctx.base_url)
         started = asyncio.ensure_future(gateway.emit_event(
@@ -281,6 +233,7 @@ class Daemon:
         await asyncio.wait({stop_wait, serve_task}, return_when=asyncio.FIRST_COMPLETED)
         log.info("stopping: scheduler, then active runs, then the server")
         await scheduler.stop()
+        self.maintenance.stop()
         sched_task.cancel()
         for t in [*self._tasks, started, stop_wait]:
             t.cancel()
