@@ -167,6 +167,30 @@ class Daemon:
         except Exception as exc:
             log.info("skills not available: %s", exc)
 
+    async def _start_watcher(self, ctx: DaemonContext, gateway: Gateway, scheduler: Scheduler) -> Any:
+        """`--watch`: reconcile the routine directory on save; its events reach system_event routines."""
+        from palyra_ops.watcher import Watcher
+
+        loop = asyncio.get_running_loop()
+
+        def on_event(name: str, payload: dict[str, Any]) -> None:  # called from the watcher's thread
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(
+                gateway.emit_event(name, payload, kinds=("system_event",))))
+
+        def on_applied() -> None:
+            loop.call_soon_threadsafe(scheduler.wake)
+
+        store = ctx.extras.get("skill_store")
+        known = None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                known = set(store.ids())
+        assert self.config.dir is not None
+        watcher = Watcher(self.config.dir, self.journal_path, clock=self.clock, on_event=on_event,
+                          on_applied=on_applied, known_skills=known)
+        await asyncio.to_thread(watcher.start)
+        return watcher
+
     async def serve(self, *, ready: Callable[[str], None] | None = None) -> int:
         journal, token = self._open()
         recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms())
@@ -193,7 +217,7 @@ class Daemon:
                               max_in_flight=self.config.dispatch_concurrency, lead_ms=5)
         scheduler_ref.append(scheduler)
         ctx.gateway, ctx.scheduler = gateway, scheduler
-        ctx.watcher = None  # the directory watcher (--watch) attaches here when its area lands
+        ctx.watcher = None  # set below with --watch
         app = create_app(ctx)
         uv = uvicorn.Config(app, host=self.config.host, port=self.config.port, lifespan="off", access_log=False,
                             log_level=self.config.log_level, timeout_graceful_shutdown=5, log_config=None)
@@ -222,6 +246,8 @@ class Daemon:
         # collections of a large heap are the main source of multi-ms stalls in dispatch lag.
         gc.collect()
         gc.freeze()
+        if self.config.watch:
+            ctx.watcher = await self._start_watcher(ctx, gateway, scheduler)
         sched_task = asyncio.ensure_future(scheduler.run_forever())
         self._tasks = [asyncio.ensure_future(self.maintenance.run_forever())]
         if ready is not None:
@@ -238,6 +264,8 @@ class Daemon:
         for t in [*self._tasks, started, stop_wait]:
             t.cancel()
         await asyncio.gather(sched_task, started, *self._tasks, return_exceptions=True)
+        if ctx.watcher is not None:
+            await asyncio.to_thread(ctx.watcher.stop)
         await gateway.shutdown(SHUTDOWN_REASON)
         server.should_exit = True
         await asyncio.gather(serve_task, return_exceptions=True)

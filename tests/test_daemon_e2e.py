@@ -276,3 +276,11 @@ def test_sigterm_cancels_and_records_active_runs(daemon) -> None:
     (row,) = daemon.runs("long")
     assert row["status"] == "cancelled" and row["reason"] == "daemon_shutdown"
     assert httpx.get  # the process is gone; nothing else to check over HTTP
+
+
+def test_watch_reloads_the_directory_on_save(daemon_factory) -> None:
+    d = daemon_factory(extra_args=["--watch"])
+    d.write("w.yaml", [routine("saved", {"prompt": "p", "trigger": EVERY_1S})])
+    d.wait_for(lambda: [r for r in d.runs("saved") if r["status"] == "succeeded"], timeout=8, what="watched routine")
+    status = d.client().get("/console/v1/system/status").json()
+    assert status["watcher"]["enabled"] is not False
