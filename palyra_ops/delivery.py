@@ -196,7 +196,9 @@ class Deliverer:
         timeout = parse_duration_ms(ch.spec.get("timeout", "10s")) / 1000
         retries = int(ch.spec.get("retries", 2))
         last = ""
+        made = 0
         for attempt in range(retries + 1):
+            made += 1
             if attempt:
                 await asyncio.sleep(min(self.retry_base_s * 2 ** (attempt - 1), 5.0))
             try:
@@ -212,5 +214,5 @@ class Deliverer:
             last = f"webhook {url}: HTTP {resp.status_code}"
             if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
                 break  # the receiver refused this payload; repeating it will not help
-        tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
+        tries = "1 attempt" if made == 1 else f"{made} attempts"
         raise DeliveryError(f"{last} ({tries})")

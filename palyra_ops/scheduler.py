@@ -155,8 +155,11 @@ class Scheduler:
             await asyncio.gather(watcher, return_exceptions=True)
 
     async def stop(self) -> None:
+        """Stop claiming; claimed runs not yet handed to the gateway are recorded as cancelled."""
         self._stopping = True
         self.wake()
+        for task in list(self._dispatching):
+            task.cancel()
         if self._dispatching:
             await asyncio.gather(*list(self._dispatching), return_exceptions=True)
 
@@ -328,31 +331,41 @@ class Scheduler:
         task.add_done_callback(self._dispatching.discard)
 
     async def _send_in_order(self, msgs: list[dict[str, Any]]) -> None:
-        for m in msgs:
-            await self._send_one(m)
+        for i, m in enumerate(msgs):
+            try:
+                await self._send_one(m)
+            except asyncio.CancelledError:
+                for rest in msgs[i + 1:]:
+                    self._not_sent(rest, "daemon_shutdown", status="cancelled")
+                raise
 
     async def _send_one(self, msg: dict[str, Any]) -> None:
-        if self.lead_ms:
-            due = msg.get("trigger", {}).get("due_at_ms")
-            if due is not None:
-                await _sleep_until_wall(due / 1000)
-        async with self._sem:
-            try:
+        try:
+            if self.lead_ms:
+                due = msg.get("trigger", {}).get("due_at_ms")
+                if due is not None:
+                    await _sleep_until_wall(due / 1000)
+            async with self._sem:
                 await self.send(msg)
-                self.dispatched += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.dispatch_errors += 1
-                self.gateway.metrics.dispatch_errors += 1
-                reason = f"dispatch_failed: {getattr(exc, 'message', None) or exc or type(exc).__name__}"
-                log.warning("run %s of %s: %s", msg.get("run_id"), msg.get("routine_id"), reason)
-                run = self.journal.get_run(msg["run_id"])
-                if run is not None and run["status"] == "accepted" and run.get("received_at_ms") is None:
-                    self.journal.update_run_and_job(
-                        msg["run_id"], {"status": "failed", "reason": reason, "finished_at_ms": self.clock.now_ms()},
-                        msg["routine_id"], {"last_run_id": msg["run_id"], "last_status": "failed"})
-                    self.gateway.metrics.run("failed")
+            self.dispatched += 1
+        except asyncio.CancelledError:
+            self._not_sent(msg, "daemon_shutdown", status="cancelled")
+            raise
+        except Exception as exc:
+            self.dispatch_errors += 1
+            self.gateway.metrics.dispatch_errors += 1
+            reason = f"dispatch_failed: {getattr(exc, 'message', None) or exc or type(exc).__name__}"
+            log.warning("run %s of %s: %s", msg.get("run_id"), msg.get("routine_id"), reason)
+            self._not_sent(msg, reason)
+
+    def _not_sent(self, msg: dict[str, Any], reason: str, status: str = "failed") -> None:
+        """Finalize a claimed run the gateway never took (it would otherwise wait for a restart)."""
+        run = self.journal.get_run(msg["run_id"])
+        if run is not None and run["status"] == "accepted" and run.get("received_at_ms") is None:
+            self.journal.update_run_and_job(
+                msg["run_id"], {"status": status, "reason": reason, "finished_at_ms": self.clock.now_ms()},
+                msg["routine_id"], {"last_run_id": msg["run_id"], "last_status": status})
+            self.gateway.metrics.run(status)
 
     async def _watch_journal(self) -> None:
         """Wake when another process commits to the journal (apply from the CLI)."""
