@@ -1,0 +1,211 @@
+"""Daemon configuration (flags over palyra.yaml) and the agent backends against local servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from palyra_ops.backends import BackendError, ExecRequest, HttpBackend, OpenAIBackend, make_backend
+from palyra_ops.config import BackendConfig, EnvRef, load_config, parse_listen
+from palyra_ops.errors import PalyraError
+
+
+def test_defaults() -> None:
+    c = load_config(None)
+    assert (c.host, c.port, c.listen, c.is_loopback) == ("127.0.0.1", 7142, "127.0.0.1:7142", True)
+    assert c.backend.kind == "echo" and c.watch is False and c.dir == Path("routines.d")
+    assert c.memory.maintenance_interval_ms == 300_000 and c.memory.backfill_interval_ms == 600_000
+    assert c.skills.audit_interval_ms == 6 * 3_600_000
+
+
+def test_file_values_and_flag_precedence(tmp_path) -> None:
+    cfg = tmp_path / "deploy" / "palyra.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        "listen: 127.0.0.1:9000\njournal: state/j.sqlite3\ndir: routines\nwatch: true\n"
+        "backend: {kind: openai, url: 'http://127.0.0.1:8080/v1', model: tiny, api_key: {env: OPENAI_KEY}}\n"
+        "integrations: {github: {secret: {env: GH_SECRET}}}\n"
+        "memory: {retention: {max_age: 30d, max_items: 1000}, intervals: {maintenance: 1m, backfill: 2m}}\n"
+        "skills: {audit_interval: 1h}\n"
+    )
+    c = load_config(cfg, listen="127.0.0.1:9100")
+    assert c.port == 9100  # the flag wins
+    assert c.journal == cfg.parent / "state/j.sqlite3" and c.dir == cfg.parent / "routines"  # relative to the file
+    assert c.watch is True and c.backend == BackendConfig("openai", "http://127.0.0.1:8080/v1", "tiny", EnvRef("OPENAI_KEY"))
+    assert c.integrations["github"].secret == EnvRef("GH_SECRET")
+    assert (c.memory.max_age_ms, c.memory.max_items, c.memory.maintenance_interval_ms) == (30 * 86_400_000, 1000, 60_000)
+    assert c.skills.audit_interval_ms == 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bogus: 1\n", "unknown config key(s): bogus"),
+        ("backend: {kind: magic}\n", "backend.kind 'magic' is not one of echo, http, openai"),
+        ("backend: {kind: http}\n", "backend.kind http needs backend.url"),
+        ("backend: {kind: openai, url: 'http://x', api_key: sk-123}\n", "secrets are only accepted as {env: NAME} references"),
+        ("memory: {intervals: {backfill: soon}}\n", "memory.intervals.backfill: invalid duration 'soon'"),
+        ("- a\n", "the config must be a mapping"),
+        ("a: [\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, text: str, message: str) -> None:
+    cfg = tmp_path / "palyra.yaml"
+    cfg.write_text(text)
+    with pytest.raises(PalyraError, match=None) as e:
+        load_config(cfg)
+    assert message in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:7142", ("127.0.0.1", 7142)), ("[::1]:80", ("::1", 80)), ("localhost:0", ("localhost", 0))],
+)
+def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("7142", "expected HOST:PORT"), ("h:x", "port 'x' is not a number"), ("h:70000", "out of range"),
+     ("[::1]", "expected [IPV6]:PORT")],
+)
+def test_parse_listen_errors(text: str, message: str) -> None:
+    with pytest.raises(PalyraError) as e:
+        parse_listen(text)
+    assert message in e.value.message
+
+
+# -- backends against local servers -----------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, reply: Any, delay: float = 0.0, status: int = 200) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                n = int(self.headers.get("content-length") or 0)
+                outer.requests.append(json.loads(self.rfile.read(n)))
+                outer.headers.append(dict(self.headers))
+                time.sleep(delay)
+                body = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+REQ = ExecRequest(routine_id="r", run_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", attempt=1, owner="user:alice",
+                  channel="cli:alice", prompt="Summarize", trigger_kind="schedule", scheduled_at_ms=0,
+                  trigger_payload=None)
+
+
+async def _noop(ms: int) -> None:
+    return None
+
+
+def test_http_backend_posts_the_run_and_returns_the_body() -> None:
+    srv = Server(b"the summary")
+
+    async def main() -> None:
+        b = HttpBackend(srv.url + "/run", timeout_ms=5000)
+        out = await b.run(REQ, now_ms=0, sleep_until=_noop)
+        await b.aclose()
+        assert out == "the summary"
+        assert srv.requests[0]["prompt"] == "Summarize"
+        assert srv.requests[0]["trigger"] == {"kind": "schedule", "scheduled_at": "1970-01-01T00:00:00+00:00",
+                                              "payload": None}
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.close()
+
+
+def test_http_backend_errors_are_backend_errors() -> None:
+    srv = Server(b"boom", status=500)
+    slow = Server(b"late", delay=1.0)
+
+    async def main() -> None:
+        with pytest.raises(BackendError, match=r"answered 500: boom"):
+            await HttpBackend(srv.url).run(REQ, now_ms=0, sleep_until=_noop)
+        with pytest.raises(BackendError, match="timed out"):
+            await HttpBackend(slow.url, timeout_ms=200).run(REQ, now_ms=0, sleep_until=_noop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.close()
+        slow.close()
+
+
+def test_openai_backend_speaks_chat_completions(monkeypatch) -> None:
+    srv = Server({"choices": [{"message": {"role": "assistant", "content": "All quiet."}}]})
+    monkeypatch.setenv("OPENAI_KEY", "sk-test")
+
+    async def main() -> None:
+        b = make_backend(BackendConfig("openai", srv.url + "/v1", "tiny", EnvRef("OPENAI_KEY")))
+        assert isinstance(b, OpenAIBackend)
+        out = await b.run(REQ, now_ms=0, sleep_until=_noop)
+        await b.aclose()
+        assert out == "All quiet."
+        body = srv.requests[0]
+        assert body["model"] == "tiny" and body["messages"][-1] == {"role": "user", "content": "Summarize"}
+        assert srv.headers[0]["Authorization"] == "Bearer sk-test"
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.close()
+
+
+def test_openai_backend_bad_shape() -> None:
+    srv = Server({"nope": 1})
+
+    async def main() -> None:
+        with pytest.raises(BackendError, match="unexpected response shape"):
+            await OpenAIBackend(srv.url, None, None).run(REQ, now_ms=0, sleep_until=_noop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.close()
+
+
+def test_http_backend_slow_run_under_the_real_daemon(daemon_factory) -> None:
+    """A slow `http` backend and concurrency `replace`: the daemon cancels the in-flight HTTP call."""
+    srv = Server(b"done", delay=2.5)
+    try:
+        d = daemon_factory(config={"backend": {"kind": "http", "url": srv.url + "/agent"}})
+        d.write("r.yaml", [{"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "slow-http"},
+                            "spec": {"prompt": "p", "trigger": {"kind": "schedule", "schedule": {"every": "1s"}},
+                                     "policies": {"concurrency": "replace"}}}])
+        d.apply()
+        d.wait_for(lambda: len([r for r in d.runs("slow-http") if r["status"] == "cancelled"]) >= 2, timeout=8,
+                   what="replaced runs")
+        rows = d.runs("slow-http")
+        assert rows[0]["status"] == "cancelled" and rows[0]["reason"].startswith("replaced: superseded by run ")
+        assert all(r["output"] is None for r in rows if r["status"] == "cancelled")
+    finally:
+        srv.close()
