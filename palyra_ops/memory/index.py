@@ -45,7 +45,7 @@ class IndexParams:
 
     M: int = 16
     ef_construction: int = 200
-    ef_search: int = 128
+    ef_search: int = 256
     initial_capacity: int = 1024
     num_threads: int = 1
 
