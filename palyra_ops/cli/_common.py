@@ -43,3 +43,18 @@ def add_journal_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=Path("routines.d"), help="routine directory (default: routines.d)")
+
+
+def installed_skill_ids() -> set[str] | None:
+    """Ids of the skills installed under the state root, for the "referenced skill exists" check.
+
+    An unreadable skills index yields None (check skipped) rather than failing validation of
+    routines that may not use skills at all.
+    """
+    from palyra_ops.errors import PalyraError
+    from palyra_ops.skills.store import SkillStore
+
+    try:
+        return SkillStore(state_root()).ids()
+    except (PalyraError, OSError, ValueError):
+        return None

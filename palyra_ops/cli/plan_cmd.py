@@ -13,6 +13,7 @@ from palyra_ops.cli._common import (
     add_journal_flag,
     add_output_flag,
     default_journal_path,
+    installed_skill_ids,
     print_json,
     use_colour,
 )
@@ -76,6 +77,7 @@ def _make_plan(args: argparse.Namespace) -> Plan:
         _journal_path(args),
         prune_unmanaged=args.prune_unmanaged,
         allow_empty=args.allow_empty,
+        known_skills=installed_skill_ids(),
     )
     return plan
 
@@ -151,7 +153,8 @@ def run_apply(args: argparse.Namespace) -> int:
 def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
     """Everything `status` shows, as data (also used for --output json)."""
     report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
-    source = load_directory(directory)
+    skills = installed_skill_ids()
+    source = load_directory(directory, known_skills=skills)
     invalid = {f: r for f, r in source.files.items() if not r.ok}
     if invalid or not source.ok:
         report["state"] = "Invalid"
@@ -161,7 +164,7 @@ def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
         report["diagnostics"] = [d.format() for d in source.diagnostics]
     else:
         try:
-            plan, _ = plan_directory(directory, journal_path, allow_empty=True)
+            plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=skills)
         except PalyraError as exc:
             report["state"] = "Invalid"
             report["error"] = exc.message
