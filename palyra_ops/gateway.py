@@ -156,26 +156,31 @@ class Metrics:
 
 
 class Loopback:
-    """Pooled keep-alive clients to the daemon's own gateway.
+    """Pooled keep-alive connections to the daemon's own gateway.
 
-    A few small clients beat one shared AsyncClient: httpx's pool gets slower as concurrency on one
-    client grows, while several clients each keep a short queue. Calls are spread round-robin.
+    A few small pools beat one shared client: httpx's pool gets slower as concurrency on one pool
+    grows. Calls go straight to each pool's transport with a prebuilt request: the client layers
+    (URL merging, auth and redirect handling, cookies) cost ~40% of a loopback call and do nothing here.
     """
 
     def __init__(self, base_url: str, internal_token: str, *, clients: int = 4, timeout_s: float = 30.0) -> None:
-        self.url = base_url.rstrip("/") + "/gateway/v1/messages"
-        self.headers = {"Authorization": f"Bearer {internal_token}"}
+        self.url = httpx.URL(base_url.rstrip("/") + "/gateway/v1/messages")
+        self.headers = {"Authorization": f"Bearer {internal_token}", "Content-Type": "application/json"}
+        self.extensions = {"timeout": {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}}
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-        self.clients = [
-            httpx.AsyncClient(timeout=timeout_s, limits=limits, headers=self.headers) for _ in range(max(1, clients))
-        ]
-        self._rr = itertools.cycle(self.clients)
+        self.transports = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(max(1, clients))]
+        self._rr = itertools.cycle(self.transports)
 
     async def post(self, message: dict[str, Any]) -> dict[str, Any]:
-        client = next(self._rr)
-        resp = await client.post(self.url, content=json.dumps(message), headers={"content-type": "application/json"})
+        req = httpx.Request("POST", self.url, content=json.dumps(message).encode(), headers=self.headers,
+                            extensions=self.extensions)
+        resp = await next(self._rr).handle_async_request(req)
         try:
-            body = resp.json()
+            raw = await resp.aread()
+        finally:
+            await resp.aclose()
+        try:
+            body = json.loads(raw) if raw else {}
         except ValueError:
             body = {}
         if resp.status_code >= 400:
@@ -185,8 +190,8 @@ class Loopback:
         return body
 
     async def aclose(self) -> None:
-        for c in self.clients:
-            await c.aclose()
+        for t in self.transports:
+            await t.aclose()
 
 
 # -- the gateway ------------------------------------------------------------------------------------
@@ -216,6 +221,8 @@ class Gateway:
             self.deliverer.policy_check = self._deliver_allowed
         self.daemon_id = daemon_id or new_id()
         self.sleep_until: SleepUntil = sleep_until or real_sleep_until(self.clock)
+        #: waits are on the system clock, so timeouts can use the loop's timers directly
+        self._real_time = sleep_until is None and isinstance(self.clock, SystemClock)
         self.skill_runner = skill_runner
         self.skill_store = skill_store
         self.on_change = on_change
@@ -238,13 +245,13 @@ class Gateway:
     # -- lookups ----------------------------------------------------------------------------------
 
     def routine(self, name: str) -> Routine | None:
+        cached = self._routines.get(name)
+        if cached is not None and self.journal.resource_hash("Routine", name) == cached[0]:
+            return cached[1]
         stored = self.journal.get_resource("Routine", name)
         if stored is None:
             self._routines.pop(name, None)
             return None
-        cached = self._routines.get(name)
-        if cached is not None and cached[0] == stored.hash:
-            return cached[1]
         r = Routine.from_resource(stored)
         self._routines[name] = (stored.hash, r)
         return r
@@ -681,6 +688,19 @@ class Gateway:
         """One execution under the routine's timeout: (ok, output, failure reason)."""
         started = self.clock.now_ms()
         timeout = routine.policies.timeout_ms
+        if self._real_time:  # the loop's own timer: no extra tasks per run
+            try:
+                async with asyncio.timeout(timeout / 1000):
+                    return True, await self._execute_once(run, routine, started), None
+            except TimeoutError:
+                return False, None, f"timeout: the run exceeded {format_duration_ms(timeout)}"
+            except BackendError as exc:
+                return False, None, str(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("run %s of %s crashed", run["run_id"], routine.name, exc_info=exc)
+                return False, None, f"internal error: {type(exc).__name__}: {exc}"
         work = asyncio.ensure_future(self._execute_once(run, routine, started))
         timer = asyncio.ensure_future(self.sleep_until(started + timeout))
         try:

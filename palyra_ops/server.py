@@ -81,6 +81,51 @@ class TokenAuth:
         await self.app(scope, receive, send)
 
 
+class GatewayFastPath:
+    """`POST /gateway/v1/messages` as plain ASGI, ahead of the router.
+
+    Every scheduled run is one of these calls; skipping Starlette's routing, Request and Response
+    objects is a measurable share of a loopback round trip. Behaviour (auth by the middleware in
+    front, JSON errors, status codes) is the same as the routed handler, which stays registered for
+    the route list, OpenAPI and other methods (405).
+    """
+
+    PATH = "/gateway/v1/messages"
+
+    def __init__(self, app: ASGIApp, ctx: DaemonContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            msg = await receive()
+            chunks.append(msg.get("body", b""))
+            more = msg.get("more_body", False)
+        raw = b"".join(chunks)
+        state = scope.get("state", {})
+        try:
+            try:
+                body = json.loads(raw) if raw else None
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise PalyraError(f"request body is not valid JSON: {exc}", code="bad_request", status=400) from None
+            if not isinstance(body, dict):
+                raise PalyraError("request body must be a JSON object", code="bad_request", status=400)
+            status, result = await self.ctx.gateway.handle_message(
+                body, internal=state.get("auth") == "internal", received_at_ms=state.get("received_at_ms"))
+            payload = json.dumps(result, separators=(",", ":")).encode()
+        except PalyraError as exc:
+            status = exc.status
+            payload = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
 async def read_json(request: Request, *, required: bool = True) -> Any:
     raw = await request.body()
     if not raw:
@@ -232,5 +277,6 @@ def create_app(ctx: DaemonContext) -> Starlette:
         exception_handlers={PalyraError: _palyra_error, HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.ctx = ctx
-    app.add_middleware(TokenAuth, ctx=ctx)
+    app.add_middleware(GatewayFastPath, ctx=ctx)
+    app.add_middleware(TokenAuth, ctx=ctx)  # added last = outermost: auth runs first
     return app

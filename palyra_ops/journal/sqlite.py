@@ -628,3 +628,9 @@ class SQLiteJournal:
         if conn is not None:
             conn.close()
             self._ckpt_conn = None
+
+    def resource_hash(self, kind: str, name: str) -> str | None:
+        """Just the content hash: lets the gateway reuse a parsed object without reading its body."""
+        with self._lock:
+            row = self.conn.execute("SELECT hash FROM journal_resources WHERE kind=? AND name=?", (kind, name)).fetchone()
+        return row[0] if row else None
