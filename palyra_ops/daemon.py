@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import stat
 import sys
 from collections.abc import Callable, Generator
@@ -95,6 +96,21 @@ def ensure_token(state_root: Path) -> str:
     return tok
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn does, so an address in use is a one-line error, not uvicorn's sys.exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise PalyraError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def check_bind(config: DaemonConfig) -> None:
     if not config.is_loopback and not config.allow_remote:
         raise PalyraError(
@@ -124,7 +140,6 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _open(self) -> tuple[Journal, str]:
-        check_bind(self.config)
         token = ensure_token(self.state_root)
         journal = open_journal(self.journal_path, clock=self.clock)
         return journal, token
@@ -192,7 +207,15 @@ class Daemon:
         return watcher
 
     async def serve(self, *, ready: Callable[[str], None] | None = None) -> int:
-        journal, token = self._open()
+        # the address first: a second daemon started by mistake must fail before it touches the
+        # journal (start-up recovery would otherwise finalize the first one's active runs)
+        check_bind(self.config)
+        sock = bind_socket(self.config.host, self.config.port)
+        try:
+            journal, token = self._open()
+        except BaseException:
+            sock.close()
+            raise
         recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms())
         for r in recovered:
             log.warning("run %s of %s was active when the previous daemon stopped: failed (%s)",
@@ -229,7 +252,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
 
-        serve_task = asyncio.ensure_future(server.serve())
+        serve_task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started:
             if serve_task.done():
                 exc = serve_task.exception()

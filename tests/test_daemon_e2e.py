@@ -284,3 +284,15 @@ def test_watch_reloads_the_directory_on_save(daemon_factory) -> None:
     d.wait_for(lambda: [r for r in d.runs("saved") if r["status"] == "succeeded"], timeout=8, what="watched routine")
     status = d.client().get("/console/v1/system/status").json()
     assert status["watcher"]["enabled"] is not False
+
+
+def test_a_second_daemon_on_a_busy_port_fails_cleanly_and_leaves_runs_alone(daemon) -> None:
+    daemon.write("s.yaml", [routine("long", {"prompt": "p", "trigger": {"kind": "manual"}}, {"echo-sleep": "30s"})])
+    daemon.apply()
+    assert daemon.client().post("/console/v1/routines/dispatch", json={"routine_id": "long"}).status_code == 202
+    out = subprocess.run([sys.executable, "-m", "palyra_ops", "daemon", "--listen", f"127.0.0.1:{daemon.paths.port}",
+                          "--journal", str(daemon.paths.journal)], env=daemon.env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"cannot listen on 127.0.0.1:{daemon.paths.port}: Address already in use" in out.stderr
+    assert daemon.runs("long")[0]["status"] == "running"  # the first daemon's run was not "recovered"
