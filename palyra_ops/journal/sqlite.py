@@ -92,23 +92,33 @@ def new_id() -> str:
     return str(ULID())
 
 
+def connect(path: Path, *, autocommit: bool = True) -> sqlite3.Connection:
+    """A connection to the journal file with the settings every user of it needs (WAL, waits on
+    busy instead of failing, NORMAL sync — durable at checkpoints, safe against corruption)."""
+    conn = sqlite3.connect(
+        str(path), isolation_level=None if autocommit else "", check_same_thread=False, timeout=30
+    )
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise PalyraError(f"{path}: not a palyra journal ({exc})") from None
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
 class SQLiteJournal:
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = Path(path)
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        conn = connect(self.path)
         conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys=ON")
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError as exc:
-            raise PalyraError(f"{self.path}: not a palyra journal ({exc})") from None
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
         self._migrate()
 
     # -- lifecycle -------------------------------------------------------------------------------

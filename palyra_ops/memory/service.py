@@ -31,6 +31,7 @@ import numpy as np
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import NotFound, PalyraError
 from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, db_file_bytes
+from palyra_ops.journal.sqlite import connect
 from palyra_ops.memory.embedders import Embedder, EmbedderSpec, HashingEmbedder
 from palyra_ops.memory.index import IndexParams, MemoryIndex, index_path_for, read_sidecar
 from palyra_ops.memory.maintenance import (
@@ -196,10 +197,7 @@ class MemoryService:
     # -- connections and locks ----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.journal_path), timeout=30.0, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = connect(self.journal_path, autocommit=False)
         with self._conns_lock:
             self._conns.append(conn)
         return conn
