@@ -48,13 +48,17 @@ def add_dir_flag(parser: argparse.ArgumentParser) -> None:
 def installed_skill_ids() -> set[str] | None:
     """Ids of the skills installed under the state root, for the "referenced skill exists" check.
 
-    An unreadable skills index yields None (check skipped) rather than failing validation of
-    routines that may not use skills at all.
+    None (check skipped) when this state root has no skills index at all — a routines repository
+    validated in its own CI or pre-commit hook has no daemon state to check against — or when the
+    index cannot be read. Where skills have been installed, a reference to a missing one is an error.
     """
     from palyra_ops.errors import PalyraError
     from palyra_ops.skills.store import SkillStore
 
     try:
-        return SkillStore(state_root()).ids()
+        store = SkillStore(state_root())
+        if not store.index_path.exists():
+            return None
+        return store.ids()
     except (PalyraError, OSError, ValueError):
         return None
