@@ -273,9 +273,13 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     Lists are leaves: a changed list shows as a whole, which reads better than index paths.
     """
     out: dict[str, Any] = {}
-    if isinstance(obj, dict) and obj:
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        out[prefix] = obj
+
+    def walk(o: Any, path: str) -> None:
+        if isinstance(o, dict) and o:
+            for k, v in o.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        else:
+            out[path] = o
+
+    walk(obj, prefix)
     return out

@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -266,10 +267,8 @@ def compute_plan(
 
 def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
     if stored is None:
-        change = Change(
-            res.kind, res.name, "create", f"new in {res.source_file}", res.source_file, None, res.body,
-            fields=[FieldChange(p, None, v) for p, v in sorted(flatten(res.body).items())],
-        )
+        # no field list for a create: `after` is the whole object (the text renderer flattens it)
+        change = Change(res.kind, res.name, "create", f"new in {res.source_file}", res.source_file, None, res.body)
         change.schedule = _schedule_change(res, None, None, now_ms)
         return change
 
@@ -420,8 +419,17 @@ _BOLD = "\033[1m"
 
 
 def _fmt(v: Any) -> str:
+    # fast paths for the scalar leaves that make up nearly every line of a large plan
     if v is None or v is _MISSING:
         return "(none)"
+    if isinstance(v, str):
+        return encode_basestring(v)
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
     return json.dumps(v, ensure_ascii=False)
 
 
@@ -438,9 +446,9 @@ def render_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
         label = f'{ch.kind.lower()} "{ch.name}"'
         out.append(f"  # {label} {_VERB[ch.action]} ({ch.reason})")
         out.append(c(ch.action, f"  {_SYMBOL[ch.action]} {label}"))
-        if ch.action == "create":
-            for f in ch.fields:
-                out.append(c("create", f"      + {f.path} = {_fmt(f.after)}"))
+        if ch.action == "create" and ch.after is not None:
+            for p, v in sorted(flatten(ch.after).items()):
+                out.append(c("create", f"      + {p} = {_fmt(v)}"))
         elif ch.action == "update":
             for f in ch.fields:
                 out.append(c("update", f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}"))

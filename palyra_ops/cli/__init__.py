@@ -15,40 +15,42 @@ import sys
 
 from palyra_ops.errors import PalyraError
 
-#: subcommand modules, in help order; a module that is missing is skipped so areas can land apart
-_COMMAND_MODULES = [
-    "validate_cmd",
-    "plan_cmd",
-    "schedule_cmd",
-    "daemon_cmd",
-    "token_cmd",
-    "cron_cmd",
-    "approvals_cmd",
-    "skills_cmd",
-    "memory_cmd",
-]
+#: subcommand → the module that registers it (help order). Only the module of the command being run
+#: is imported: the daemon's, memory's and skills' modules pull in uvicorn, numpy and wasmtime, which
+#: `palyra-ops validate` in a pre-commit hook should not pay for.
+COMMANDS = {
+    "validate": "validate_cmd",
+    "plan": "plan_cmd",
+    "apply": "plan_cmd",
+    "status": "plan_cmd",
+    "schedule": "schedule_cmd",
+    "daemon": "daemon_cmd",
+    "token": "token_cmd",
+    "cron": "cron_cmd",
+    "approvals": "approvals_cmd",
+    "skills": "skills_cmd",
+    "memory": "memory_cmd",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="palyra-ops",
         description="GitOps for the Palyra daemon's background routines.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"palyra_ops.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"palyra_ops.cli.{name}":
-                continue
-            raise
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in wanted:
+        module = importlib.import_module(f"palyra_ops.cli.{name}")
         module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import sqlite_utils
 from ulid import ULID
+
+if TYPE_CHECKING:  # both are heavy imports (~150 ms); every CLI command opens the journal
+    import numpy as np
+    import sqlite_utils
 
 TABLE = "journal_memory_items"
 STATE_TABLE = "journal_memory_state"
@@ -137,10 +139,14 @@ class FileStats:
 
 
 def vector_to_blob(vec: np.ndarray) -> bytes:
+    import numpy as np
+
     return np.ascontiguousarray(vec, dtype="<f4").tobytes()
 
 
 def blob_to_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    import numpy as np
+
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
@@ -161,7 +167,7 @@ class MemoryStore:
     """Every memory query. Takes an open journal database; never opens or closes it."""
 
     def __init__(self, db: sqlite_utils.Database | sqlite3.Connection) -> None:
-        self.conn: sqlite3.Connection = db.conn if isinstance(db, sqlite_utils.Database) else db
+        self.conn: sqlite3.Connection = db if isinstance(db, sqlite3.Connection) else db.conn
 
     # -- plumbing -----------------------------------------------------------------------------
 

@@ -19,10 +19,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
 from ulid import ULID
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import PalyraError
@@ -117,9 +119,19 @@ class SQLiteJournal:
         conn = connect(self.path)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys=ON")
-        self.db = sqlite_utils.Database(conn)
         self.conn = conn
+        self._db: Any = None
         self._migrate()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the same connection, imported on first use (it pulls in numpy,
+        ~150 ms that a `palyra-ops status` should not pay)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
 
     # -- lifecycle -------------------------------------------------------------------------------
 
