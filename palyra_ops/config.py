@@ -68,6 +68,15 @@ class SkillsConfig:
 
 
 @dataclass(frozen=True)
+class WatcherConfig:
+    """`--watch` behaviour (docs/watcher.md)."""
+
+    self_heal: bool = False
+    rescan_interval_ms: int = 5 * 60_000
+    debounce_ms: int = 150
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     host: str = "127.0.0.1"
     port: int = 7142
@@ -80,6 +89,7 @@ class DaemonConfig:
     integrations: dict[str, IntegrationConfig] = field(default_factory=dict)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     skills: SkillsConfig = field(default_factory=SkillsConfig)
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
     #: loopback dispatch: number of pooled keep-alive clients and the in-flight cap
     dispatch_clients: int = 4
     dispatch_concurrency: int = 8
@@ -141,7 +151,7 @@ def _duration(value: Any, where: str) -> int:
 
 
 _TOP_KEYS = {"listen", "journal", "dir", "watch", "allow_remote", "state_root", "backend", "integrations",
-             "memory", "skills", "dispatch", "log_level"}
+             "memory", "skills", "dispatch", "log_level", "watcher"}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -223,6 +233,19 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
     s = data.get("skills") or {}
     skills = SkillsConfig(audit_interval_ms=_duration(s.get("audit_interval", "6h"), f"{where}: skills.audit_interval"))
     d = data.get("dispatch") or {}
+    w = data.get("watcher") or {}
+    if not isinstance(w, dict):
+        raise PalyraError(f"{where}: watcher must be a mapping")
+    unknown_w = sorted(set(w) - {"self_heal", "rescan_interval", "debounce"})
+    if unknown_w:
+        raise PalyraError(f"{where}: unknown watcher key(s): {', '.join(unknown_w)}; expected debounce, rescan_interval, self_heal")
+    self_heal = flags.get("self_heal")
+    rescan = flags.get("rescan_interval") or w.get("rescan_interval", "5m")
+    watcher = WatcherConfig(
+        self_heal=bool(self_heal) if self_heal else bool(w.get("self_heal", False)),
+        rescan_interval_ms=_duration(rescan, f"{where}: watcher.rescan_interval"),
+        debounce_ms=_duration(w.get("debounce", "150ms"), f"{where}: watcher.debounce"),
+    )
 
     watch = flags.get("watch")
     allow_remote = flags.get("allow_remote")
@@ -238,6 +261,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         integrations=integrations,
         memory=memory,
         skills=skills,
+        watcher=watcher,
         dispatch_clients=int(d.get("clients", 4)),
         dispatch_concurrency=int(d.get("concurrency", 8)),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),

@@ -202,8 +202,10 @@ class Daemon:
             with contextlib.suppress(Exception):
                 known = set(store.ids())
         assert self.config.dir is not None
+        wc = self.config.watcher
         watcher = Watcher(self.config.dir, self.journal_path, clock=self.clock, on_event=on_event,
-                          on_applied=on_applied, known_skills=known)
+                          on_applied=on_applied, known_skills=known, self_heal=wc.self_heal,
+                          rescan_interval_s=wc.rescan_interval_ms / 1000, debounce_ms=wc.debounce_ms)
         await asyncio.to_thread(watcher.start)
         return watcher
 

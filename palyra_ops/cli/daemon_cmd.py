@@ -15,6 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="daemon config file (palyra.yaml); flags override it")
     p.add_argument("--dir", type=Path, default=None, help="routine directory (default: routines.d)")
     p.add_argument("--watch", action="store_true", default=None, help="reload the routine directory on change")
+    p.add_argument("--self-heal", action="store_true", default=None,
+                   help="with --watch: put managed routines changed through the API back to the git version")
+    p.add_argument("--rescan-interval", default=None,
+                   help="with --watch: full rescan period catching dropped events (default 5m)")
     add_journal_flag(p)
     p.add_argument("--listen", default=None, help="HOST:PORT to bind (default 127.0.0.1:7142)")
     p.add_argument("--allow-remote", action="store_true", default=None,
@@ -35,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         journal=args.journal,
         dir=args.dir,
         watch=args.watch,
+        self_heal=args.self_heal,
+        rescan_interval=args.rescan_interval,
         allow_remote=args.allow_remote,
         backend=args.backend,
         backend_url=args.backend_url,
