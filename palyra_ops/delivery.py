@@ -8,7 +8,9 @@ run that a retry would re-execute (and re-spend tokens on).
 `delivery_status` values: `delivered` (a channel accepted it), `logged` (logs_only, or an origin
 channel that is not a Channel object), `local` (kept as a memory item, local_only), `suppressed`
 (silent_policy chose not to deliver), `failed` (see `delivery_error`), `denied` (policy refused the
-channel).
+channel). The output of a successful `local_only` run, and of a successful `audit_only` run (kept for
+the audit instead of delivered), becomes a memory item with source `delivery:local_only` /
+`delivery:audit_only`, its routine and its run.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ class Deliverer:
     async def deliver(self, routine: Routine, run: dict[str, Any], output: str | None, *, failed: bool) -> DeliveryResult:
         d = routine.delivery
         if d.silent_policy == "audit_only":
-            await self._remember(routine, run, output)
+            if not failed:
+                await self._remember(routine, run, output, "delivery:audit_only")
             return DeliveryResult("suppressed", None, None)
         if d.silent_policy == "failure_only" and not failed:
             return DeliveryResult("suppressed", None, None)
@@ -134,7 +137,8 @@ class Deliverer:
             output_log.info("run %s of %s %s: %s", run["run_id"], routine.name, body["status"], output)
             return DeliveryResult("logged", None, None)
         if mode == "local_only":
-            await self._remember(routine, run, output)
+            if not failed:
+                await self._remember(routine, run, output, "delivery:local_only")
             return DeliveryResult("local", None, None)
         if not channel:
             return DeliveryResult("failed", None, f"delivery mode {mode} names no channel")
@@ -155,11 +159,19 @@ class Deliverer:
             return DeliveryResult("failed", channel, str(exc))
         return DeliveryResult("delivered", channel, None)
 
-    async def _remember(self, routine: Routine, run: dict[str, Any], output: str | None) -> None:
-        if self.memory is None or not output:
+    async def _remember(self, routine: Routine, run: dict[str, Any], output: str | None, source: str) -> None:
+        """Keep a successful run's output as a memory item (SPEC §9).
+
+        Only successes: a failed run's "output" is its failure reason, which is on the run record
+        already and would crowd real outputs out of search results. The `delivery:*` source makes the
+        item idempotent per run, so a delivery repeated after a crash does not duplicate it. Off the
+        event loop, because the insert is a SQLite write that may wait on the journal lock.
+        """
+        if self.memory is None or not output or not output.strip():
             return
         try:
-            await asyncio.to_thread(self.memory.add_item, output, routine_id=routine.name, run_id=run["run_id"])
+            await asyncio.to_thread(self.memory.add_item, output, routine_id=routine.name, run_id=run["run_id"],
+                                    source=source)
         except Exception as exc:  # memory is best effort: the run record keeps the output anyway
             log.warning("memory item for run %s not stored: %s", run["run_id"], exc)
 
