@@ -214,8 +214,13 @@ class Routine:
 
     @classmethod
     def from_resource(cls, res: Resource | Any) -> Routine:
-        """From a `Resource` or a journal `StoredResource` (anything with .name and .body)."""
-        spec = apply_defaults("Routine", res.body["spec"])
+        """From a `Resource` or a journal `StoredResource` (anything with .name and .body).
+
+        Bodies are canonical (defaults filled) when written, so no second default pass here — this
+        runs once per dispatched run. Every field still falls back to its default below, so a body
+        stored before a schema gained a field reads the same.
+        """
+        spec = res.body["spec"]
         p = spec.get("policies", {})
         retry = p.get("retry", {})
         policies = Policies(
