@@ -1,4 +1,5 @@
-"""The console API of SPEC §6: routines, runs, schedule preview, cron status, approvals, system status.
+"""The console API of SPEC §6: routines, runs, schedule preview, cron status, approvals, memory (§9),
+system status.
 
 Handlers are thin on purpose: parse the request, call the library (`reconcile`, `schedule`, the
 gateway and scheduler on the `DaemonContext`), render with `views`. Anything that decides what the
@@ -12,10 +13,12 @@ mounted in a bare Starlette app, as the unit tests do) and turns `PalyraError` i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -30,6 +33,7 @@ from starlette.routing import Route
 from palyra_ops import views
 from palyra_ops.clock import parse_rfc3339, rfc3339
 from palyra_ops.context import DaemonContext
+from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import Diagnostic, NotFound, PalyraError, ValidationFailed
 from palyra_ops.model import Resource
 from palyra_ops.schema_files import load_schema
@@ -41,6 +45,8 @@ MAX_PREVIEW_COUNT = 100
 TRIGGER_KINDS = ("schedule", "hook", "webhook", "system_event", "manual")
 APPROVAL_STATES = ("pending", "approved", "denied", "cancelled")
 UPSERT_FIELDS = ("name", "spec", "description", "labels")
+MEMORY_ADD_FIELDS = ("text", "routine_id", "run_id", "ttl")
+MAX_MEMORY_K = 1000
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -130,6 +136,28 @@ def query_bool(request: Request, name: str) -> bool | None:
     if lowered in ("false", "0", "no"):
         return False
     raise BadRequest(f"{name}: {text!r} is not a boolean (true or false)")
+
+
+_SPACED_OFFSET = re.compile(r"(\d) (\d\d:?\d\d)$")
+
+
+def query_instant(request: Request, name: str, now_ms: int) -> int | None:
+    """An RFC 3339 instant, or a duration meaning that long ago (`since=24h`), as the CLI accepts.
+
+    An unencoded `+02:00` offset arrives as ` 02:00` (a `+` in a query string is a space); it is
+    read back as the offset it was meant to be rather than refused.
+    """
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return now_ms - parse_duration_ms(text)
+    except ValueError:
+        pass
+    try:
+        return parse_rfc3339(_SPACED_OFFSET.sub(r"\1+\2", text))
+    except ValueError:
+        raise BadRequest(f"{name}: {text!r} is neither an RFC 3339 instant with offset nor a duration like 24h") from None
 
 
 def encode_cursor(kind: str, position: str) -> str:
@@ -492,6 +520,70 @@ class ConsoleApi:
     async def deny(self, request: Request) -> Response:
         return await self._decide(request, False)
 
+    # memory (SPEC §9)
+
+    def _memory(self) -> Any:
+        memory = self.ctx.extras.get("memory")
+        if memory is None:
+            raise PalyraError("the memory service is not running in this daemon", code="unavailable", status=503)
+        return memory
+
+    def _memory_window(self, request: Request) -> dict[str, Any]:
+        routine = request.query_params.get("routine")
+        if routine is not None and not routine:
+            raise BadRequest("routine: must not be empty")
+        now = self.ctx.clock.now_ms()
+        return {
+            "routine_id": routine,
+            "since_ms": query_instant(request, "since", now),
+            "until_ms": query_instant(request, "until", now),
+        }
+
+    async def memory_search(self, request: Request) -> Response:
+        query = request.query_params.get("q")
+        if query is None or not query.strip():
+            raise BadRequest("q: required (the text to search for)")
+        text = request.query_params.get("k", "10")
+        try:
+            k = int(text)
+        except ValueError:
+            raise BadRequest(f"k: {text!r} is not an integer") from None
+        if not 1 <= k <= MAX_MEMORY_K:
+            raise BadRequest(f"k: must be between 1 and {MAX_MEMORY_K}, got {k}")
+        window = self._memory_window(request)
+        result = await self._memory().asearch(query, k=k, **window)
+        return JSONResponse(result.to_json())
+
+    async def memory_list(self, request: Request) -> Response:
+        limit = query_limit(request)
+        cursor = decode_cursor(request.query_params.get("cursor"), "memory")
+        window = self._memory_window(request)
+        page = await asyncio.to_thread(self._memory().list, limit=limit, cursor=cursor, **window)
+        body = page.to_json()
+        body["next_cursor"] = encode_cursor("memory", page.next_cursor) if page.next_cursor else None
+        return JSONResponse(body)
+
+    async def memory_add(self, request: Request) -> Response:
+        payload = await json_body(request)
+        unknown = sorted(set(payload) - set(MEMORY_ADD_FIELDS))
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r} (expected {', '.join(MEMORY_ADD_FIELDS)})")
+        text = payload.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("text: required, a non-empty string")
+        for key in ("routine_id", "run_id", "ttl"):
+            if payload.get(key) is not None and not isinstance(payload[key], str):
+                raise BadRequest(f"{key}: must be a string")
+        ttl_ms = None
+        if payload.get("ttl") is not None:
+            try:
+                ttl_ms = parse_duration_ms(payload["ttl"])
+            except ValueError as exc:
+                raise BadRequest(f"ttl: {exc}") from None
+        item = await self._memory().aadd_item(text, routine_id=payload.get("routine_id"),
+                                              run_id=payload.get("run_id"), source="api", ttl_ms=ttl_ms)
+        return JSONResponse(item.to_json(), status_code=201)
+
     # system
 
     async def system_status(self, request: Request) -> Response:
@@ -584,6 +676,9 @@ ROUTE_TABLE: list[tuple[str, str, str]] = [
     ("GET", f"{PREFIX}/approvals", "list_approvals"),
     ("POST", f"{PREFIX}/approvals/{{approval_id}}/approve", "approve"),
     ("POST", f"{PREFIX}/approvals/{{approval_id}}/deny", "deny"),
+    ("GET", f"{PREFIX}/memory/search", "memory_search"),
+    ("GET", f"{PREFIX}/memory/items", "memory_list"),
+    ("POST", f"{PREFIX}/memory/items", "memory_add"),
     ("GET", f"{PREFIX}/system/status", "system_status"),
     ("GET", f"{PREFIX}/openapi.json", "openapi"),
 ]

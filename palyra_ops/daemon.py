@@ -154,13 +154,7 @@ class Daemon:
         journal.defer_checkpoints()
         m.add("journal.checkpoint", 1000, journal.checkpoint)
         try:
-            from palyra_ops.memory.service import MemoryService
-
-            memory = MemoryService(self.journal_path, clock=self.clock)
-            ctx.extras["memory"] = memory
-            mc = self.config.memory
-            m.add("memory.maintain", mc.maintenance_interval_ms, memory.maintain)
-            m.add("memory.backfill", mc.backfill_interval_ms, lambda: memory.backfill(batch_size=mc.batch))
+            self._memory_services(ctx)
         except Exception as exc:  # optional service: the daemon runs without it
             log.info("memory service not available: %s", exc)
         try:
@@ -182,6 +176,51 @@ class Daemon:
             m.add("skills.audit", self.config.skills.audit_interval_ms, store.audit, on_result=quarantined)
         except Exception as exc:
             log.info("skills not available: %s", exc)
+
+    def _memory_services(self, ctx: DaemonContext) -> None:
+        """SPEC §9: retention + VACUUM every 5 min, embedding backfill every 10 min (both configurable).
+
+        Both run in worker threads through the shared runner, so the scheduler loop never waits on
+        them. Their results become system events (`memory.maintenance.run` after every maintenance
+        pass; `memory.backfill.run` when a backfill embedded something or failed, not for every idle
+        pass), so a `system_event` routine can react, e.g. report what retention deleted.
+        """
+        from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig
+        from palyra_ops.memory.service import MemoryService
+
+        mc = self.config.memory
+        retention = RetentionConfig(max_age_ms=mc.max_age_ms, max_items=mc.max_items)
+        memory = MemoryService(self.journal_path, clock=self.clock, config=MemoryConfig(
+            retention=retention, maintenance_interval_ms=mc.maintenance_interval_ms,
+            backfill_interval_ms=mc.backfill_interval_ms, batch_size=mc.batch))
+        ctx.extras["memory"] = memory
+
+        m = self.maintenance
+        pending: set[asyncio.Future[Any]] = set()  # strong references until each emit is done
+
+        def emit(task: str, result: Any, always: bool) -> None:
+            error = getattr(result, "error", None)
+            if error:  # the service reports e.g. a locked journal in its result instead of raising
+                m.health[task]["outcome"] = "failed"
+            gateway = ctx.gateway
+            if gateway is None or result is None:
+                return
+            if not always and not (getattr(result, "embedded", 0) or error):
+                return
+            name, payload = result.to_event()
+            fut = asyncio.ensure_future(gateway.emit_event(name, payload, kinds=("system_event",)))
+            pending.add(fut)
+            fut.add_done_callback(done)
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            pending.discard(fut)
+            if not fut.cancelled() and fut.exception() is not None:
+                log.warning("memory event not emitted: %s", fut.exception())
+
+        m.add("memory.maintain", mc.maintenance_interval_ms, memory.maintain,
+              on_result=lambda r: emit("memory.maintain", r, True))
+        m.add("memory.backfill", mc.backfill_interval_ms, lambda: memory.backfill(batch_size=mc.batch),
+              on_result=lambda r: emit("memory.backfill", r, False))
 
     async def _start_watcher(self, ctx: DaemonContext, gateway: Gateway, scheduler: Scheduler) -> Any:
         """`--watch`: reconcile the routine directory on save; its events reach system_event routines."""

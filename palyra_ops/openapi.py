@@ -241,9 +241,76 @@ def _component_schemas() -> dict[str, Any]:
                 "daemon": {"type": "object"},
                 "scheduler": {"type": ["object", "null"], "description": "Last tick, due backlog, running count, next due."},
                 "watcher": {"type": "object"},
-                "tasks": {"type": "object", "description": "Maintenance task health by name."},
+                "tasks": {
+                    "type": "object",
+                    "description": "Maintenance task health by name (journal.checkpoint, memory.maintain, memory.backfill, skills.audit).",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "interval_ms": {"type": "integer"},
+                            "enabled": {"type": "boolean"},
+                            "last_run_at": _TS,
+                            "duration_ms": {"type": ["number", "null"]},
+                            "outcome": {"type": ["string", "null"], "enum": ["ok", "failed", None]},
+                            "detail": {"description": "What the last run returned or why it failed."},
+                            "runs": {"type": "integer"},
+                            "next_run_at": _TS,
+                        },
+                    },
+                },
                 "journal": {"type": "object", "description": "Path, lineage, serial, runs by status."},
                 "last_apply": {"type": ["object", "null"]},
+            },
+        },
+        "MemoryItem": {
+            "type": "object",
+            "description": "A memory item (SPEC §9): a kept run output or a text added through the API or CLI.",
+            "required": ["id", "routine_id", "run_id", "source", "text", "created_at", "expires_at", "bytes", "embedding"],
+            "properties": {
+                "id": {"type": "string", "description": "ULID."},
+                "routine_id": {"type": ["string", "null"], "description": "The routine whose run produced it, if any."},
+                "run_id": {"type": ["string", "null"], "description": "The run that produced it, if any."},
+                "source": {"type": "string", "enum": ["delivery:local_only", "delivery:audit_only", "api", "cli"]},
+                "text": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "expires_at": {**_TS, "description": "TTL deadline; null when the item has none."},
+                "bytes": {"type": "integer", "description": "UTF-8 size of the text."},
+                "embedding": {
+                    "type": ["object", "null"],
+                    "description": "Null until the backfill task has embedded it (until then it is not searchable).",
+                    "properties": {"model": {"type": "string"}, "dim": {"type": "integer"}, "version": {"type": "string"},
+                                   "embedded_at_ms": {"type": "integer"}},
+                },
+            },
+        },
+        "MemoryItemPage": {**page, "properties": {**page["properties"], "items": {"type": "array", "items": _ref("MemoryItem")}}},
+        "MemoryAddRequest": {
+            "type": "object",
+            "required": ["text"],
+            "additionalProperties": False,
+            "properties": {
+                "text": {"type": "string", "minLength": 1, "description": "At most 1 MiB of UTF-8."},
+                "routine_id": {"type": "string"},
+                "run_id": {"type": "string"},
+                "ttl": {"type": "string", "description": "Duration like 7d; the item is deleted by maintenance after it."},
+            },
+        },
+        "MemorySearchResult": {
+            "type": "object",
+            "required": ["query", "model", "method", "pending", "notes", "results"],
+            "properties": {
+                "query": {"type": "string"},
+                "model": {"type": "object", "description": "The embedder's model key (model, dim, version)."},
+                "method": {"type": "string", "enum": ["hnsw", "exact"]},
+                "pending": {"type": "integer", "description": "Items not embedded with this model yet (not searchable until backfill)."},
+                "took_ms": {"type": "number"},
+                "notes": {"type": "array", "items": {"type": "string"}},
+                "results": {
+                    "type": "array",
+                    "description": "Nearest first.",
+                    "items": {"allOf": [_ref("MemoryItem"), {"type": "object", "required": ["score"], "properties": {
+                        "score": {"type": "number", "description": "Cosine similarity to the query."}}}]},
+                },
             },
         },
         "EventRuns": {
@@ -273,6 +340,9 @@ _ROUTINE_ID = _param("routine_id", "path", "The routine's name (metadata.name)."
 _APPROVAL_ID = _param("approval_id", "path", "The approval's id.", {"type": "string"})
 _LIMIT = _param("limit", "query", "Page size (default 50, at most 500).", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
 _CURSOR = _param("cursor", "query", "`next_cursor` of the previous page.", {"type": "string"})
+_MEMORY_ROUTINE = _param("routine", "query", "Only items from this routine.", {"type": "string"})
+_MEMORY_SINCE = _param("since", "query", "Only items created at or after this: RFC 3339, or a duration ago like 24h.", {"type": "string"})
+_MEMORY_UNTIL = _param("until", "query", "Only items created before this: RFC 3339, or a duration ago.", {"type": "string"})
 
 
 def _operations() -> dict[tuple[str, str], dict[str, Any]]:
@@ -361,6 +431,28 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             "parameters": [_APPROVAL_ID],
             "responses": {"200": _json(_ref("Approval"), "The decided approval."), **_errors(401, 404, 409, 503)},
         },
+        ("get", f"{p}/memory/search"): {
+            "summary": "Nearest memory items to a text (SPEC §9)",
+            "description": "Cosine similarity of embeddings from the daemon's embedder. Items not embedded yet (the "
+                           "backfill task runs every 10 minutes) are not found; `pending` counts them. Filters are exact.",
+            "parameters": [
+                _param("q", "query", "The text to search for.", {"type": "string", "minLength": 1}, required=True),
+                _param("k", "query", "How many results (default 10).", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}),
+                _MEMORY_ROUTINE, _MEMORY_SINCE, _MEMORY_UNTIL,
+            ],
+            "responses": {"200": _json(_ref("MemorySearchResult"), "Nearest items first."), **_errors(400, 401, 503)},
+        },
+        ("get", f"{p}/memory/items"): {
+            "summary": "Memory items, newest first",
+            "parameters": [_MEMORY_ROUTINE, _MEMORY_SINCE, _MEMORY_UNTIL, _LIMIT, _CURSOR],
+            "responses": {"200": _json(_ref("MemoryItemPage"), "One page of items."), **_errors(400, 401, 503)},
+        },
+        ("post", f"{p}/memory/items"): {
+            "summary": "Add a memory item",
+            "description": "Stored now with source `api`; searchable after the next backfill embeds it.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MemoryAddRequest")}}},
+            "responses": {"201": _json(_ref("MemoryItem"), "The stored item."), **_errors(400, 401, 503)},
+        },
         ("get", f"{p}/system/status"): {
             "summary": "Scheduler health, last tick, maintenance tasks, watcher state, journal identity, last apply",
             "responses": {"200": _json(_ref("SystemStatus"), "Daemon status."), **_errors(401)},
@@ -419,7 +511,7 @@ def build_openapi() -> dict[str, Any]:
             404: "Not found.",
             409: "Conflict (e.g. an approval that was already decided).",
             422: "Validation failed; `details` lists every finding.",
-            503: "Unavailable (the gateway is not running).",
+            503: "Unavailable (the gateway or the memory service is not running).",
         }.items()
     }
     return {
