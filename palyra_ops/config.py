@@ -64,6 +64,8 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class SkillsConfig:
+    """SPEC §8: how often the daemon re-audits installed skills; 0 disables the re-audit."""
+
     audit_interval_ms: int = 6 * 3_600_000
 
 
@@ -141,6 +143,22 @@ def _env_ref(value: Any, where: str) -> EnvRef | None:
     if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
         return EnvRef(value["env"])
     raise PalyraError(f"{where}: secrets are only accepted as {{env: NAME}} references")
+
+
+def _skills_config(section: Any, flag: Any, where: str) -> SkillsConfig:
+    """`skills: {audit_interval: 6h}` or `--skills-audit-interval`; `0` turns the re-audit off (an
+    operator who installs nothing but wants no periodic hashing), anything else must be a duration."""
+    s = section or {}
+    if not isinstance(s, dict):
+        raise PalyraError(f"{where}: skills must be a mapping")
+    unknown = sorted(set(s) - {"audit_interval"})
+    if unknown:
+        raise PalyraError(f"{where}: unknown skills key(s): {', '.join(unknown)}; expected audit_interval")
+    value = flag if flag is not None else s.get("audit_interval", "6h")
+    what = "--skills-audit-interval" if flag is not None else f"{where}: skills.audit_interval"
+    if str(value).strip() == "0":
+        return SkillsConfig(audit_interval_ms=0)
+    return SkillsConfig(audit_interval_ms=_duration(value, what))
 
 
 def _duration(value: Any, where: str) -> int:
@@ -230,8 +248,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         backfill_interval_ms=_duration(iv.get("backfill", "10m"), f"{where}: memory.intervals.backfill"),
         batch=int(m.get("batch", 64)),
     )
-    s = data.get("skills") or {}
-    skills = SkillsConfig(audit_interval_ms=_duration(s.get("audit_interval", "6h"), f"{where}: skills.audit_interval"))
+    skills = _skills_config(data.get("skills"), flags.get("skills_audit_interval"), where)
     d = data.get("dispatch") or {}
     w = data.get("watcher") or {}
     if not isinstance(w, dict):

@@ -158,24 +158,47 @@ class Daemon:
         except Exception as exc:  # optional service: the daemon runs without it
             log.info("memory service not available: %s", exc)
         try:
-            from palyra_ops.skills.sandbox import SkillRunner
-            from palyra_ops.skills.store import SkillStore
-
-            store = SkillStore(self.state_root, clock=self.clock)
-            runner = SkillRunner(store, self.state_root / "skills" / "cache")
-            ctx.extras["skill_store"] = store
-            ctx.extras["skill_runner"] = runner
-
-            def quarantined(results: Any) -> None:
-                assert ctx.gateway is not None
-                for r in results or []:
-                    if getattr(r, "newly_quarantined", False):
-                        asyncio.ensure_future(ctx.gateway.emit_event(
-                            "skill.quarantined", {"skill_id": r.skill_id, "reason": r.reason}, kinds=("system_event",)))
-
-            m.add("skills.audit", self.config.skills.audit_interval_ms, store.audit, on_result=quarantined)
+            self._skill_services(ctx)
         except Exception as exc:
             log.info("skills not available: %s", exc)
+
+    def _skill_services(self, ctx: DaemonContext) -> None:
+        """SPEC §8: one SkillRunner (compile cache under the state root) and the periodic re-audit.
+
+        A quarantine becomes the `skill.quarantined` system event whoever finds it: the re-audit
+        (a module that no longer verifies) or the runner itself (a module whose bytes changed since
+        install, caught before it runs, in a worker thread — hence the thread-safe hop to the loop).
+        """
+        from palyra_ops.skills.audit import QUARANTINE_EVENT
+        from palyra_ops.skills.sandbox import SkillRunner, default_cache_dir
+        from palyra_ops.skills.store import SkillStore
+
+        loop = asyncio.get_running_loop()
+        store = SkillStore(self.state_root, clock=self.clock)
+
+        def emit(skill_id: str, reason: str | None) -> None:  # any thread
+            skill = store.get(skill_id)
+            payload = {"skill_id": skill_id, "reason": skill.quarantine_reason if skill else reason,
+                       "version": skill.version if skill else None,
+                       "publisher": skill.publisher if skill else None,
+                       "sha256": skill.module_sha256 if skill else None}
+
+            def fire() -> None:
+                if ctx.gateway is not None:
+                    ctx.gateway.emit_system_event(QUARANTINE_EVENT, payload)
+
+            loop.call_soon_threadsafe(fire)
+
+        runner = SkillRunner(store, default_cache_dir(self.state_root), on_quarantine=emit)
+        ctx.extras["skill_store"] = store
+        ctx.extras["skill_runner"] = runner
+
+        def audited(results: Any) -> None:
+            for r in results or []:
+                if getattr(r, "newly_quarantined", False):
+                    emit(r.skill_id, r.reason)
+
+        self.maintenance.add("skills.audit", self.config.skills.audit_interval_ms, store.audit, on_result=audited)
 
     def _memory_services(self, ctx: DaemonContext) -> None:
         """SPEC §9: retention + VACUUM every 5 min, embedding backfill every 10 min (both configurable).

@@ -55,6 +55,20 @@ class PolicyDecision:
     reason: str
 
 
+class SkillDenied(Exception):
+    """A skill run refused before it executed (policy, quarantine, not installed, tampered module).
+
+    Kept apart from BackendError because the outcome differs: the run is recorded `denied` with the
+    deciding rule and is never retried — retrying a refusal cannot change the answer, and a retried
+    quarantine would only multiply denied records.
+    """
+
+    def __init__(self, reason: str, rule: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.rule = rule
+
+
 def baseline_policy(policies: list[dict], **kw: Any) -> PolicyDecision:
     return PolicyDecision(True, "baseline", "baseline allow")
 
@@ -617,7 +631,13 @@ class Gateway:
         current = run
         try:
             while True:
-                ok, output, reason = await self._attempt(current, routine)
+                try:
+                    ok, output, reason = await self._attempt(current, routine)
+                except SkillDenied as denied:
+                    current["skill_rule"] = denied.rule
+                    self._finish(current, routine, "denied", denied.reason, None, None)
+                    self.metrics.gate("skill", "denied")
+                    return
                 if ok:
                     res = await self._deliver(routine, current, output, failed=False)
                     self._finish(current, routine, "succeeded", None, output, res)
@@ -685,7 +705,8 @@ class Gateway:
             self._start(run, self.routine(rid) or routine)
 
     async def _attempt(self, run: dict[str, Any], routine: Routine) -> tuple[bool, str | None, str | None]:
-        """One execution under the routine's timeout: (ok, output, failure reason)."""
+        """One execution under the routine's timeout: (ok, output, failure reason); a refused skill
+        run raises SkillDenied instead, because it ends differently (denied, no retry)."""
         started = self.clock.now_ms()
         timeout = routine.policies.timeout_ms
         if self._real_time:  # the loop's own timer: no extra tasks per run
@@ -696,7 +717,7 @@ class Gateway:
                 return False, None, f"timeout: the run exceeded {format_duration_ms(timeout)}"
             except BackendError as exc:
                 return False, None, str(exc)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, SkillDenied):
                 raise
             except Exception as exc:
                 log.error("run %s of %s crashed", run["run_id"], routine.name, exc_info=exc)
@@ -717,6 +738,8 @@ class Gateway:
                 return True, work.result(), None
             if isinstance(exc, BackendError):
                 return False, None, str(exc)
+            if isinstance(exc, SkillDenied):
+                raise exc
             log.error("run %s of %s crashed", run["run_id"], routine.name, exc_info=exc)
             return False, None, f"internal error: {type(exc).__name__}: {exc}"
         work.cancel()
@@ -736,10 +759,17 @@ class Gateway:
             scheduled_at_ms=run.get("scheduled_at_ms"), trigger_payload=payload, labels=routine.labels,
         )
         if routine.skill:
-            return await self._run_skill(routine, req)
+            return await self._run_skill(routine, req, run)
         return await self.backend.run(req, now_ms=now_ms, sleep_until=self.sleep_until)
 
-    async def _run_skill(self, routine: Routine, req: ExecRequest) -> str:
+    async def _run_skill(self, routine: Routine, req: ExecRequest, run: dict[str, Any]) -> str:
+        """Authorize (`skill.execute` + each declared capability), then run in the sandbox.
+
+        Refusals — by policy, or by the runner (quarantined, not installed, capability not granted,
+        module changed since install) — raise SkillDenied with the deciding rule; misbehaviour in the
+        sandbox (fuel, deadline, trap, exit code) is a BackendError: failed, and retried per policy.
+        The allowing rule is kept on the run (`skill_rule`) so the record names both decisions.
+        """
         assert routine.skill is not None
         skill_id = routine.skill["id"]
         if self.skill_runner is None or self.skill_store is None:
@@ -749,14 +779,28 @@ class Gateway:
         skill = self.skill_store.get(skill_id)
         auth = authorize_skill(self.policies(), principal=routine.owner, skill_id=skill_id, skill=skill,
                                channel=routine.channel, owner=routine.owner)
-        if not auth.decision.allowed:
-            raise BackendError(f"policy: {auth.decision.reason} ({auth.decision.rule})")
+        d = auth.decision
+        if not d.allowed:
+            raise SkillDenied(d.reason if d.rule == "quarantine" else f"policy: {d.reason}", d.rule)
+        run["skill_rule"] = d.rule
         stdin = {"prompt": req.prompt, "trigger": req.to_json()["trigger"], "input": routine.skill.get("input") or {}}
         result = await asyncio.to_thread(self.skill_runner.run, skill_id, stdin, granted=auth.granted)
+        if result.denied:
+            raise SkillDenied(result.reason or f"skill {skill_id!r} was refused", self._refusal_rule(skill_id))
         if not result.ok:
             raise BackendError(f"skill {skill_id!r}: {result.reason}")
         out = result.output
         return out if isinstance(out, str) else json.dumps(out, sort_keys=True)
+
+    def _refusal_rule(self, skill_id: str) -> str:
+        """Name what made the runner refuse, from the index as it stands after the refusal (the
+        runner quarantines a tampered module on the spot, so that case reads as a quarantine)."""
+        current = self.skill_store.get(skill_id)
+        if current is None:
+            return "skill not installed"
+        if current.quarantined:
+            return "quarantine"
+        return "capability not granted"
 
     async def _deliver(self, routine: Routine, run: dict[str, Any], output: str | None, *, failed: bool) -> DeliveryResult:
         try:
@@ -779,7 +823,16 @@ class Gateway:
             fields["delivery_status"] = res.status
             fields["delivery_error"] = res.error
         job = {"last_run_id": run["run_id"], "last_status": status, "last_finished_at_ms": now}
-        self.journal.update_run_and_job(run["run_id"], fields, routine.name, job)
+        skill_rule = run.pop("skill_rule", None)
+        if skill_rule is not None:
+            # a skill refusal names the rule that refused it; a skill run that executed names both the
+            # routine.run rule and the skill.execute rule. Only on the record: a retry's run row
+            # inherits the routine.run rule from `run`, and gets its own skill decision.
+            gate_rule = run.get("policy_rule")
+            both = skill_rule if status == "denied" or gate_rule in (None, skill_rule) else f"{gate_rule}; {skill_rule}"
+            self.journal.update_run_and_job(run["run_id"], {**fields, "policy_rule": both}, routine.name, job)
+        else:
+            self.journal.update_run_and_job(run["run_id"], fields, routine.name, job)
         run.update(fields)
         self.metrics.run(status)
         if self.on_change is not None:
@@ -799,6 +852,12 @@ class Gateway:
             return
         self._spawn(self._emit_quietly("routine.failed", {"routine_id": routine.name, "run_id": run["run_id"],
                                                           "reason": reason}))
+
+    def emit_system_event(self, name: str, payload: dict[str, Any]) -> None:
+        """Fire-and-forget `emit_event` for services on the loop (skill quarantine, ...): a failure to
+        dispatch the event's routines is logged, never raised into the service that noticed it."""
+        if not self._closing:
+            self._spawn(self._emit_quietly(name, payload))
 
     async def _emit_quietly(self, name: str, payload: dict[str, Any]) -> None:
         try:
