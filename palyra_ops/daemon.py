@@ -169,7 +169,7 @@ class Daemon:
         (a module that no longer verifies) or the runner itself (a module whose bytes changed since
         install, caught before it runs, in a worker thread — hence the thread-safe hop to the loop).
         """
-        from palyra_ops.skills.audit import QUARANTINE_EVENT
+        from palyra_ops.skills.audit import QUARANTINE_EVENT, ReAuditor
         from palyra_ops.skills.sandbox import SkillRunner, default_cache_dir
         from palyra_ops.skills.store import SkillStore
 
@@ -198,7 +198,12 @@ class Daemon:
                 if getattr(r, "newly_quarantined", False):
                     emit(r.skill_id, r.reason)
 
-        self.maintenance.add("skills.audit", self.config.skills.audit_interval_ms, store.audit, on_result=audited)
+        # first audit when the index says one is due (the oldest last_audit_at + interval), not one
+        # interval after start: a daemon restarted more often than the interval must still audit
+        interval = self.config.skills.audit_interval_ms
+        due = ReAuditor(store, interval_ms=interval, clock=self.clock).next_due_ms()
+        first = max(due, self.clock.now_ms()) if due is not None else None
+        self.maintenance.add("skills.audit", interval, store.audit, on_result=audited, first_run_ms=first)
 
     def _memory_services(self, ctx: DaemonContext) -> None:
         """SPEC §9: retention + VACUUM every 5 min, embedding backfill every 10 min (both configurable).

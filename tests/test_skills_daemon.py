@@ -156,7 +156,18 @@ def test_skills_run_deliver_and_misbehaviour_ends_as_run_records(daemon_factory)
     cache = Path(d.paths.state_root) / "skills" / "cache"
     before = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.cwasm")}
     assert len(before) >= 4
+    # and the re-audit schedule comes from the index, not from process start: a skill last audited
+    # 7 h ago (interval 6 h) is audited as the restarted daemon starts
+    d.stop()
+    tamper(store, "grower")
+    index = Path(d.paths.state_root) / "skills" / "index.json"
+    data = json.loads(index.read_text())
+    for rec in data["skills"].values():
+        rec["last_audit_at_ms"] -= 7 * 3_600_000
+    index.write_text(json.dumps(data))
     d.restart()
+    ev2 = final_runs(d, "on-quarantine", 2)[1]
+    assert ev2["status"] == "succeeded" and '"skill_id":"grower"' in ev2["output"]
     dispatch(d, "digest")
     assert final_runs(d, "digest", 3)[2]["status"] == "succeeded"
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.cwasm")} == before
