@@ -246,3 +246,28 @@ def test_policy_deny_beats_allow_and_denials_name_their_rule(daemon_factory) -> 
     # denied runs are never retried: still one record each after the retry backoff would have passed
     time.sleep(0.4)
     assert {rid: len(d.runs(rid)) for rid in expected} == dict.fromkeys(expected, 1)
+
+
+def test_skills_audit_interval_config() -> None:
+    from palyra_ops.config import build_config
+    from palyra_ops.errors import PalyraError
+
+    assert build_config({}).skills.audit_interval_ms == 6 * 3_600_000
+    assert build_config({"skills": {"audit_interval": "300ms"}}).skills.audit_interval_ms == 300
+    assert build_config({"skills": {"audit_interval": 0}}).skills.audit_interval_ms == 0  # disabled
+    assert build_config({"skills": {"audit_interval": "1h"}}, skills_audit_interval="2s").skills.audit_interval_ms == 2000
+    bad = [
+        ({"skills": {"audit_interval": "soon"}}, {},
+         "config: skills.audit_interval: invalid duration 'soon': expected e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m"),
+        ({"skills": {"audit": "1h"}}, {}, "config: unknown skills key(s): audit; expected audit_interval"),
+        ({"skills": ["1h"]}, {}, "config: skills must be a mapping"),
+        ({}, {"skills_audit_interval": "x"},
+         "--skills-audit-interval: invalid duration 'x': expected e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m"),
+    ]
+    for data, flags, message in bad:
+        try:
+            build_config(data, **flags)
+        except PalyraError as exc:
+            assert str(exc) == message
+        else:
+            raise AssertionError(f"accepted {data} {flags}")
