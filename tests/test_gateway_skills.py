@@ -13,7 +13,7 @@ from tests.skills.kit import build, new_key
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-def test_skill_routine_runs_in_the_sandbox_and_quarantine_fails_it(runtime_factory, tmp_path) -> None:
+def test_skill_routine_runs_in_the_sandbox_and_quarantine_denies_it(runtime_factory, tmp_path) -> None:
     key, pub = new_key()
     store = SkillStore(tmp_path / "state")
     store.trust.add("acme", pub)
@@ -35,7 +35,8 @@ def test_skill_routine_runs_in_the_sandbox_and_quarantine_fails_it(runtime_facto
         r2 = await rt.gateway.dispatch("shout")
         await rt.gateway.drain()
         row2 = rt.journal.get_run(r2["run_id"])
-        assert row2["status"] == "failed" and "quarantined" in row2["reason"]
+        assert row2["status"] == "denied" and "quarantined" in row2["reason"]
+        assert row2["policy_rule"] == "quarantine"
 
     try:
         asyncio.run(main())

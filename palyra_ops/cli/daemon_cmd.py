@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["echo", "http", "openai"], default=None, help="agent backend (default echo)")
     p.add_argument("--backend-url", default=None, help="URL of the http/openai backend")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--skills-audit-interval", default=None,
+                   help="re-verify installed skills this often (default 6h; 0 disables)")
     p.set_defaults(func=run)
 
 
@@ -45,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         backend_url=args.backend_url,
         log_level=args.log_level,
+        skills_audit_interval=args.skills_audit_interval,
     )
     return run_daemon(config)
