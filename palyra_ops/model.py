@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -96,7 +97,7 @@ class Resource:
     someone looks at it, so diffing 10,000 unchanged objects costs string compares, not decodes.
     """
 
-    __slots__ = ("kind", "name", "source_file", "_body", "_canonical", "_hash")
+    __slots__ = ("kind", "name", "source_file", "_body", "_canonical", "_hash", "_make_body")
 
     def __init__(
         self,
@@ -110,6 +111,7 @@ class Resource:
     ) -> None:
         if body is None and canonical is None:
             raise ValueError("Resource needs a body or its canonical JSON")
+        self._make_body: Callable[[], dict[str, Any]] | None = None
         self.kind = kind
         self.name = name
         self.source_file = source_file
@@ -120,16 +122,29 @@ class Resource:
     def __repr__(self) -> str:
         return f"Resource({self.kind}/{self.name}, {self.source_file})"
 
+    @classmethod
+    def lazy(cls, kind: str, name: str, hash: str, source_file: str | None,
+             make_body: Callable[[], dict[str, Any]]) -> Resource:
+        """A resource known by its hash, whose body is built only when someone looks at it."""
+        r = cls(kind, name, None, source_file, canonical="", hash=hash)
+        r._canonical = None
+        r._make_body = make_body
+        return r
+
     @property
     def body(self) -> dict[str, Any]:
         if self._body is None:
-            self._body = json.loads(self._canonical)  # type: ignore[arg-type]
+            if self._make_body is not None:
+                self._body = self._make_body()
+                self._make_body = None
+            else:
+                self._body = json.loads(self._canonical)  # type: ignore[arg-type]
         return self._body
 
     @property
     def canonical(self) -> str:
         if self._canonical is None:
-            self._canonical = canonical_json(self._body)
+            self._canonical = canonical_json(self.body)
         return self._canonical
 
     @property

@@ -52,8 +52,9 @@ class ApplyResult:
 def desired_from(source: SourceSet, cache_dir: Path | None = None) -> list[Resource]:
     """Canonical resources of a valid source set.
 
-    With `cache_dir`, each file's canonical forms are remembered by the file's content hash, so
-    after editing one file of a hundred only that file's objects are re-canonicalised.
+    With `cache_dir`, each file's object hashes are remembered by the file's content hash, so after
+    editing one file of a hundred only that file's objects are re-canonicalised; the others carry
+    their hash and build their canonical body only if plan needs it (i.e. they changed).
     """
     cache = _ResourceCache(cache_dir) if cache_dir is not None else None
     by_file: dict[str, list[Any]] = {}
@@ -63,12 +64,13 @@ def desired_from(source: SourceSet, cache_dir: Path | None = None) -> list[Resou
     for file, docs in by_file.items():
         sha = source.files[file].sha256 if file in source.files else None
         hit = cache.get(sha) if cache is not None and sha else None
-        if hit is not None:
-            out.extend(Resource(k, n, None, file, canonical=c, hash=h) for k, n, c, h in hit)
+        if hit is not None and len(hit) == len(docs):
+            for (k, n, h), d in zip(hit, docs, strict=True):
+                out.append(Resource.lazy(k, n, h, file, lambda d=d: Resource.from_document(d.body).body))
             continue
         made = [Resource.from_document(d.body, source_file=file) for d in docs]
         if cache is not None and sha:
-            cache.put(sha, [(r.kind, r.name, r.canonical, r.hash) for r in made])
+            cache.put(sha, [(r.kind, r.name, r.hash) for r in made])
         out.extend(made)
     if cache is not None:
         cache.save(keep={rep.sha256 for rep in source.files.values()})
@@ -76,16 +78,16 @@ def desired_from(source: SourceSet, cache_dir: Path | None = None) -> list[Resou
 
 
 class _ResourceCache:
-    """file sha256 → [(kind, name, canonical JSON, hash)], one JSON file beside the journal.
+    """file sha256 → [(kind, name, hash)], one JSON file beside the journal.
 
     JSON rather than pickle, like the source cache: loading a cache must never be a way to run code.
     """
 
-    VERSION = 1
+    VERSION = 2
 
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / "resources.json"
-        self.entries: dict[str, list[tuple[str, str, str, str]]] = {}
+        self.entries: dict[str, list[tuple[str, str, str]]] = {}
         self.dirty = False
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -94,10 +96,10 @@ class _ResourceCache:
         except (OSError, AttributeError, KeyError, TypeError, ValueError):
             self.entries = {}
 
-    def get(self, sha: str) -> list[tuple[str, str, str, str]] | None:
+    def get(self, sha: str) -> list[tuple[str, str, str]] | None:
         return self.entries.get(sha)
 
-    def put(self, sha: str, rows: list[tuple[str, str, str, str]]) -> None:
+    def put(self, sha: str, rows: list[tuple[str, str, str]]) -> None:
         self.entries[sha] = rows
         self.dirty = True
 
@@ -118,10 +120,13 @@ class _ResourceCache:
 
 
 def _schema_fingerprint() -> str:
-    """Defaults come from the schema: a changed schema must invalidate cached canonical forms."""
+    """Canonical forms come from the schema's defaults and model.py's code: a change to either must
+    invalidate the cached hashes."""
     import hashlib
 
-    return hashlib.sha256(schema_path().read_bytes()).hexdigest()
+    from palyra_ops import model
+
+    return hashlib.sha256(schema_path().read_bytes() + Path(model.__file__).read_bytes()).hexdigest()
 
 
 def cache_dir_for(journal_path: Path) -> Path:

@@ -314,3 +314,22 @@ def test_apply_is_atomic_on_conflicting_writes(tree) -> None:
             apply_plan(jr, plan, directory=d)
         assert sorted(n for (_, n) in jr.snapshot().resources) == ["sneaky"]
     assert isinstance(StalePlan("x"), PalyraError)
+
+
+def test_cached_hashes_still_show_drift_fields_and_apply_bodies(tree, capsys) -> None:
+    """A second plan reads object hashes from the cache; bodies are built on demand for changes."""
+    d, j = tree
+    cli("apply", "--dir", str(d), "--journal", str(j), "--auto-approve")
+    with open_journal(j) as jr:
+        upsert_resource(jr, Resource.from_spec("Routine", "hourly-check", {
+            "prompt": "hand edit", "trigger": {"kind": "schedule", "schedule": {"cron": "0 * * * *"}}}))
+    capsys.readouterr()
+    cli("plan", "--dir", str(d), "--journal", str(j), "--output", "json")
+    (chg,) = [c for c in json.loads(capsys.readouterr().out)["changes"] if c["action"] == "update"]
+    assert chg["fields"] == [{"path": "spec.prompt", "before": "hand edit", "after": "say hello"}]
+    assert chg["after"]["spec"]["trigger"]["schedule"]["cron"] == "0 * * * *"
+    assert cli("apply", "--dir", str(d), "--journal", str(j), "--auto-approve") == 0
+    with open_journal(j) as jr:
+        stored = jr.get_resource("Routine", "hourly-check")
+        assert stored.body["spec"]["prompt"] == "say hello" and not stored.drifted
+        assert stored.hash == Resource("Routine", "hourly-check", stored.body).hash
