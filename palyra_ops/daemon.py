@@ -24,6 +24,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,7 @@ class Daemon:
             if error:  # the service reports e.g. a locked journal in its result instead of raising
                 m.health[task]["outcome"] = "failed"
             gateway = ctx.gateway
-            if gateway is None or result is None:
+            if gateway is None or result is None or backfill.stopped:  # no new runs while shutting down
                 return
             if not always and not (getattr(result, "embedded", 0) or error):
                 return
@@ -247,8 +248,9 @@ class Daemon:
 
         m.add("memory.maintain", mc.maintenance_interval_ms, memory.maintain,
               on_result=lambda r: emit("memory.maintain", r, True))
-        m.add("memory.backfill", mc.backfill_interval_ms, lambda: backfill_out_of_process(memory, mc.batch),
-              on_result=lambda r: emit("memory.backfill", r, False))
+        backfill = OutOfProcessBackfill(memory, mc.batch)
+        ctx.extras["memory_backfill"] = backfill
+        m.add("memory.backfill", mc.backfill_interval_ms, backfill, on_result=lambda r: emit("memory.backfill", r, False))
 
     async def _start_watcher(self, ctx: DaemonContext, gateway: Gateway, scheduler: Scheduler) -> Any:
         """`--watch`: reconcile the routine directory on save; its events reach system_event routines."""
@@ -349,6 +351,9 @@ class Daemon:
         log.info("stopping: scheduler, then active runs, then the server")
         await scheduler.stop()
         self.maintenance.stop()
+        backfill = ctx.extras.get("memory_backfill")
+        if backfill is not None:
+            backfill.stop()
         sched_task.cancel()
         for t in [*self._tasks, started, stop_wait]:
             t.cancel()
@@ -373,8 +378,8 @@ class Daemon:
         return 0
 
 
-def backfill_out_of_process(memory: Any, batch: int) -> Any:
-    """Run `MemoryService.backfill` in a short-lived child process; returns its `BackfillResult`.
+class OutOfProcessBackfill:
+    """The `memory.backfill` task: `MemoryService.backfill` in a short-lived child process.
 
     Embedding (pure-Python feature hashing) and hnswlib inserts hold the GIL for most of a batch; in
     a thread of the daemon they raised dispatch lag from ~0 to p90 16 ms / p99 34 ms
@@ -384,30 +389,80 @@ def backfill_out_of_process(memory: Any, batch: int) -> Any:
     maintenance; the daemon picks the saved index up at its next read (the sidecar's generation
     changed). When nothing is pending and the index on disk is for the current model, no child is
     started at all: the idle pass every interval costs two small queries.
+
+    `stop()` (daemon shutdown) terminates a running child, so a long backfill never holds up the
+    exit; what it committed stays, and the next backfill's index load reconciles the rest.
     """
-    from palyra_ops.memory.index import read_sidecar
-    from palyra_ops.memory.maintenance import BackfillResult
 
-    key = memory.embedder.key
-    side = read_sidecar(memory.index_path) or {}
-    index_current = (side.get("model"), side.get("dim"), side.get("version")) == (key.model, key.dim, key.version)
-    if memory.store.pending_count(key) == 0 and (index_current or memory.store.max_label() == 0):
-        return BackfillResult(started_at_ms=memory.clock.now_ms(), model=key.to_json(), index_action="none")
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    def __init__(self, memory: Any, batch: int) -> None:
+        self.memory = memory
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._proc: Any = None
+        self._stopped = False
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_backfill_child, str(memory.journal_path), batch, memory.index_params).result()
+    def __call__(self) -> Any:
+        from palyra_ops.memory.index import read_sidecar
+        from palyra_ops.memory.maintenance import BackfillResult
+
+        memory = self.memory
+        key = memory.embedder.key
+        side = read_sidecar(memory.index_path) or {}
+        index_current = (side.get("model"), side.get("dim"), side.get("version")) == (key.model, key.dim, key.version)
+        idle = BackfillResult(started_at_ms=memory.clock.now_ms(), model=key.to_json(), index_action="none")
+        if memory.store.pending_count(key) == 0 and (index_current or memory.store.max_label() == 0):
+            return idle
+        import multiprocessing
+
+        mp = multiprocessing.get_context("spawn")
+        receive, send = mp.Pipe(duplex=False)
+        proc = mp.Process(target=_backfill_child, name="palyra-memory-backfill", daemon=True,
+                          args=(str(memory.journal_path), self.batch, memory.index_params, send))
+        with self._lock:
+            if self._stopped:
+                return idle
+            proc.start()
+            self._proc = proc
+        send.close()
+        try:
+            kind, value = receive.recv()
+        except EOFError:  # the child died without answering (stopped, killed, crashed)
+            proc.join(5)
+            kind, value = "error", f"backfill process ended without a result (exit code {proc.exitcode})"
+        finally:
+            receive.close()
+            proc.join(5)
+            with self._lock:
+                self._proc = None
+        if kind == "error":  # a result like the service's own failures: health shows it, the event carries it
+            idle.error = "stopped: the daemon is shutting down" if self._stopped else str(value)
+            return idle
+        return value
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._proc is not None and self._proc.is_alive():
+                self._proc.terminate()
 
 
-def _backfill_child(journal_path: str, batch: int, index_params: Any) -> Any:
+def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any) -> None:
     """The child's side: its own service on the same journal, with the embedder the journal remembers."""
     with contextlib.suppress(OSError):
         os.nice(10)
-    from palyra_ops.memory.service import MemoryService
+    try:
+        from palyra_ops.memory.service import MemoryService
 
-    with MemoryService(journal_path, create=False, index_params=index_params) as memory:
-        return memory.backfill(batch_size=batch)
+        with MemoryService(journal_path, create=False, index_params=index_params) as memory:
+            send.send(("ok", memory.backfill(batch_size=batch)))
+    except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
+        send.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
 
 
 def run_daemon(config: DaemonConfig) -> int:

@@ -198,3 +198,29 @@ def test_memory_routes_without_the_memory_service_answer_503(tmp_path: Any) -> N
             journal.close()
 
     asyncio.run(main())
+
+
+def test_stopping_the_daemon_ends_a_running_backfill_child(daemon_factory) -> None:
+    import sqlite3
+    import time
+
+    d = daemon_factory(config={"memory": {"intervals": {"backfill": "1s"}}})
+    text = " ".join(f"word{i}" for i in range(200))  # long texts: the backfill takes seconds
+    conn = sqlite3.connect(d.paths.journal)
+    with conn:
+        conn.executemany("INSERT INTO journal_memory_items (id, routine_id, run_id, source, text, created_at_ms, "
+                         "expires_at_ms, bytes) VALUES (?, NULL, NULL, 'api', ?, ?, NULL, ?)",
+                         [(f"01BENCH{i:019d}", f"{i} {text}", 1_700_000_000_000 + i, len(text)) for i in range(20_000)])
+    conn.close()
+    c = d.client()
+
+    def embedding_started() -> bool:
+        body = c.get(f"{MEM}/search", params={"q": "word7"}).json()
+        return 0 < body["pending"] < 20_000
+
+    d.wait_for(embedding_started, timeout=20, interval=0.2, what="the backfill child embedding")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 8
+    log = d.log()
+    assert "Traceback" not in log, log[-3000:]
