@@ -52,17 +52,6 @@ class IntegrationConfig:
 
 
 @dataclass(frozen=True)
-class MemoryConfig:
-    """Placeholders read by the memory maintenance tasks (SPEC §9)."""
-
-    max_age_ms: int | None = None
-    max_items: int | None = None
-    maintenance_interval_ms: int = 5 * 60_000
-    backfill_interval_ms: int = 10 * 60_000
-    batch: int = 64
-
-
-@dataclass(frozen=True)
 class SkillsConfig:
     """SPEC §8: how often the daemon re-audits installed skills; 0 disables the re-audit."""
 
@@ -89,13 +78,19 @@ class DaemonConfig:
     state_root: Path | None = None
     backend: BackendConfig = field(default_factory=BackendConfig)
     integrations: dict[str, IntegrationConfig] = field(default_factory=dict)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    memory: Any = None  # palyra_ops.memory.maintenance.MemoryConfig (default filled in __post_init__)
     skills: SkillsConfig = field(default_factory=SkillsConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     #: loopback dispatch: number of pooled keep-alive clients and the in-flight cap
     dispatch_clients: int = 4
     dispatch_concurrency: int = 8
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.memory is None:  # imported lazily: the memory library pulls in numpy
+            from palyra_ops.memory.maintenance import MemoryConfig
+
+            object.__setattr__(self, "memory", MemoryConfig())
 
     @property
     def listen(self) -> str:
@@ -238,16 +233,13 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
             raise PalyraError(f"{where}: integrations.{name} must be a mapping")
         integrations[str(name)] = IntegrationConfig(str(name), _env_ref(spec.get("secret"), f"{where}: integrations.{name}.secret"))
 
-    m = data.get("memory") or {}
-    ret = m.get("retention") or {}
-    iv = m.get("intervals") or {}
-    memory = MemoryConfig(
-        max_age_ms=_duration(ret["max_age"], f"{where}: memory.retention.max_age") if ret.get("max_age") else None,
-        max_items=int(ret["max_items"]) if ret.get("max_items") is not None else None,
-        maintenance_interval_ms=_duration(iv.get("maintenance", "5m"), f"{where}: memory.intervals.maintenance"),
-        backfill_interval_ms=_duration(iv.get("backfill", "10m"), f"{where}: memory.intervals.backfill"),
-        batch=int(m.get("batch", 64)),
-    )
+    # one parser for the memory section: the memory library's, which knows every key it uses
+    from palyra_ops.memory.maintenance import MemoryConfig as _MemoryConfig
+
+    try:
+        memory = _MemoryConfig.from_dict(data.get("memory"))
+    except PalyraError as exc:
+        raise PalyraError(f"{where}: {exc.message}") from None
     skills = _skills_config(data.get("skills"), flags.get("skills_audit_interval"), where)
     d = data.get("dispatch") or {}
     w = data.get("watcher") or {}

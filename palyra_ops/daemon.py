@@ -214,14 +214,13 @@ class Daemon:
         pass; `memory.backfill.run` when a backfill embedded something or failed, not for every idle
         pass), so a `system_event` routine can react, e.g. report what retention deleted.
         """
-        from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig
+        from palyra_ops.memory.embedders import EmbedderSpec
         from palyra_ops.memory.service import MemoryService
 
-        mc = self.config.memory
-        retention = RetentionConfig(max_age_ms=mc.max_age_ms, max_items=mc.max_items)
-        memory = MemoryService(self.journal_path, clock=self.clock, config=MemoryConfig(
-            retention=retention, maintenance_interval_ms=mc.maintenance_interval_ms,
-            backfill_interval_ms=mc.backfill_interval_ms, batch_size=mc.batch))
+        mc = self.config.memory  # the whole `memory:` section (retention, intervals, vacuum, embedder)
+        # no embedder configured: keep the one the journal last backfilled with (None), not the default
+        embedder = mc.embedder if mc.embedder != EmbedderSpec() else None
+        memory = MemoryService(self.journal_path, clock=self.clock, embedder=embedder, config=mc)
         ctx.extras["memory"] = memory
 
         m = self.maintenance
@@ -248,7 +247,7 @@ class Daemon:
 
         m.add("memory.maintain", mc.maintenance_interval_ms, memory.maintain,
               on_result=lambda r: emit("memory.maintain", r, True))
-        backfill = OutOfProcessBackfill(memory, mc.batch)
+        backfill = OutOfProcessBackfill(memory, mc.batch_size)
         ctx.extras["memory_backfill"] = backfill
         m.add("memory.backfill", mc.backfill_interval_ms, backfill, on_result=lambda r: emit("memory.backfill", r, False))
 

@@ -40,7 +40,8 @@ def test_file_values_and_flag_precedence(tmp_path) -> None:
     assert c.journal == cfg.parent / "state/j.sqlite3" and c.dir == cfg.parent / "routines"  # relative to the file
     assert c.watch is True and c.backend == BackendConfig("openai", "http://127.0.0.1:8080/v1", "tiny", EnvRef("OPENAI_KEY"))
     assert c.integrations["github"].secret == EnvRef("GH_SECRET")
-    assert (c.memory.max_age_ms, c.memory.max_items, c.memory.maintenance_interval_ms) == (30 * 86_400_000, 1000, 60_000)
+    assert (c.memory.retention.max_age_ms, c.memory.retention.max_items) == (30 * 86_400_000, 1000)
+    assert (c.memory.maintenance_interval_ms, c.memory.backfill_interval_ms) == (60_000, 120_000)
     assert c.skills.audit_interval_ms == 3_600_000
 
 
@@ -52,6 +53,7 @@ def test_file_values_and_flag_precedence(tmp_path) -> None:
         ("backend: {kind: http}\n", "backend.kind http needs backend.url"),
         ("backend: {kind: openai, url: 'http://x', api_key: sk-123}\n", "secrets are only accepted as {env: NAME} references"),
         ("memory: {intervals: {backfill: soon}}\n", "memory.intervals.backfill: invalid duration 'soon'"),
+        ("memory: {maintenance_interval: 1m}\n", "memory: unknown field(s) maintenance_interval"),
         ("- a\n", "the config must be a mapping"),
         ("a: [\n", "invalid YAML"),
     ],

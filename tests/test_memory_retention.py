@@ -234,7 +234,7 @@ def test_config_from_dict() -> None:
     cfg = MemoryConfig.from_dict(
         {
             "retention": {"max_age": "30d", "max_items": 1000, "max_bytes": "256MiB", "default_ttl": "7d"},
-            "maintenance_interval": "1m",
+            "intervals": {"maintenance": "1m"},
             "vacuum": {"min_free_bytes": "4MB", "min_free_ratio": 0.2},
             "embedder": {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1", "dim": 8},
         }
@@ -257,7 +257,7 @@ def test_config_from_dict() -> None:
          "or e.g. 512KiB, 256MB, 1GiB"),
         ({"retention": {"maxage": "1d"}}, "memory.retention: unknown field(s) maxage (expected default_ttl, "
          "max_age, max_bytes, max_items)"),
-        ({"batch_size": 0}, "memory.batch_size must be an integer between 1 and 2048, got 0"),
+        ({"batch": 0}, "memory.batch must be an integer between 1 and 2048, got 0"),
         ({"embedder": {"kind": "bert"}}, "memory.embedder.kind must be 'hashing' or 'openai', got 'bert'"),
         ({"embedder": {"kind": "openai"}}, "memory.embedder: kind 'openai' needs model and base_url"),
     ],

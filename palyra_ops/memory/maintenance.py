@@ -74,16 +74,15 @@ class MemoryConfig:
 
             memory:
               retention: {max_age: 30d, max_items: 100000, max_bytes: 256MiB, default_ttl: null}
-              maintenance_interval: 5m
-              backfill_interval: 10m
-              batch_size: 64
+              intervals: {maintenance: 5m, backfill: 10m}
+              batch: 64
               vacuum: {min_free_bytes: 1MiB, min_free_ratio: 0.1}
               embedder: {kind: openai, model: text-embedding-3-small, base_url: https://api.openai.com/v1}
         """
         data = data or {}
         if not isinstance(data, dict):
             raise PalyraError("memory: must be a mapping")
-        known = {"retention", "maintenance_interval", "backfill_interval", "batch_size", "vacuum", "embedder"}
+        known = {"retention", "intervals", "batch", "vacuum", "embedder"}
         _no_unknown("memory", data, known)
         ret = data.get("retention") or {}
         if not isinstance(ret, dict):
@@ -105,13 +104,17 @@ class MemoryConfig:
         ratio = vac.get("min_free_ratio", 0.10)
         if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
             raise PalyraError(f"memory.vacuum.min_free_ratio must be between 0 and 1, got {ratio!r}")
-        batch = data.get("batch_size", 64)
+        batch = data.get("batch", 64)
         if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 2048:
-            raise PalyraError(f"memory.batch_size must be an integer between 1 and 2048, got {batch!r}")
+            raise PalyraError(f"memory.batch must be an integer between 1 and 2048, got {batch!r}")
+        iv = data.get("intervals") or {}
+        if not isinstance(iv, dict):
+            raise PalyraError("memory.intervals: must be a mapping")
+        _no_unknown("memory.intervals", iv, {"maintenance", "backfill"})
         return cls(
             retention=retention,
-            maintenance_interval_ms=_duration("memory.maintenance_interval", data.get("maintenance_interval", "5m"), positive=True) or 300_000,
-            backfill_interval_ms=_duration("memory.backfill_interval", data.get("backfill_interval", "10m"), positive=True) or 600_000,
+            maintenance_interval_ms=_duration("memory.intervals.maintenance", iv.get("maintenance", "5m"), positive=True) or 300_000,
+            backfill_interval_ms=_duration("memory.intervals.backfill", iv.get("backfill", "10m"), positive=True) or 600_000,
             batch_size=batch,
             vacuum_min_free_bytes=_size("memory.vacuum.min_free_bytes", vac.get("min_free_bytes", 1024 * 1024)) or 0,
             vacuum_min_free_ratio=float(ratio),
