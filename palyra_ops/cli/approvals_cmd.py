@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from palyra_ops.cli._common import add_output_flag, print_json
-from palyra_ops.cli.cron_cmd import client_for, connection_parent, table
+from palyra_ops.cli.cron_cmd import client_for, connection_parent, print_items, table
 from palyra_ops.client import ConsoleClient
 
 API = "/console/v1"
@@ -43,23 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
     items = client.get(f"{API}/approvals", state=args.state).get("items", [])
-    if args.output == "json":
-        print_json(items)
-        return 0
-    if not items:
-        print(f"no {args.state} approvals" if args.state != "all" else "no approvals")
-        return 0
-    print(
-        table(
-            ["APPROVAL ID", "ROUTINE", "KIND", "RUN ID", "STATE", "CREATED", "DECIDED BY"],
-            [
-                [a["approval_id"], a.get("routine_id"), a.get("kind"), a.get("run_id"), a.get("state"),
-                 a.get("created_at"), a.get("decided_by")]
-                for a in items
-            ],
-        )
-    )
-    return 0
+    empty = f"no {args.state} approvals" if args.state != "all" else "no approvals"
+    return print_items(args, items, empty, lambda items: table(
+        ["APPROVAL ID", "ROUTINE", "KIND", "RUN ID", "STATE", "CREATED", "DECIDED BY"],
+        [
+            [a["approval_id"], a.get("routine_id"), a.get("kind"), a.get("run_id"), a.get("state"),
+             a.get("created_at"), a.get("decided_by")]
+            for a in items
+        ],
+    ))
 
 
 def _decide(client: ConsoleClient, args: argparse.Namespace) -> int:

@@ -34,6 +34,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def print_items(args: argparse.Namespace, items: list[dict[str, Any]], empty: str, render: Any) -> int:
+    """The shape every list command shares: the API objects as JSON, a one-line note when there are
+    none, or the text rendering (`render(items) -> str`)."""
+    if args.output == "json":
+        print_json(items)
+    elif not items:
+        print(empty)
+    else:
+        print(render(items))
+    return 0
+
+
 def connection_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--url", default=None, help="daemon URL (default: $PALYRA_URL or http://127.0.0.1:7142)")
@@ -243,45 +255,27 @@ def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
     items = client.paginate(
         f"{API}/routines", trigger_kind=args.trigger_kind, enabled=args.enabled, channel=args.channel
     )
-    if args.output == "json":
-        print_json(items)
-        return 0
-    if not items:
-        print("no routines")
-        return 0
-    print(
-        table(
-            ["NAME", "TRIGGER", "ENABLED", "STATE", "NEXT RUN (UTC)", "LAST STATUS", "OWNERSHIP"],
-            [
-                [v["name"], v.get("trigger_kind"), "yes" if v.get("effective_enabled") else "no", v.get("state"),
-                 v.get("next_run_at"), (v.get("last_run") or {}).get("status"), _ownership(v)]
-                for v in items
-            ],
-        )
-    )
-    return 0
+    return print_items(args, items, "no routines", lambda items: table(
+        ["NAME", "TRIGGER", "ENABLED", "STATE", "NEXT RUN (UTC)", "LAST STATUS", "OWNERSHIP"],
+        [
+            [v["name"], v.get("trigger_kind"), "yes" if v.get("effective_enabled") else "no", v.get("state"),
+             v.get("next_run_at"), (v.get("last_run") or {}).get("status"), _ownership(v)]
+            for v in items
+        ],
+    ))
 
 
 def _status(client: ConsoleClient, args: argparse.Namespace) -> int:
     data = client.get(f"{API}/cron/status")
     items = data.get("items", [])
-    if args.output == "json":
-        print_json(items)
-        return 0
-    if not items:
-        print("no scheduled routines")
-        return 0
-    print(
-        table(
-            ["NAME", "SCHEDULE", "TIMEZONE", "STATE", "NEXT RUN (LOCAL)", "NEXT RUN (UTC)", "LAST STATUS"],
-            [
-                [v["routine_id"], v.get("schedule"), v.get("timezone"), v.get("state"), v.get("next_run_at_local"),
-                 v.get("next_run_at"), v.get("last_status")]
-                for v in items
-            ],
-        )
-    )
-    return 0
+    return print_items(args, items, "no scheduled routines", lambda items: table(
+        ["NAME", "SCHEDULE", "TIMEZONE", "STATE", "NEXT RUN (LOCAL)", "NEXT RUN (UTC)", "LAST STATUS"],
+        [
+            [v["routine_id"], v.get("schedule"), v.get("timezone"), v.get("state"), v.get("next_run_at_local"),
+             v.get("next_run_at"), v.get("last_status")]
+            for v in items
+        ],
+    ))
 
 
 def _show(client: ConsoleClient, args: argparse.Namespace) -> int:
@@ -341,12 +335,5 @@ def _logs(client: ConsoleClient, args: argparse.Namespace) -> int:
         raise PalyraError(f"--limit must be between 1 and 500, got {args.limit}")
     page = client.get(_routine_path(args.name, "/runs"), limit=args.limit, status=args.status)
     items = page.get("items", [])
-    if args.output == "json":
-        print_json(items)
-        return 0
-    if not items:
-        print(f"no runs of {args.name} yet")
-        return 0
-    print(runs_table(items))
-    return 0
+    return print_items(args, items, f"no runs of {args.name} yet", runs_table)
 
