@@ -473,4 +473,15 @@ def run_daemon(config: DaemonConfig) -> int:
     def ready(url: str) -> None:
         print(f"palyra-ops daemon listening on {url} (journal {daemon.journal_path})", file=sys.stderr, flush=True)
 
-    return asyncio.run(daemon.serve(ready=ready))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(daemon.serve(ready=ready))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (a dependency on POSIX): the daemon is one event loop carrying the
+    server, the scheduler and every loopback call, so a faster loop is throughput for all of them."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
