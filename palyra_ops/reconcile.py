@@ -23,7 +23,7 @@ from typing import Any
 
 from palyra_ops import schedule as sched
 from palyra_ops.clock import Clock
-from palyra_ops.errors import NotFound, PalyraError, StalePlan, ValidationFailed
+from palyra_ops.errors import NotFound, StalePlan, ValidationFailed
 from palyra_ops.failpoints import failpoint
 from palyra_ops.gitinfo import GitInfo, git_info
 from palyra_ops.journal import Journal, StoredResource, read_snapshot
@@ -222,7 +222,7 @@ def apply_plan(
     git = git_info(directory) if directory is not None else None
     added = changed = deleted = 0
     with journal.transaction() as c:
-        lineage, serial = journal.check_identity(c, plan.lineage, plan.serial)
+        lineage, serial = journal.identity(c)
         if plan.lineage is not None and plan.lineage != lineage:
             raise StalePlan(
                 "stale plan: it was made against a different journal (lineage "
@@ -360,7 +360,6 @@ def apply_directory(journal: Journal, directory: Path, *, origin: str = "cli", *
 
 __all__ = [
     "ApplyResult",
-    "PalyraError",
     "apply_directory",
     "apply_plan",
     "delete_resource",

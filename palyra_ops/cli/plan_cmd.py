@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -271,4 +270,4 @@ def _daemon_lines(daemon: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["register", "status_report", "json"]
+__all__ = ["register", "status_report"]

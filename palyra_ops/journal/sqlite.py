@@ -303,7 +303,7 @@ class SQLiteJournal:
     def bump_serial(self, c: sqlite3.Connection) -> int:
         return self._bump_serial(c)
 
-    def check_identity(self, c: sqlite3.Connection, lineage: str | None, serial: int) -> tuple[str, int]:
+    def identity(self, c: sqlite3.Connection) -> tuple[str, int]:
         """Current (lineage, serial) read inside the caller's transaction, for stale-plan checks."""
         cur_lineage = c.execute("SELECT value FROM journal_meta WHERE key='lineage'").fetchone()[0]
         cur_serial = int(c.execute("SELECT value FROM journal_meta WHERE key='serial'").fetchone()[0])
