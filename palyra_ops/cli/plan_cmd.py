@@ -265,8 +265,14 @@ def _daemon_lines(daemon: dict[str, Any]) -> list[str]:
 
     lines.extend("  " + line for line in format_status(daemon.get("watcher") or {}))
     for name, task in (daemon.get("tasks") or {}).items():
-        if isinstance(task, dict):
-            lines.append(f"  task {name}: last {task.get('last_run_at')} {task.get('outcome', '')}, next {task.get('next_run_at')}")
+        if not isinstance(task, dict):
+            continue
+        if task.get("last_run_at"):
+            last = f"last {task['last_run_at']} {task.get('outcome')} ({task.get('duration_ms')} ms)"
+        else:
+            last = "not run yet"
+        nxt = f", next {task['next_run_at']}" if task.get("next_run_at") else " (disabled)"
+        lines.append(f"  task {name}: {last}{nxt}")
     return lines
 
 
