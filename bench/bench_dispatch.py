@@ -67,13 +67,15 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = ""
+        self.extra_args: list[str] = []  # e.g. ["--config", path] (bench_memory_lag.py)
 
     def start(self) -> None:
         env = {**os.environ, "PALYRA_STATE_ROOT": str(self.state), "PYTHONPATH": str(REPO)}
         log = open(self.root / "daemon.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "palyra_ops", "daemon", "--listen", f"127.0.0.1:{self.port}", "--journal",
-             str(self.journal), "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+             str(self.journal), "--log-level", "warning", *self.extra_args],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         log.close()
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,23 +58,7 @@ class ConfiguredDaemon(Daemon):
         super().__init__(root)
         self.config_path = root / "palyra.yaml"
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-
-    def start(self) -> None:
-        env = {**os.environ, "PALYRA_STATE_ROOT": str(self.state), "PYTHONPATH": str(HERE.parent)}
-        log = open(self.root / "daemon.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "palyra_ops", "daemon", "--listen", f"127.0.0.1:{self.port}", "--journal",
-             str(self.journal), "--config", str(self.config_path), "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        log.close()
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.token = (self.state / "token").read_text().strip()
+        self.extra_args = ["--config", str(self.config_path)]
 
 
 def seed_items(journal: Path, n: int) -> float:
