@@ -34,7 +34,7 @@ from palyra_ops import views
 from palyra_ops.clock import parse_rfc3339, rfc3339
 from palyra_ops.context import DaemonContext
 from palyra_ops.durations import parse_duration_ms
-from palyra_ops.errors import Diagnostic, NotFound, PalyraError, ValidationFailed
+from palyra_ops.errors import BadRequest, Diagnostic, NotFound, PalyraError, Unauthorized, ValidationFailed
 from palyra_ops.model import Resource
 from palyra_ops.schema_files import load_schema
 
@@ -58,16 +58,6 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-
-
-class BadRequest(PalyraError):
-    code = "bad_request"
-    status = 400
-
-
-class Unauthorized(PalyraError):
-    code = "unauthorized"
-    status = 401
 
 
 def error_response(exc: PalyraError) -> JSONResponse:

@@ -27,6 +27,16 @@ class PalyraError(Exception):
             self.status = status
 
 
+class BadRequest(PalyraError):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(PalyraError):
+    code = "unauthorized"
+    status = 401
+
+
 class NotFound(PalyraError):
     code = "not_found"
     status = 404

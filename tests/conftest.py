@@ -15,14 +15,17 @@ journal, which the running daemon picks up within 1 s), `runs(routine)`, `wait_f
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -357,3 +360,40 @@ def runtime_factory(tmp_path: Path) -> Iterator[Callable[[Any], Runtime]]:
     yield make
     for rt in made:
         rt.journal.close()
+
+
+class Receiver:
+    """A small local webhook receiver (the edge of the world) recording what it was sent; `status` is
+    what it answers and may be changed between requests."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = status
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                n = int(self.headers.get("content-length") or 0)
+                outer.bodies.append(json.loads(self.rfile.read(n)))
+                outer.headers.append(dict(self.headers))
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Any:
+    r = Receiver()
+    yield r
+    r.close()

@@ -9,13 +9,10 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import REPO, free_port
 
@@ -32,41 +29,6 @@ def channel(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 EVERY_1S = {"kind": "schedule", "schedule": {"every": "1s"}}
-
-
-class Receiver:
-    """A small local webhook receiver recording what it was sent."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                n = int(self.headers.get("content-length") or 0)
-                outer.bodies.append(json.loads(self.rfile.read(n)))
-                outer.headers.append(dict(self.headers))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_every_second_routine_delivers_to_a_file_and_a_webhook(daemon, receiver) -> None:

@@ -5,47 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 from tests.conftest import free_port
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-
-
-class Receiver:
-    def __init__(self, status: int = 200) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.status = status
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                n = int(self.headers.get("content-length") or 0)
-                outer.bodies.append(json.loads(self.rfile.read(n)))
-                outer.headers.append(dict(self.headers))
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
 
 
 async def dispatch(rt, name: str) -> dict[str, Any]:
