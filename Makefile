@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check palyra_ops tests bench
 
 test: $(STAMP)
+	./tools/system-deps.sh
 	$(BIN)/ruff check palyra_ops tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider
 
