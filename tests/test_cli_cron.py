@@ -227,7 +227,7 @@ def test_connection_and_token_errors(served: Any, capsys: pytest.CaptureFixture[
     code, _, err = cli(capsys, "cron", "list")
     assert code == 1
     assert err == ("palyra-ops: no API token: pass --token, set PALYRA_TOKEN, or start the daemon once to create "
-                   f"{tmp_path / 'state' / 'token'}\n")
+                   f"{tmp_path / 'state' / 'token'} (for a daemon with another state root, set PALYRA_STATE_ROOT)\n")
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "token").write_text(TOKEN + "\n")
     code, out, _ = cli(capsys, "cron", "list")
@@ -237,4 +237,6 @@ def test_connection_and_token_errors(served: Any, capsys: pytest.CaptureFixture[
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     code, _, err = cli(capsys, "cron", "status", "--url", dead)
-    assert (code, err) == (1, f"palyra-ops: no daemon at {dead} (start one with `palyra-ops daemon`)\n")
+    assert (code, err) == (1, f"palyra-ops: no daemon at {dead} (from --url): start one with `palyra-ops daemon` (or "
+                              "`make run`), or point the CLI at it with --url/PALYRA_URL (and --token/PALYRA_TOKEN) or "
+                              "PALYRA_STATE_ROOT=<the daemon's state root>\n")
