@@ -157,7 +157,7 @@ def test_the_daemon_logs_one_line_per_finished_run(daemon_factory) -> None:
     got = sorted(logged(), key=lambda g: g[1])
     assert [(g[0], g[1], g[2], g[3]) for g in got] == sorted(
         ((r["routine_id"], r["run_id"], r["status"], str(r["attempt"])) for r in runs), key=lambda g: g[1])
-    for routine, run_id, status, _attempt, took, reason in got:
+    for _routine, run_id, status, _attempt, took, reason in got:
         row = next(r for r in runs if r["run_id"] == run_id)
         assert reason == (json.dumps(row["reason"]) if row["reason"] else "-")
         assert took == ("-" if status == "skipped" else f"{row['finished_at_ms'] - row['started_at_ms']}ms")
