@@ -421,8 +421,11 @@ class OutOfProcessBackfill:
 
         mp = multiprocessing.get_context("spawn")
         receive, send = mp.Pipe(duplex=False)
+        # the child embeds with the daemon's own embedder (the configured one, else the one the journal
+        # remembers): on its own it would pick the remembered one and ignore `memory.embedder`
         proc = mp.Process(target=_backfill_child, name="palyra-memory-backfill", daemon=True,
-                          args=(str(memory.journal_path), self.batch, memory.index_params, send))
+                          args=(str(memory.journal_path), self.batch, memory.index_params, send,
+                                getattr(memory, "embedder_spec", None)))
         with self._lock:
             if self._stopped:
                 return idle
@@ -455,14 +458,14 @@ class OutOfProcessBackfill:
                 self._proc.terminate()
 
 
-def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any) -> None:
-    """The child's side: its own service on the same journal, with the embedder the journal remembers."""
+def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any, spec: Any = None) -> None:
+    """The child's side: its own service on the same journal, with the daemon's embedder (`spec`)."""
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
         from palyra_ops.memory.service import MemoryService
 
-        with MemoryService(journal_path, create=False, index_params=index_params) as memory:
+        with MemoryService(journal_path, spec, create=False, index_params=index_params) as memory:
             send.send(("ok", memory.backfill(batch_size=batch)))
     except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
         send.send(("error", f"{type(exc).__name__}: {exc}"))

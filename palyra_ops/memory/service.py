@@ -185,13 +185,15 @@ class MemoryService:
             private_dir(self.journal_path.parent)
         self._migrate()
         self._spec: EmbedderSpec | None = None
+        #: the spec of the embedder in use, whoever chose it (None: an Embedder object was passed)
+        self.embedder_spec: EmbedderSpec | None = None
         if isinstance(embedder, EmbedderSpec):
-            self._spec = embedder
+            self._spec = self.embedder_spec = embedder
             self.embedder: Embedder = embedder.build()
         elif embedder is None:
             remembered = self.store.get_state(_EMBEDDER_STATE)
-            spec = EmbedderSpec.from_dict(remembered) if remembered else None
-            self.embedder = spec.build() if spec else HashingEmbedder()
+            self.embedder_spec = EmbedderSpec.from_dict(remembered) if remembered else EmbedderSpec()
+            self.embedder = self.embedder_spec.build() if remembered else HashingEmbedder()
         else:
             self.embedder = embedder
 
