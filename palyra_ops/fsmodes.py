@@ -127,6 +127,11 @@ def cache_dir(base: Path | str, path: Path | str, *, create: bool) -> bool:
     base, path = Path(base), Path(path)
     levels = [path, *path.parents]
     levels = levels[: levels.index(base)] if base in levels else [path]
+    if create:
+        try:
+            private_dir(levels[-1].parent)  # e.g. the state root before the journal exists
+        except OSError:
+            return False
     for level in reversed(levels):
         if level.is_dir() and not level.is_symlink() and trusted(level):
             continue
