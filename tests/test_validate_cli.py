@@ -103,8 +103,10 @@ def test_console_script_validates_the_shipped_sample_and_examples(tmp_path: Path
     reference is then said to be unchecked, never silently passed (examples/README.md installs them)."""
     env = {**os.environ, "NO_COLOR": "1", "PALYRA_STATE_ROOT": str(tmp_path / "state")}
     exe = Path(sys.executable).with_name("palyra-ops")
-    skills = {"examples/sre-reports": ["incident-digest"], "examples/webhook-automation": ["release-announcer"]}
-    for target in ["routines.d", "examples/sre-reports", "examples/personal-assistant", "examples/webhook-automation"]:
+    skills = {"examples/sre-reports/routines.d": ["incident-digest"],
+              "examples/webhook-automation/routines.d": ["release-announcer"]}
+    for target in ["routines.d", "examples/sre-reports/routines.d", "examples/personal-assistant/routines.d",
+                   "examples/webhook-automation/routines.d"]:
         proc = subprocess.run([str(exe), "validate", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         *warnings, summary = proc.stdout.splitlines()
