@@ -159,3 +159,8 @@ def test_no_daemon_error_says_where_it_looked_and_how_to_point_elsewhere(tmp_pat
     if "no daemon at" in out.stderr:  # nothing else on this machine listens on the default port
         assert f"(the default address; no running daemon's daemon.json in {tmp_path / '.palyra' / 'daemon.json'}" in out.stderr
         assert "PALYRA_STATE_ROOT=<the daemon's state root>" in out.stderr
+
+
+def test_token_is_the_discovered_daemons(make_run: MakeRun) -> None:
+    out = cli(make_run.repo, make_run.env, "token")
+    assert (out.returncode, out.stdout) == (0, (make_run.repo / ".palyra" / "token").read_text())
