@@ -52,9 +52,10 @@ SUMMARIES = {
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, full: bool = False) -> argparse.ArgumentParser:
     """The parser for `command` only (its module imported), or, for no/unknown command, every
-    command described from SUMMARIES without importing their modules (fast `--help`/`--version`)."""
+    command described from SUMMARIES without importing their modules (fast `--help`/`--version`).
+    `full` registers every command with all its options (e.g. for shell completion)."""
     parser = argparse.ArgumentParser(
         prog="palyra-ops",
         description="GitOps for the Palyra daemon's background routines.",
@@ -68,11 +69,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return parser
     registered: set[str] = set()
     for name, module_name in COMMANDS.items():
-        if name in SUMMARIES:
+        if name in SUMMARIES and not full:
             sub.add_parser(name, help=SUMMARIES[name], add_help=False)
         elif module_name not in registered:
             importlib.import_module(f"palyra_ops.cli.{module_name}").register(sub)
             registered.add(module_name)
+    if full:
+        _add_version(parser)
     return parser
 
 
