@@ -156,3 +156,13 @@ def test_a_cache_others_could_write_is_ignored_and_rebuilt(tmp_path: Path) -> No
     assert cli(state, "apply", "--dir", str(d), "--journal", journal, "--auto-approve").returncode == 0
     assert stored_prompt() == "the real prompt"
     assert wrong_modes(state) == {}
+
+
+def test_a_journal_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    d = tmp_path / "routines.d"
+    write(d, "a.yaml", routine_yaml("alpha"))
+    bad = tmp_path / "a-file" / "journal.sqlite3"
+    out = cli(tmp_path / "state", "apply", "--dir", str(d), "--journal", str(bad), "--auto-approve")
+    assert out.returncode == 1
+    assert out.stderr == f"palyra-ops: {bad}: cannot create the journal: Not a directory\n"

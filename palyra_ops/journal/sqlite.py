@@ -116,7 +116,10 @@ class SQLiteJournal:
         self.path = Path(path)
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
-        private_file(self.path)  # 0600 before SQLite opens it: -wal/-shm inherit the main file's mode
+        try:
+            private_file(self.path)  # 0600 before SQLite opens it: -wal/-shm inherit the main file's mode
+        except OSError as exc:
+            raise PalyraError(f"{self.path}: cannot create the journal: {exc.strerror or exc}") from None
         conn = connect(self.path)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys=ON")
