@@ -268,7 +268,6 @@ def nullable(check: Check) -> Check:
     def inner(value: Any) -> str | None:
         return None if value is None else check(value)
 
-    inner.nullable = True  # type: ignore[attr-defined]
     return inner
 
 
