@@ -146,14 +146,14 @@ def test_the_daemon_logs_one_line_per_finished_run(daemon_factory) -> None:
     for name in ("ok", "broken", "off"):
         assert c.post("/console/v1/routines/dispatch", json={"routine_id": name}).status_code == 202
     final = ("succeeded", "failed", "skipped")
-    d.wait_for(lambda: len([r for r in d.runs() if r["status"] in final]) == 4, what="four finished runs")
+    d.wait_for(lambda: len([r for r in d.runs() if r["status"] in final]) == 4, timeout=30, what="four finished runs")
     runs = d.runs()
     pattern = re.compile(r"run finished: routine=(\S+) run=(\S+) status=(\S+) attempt=(\d+) duration=(\S+) reason=(.*)$")
 
     def logged() -> list[tuple[str, ...]]:
         return [m.groups() for line in d.log().splitlines() if (m := pattern.search(line))]
 
-    d.wait_for(lambda: len(logged()) == 4, what="four log lines")
+    d.wait_for(lambda: len(logged()) == 4, timeout=30, what="four log lines")
     got = sorted(logged(), key=lambda g: g[1])
     assert [(g[0], g[1], g[2], g[3]) for g in got] == sorted(
         ((r["routine_id"], r["run_id"], r["status"], str(r["attempt"])) for r in runs), key=lambda g: g[1])

@@ -85,13 +85,13 @@ def test_the_daemon_applies_the_same_rule_as_the_cli(daemon_factory, tmp_path: P
 
     # 1. no index: the CLI warns and accepts; so does the daemon, which applies the routine
     assert _validate(state, d.paths.dir).returncode == 0
-    d.wait_for(lambda: c.get("/console/v1/routines/digest").status_code == 200, timeout=10, what="applied")
+    d.wait_for(lambda: c.get("/console/v1/routines/digest").status_code == 200, timeout=30, what="applied")
     assert file_state() == "Synced"
-    d.wait_for(lambda: "skill 'upper' not checked: no skills index under" in d.log(), timeout=10, what="warning logged")
+    d.wait_for(lambda: "skill 'upper' not checked: no skills index under" in d.log(), timeout=30, what="warning logged")
     # its run is refused, with the reason on the record
     r = c.post("/console/v1/routines/dispatch", json={"routine_id": "digest"})
     assert r.status_code == 202, r.text
-    run = d.wait_for(lambda: next((x for x in d.runs("digest") if x["status"] == "denied"), None), what="denied run")
+    run = d.wait_for(lambda: next((x for x in d.runs("digest") if x["status"] == "denied"), None), timeout=30, what="denied run")
     assert run["policy_rule"] == "baseline: skill not installed"
 
     # 2. an index without that skill: an error for the CLI and for the daemon alike
@@ -100,9 +100,9 @@ def test_the_daemon_applies_the_same_rule_as_the_cli(daemon_factory, tmp_path: P
     store.trust.add("acme", pub)
     store.install(build("echo", tmp_path / "pkg", key=key))
     assert _validate(state, d.paths.dir).returncode == 1
-    d.wait_for(lambda: file_state() == "Invalid", timeout=10, what="the daemon marks the file invalid")
+    d.wait_for(lambda: file_state() == "Invalid", timeout=30, what="the daemon marks the file invalid")
 
     # 3. installed while the daemon runs: accepted by both, without a restart
     store.install(build("upper", tmp_path / "pkg", key=key))
     assert _validate(state, d.paths.dir).returncode == 0
-    d.wait_for(lambda: file_state() == "Synced", timeout=10, what="the daemon accepts the installed skill")
+    d.wait_for(lambda: file_state() == "Synced", timeout=30, what="the daemon accepts the installed skill")

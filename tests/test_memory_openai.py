@@ -180,7 +180,7 @@ def test_the_daemon_backfills_with_its_configured_embedder(server: FakeEmbedding
         body = c.get("/console/v1/memory/search", params={"q": "build runners disk", "k": 2}).json()
         return body if body["pending"] == 0 and len(body["results"]) == 2 else None
 
-    body = d.wait_for(searched, timeout=20, what="backfill with the configured embedder")
+    body = d.wait_for(searched, timeout=40, what="backfill with the configured embedder")
     assert body["model"] == {"model": "mini-embed", "dim": 64, "version": "1"}
     assert [hit["id"] for hit in body["results"]] == [added, before]
     assert all(hit["embedding"]["model"] == "mini-embed" for hit in body["results"])

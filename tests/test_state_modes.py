@@ -79,14 +79,14 @@ def test_every_state_file_is_owner_only_under_umask_000(daemon_factory, tmp_path
         out = cli(state, *args)
         assert out.returncode == 0, (args, out.stdout, out.stderr)
     c = d.client()
-    d.wait_for(lambda: c.get("/console/v1/routines/shout").status_code == 200, what="applied")
+    d.wait_for(lambda: c.get("/console/v1/routines/shout").status_code == 200, timeout=30, what="applied")
     for name in ("shout", "kept"):
         assert c.post("/console/v1/routines/dispatch", json={"routine_id": name}).status_code == 202
-        d.wait_for(lambda name=name: [r for r in d.runs(name) if r["status"] in FINAL], what=f"{name} ran")
+        d.wait_for(lambda name=name: [r for r in d.runs(name) if r["status"] in FINAL], timeout=30, what=f"{name} ran")
     assert [r["status"] for r in d.runs("shout")] == ["succeeded"]  # the skill ran: compile cache written
     assert cli(state, "memory", "add", "a note added by hand", "--journal", journal).returncode == 0
     d.wait_for(lambda: c.get("/console/v1/memory/search", params={"q": "note"}).json()["pending"] == 0
-               and (state / "journal.sqlite3.memory.hnsw").exists(), timeout=20, what="backfill")
+               and (state / "journal.sqlite3.memory.hnsw").exists(), timeout=40, what="backfill")
     assert cli(state, "memory", "backfill", "--journal", journal).returncode == 0
 
     expected = {"token", "daemon.json", "journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm",
