@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded default: apply routines.d/ into ./.palyra/ and serve it.
+# The main job on the embedded default: apply routines.d/ into ./.palyra/ and serve it. palyra-ops
+# creates ./.palyra itself (0700); the daemon writes ./.palyra/daemon.json, which is how
+# `palyra-ops cron status` in another shell of this directory finds it (docs/daemon.md).
 run: $(STAMP)
-	mkdir -p $(STATE)
 	PALYRA_STATE_ROOT=$(STATE) $(BIN)/palyra-ops validate routines.d
 	PALYRA_STATE_ROOT=$(STATE) $(BIN)/palyra-ops apply --dir routines.d --journal $(STATE)/journal.sqlite3 --auto-approve
 	PALYRA_STATE_ROOT=$(STATE) $(BIN)/palyra-ops daemon --dir routines.d --journal $(STATE)/journal.sqlite3 --listen $(LISTEN) --watch

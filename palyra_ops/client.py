@@ -8,7 +8,10 @@ running, the server's own message for an HTTP error).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +21,141 @@ from palyra_ops.errors import PalyraError
 
 DEFAULT_URL = "http://127.0.0.1:7142"
 TOKEN_FILE = "token"
+#: written by a running daemon into its state root: how the CLI finds it (docs/daemon.md)
+DISCOVERY_FILE = "daemon.json"
+#: the state root `make run` uses, relative to the repository (looked for in the cwd and its parents)
+PROJECT_STATE_DIR = ".palyra"
+
+POINT_ELSEWHERE = ("point the CLI at it with --url/PALYRA_URL (and --token/PALYRA_TOKEN) "
+                   "or PALYRA_STATE_ROOT=<the daemon's state root>")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which daemon the CLI talks to, and why (for error messages)."""
+
+    url: str
+    state_root: Path
+    how: str  # "--url", "PALYRA_URL", "<path>/daemon.json", "the default address"
+    looked_in: tuple[Path, ...] = ()
+
+
+def write_discovery(state_root: Path, url: str, *, journal: Path, pid: int | None = None) -> Path:
+    """The daemon's address for CLIs in other shells: `<state_root>/daemon.json`, 0600."""
+    from palyra_ops.fsmodes import write_private
+
+    path = Path(state_root) / DISCOVERY_FILE
+    doc = {"url": url, "pid": pid or os.getpid(), "state_root": str(Path(state_root).resolve()),
+           "journal": str(Path(journal).resolve())}
+    write_private(path, json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def remove_discovery(state_root: Path, *, pid: int | None = None) -> None:
+    """Remove the discovery file if it is still ours (a newer daemon may have replaced it)."""
+    path = Path(state_root) / DISCOVERY_FILE
+    doc = read_discovery(path)
+    if doc is not None and doc.get("pid") == (pid or os.getpid()):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def read_discovery(path: Path) -> dict[str, Any] | None:
+    """A discovery file's content when it is trustworthy and names a live process, else None.
+
+    The CLI sends its bearer token to the URL in this file, so it must be one only we could have
+    written (ours, not group/world-writable, in a directory of the same kind).
+    """
+    from palyra_ops.fsmodes import trusted, trusted_fd
+
+    try:
+        if not trusted(path.parent):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            if not trusted_fd(fh.fileno()):
+                return None
+            doc = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("url"), str) or not isinstance(doc.get("pid"), int):
+        return None
+    try:
+        os.kill(doc["pid"], 0)
+    except ProcessLookupError:
+        return None  # the daemon died without cleaning up
+    except PermissionError:
+        pass
+    return doc
+
+
+def candidate_state_roots() -> list[Path]:
+    """Where a running daemon is looked for: $PALYRA_STATE_ROOT alone when it is set; otherwise
+    `./.palyra` in the current directory and its parents (what `make run` uses), then the default
+    state root ($XDG_STATE_HOME/palyra)."""
+    from palyra_ops.cli._common import state_root as default_state_root
+
+    if os.environ.get("PALYRA_STATE_ROOT"):
+        return [default_state_root()]
+    cwd = Path.cwd()
+    out = [d / PROJECT_STATE_DIR for d in (cwd, *cwd.parents)]
+    out.append(default_state_root())
+    return list(dict.fromkeys(out))
+
+
+def resolve_target(url: str | None = None, state_root: Path | None = None) -> Target:
+    """`--url`, else `$PALYRA_URL`, else the first running daemon found by `candidate_state_roots`,
+    else the default address. The token comes from the same state root as the address."""
+    from palyra_ops.cli._common import state_root as default_state_root
+
+    explicit = url or os.environ.get("PALYRA_URL")
+    roots = [Path(state_root)] if state_root is not None else candidate_state_roots()
+    found: list[tuple[Path, dict[str, Any]]] = []
+    for root in roots:
+        doc = read_discovery(root / DISCOVERY_FILE)
+        if doc is not None:
+            found.append((root, doc))
+    if explicit:
+        clean = explicit.rstrip("/")
+        match = next((root for root, doc in found if doc["url"].rstrip("/") == clean), None)
+        root = Path(state_root) if state_root is not None else match or default_state_root()
+        return Target(clean, root, "--url" if url else "PALYRA_URL", tuple(roots))
+    if found:
+        root, doc = found[0]
+        return Target(doc["url"].rstrip("/"), root, str(root / DISCOVERY_FILE), tuple(roots))
+    root = Path(state_root) if state_root is not None else default_state_root()
+    return Target(DEFAULT_URL, root, "the default address", tuple(roots))
 
 
 def resolve_url(url: str | None = None) -> str:
-    """`--url`, else `$PALYRA_URL`, else the daemon's default listen address."""
-    return (url or os.environ.get("PALYRA_URL") or DEFAULT_URL).rstrip("/")
+    """`--url`, else `$PALYRA_URL`, else a discovered daemon's address, else the default one."""
+    return resolve_target(url).url
 
 
-def resolve_token(token: str | None = None, state_root: Path | None = None) -> str:
-    """`--token`, else `$PALYRA_TOKEN`, else the token file the daemon wrote in the state root."""
+def _where_looked(target: Target) -> str:
+    if target.how in ("--url", "PALYRA_URL"):
+        return f"from {target.how}"
+    if target.how != "the default address":
+        return f"found in {target.how}"
+    shown = ", ".join(str(p / DISCOVERY_FILE) for p in target.looked_in[:3])
+    more = f" and {len(target.looked_in) - 3} more" if len(target.looked_in) > 3 else ""
+    return f"the default address; no running daemon's {DISCOVERY_FILE} in {shown}{more}"
+
+
+def resolve_token(token: str | None = None, state_root: Path | None = None, *, target: Target | None = None) -> str:
+    """`--token`, else `$PALYRA_TOKEN`, else the token file in the state root of the daemon found."""
     if token:
         return token
     if os.environ.get("PALYRA_TOKEN"):
         return os.environ["PALYRA_TOKEN"]
     if state_root is None:
-        from palyra_ops.cli._common import state_root as default_state_root
-
-        state_root = default_state_root()
+        state_root = (target or resolve_target()).state_root
     path = Path(state_root) / TOKEN_FILE
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise PalyraError(
-            f"no API token: pass --token, set PALYRA_TOKEN, or start the daemon once to create {path}"
+            f"no API token: pass --token, set PALYRA_TOKEN, or start the daemon once to create {path} "
+            f"(for a daemon with another state root, set PALYRA_STATE_ROOT)"
         ) from None
     except OSError as exc:
         raise PalyraError(f"cannot read the API token from {path}: {exc.strerror}") from None
@@ -52,7 +167,8 @@ def resolve_token(token: str | None = None, state_root: Path | None = None) -> s
 class ConsoleClient:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
                  state_root: Path | None = None, transport: httpx.BaseTransport | None = None) -> None:
-        self.url = resolve_url(url)
+        self.target = resolve_target(url, state_root)
+        self.url = self.target.url
         self._token = token
         self._state_root = state_root
         self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
@@ -67,14 +183,17 @@ class ConsoleClient:
         self.close()
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        token = resolve_token(self._token, self._state_root)
+        token = resolve_token(self._token, self._state_root, target=self.target)
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             resp = self._client.request(
                 method, path, json=json, params=clean, headers={"Authorization": f"Bearer {token}"}
             )
         except httpx.ConnectError:
-            raise PalyraError(f"no daemon at {self.url} (start one with `palyra-ops daemon`)") from None
+            raise PalyraError(
+                f"no daemon at {self.url} ({_where_looked(self.target)}): start one with `palyra-ops daemon` "
+                f"(or `make run`), or {POINT_ELSEWHERE}"
+            ) from None
         except httpx.TimeoutException:
             raise PalyraError(f"the daemon at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:

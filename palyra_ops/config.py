@@ -4,23 +4,31 @@ Precedence is flag > config file > default, the usual operator expectation: a co
 next to the routines describes the deployment, and a flag overrides it for one run. Secrets (backend
 API keys, webhook integration secrets) are only ever *references* to environment variables, read when
 used, so the config file is safe to commit.
+
+Every key of the file is type-checked against `KEYS` (one line per key) before anything is built:
+an unknown key, a string where a boolean or number belongs (`allow_remote: "false"` must never mean
+true), or a value out of range is an error naming the key path and its file:line:column, and all of
+them are reported at once. Nothing is coerced.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from palyra_ops.durations import parse_duration_ms
+from palyra_ops.durations import format_duration_ms, parse_duration_ms
 from palyra_ops.errors import PalyraError
 
 DEFAULT_LISTEN = "127.0.0.1:7142"
 BACKEND_KINDS = ("echo", "http", "openai")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -111,94 +119,395 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, what: str = "--listen") -> tuple[str, int]:
     """`HOST:PORT` (IPv6 as `[::1]:PORT`); a clear error instead of a socket traceback later."""
     text = text.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
         if not sep or not port_text:
-            raise PalyraError(f"--listen {text!r}: expected [IPV6]:PORT")
+            raise PalyraError(f"{what} {text!r}: expected [IPV6]:PORT")
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
-            raise PalyraError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7142")
+            raise PalyraError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7142")
     try:
         port = int(port_text)
     except ValueError:
-        raise PalyraError(f"--listen {text!r}: port {port_text!r} is not a number") from None
+        raise PalyraError(f"{what} {text!r}: port {port_text!r} is not a number") from None
     if not 0 <= port <= 65535:
-        raise PalyraError(f"--listen {text!r}: port {port} is out of range 0..65535")
+        raise PalyraError(f"{what} {text!r}: port {port} is out of range 0..65535")
     return host, port
 
 
-def _env_ref(value: Any, where: str) -> EnvRef | None:
+# -- value checks -------------------------------------------------------------------------------------
+# A check returns None when the value is acceptable, else what was expected (the message after
+# "KEY: "). Values are checked as YAML produced them: nothing is converted before or after.
+
+Check = Callable[[Any], "str | None"]
+
+
+def _describe(value: Any) -> str:
     if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def boolean(value: Any) -> str | None:
+    """true or false only: YAML 1.1's yes/no/on/off are refused by the walker (see _check_value)."""
+    return None if isinstance(value, bool) else f"expected true or false, got {_describe(value)}"
+
+
+def string(*, choices: tuple[str, ...] | None = None, pattern: str | None = None, what: str = "a string") -> Check:
+    rx = re.compile(pattern) if pattern else None
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            return f"expected {what}, got {_describe(value)}"
+        if choices is not None and value not in choices:
+            return f"{value!r} is not one of {', '.join(choices)}"
+        if rx is not None and not rx.fullmatch(value):
+            return f"expected {what}, got {value!r}"
         return None
-    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
-        return EnvRef(value["env"])
-    raise PalyraError(f"{where}: secrets are only accepted as {{env: NAME}} references")
+
+    return check
 
 
-def _skills_config(section: Any, flag: Any, where: str) -> SkillsConfig:
-    """`skills: {audit_interval: 6h}` or `--skills-audit-interval`; `0` turns the re-audit off (an
-    operator who installs nothing but wants no periodic hashing), anything else must be a duration."""
-    s = section or {}
-    if not isinstance(s, dict):
-        raise PalyraError(f"{where}: skills must be a mapping")
-    unknown = sorted(set(s) - {"audit_interval"})
-    if unknown:
-        raise PalyraError(f"{where}: unknown skills key(s): {', '.join(unknown)}; expected audit_interval")
-    value = flag if flag is not None else s.get("audit_interval", "6h")
-    what = "--skills-audit-interval" if flag is not None else f"{where}: skills.audit_interval"
-    if str(value).strip() == "0":
-        return SkillsConfig(audit_interval_ms=0)
-    return SkillsConfig(audit_interval_ms=_duration(value, what))
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    def check(value: Any) -> str | None:
+        rng = _range_text(lo, hi)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"expected an integer{rng}, got {_describe(value)}"
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            return f"expected an integer{rng}, got {value}"
+        return None
+
+    return check
 
 
-def _duration(value: Any, where: str) -> int:
+def number(lo: float | None = None, hi: float | None = None, *, above: float | None = None) -> Check:
+    def check(value: Any) -> str | None:
+        rng = f" greater than {above:g}" if above is not None else _range_text(lo, hi)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"expected a number{rng}, got {_describe(value)}"
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (above is not None and value <= above):
+            return f"expected a number{rng}, got {value}"
+        return None
+
+    return check
+
+
+def _range_text(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" between {lo:g} and {hi:g}"
+    if lo is not None:
+        return f" >= {lo:g}"
+    if hi is not None:
+        return f" <= {hi:g}"
+    return ""
+
+
+def duration(*, min_ms: int = 1, zero_off: bool = False) -> Check:
+    """A duration string (`30s`, `1h30m`); `zero_off`: `0` (number or string) switches the thing off."""
+
+    def check(value: Any) -> str | None:
+        if zero_off and (value == 0 and not isinstance(value, bool) or value == "0"):
+            return None
+        if not isinstance(value, str):
+            off = " (or 0 to turn it off)" if zero_off else ""
+            return f"expected a duration such as 30s, 5m or 1h30m{off}, got {_describe(value)}"
+        try:
+            ms = parse_duration_ms(value)
+        except ValueError as exc:
+            return str(exc)
+        if ms < min_ms:
+            return f"must be at least {format_duration_ms(min_ms)}, got {value!r}"
+        return None
+
+    return check
+
+
+def size(value: Any) -> str | None:
+    from palyra_ops.memory.maintenance import parse_size_bytes
+
+    if isinstance(value, bool):
+        return f"expected a size such as 1048576, 512KiB or 256MB, got {_describe(value)}"
     try:
-        return parse_duration_ms(str(value))
-    except ValueError as exc:
-        raise PalyraError(f"{where}: {exc}") from None
+        parse_size_bytes(value)
+    except PalyraError:
+        return f"expected a size such as 1048576, 512KiB or 256MB, got {_describe(value)}"
+    return None
 
 
-_TOP_KEYS = {"listen", "journal", "dir", "watch", "allow_remote", "state_root", "backend", "integrations",
-             "memory", "skills", "dispatch", "log_level", "watcher"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_ref(value: Any) -> str | None:
+    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str) and _ENV_NAME.fullmatch(value["env"]):
+        return None
+    return f"secrets are only accepted as {{env: NAME}} references, got {_describe(value)}"
+
+
+def url(value: Any) -> str | None:
+    if isinstance(value, str) and re.match(r"^https?://[^\s/]+", value):
+        return None
+    return f"expected an http:// or https:// URL, got {_describe(value)}"
+
+
+def nullable(check: Check) -> Check:
+    def inner(value: Any) -> str | None:
+        return None if value is None else check(value)
+
+    return inner
+
+
+def one_of(*checks: Check) -> Check:
+    """The first check's message when none accepts the value."""
+
+    def inner(value: Any) -> str | None:
+        errors = [c(value) for c in checks]
+        return None if any(e is None for e in errors) else errors[0]
+
+    return inner
+
+
+# -- the config file's keys: ONE LINE PER KEY -------------------------------------------------------------
+# Dotted key path → check. `*` stands for any name (`integrations.github.secret`). A mapping is implied
+# by the keys below it (and may be empty or null); any key not listed here is an error naming it.
+# Adding a config key = adding its line here, then reading `data` in build_config as before.
+
+KEYS: dict[str, Check] = {
+    "listen": string(what="HOST:PORT, e.g. 127.0.0.1:7142"),
+    "journal": string(what="a path"),
+    "dir": string(what="a path"),
+    "watch": boolean,
+    "allow_remote": boolean,
+    "state_root": string(what="a path"),
+    "log_level": string(choices=LOG_LEVELS),
+    "backend.kind": string(choices=BACKEND_KINDS),
+    "backend.url": url,
+    "backend.model": string(),
+    "backend.api_key": nullable(env_ref),
+    "backend.timeout": duration(),
+    "integrations.*.secret": nullable(env_ref),
+    "memory.retention.max_age": nullable(duration()),
+    "memory.retention.max_items": nullable(integer(0)),
+    "memory.retention.max_bytes": nullable(size),
+    "memory.retention.default_ttl": nullable(duration()),
+    "memory.intervals.maintenance": duration(),
+    "memory.intervals.backfill": duration(),
+    "memory.batch": integer(1, 2048),
+    "memory.vacuum.min_free_bytes": size,
+    "memory.vacuum.min_free_ratio": number(0, 1),
+    "memory.embedder.kind": string(choices=("hashing", "openai")),
+    "memory.embedder.dim": integer(1, 65536),
+    "memory.embedder.model": string(),
+    "memory.embedder.base_url": url,
+    "memory.embedder.api_key_env": nullable(string(pattern=_ENV_NAME.pattern, what="an environment variable name")),
+    "memory.embedder.version": one_of(string(), integer(0)),
+    "memory.embedder.timeout_s": number(above=0),
+    "skills.audit_interval": duration(zero_off=True),
+    "dispatch.clients": integer(1, 64),
+    "dispatch.concurrency": integer(1, 1024),
+    "watcher.self_heal": boolean,
+    "watcher.rescan_interval": duration(),
+    "watcher.debounce": duration(min_ms=0),
+}
+
+_PATTERNS: list[tuple[tuple[str, ...], Check]] = []
+
+
+def _patterns() -> list[tuple[tuple[str, ...], Check]]:
+    if len(_PATTERNS) != len(KEYS):
+        _PATTERNS[:] = [(tuple(k.split(".")), c) for k, c in KEYS.items()]
+    return _PATTERNS
+
+
+def _match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    return len(pattern) == len(path) and all(p in ("*", q) for p, q in zip(pattern, path, strict=True))
+
+
+def _children(path: tuple[str, ...]) -> list[str]:
+    """Names allowed directly under the mapping at `path` (`NAME` for a wildcard)."""
+    out: list[str] = []
+    for pattern, _ in _patterns():
+        if len(pattern) > len(path) and _match(pattern[: len(path)], path):
+            name = pattern[len(path)]
+            name = "NAME" if name == "*" else name
+            if name not in out:
+                out.append(name)
+    return out
+
+
+@dataclass
+class _Source:
+    """Where config values came from, for error messages: `file:line:col` per key path."""
+
+    name: str = "config"
+    positions: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)
+    #: the text of plain scalars YAML read as booleans, to refuse yes/no/on/off
+    bool_words: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def where(self, path: tuple[str, ...]) -> str:
+        while path and path not in self.positions:
+            path = path[:-1]
+        pos = self.positions.get(path)
+        return f"{self.name}:{pos[0]}:{pos[1]}" if pos else self.name
+
+    def error(self, path: tuple[str, ...], message: str) -> str:
+        return f"{self.where(path)}: {'.'.join(path)}: {message}" if path else f"{self.where(path)}: {message}"
+
+
+def check_config(data: Any, source: _Source | None = None) -> None:
+    """Every key known, every value of the right type and range; all problems in one PalyraError."""
+    src = source or _Source()
+    if not isinstance(data, dict):
+        raise PalyraError(f"{src.name}: the config must be a mapping, got {_describe(data)}")
+    errors: list[str] = []
+    _walk(data, (), src, errors)
+    if errors:
+        raise PalyraError("\n".join(errors))
+
+
+def _walk(mapping: dict[Any, Any], path: tuple[str, ...], src: _Source, errors: list[str]) -> None:
+    for raw_key, value in mapping.items():
+        key = path + (str(raw_key),)
+        check = next((c for pattern, c in _patterns() if _match(pattern, key)), None)
+        if check is not None:
+            problem = check(value)
+            word = src.bool_words.get(key)
+            if problem is None and check is boolean and word is not None and word.lower() not in ("true", "false"):
+                problem = f"write true or false, not {word!r} (YAML 1.1 reads it as a boolean, YAML 1.2 as a string)"
+            if problem is not None:
+                errors.append(src.error(key, problem))
+            continue
+        allowed = _children(key)
+        if allowed:  # a section
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                errors.append(src.error(key, f"expected a mapping (with {', '.join(allowed)}), got {_describe(value)}"))
+                continue
+            _walk(value, key, src, errors)
+            continue
+        expected = _children(path)
+        errors.append(src.error(key, f"unknown key; expected {', '.join(expected) if expected else 'nothing here'}"))
+
+
+def _parse(text: str, name: str) -> tuple[Any, _Source]:
+    """YAML → data plus the position of every key (and duplicate keys refused)."""
+    src = _Source(name)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, src
+        errors: list[str] = []
+        _positions(node, (), src, errors)
+        if errors:
+            raise PalyraError("\n".join(errors))
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise PalyraError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise PalyraError(f"{name}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return data, src
+
+
+def _positions(node: yaml.Node, path: tuple[str, ...], src: _Source, errors: list[str]) -> None:
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool" and not node.style:
+        src.bool_words[path] = node.value
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+        sub = path + (key,)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            errors.append(f"{src.name}:{line}:{key_node.start_mark.column + 1}: {'.'.join(sub)}: "
+                          f"duplicate key (first at line {seen[key]})")
+            continue
+        seen[key] = line
+        src.positions[sub] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
+        _positions(value_node, sub, src, errors)
+
+
+def _env_ref(value: Any) -> EnvRef | None:
+    return EnvRef(value["env"]) if isinstance(value, dict) else None
+
+
+def _ms(value: Any) -> int:
+    """A value already checked by KEYS: a duration string, or 0."""
+    return 0 if value in (0, "0") else parse_duration_ms(value)
+
+
+def _flag_duration(value: Any, flag: str, *, zero_off: bool = False) -> int:
+    problem = duration(zero_off=zero_off)(value)
+    if problem is not None:
+        raise PalyraError(f"{flag}: {problem}")
+    return _ms(value)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
+    """The file's data, already type-checked (errors name file:line:column and the key path)."""
+    data, _ = _load_file(path)
+    return data
+
+
+def _load_file(path: Path) -> tuple[dict[str, Any], _Source]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PalyraError(f"{path}: cannot read config: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise PalyraError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise PalyraError(f"{path}: the config must be a mapping")
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise PalyraError(f"{path}: unknown config key(s): {', '.join(unknown)}; expected {', '.join(sorted(_TOP_KEYS))}")
-    return data
+    except UnicodeDecodeError:
+        raise PalyraError(f"{path}: the config is not UTF-8 text") from None
+    data, src = _parse(text, str(path))
+    check_config(data, src)
+    return data, src
 
 
-def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | None = None, **flags: Any) -> DaemonConfig:
+def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | None = None,
+                 source: _Source | None = None, **flags: Any) -> DaemonConfig:
     """Merge flags (None = not given) over the config file's values.
 
     Relative paths in the file are relative to the file's directory (`base_dir`), as in most tools,
     so `palyra-ops daemon --config deploy/palyra.yaml` works from anywhere.
     """
+    src = source or _Source()
     data = dict(file_data or {})
-    where = "config"
+    check_config(data, src)
+
+    def section(name: str) -> dict[str, Any]:
+        return data.get(name) or {}
 
     def rel(p: Any) -> Path:
         path = Path(str(p)).expanduser()
         return path if path.is_absolute() or base_dir is None else base_dir / path
 
-    listen = flags.get("listen") or data.get("listen") or DEFAULT_LISTEN
-    host, port = parse_listen(str(listen))
+    if flags.get("listen"):
+        host, port = parse_listen(str(flags["listen"]))
+    elif "listen" in data:
+        try:
+            host, port = parse_listen(data["listen"], "listen")
+        except PalyraError as exc:
+            raise PalyraError(f"{src.where(('listen',))}: {exc.message}") from None
+    else:
+        host, port = parse_listen(DEFAULT_LISTEN)
 
     journal = flags.get("journal")
     if journal is None and data.get("journal"):
@@ -210,28 +519,24 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
     if state_root is None and data.get("state_root"):
         state_root = rel(data["state_root"])
 
-    b = data.get("backend") or {}
-    if not isinstance(b, dict):
-        raise PalyraError(f"{where}: backend must be a mapping")
+    b = section("backend")
     kind = flags.get("backend") or b.get("kind", "echo")
     if kind not in BACKEND_KINDS:
-        raise PalyraError(f"{where}: backend.kind {kind!r} is not one of {', '.join(BACKEND_KINDS)}")
+        raise PalyraError(f"--backend {kind!r} is not one of {', '.join(BACKEND_KINDS)}")
     backend = BackendConfig(
         kind=kind,
         url=flags.get("backend_url") or b.get("url"),
         model=b.get("model"),
-        api_key=_env_ref(b.get("api_key"), f"{where}: backend.api_key"),
-        timeout_ms=_duration(b.get("timeout", "60s"), f"{where}: backend.timeout"),
+        api_key=_env_ref(b.get("api_key")),
+        timeout_ms=_ms(b.get("timeout", "60s")),
     )
     if backend.kind in ("http", "openai") and not backend.url:
-        raise PalyraError(f"{where}: backend.kind {backend.kind} needs backend.url")
+        raise PalyraError(src.error(("backend", "kind"), f"backend kind {backend.kind} needs backend.url (or --backend-url)"))
 
-    integrations: dict[str, IntegrationConfig] = {}
-    for name, spec in (data.get("integrations") or {}).items():
-        spec = spec or {}
-        if not isinstance(spec, dict):
-            raise PalyraError(f"{where}: integrations.{name} must be a mapping")
-        integrations[str(name)] = IntegrationConfig(str(name), _env_ref(spec.get("secret"), f"{where}: integrations.{name}.secret"))
+    integrations = {
+        str(name): IntegrationConfig(str(name), _env_ref((spec or {}).get("secret")))
+        for name, spec in section("integrations").items()
+    }
 
     # one parser for the memory section: the memory library's, which knows every key it uses
     from palyra_ops.memory.maintenance import MemoryConfig as _MemoryConfig
@@ -239,40 +544,38 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
     try:
         memory = _MemoryConfig.from_dict(data.get("memory"))
     except PalyraError as exc:
-        raise PalyraError(f"{where}: {exc.message}") from None
-    skills = _skills_config(data.get("skills"), flags.get("skills_audit_interval"), where)
-    d = data.get("dispatch") or {}
-    w = data.get("watcher") or {}
-    if not isinstance(w, dict):
-        raise PalyraError(f"{where}: watcher must be a mapping")
-    unknown_w = sorted(set(w) - {"self_heal", "rescan_interval", "debounce"})
-    if unknown_w:
-        raise PalyraError(f"{where}: unknown watcher key(s): {', '.join(unknown_w)}; expected debounce, rescan_interval, self_heal")
-    self_heal = flags.get("self_heal")
-    rescan = flags.get("rescan_interval") or w.get("rescan_interval", "5m")
+        raise PalyraError(f"{src.where(('memory',))}: {exc.message}") from None
+
+    s = section("skills")
+    if flags.get("skills_audit_interval") is not None:
+        audit_ms = _flag_duration(flags["skills_audit_interval"], "--skills-audit-interval", zero_off=True)
+    else:
+        audit_ms = _ms(s.get("audit_interval", "6h"))
+
+    w = section("watcher")
+    rescan = flags.get("rescan_interval")
     watcher = WatcherConfig(
-        self_heal=bool(self_heal) if self_heal else bool(w.get("self_heal", False)),
-        rescan_interval_ms=_duration(rescan, f"{where}: watcher.rescan_interval"),
-        debounce_ms=_duration(w.get("debounce", "150ms"), f"{where}: watcher.debounce"),
+        self_heal=True if flags.get("self_heal") else w.get("self_heal", False),
+        rescan_interval_ms=(_flag_duration(rescan, "--rescan-interval") if rescan else _ms(w.get("rescan_interval", "5m"))),
+        debounce_ms=_ms(w.get("debounce", "150ms")),
     )
 
-    watch = flags.get("watch")
-    allow_remote = flags.get("allow_remote")
+    d = section("dispatch")
     return DaemonConfig(
         host=host,
         port=port,
         journal=Path(journal) if journal is not None else None,
         dir=Path(dir_) if dir_ is not None else Path("routines.d"),
-        watch=bool(watch) if watch else bool(data.get("watch", False)),
-        allow_remote=bool(allow_remote) if allow_remote else bool(data.get("allow_remote", False)),
+        watch=True if flags.get("watch") else data.get("watch", False),
+        allow_remote=True if flags.get("allow_remote") else data.get("allow_remote", False),
         state_root=Path(state_root) if state_root is not None else None,
         backend=backend,
         integrations=integrations,
         memory=memory,
-        skills=skills,
+        skills=SkillsConfig(audit_interval_ms=audit_ms),
         watcher=watcher,
-        dispatch_clients=int(d.get("clients", 4)),
-        dispatch_concurrency=int(d.get("concurrency", 8)),
+        dispatch_clients=d.get("clients", 4),
+        dispatch_concurrency=d.get("concurrency", 8),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
     )
 
@@ -280,4 +583,5 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
 def load_config(config_path: Path | None = None, **flags: Any) -> DaemonConfig:
     if config_path is None:
         return build_config(None, **flags)
-    return build_config(load_config_file(config_path), base_dir=config_path.parent, **flags)
+    data, src = _load_file(config_path)
+    return build_config(data, base_dir=config_path.parent, source=src, **flags)

@@ -32,11 +32,13 @@ from typing import Any
 import uvicorn
 
 from palyra_ops.backends import make_backend
+from palyra_ops.client import remove_discovery, write_discovery
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.config import DaemonConfig
 from palyra_ops.context import DaemonContext
 from palyra_ops.delivery import Deliverer
 from palyra_ops.errors import PalyraError
+from palyra_ops.fsmodes import private_dir
 from palyra_ops.gateway import Gateway, Loopback
 from palyra_ops.journal import Journal, new_id, open_journal
 from palyra_ops.maintenance import MaintenanceTasks
@@ -78,7 +80,7 @@ def ensure_token(state_root: Path) -> str:
     for an instant, and two daemons starting together agree on one token. A token file that others
     can read is tightened rather than trusted silently.
     """
-    state_root.mkdir(parents=True, exist_ok=True)
+    private_dir(state_root)
     p = token_path(state_root)
     try:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -264,11 +266,13 @@ class Daemon:
         def on_applied() -> None:
             loop.call_soon_threadsafe(scheduler.wake)
 
-        store = ctx.extras.get("skill_store")
-        known = None
-        if store is not None:
-            with contextlib.suppress(Exception):
-                known = set(store.ids())
+        from palyra_ops.skillrefs import known_skills
+
+        state_root = self.state_root
+
+        def known() -> Any:  # the CLI's rule, read at every reconcile (palyra_ops/skillrefs.py)
+            return known_skills(state_root)
+
         assert self.config.dir is not None
         wc = self.config.watcher
         watcher = Watcher(self.config.dir, self.journal_path, clock=self.clock, on_event=on_event,
@@ -332,6 +336,7 @@ class Daemon:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         ctx.base_url = f"http://{host}:{port}"
         gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients)
+        write_discovery(self.state_root, ctx.base_url, journal=self.journal_path)  # how CLIs find us
         # Long-lived start-up objects out of the collector's way, and fewer gen-0 passes: full
         # collections of a large heap are the main source of multi-ms stalls in dispatch lag.
         gc.collect()
@@ -374,6 +379,7 @@ class Daemon:
             journal.checkpoint()
             journal.close_checkpointer()
         journal.close()
+        remove_discovery(self.state_root)
         return 0
 
 
@@ -415,8 +421,11 @@ class OutOfProcessBackfill:
 
         mp = multiprocessing.get_context("spawn")
         receive, send = mp.Pipe(duplex=False)
+        # the child embeds with the daemon's own embedder (the configured one, else the one the journal
+        # remembers): on its own it would pick the remembered one and ignore `memory.embedder`
         proc = mp.Process(target=_backfill_child, name="palyra-memory-backfill", daemon=True,
-                          args=(str(memory.journal_path), self.batch, memory.index_params, send))
+                          args=(str(memory.journal_path), self.batch, memory.index_params, send,
+                                getattr(memory, "embedder_spec", None)))
         with self._lock:
             if self._stopped:
                 return idle
@@ -449,14 +458,14 @@ class OutOfProcessBackfill:
                 self._proc.terminate()
 
 
-def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any) -> None:
-    """The child's side: its own service on the same journal, with the embedder the journal remembers."""
+def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any, spec: Any = None) -> None:
+    """The child's side: its own service on the same journal, with the daemon's embedder (`spec`)."""
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
         from palyra_ops.memory.service import MemoryService
 
-        with MemoryService(journal_path, create=False, index_params=index_params) as memory:
+        with MemoryService(journal_path, spec, create=False, index_params=index_params) as memory:
             send.send(("ok", memory.backfill(batch_size=batch)))
     except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
         send.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -39,6 +39,16 @@ from palyra_ops.journal import Journal, new_id
 from palyra_ops.model import Routine
 
 log = logging.getLogger("palyra_ops.gateway")
+#: one INFO line per finished run (every final status, gate stops included): docs/daemon.md
+run_log = logging.getLogger("palyra_ops.runs")
+
+
+def log_finished(routine_id: str, run: dict[str, Any], status: str, reason: str | None, now_ms: int) -> None:
+    started = run.get("started_at_ms")
+    took = f"{now_ms - started}ms" if isinstance(started, int) else "-"
+    run_log.info("run finished: routine=%s run=%s status=%s attempt=%s duration=%s reason=%s",
+                 routine_id, run.get("run_id"), status, run.get("attempt", 1), took,
+                 json.dumps(reason) if reason else "-")
 
 DAEMON_PRINCIPAL = "system:daemon"
 DAEMON_DEVICE_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -456,6 +466,7 @@ class Gateway:
         self.metrics.gate(gate, status)
         self.metrics.run(status)
         run.update(fields)
+        log_finished(run["routine_id"], run, status, reason, now)
         return run
 
     @staticmethod
@@ -835,6 +846,7 @@ class Gateway:
             self.journal.update_run_and_job(run["run_id"], fields, routine.name, job)
         run.update(fields)
         self.metrics.run(status)
+        log_finished(routine.name, run, status, reason, now)
         if self.on_change is not None:
             self.on_change()
 

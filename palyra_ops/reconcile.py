@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from palyra_ops import fsmodes
 from palyra_ops import schedule as sched
 from palyra_ops.clock import Clock
 from palyra_ops.errors import NotFound, StalePlan, ValidationFailed
@@ -49,14 +49,14 @@ class ApplyResult:
 # -- desired state from a directory ------------------------------------------------------------------
 
 
-def desired_from(source: SourceSet, cache_dir: Path | None = None) -> list[Resource]:
+def desired_from(source: SourceSet, cache_dir: Path | None = None, *, readonly: bool = False) -> list[Resource]:
     """Canonical resources of a valid source set.
 
     With `cache_dir`, each file's object hashes are remembered by the file's content hash, so after
     editing one file of a hundred only that file's objects are re-canonicalised; the others carry
     their hash and build their canonical body only if plan needs it (i.e. they changed).
     """
-    cache = _ResourceCache(cache_dir) if cache_dir is not None else None
+    cache = _ResourceCache(cache_dir, readonly=readonly) if cache_dir is not None else None
     by_file: dict[str, list[Any]] = {}
     for d in source.documents:
         by_file.setdefault(d.file, []).append(d)
@@ -81,18 +81,27 @@ class _ResourceCache:
     """file sha256 → [(kind, name, hash)], one JSON file beside the journal.
 
     JSON rather than pickle, like the source cache: loading a cache must never be a way to run code.
+    A cached hash decides whether plan sees a change, so the file is only read when nobody else could
+    have written it (see `fsmodes`); otherwise it is ignored and rewritten privately.
     """
 
     VERSION = 2
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, readonly: bool = False) -> None:
         self.path = Path(directory) / "resources.json"
         self.entries: dict[str, list[tuple[str, str, str]]] = {}
         self.dirty = False
+        self.readonly = readonly
+        self.usable = fsmodes.cache_dir(Path(directory).parent.parent, Path(directory), create=not readonly)
+        if not self.usable:
+            return
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.loads(fh.read()) if fsmodes.trusted_fd(fh.fileno()) else {}
             if data.get("version") == self.VERSION and data.get("schema") == _schema_fingerprint():
                 self.entries = {k: [tuple(r) for r in v] for k, v in data["entries"].items()}
+            elif not data:
+                self.dirty = True  # distrusted: rewrite it
         except (OSError, AttributeError, KeyError, TypeError, ValueError):
             self.entries = {}
 
@@ -107,14 +116,11 @@ class _ResourceCache:
         stale = set(self.entries) - keep
         for sha in stale:
             del self.entries[sha]
-        if not (self.dirty or stale):
+        if self.readonly or not self.usable or not (self.dirty or stale):
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             data = {"version": self.VERSION, "schema": _schema_fingerprint(), "entries": self.entries}
-            tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-            tmp.replace(self.path)
+            fsmodes.write_private(self.path, json.dumps(data, separators=(",", ":")))
         except OSError:
             pass  # a cache that cannot be written only costs speed
 
@@ -144,11 +150,13 @@ def plan_directory(
     isolate_invalid: bool = False,
     known_skills: set[str] | None = None,
     display_root: str | None = None,
+    read_only: bool = False,
 ) -> tuple[Plan, SourceSet]:
     """Validate the directory and diff it against the journal.
 
     Invalid input raises `ValidationFailed` (nothing is planned) unless `isolate_invalid`, the
     watcher's mode, where invalid files keep their last good objects and the rest still plans.
+    `read_only` (`plan`, `status`): use the caches beside the journal but never create or write them.
     """
     # Planning allocates ~10 objects per routine and frees none of them until it returns; the
     # cyclic GC would re-scan that growing heap many times over for nothing (measured: up to 40% of
@@ -158,7 +166,7 @@ def plan_directory(
     try:
         return _plan_directory(directory, journal_path, clock=clock, prune_unmanaged=prune_unmanaged,
                                allow_empty=allow_empty, isolate_invalid=isolate_invalid,
-                               known_skills=known_skills, display_root=display_root)
+                               known_skills=known_skills, display_root=display_root, read_only=read_only)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -174,6 +182,7 @@ def _plan_directory(
     isolate_invalid: bool,
     known_skills: set[str] | None,
     display_root: str | None,
+    read_only: bool = False,
 ) -> tuple[Plan, SourceSet]:
     directory = Path(directory)
     source = load_directory(
@@ -181,6 +190,7 @@ def _plan_directory(
         display_root=display_root,
         cache_dir=cache_dir_for(journal_path),
         known_skills=known_skills,
+        cache_readonly=read_only,
     )
     protected: set[str] = set()
     if not source.ok:
@@ -188,7 +198,7 @@ def _plan_directory(
             raise ValidationFailed(source.diagnostics)
         protected = {f for f, rep in source.files.items() if not rep.ok}
     snapshot = read_snapshot(journal_path)
-    desired = desired_from(source, cache_dir_for(journal_path))
+    desired = desired_from(source, cache_dir_for(journal_path), readonly=read_only)
     plan = compute_plan(
         desired,
         snapshot,

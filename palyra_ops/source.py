@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,7 +36,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
-from palyra_ops import __version__
+from palyra_ops import __version__, fsmodes
 from palyra_ops.durations import DURATION_PATTERN
 from palyra_ops.errors import Diagnostic, PalyraError
 from palyra_ops.schema_files import load_schema
@@ -276,12 +275,22 @@ class FileReport:
     names: list[tuple[str, str]]  # (kind, name) the file defines (best effort even when invalid)
 
 
+@dataclass(frozen=True)
+class SkillsUnchecked:
+    """`known_skills` when the installed skills cannot be known (no skills index): every skill
+    reference becomes a warning saying so, instead of an error or a silent pass (docs/format.md)."""
+
+    reason: str  # e.g. "no skills index under /var/lib/palyra"
+
+
 @dataclass
 class SourceSet:
     root: Path
     documents: list[Document] = field(default_factory=list)  # only from files with no errors
     files: dict[str, FileReport] = field(default_factory=dict)  # every discovered file
     diagnostics: list[Diagnostic] = field(default_factory=list)  # all of them, sorted
+    #: checks that could not run (e.g. skill references without a skills index); never make it invalid
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -869,31 +878,50 @@ class _Cache:
     """Per-file results on disk, keyed by (content sha256, schema hash, package version, code hash).
 
     JSON rather than pickle/marshal: the cache directory is just a directory, and loading it must not
-    be a way to run code. A damaged entry is a miss, a failed write is ignored.
+    be a way to run code. A damaged entry is a miss, a failed write is ignored. A cached result is
+    what `apply` applies, so it is only read from directories and files nobody else could have
+    written (`fsmodes.cache_dir`, `fsmodes.trusted_fd`); an untrusted cache is ignored and rebuilt.
+    Read-only commands (`readonly`) use a trusted cache but never create or write one (SPEC §4).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, readonly: bool = False) -> None:
         self.dir = directory / f"source-v{CACHE_FORMAT}"
         self.salt = f"{CACHE_FORMAT}:{__version__}:{_schema_hash()}:{_code_hash()}:"
+        self.readonly = readonly
+        self.usable = fsmodes.cache_dir(directory.parent.parent, self.dir, create=not readonly)
+        self._trusted_dirs: dict[Path, bool] = {}
 
     def _path(self, sha: str) -> Path:
         key = hashlib.sha256((self.salt + sha).encode()).hexdigest()
         return self.dir / key[:2] / f"{key}.json"
 
+    def _dir_ok(self, d: Path) -> bool:
+        ok = self._trusted_dirs.get(d)
+        if ok is None:
+            ok = self._trusted_dirs[d] = fsmodes.cache_dir(self.dir, d, create=not self.readonly)
+        return ok
+
     def get(self, sha: str) -> _FileResult | None:
+        if not self.usable:
+            return None
+        path = self._path(sha)
         try:
-            return _FileResult.from_json(self._path(sha).read_text(encoding="utf-8"))
+            if not self._dir_ok(path.parent):
+                return None
+            with open(path, encoding="utf-8") as fh:
+                if not fsmodes.trusted_fd(fh.fileno()):
+                    return None  # put() replaces it with a private file
+                return _FileResult.from_json(fh.read())
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def put(self, sha: str, result: _FileResult) -> None:
+        if self.readonly or not self.usable:
+            return
         path = self._path(sha)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(result.to_json())
-            os.replace(tmp, path)
+            if self._dir_ok(path.parent):
+                fsmodes.write_private(path, result.to_json())
         except OSError:
             pass
 
@@ -903,7 +931,8 @@ def load_directory(
     *,
     display_root: str | None = None,
     cache_dir: Path | None = None,
-    known_skills: set[str] | None = None,
+    known_skills: set[str] | SkillsUnchecked | None = None,
+    cache_readonly: bool = False,
 ) -> SourceSet:
     """Discover, parse and validate every routine file under `root`.
 
@@ -916,13 +945,14 @@ def load_directory(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_directory(Path(root), display_root, cache_dir, known_skills)
+        return _load_directory(Path(root), display_root, cache_dir, known_skills, cache_readonly)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None, known_skills: set[str] | None) -> SourceSet:
+def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None,
+                    known_skills: set[str] | SkillsUnchecked | None, cache_readonly: bool = False) -> SourceSet:
     shown = str(root) if display_root is None else display_root
     result = SourceSet(root=root)
     if not root.exists() and not root.is_symlink():
@@ -936,7 +966,7 @@ def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None
         return str(Path(shown) / rel)
 
     found, refused = _discover(root)
-    cache = _Cache(cache_dir) if cache_dir is not None else None
+    cache = _Cache(cache_dir, readonly=cache_readonly) if cache_dir is not None else None
     per_file: dict[str, tuple[str, bytes, _FileResult]] = {}
     file_diags: dict[str, list[Diagnostic]] = {}
     for rel, problem in refused:
@@ -960,7 +990,7 @@ def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None
             for line, col, path_s, msg, code, src in checked.diags
         )
 
-    _cross_file(per_file, file_diags, display, known_skills)
+    _cross_file(per_file, file_diags, display, known_skills, result.warnings)
 
     for rel in sorted(set(per_file) | set(file_diags)):
         diags = sorted(file_diags.get(rel, []))
@@ -976,6 +1006,7 @@ def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None
                 for d in checked.docs
             )
     result.diagnostics.sort()
+    result.warnings.sort()
     return result
 
 
@@ -983,9 +1014,14 @@ def _cross_file(
     per_file: dict[str, tuple[str, bytes, _FileResult]],
     file_diags: dict[str, list[Diagnostic]],
     display: Any,
-    known_skills: set[str] | None,
+    known_skills: set[str] | SkillsUnchecked | None,
+    warnings: list[Diagnostic] | None = None,
 ) -> None:
-    """Checks that need the whole directory: unique names, channel and skill references."""
+    """Checks that need the whole directory: unique names, channel and skill references.
+
+    Skill references: checked against `known_skills` (a set), reported as "not checked" warnings
+    when it is `SkillsUnchecked`, not looked at when it is None (library callers that opt out).
+    """
     nodes_memo: dict[str, list[Node | None]] = {}
 
     def locate(rel: str, index: int, path: tuple[Any, ...]) -> tuple[int, int, str]:
@@ -1036,11 +1072,15 @@ def _cross_file(
                         msg = f"no Channel named {ref!r} in the directory{_did_you_mean(ref, channels)}"
                         report(rel, doc, ("spec", "delivery", key), msg, "reference")
             skill = spec.get("skill")
-            if known_skills is not None and isinstance(skill, dict):
-                sid = skill.get("id")
-                if isinstance(sid, str) and sid not in known_skills:
-                    msg = f"skill {sid!r} is not installed{_did_you_mean(sid, known_skills)} (palyra-ops skills list)"
-                    report(rel, doc, ("spec", "skill", "id"), msg, "reference")
+            sid = skill.get("id") if isinstance(skill, dict) else None
+            if isinstance(sid, str) and isinstance(known_skills, SkillsUnchecked):
+                if warnings is not None:
+                    line, col, src = locate(rel, doc.index, ("spec", "skill", "id"))
+                    warnings.append(Diagnostic(display(rel), line or doc.line, col or doc.column, "spec.skill.id",
+                                               f"skill {sid!r} not checked: {known_skills.reason}", src, "unchecked"))
+            elif isinstance(sid, str) and known_skills is not None and sid not in known_skills:
+                msg = f"skill {sid!r} is not installed{_did_you_mean(sid, known_skills)} (palyra-ops skills list)"
+                report(rel, doc, ("spec", "skill", "id"), msg, "reference")
 
 
 def iter_documents(source: SourceSet, kind: str | None = None) -> Iterator[Document]:

@@ -135,6 +135,32 @@ def _schedule_of(spec: dict[str, Any]) -> dict[str, Any] | None:
     return trigger.get("schedule") if trigger.get("kind") == "schedule" else None
 
 
+def schedule_zone(schedule: dict[str, Any] | None) -> tuple[str, tzinfo]:
+    """The zone a schedule's times are shown in, and its label.
+
+    A one-shot `at: 2027-03-01T09:00:00+01:00` is written with its own offset, and `timezone` (whose
+    default is utc) does not apply to it: it is shown in that offset unless a zone other than utc was
+    given explicitly. Everything else uses `timezone`.
+    """
+    schedule = schedule or {}
+    name = schedule.get("timezone") or "utc"
+    at = schedule.get("at")
+    if isinstance(at, str) and name.lower() == "utc":
+        from datetime import datetime
+
+        try:
+            offset = datetime.fromisoformat(at.replace("Z", "+00:00").replace("z", "+00:00")).tzinfo
+        except ValueError:
+            offset = None
+        if offset is not None:
+            delta = offset.utcoffset(None)
+            if delta:
+                total = int(delta.total_seconds()) // 60
+                sign, total = ("+" if total >= 0 else "-"), abs(total)
+                return f"{sign}{total // 60:02d}:{total % 60:02d}", offset
+    return name, zone(name)
+
+
 def routine_view(
     resource: Any,
     job: dict[str, Any] | None,
@@ -153,7 +179,7 @@ def routine_view(
     spec = body.get("spec", {})
     meta = body.get("metadata", {})
     schedule = _schedule_of(spec)
-    tz = zone(schedule.get("timezone")) if schedule else UTC
+    tz = schedule_zone(schedule)[1] if schedule else UTC
     next_ms = job.get("next_run_at_unix_ms") if job else None
     view: dict[str, Any] = {
         "id": resource.name,
@@ -189,7 +215,7 @@ def cron_status_view(resource: Any, job: dict[str, Any] | None, *, now_ms: int, 
     """One line of `cron status`: state, next run in the routine's zone and in UTC, last status."""
     spec = resource.body.get("spec", {})
     schedule = _schedule_of(spec) or {}
-    tz_name = schedule.get("timezone", "utc")
+    tz_name, tz = schedule_zone(schedule)
     next_ms = job.get("next_run_at_unix_ms") if job else None
     expr = schedule.get("cron") or (f"every {schedule['every']}" if "every" in schedule else None)
     if expr is None and "at" in schedule:
@@ -201,7 +227,7 @@ def cron_status_view(resource: Any, job: dict[str, Any] | None, *, now_ms: int, 
         "enabled": bool(job.get("enabled", 1)) if job else bool(spec.get("enabled", True)),
         "state": job_state(job, active_runs, now_ms),
         "next_run_at": rfc3339(next_ms),
-        "next_run_at_local": rfc3339(next_ms, zone(tz_name)),
+        "next_run_at_local": rfc3339(next_ms, tz),
         "last_status": job.get("last_status") if job else None,
         "last_run_id": job.get("last_run_id") if job else None,
         "last_started_at": rfc3339(job.get("last_started_at_ms")) if job else None,

@@ -287,7 +287,7 @@ class Watcher:
         max_delay_ms: int = 3000,
         rescan_interval_s: float = 300,
         self_heal: bool = False,
-        known_skills: set[str] | None = None,
+        known_skills: Any = None,
         display_root: str | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         on_applied: Callable[[], None] | None = None,
@@ -576,6 +576,15 @@ class Watcher:
         self._after(result)
         return result
 
+    def _log_warnings(self, warnings: list[Any]) -> None:
+        """Checks that could not run (e.g. skill references without a skills index), logged once
+        per change rather than at every reconcile."""
+        lines = [w.format() for w in warnings]
+        if lines != getattr(self, "_warned", []):
+            for line in lines:
+                log.warning("%s", line)
+            self._warned = lines
+
     def _reconcile(self, result: ReconcileResult) -> None:
         if not self.directory.is_dir():
             what = "is not a directory" if self.directory.exists() else "does not exist"
@@ -590,9 +599,11 @@ class Watcher:
                 self.journal_path,
                 clock=self.clock,
                 isolate_invalid=True,
-                known_skills=self.known_skills,
+                # a callable is asked on every reconcile: a skill installed while the daemon runs counts
+                known_skills=self.known_skills() if callable(self.known_skills) else self.known_skills,
                 display_root=self.display_root,
             )
+            self._log_warnings(source.warnings)
             unreadable = unreadable_paths(self.directory, source, plan)
             plan, kept_unreadable = protect_paths(plan, unreadable)
             drift: list[Change] = []

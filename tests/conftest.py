@@ -150,7 +150,8 @@ class DaemonHandle:
 def _spawn(args: list[str], env: dict[str, str], paths: SimpleNamespace) -> subprocess.Popen[bytes]:
     logf = open(paths.log, "ab")  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen(args, env=env, cwd=paths.cwd, stdout=logf, stderr=subprocess.STDOUT)
+        return subprocess.Popen(args, env=env, cwd=paths.cwd, stdout=logf, stderr=subprocess.STDOUT,
+                                umask=-1 if getattr(paths, "umask", None) is None else paths.umask)
     finally:
         logf.close()
 
@@ -171,14 +172,14 @@ def _wait_ready(h: DaemonHandle, timeout: float = 20.0) -> None:
 
 
 def start_daemon(tmp: Path, *, config: dict[str, Any] | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> DaemonHandle:
+                 env: dict[str, str] | None = None, umask: int | None = None) -> DaemonHandle:
     state_root = tmp / "state"
     rdir = tmp / "routines.d"
     rdir.mkdir(parents=True, exist_ok=True)
     journal = state_root / "journal.sqlite3"
     port = free_port()
     paths = SimpleNamespace(state_root=state_root, journal=journal, dir=rdir, cwd=tmp, log=tmp / "daemon.log",
-                            config=None, port=port)
+                            config=None, port=port, umask=umask)
     args = [sys.executable, "-m", "palyra_ops", "daemon", "--listen", f"127.0.0.1:{port}", "--journal", str(journal),
             "--dir", str(rdir)]
     if config:

@@ -164,6 +164,24 @@ def test_cron_list_status_show(served: Any, capsys: pytest.CaptureFixture[str]) 
     assert (code, out, err) == (1, "", "palyra-ops: no routine 'nope'\n")
 
 
+def test_cron_status_shows_an_at_routine_in_the_offset_it_was_written_in(served: Any,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`at: ...+01:00` used to show its "local" time in utc (the timezone field's default)."""
+    cli(capsys, "cron", "add", "once", "--at", "2026-03-02T10:00:00+01:00", "--prompt", "p")
+    cli(capsys, "cron", "add", "once-utc", "--at", "2026-03-02T10:00:00Z", "--prompt", "p")
+    cli(capsys, "cron", "add", "once-ny", "--at", "2026-03-02T10:00:00+01:00", "--timezone", "America/New_York",
+        "--prompt", "p")
+    code, out, _ = cli(capsys, "cron", "status")
+    assert (code, out) == (0,
+        "NAME      SCHEDULE                      TIMEZONE          STATE    NEXT RUN (LOCAL)           NEXT RUN (UTC)             LAST STATUS\n"
+        "once      at 2026-03-02T10:00:00+01:00  +01:00            Pending  2026-03-02T10:00:00+01:00  2026-03-02T09:00:00+00:00  -\n"
+        "once-ny   at 2026-03-02T10:00:00+01:00  America/New_York  Pending  2026-03-02T04:00:00-05:00  2026-03-02T09:00:00+00:00  -\n"
+        "once-utc  at 2026-03-02T10:00:00Z       utc               Pending  2026-03-02T10:00:00+00:00  2026-03-02T10:00:00+00:00  -\n")
+    code, out, _ = cli(capsys, "cron", "show", "once")
+    assert "schedule:    at 2026-03-02T10:00:00+01:00\n" in out
+    assert "next run:    2026-03-02T10:00:00+01:00 (2026-03-02T09:00:00+00:00)\n" in out
+
+
 def test_enable_run_now_logs_delete(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
     ctx, _ = served
     add_daily(capsys)
@@ -227,7 +245,7 @@ def test_connection_and_token_errors(served: Any, capsys: pytest.CaptureFixture[
     code, _, err = cli(capsys, "cron", "list")
     assert code == 1
     assert err == ("palyra-ops: no API token: pass --token, set PALYRA_TOKEN, or start the daemon once to create "
-                   f"{tmp_path / 'state' / 'token'}\n")
+                   f"{tmp_path / 'state' / 'token'} (for a daemon with another state root, set PALYRA_STATE_ROOT)\n")
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "token").write_text(TOKEN + "\n")
     code, out, _ = cli(capsys, "cron", "list")
@@ -237,4 +255,6 @@ def test_connection_and_token_errors(served: Any, capsys: pytest.CaptureFixture[
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     code, _, err = cli(capsys, "cron", "status", "--url", dead)
-    assert (code, err) == (1, f"palyra-ops: no daemon at {dead} (start one with `palyra-ops daemon`)\n")
+    assert (code, err) == (1, f"palyra-ops: no daemon at {dead} (from --url): start one with `palyra-ops daemon` (or "
+                              "`make run`), or point the CLI at it with --url/PALYRA_URL (and --token/PALYRA_TOKEN) or "
+                              "PALYRA_STATE_ROOT=<the daemon's state root>\n")

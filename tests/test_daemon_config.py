@@ -48,14 +48,16 @@ def test_file_values_and_flag_precedence(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("bogus: 1\n", "unknown config key(s): bogus"),
-        ("backend: {kind: magic}\n", "backend.kind 'magic' is not one of echo, http, openai"),
-        ("backend: {kind: http}\n", "backend.kind http needs backend.url"),
-        ("backend: {kind: openai, url: 'http://x', api_key: sk-123}\n", "secrets are only accepted as {env: NAME} references"),
+        ("bogus: 1\n", "palyra.yaml:1:8: bogus: unknown key; expected listen, journal, dir, watch, allow_remote, "),
+        ("backend: {kind: magic}\n", "palyra.yaml:1:17: backend.kind: 'magic' is not one of echo, http, openai"),
+        ("backend: {kind: http}\n", "palyra.yaml:1:17: backend.kind: backend kind http needs backend.url"),
+        ("backend: {kind: openai, url: 'http://x', api_key: sk-123}\n",
+         "backend.api_key: secrets are only accepted as {env: NAME} references, got the string 'sk-123'"),
         ("memory: {intervals: {backfill: soon}}\n", "memory.intervals.backfill: invalid duration 'soon'"),
-        ("memory: {maintenance_interval: 1m}\n", "memory: unknown field(s) maintenance_interval"),
-        ("- a\n", "the config must be a mapping"),
-        ("a: [\n", "invalid YAML"),
+        ("memory: {maintenance_interval: 1m}\n",
+         "memory.maintenance_interval: unknown key; expected retention, intervals, batch, vacuum, embedder"),
+        ("- a\n", "the config must be a mapping, got a list"),
+        ("a: [\n", "palyra.yaml:2:1: invalid YAML: expected the node content"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, text: str, message: str) -> None:
@@ -64,6 +66,127 @@ def test_bad_config_is_a_clear_error(tmp_path, text: str, message: str) -> None:
     with pytest.raises(PalyraError, match=None) as e:
         load_config(cfg)
     assert message in e.value.message
+
+
+# -- every value type-checked (issue 9 point 5) -----------------------------------------------------------
+
+BOOL_KEYS = ["allow_remote", "watch", "watcher.self_heal"]
+
+
+def _nested(key: str, value: str) -> str:
+    """`a.b.c` + value → `a: {b: {c: VALUE}}` in flow style, so the value sits on line 1."""
+    parts = key.split(".")
+    return "".join(f"{p}: {{" for p in parts[:-1]) + f"{parts[-1]}: {value}" + "}" * (len(parts) - 1) + "\n"
+
+
+@pytest.mark.parametrize("key", BOOL_KEYS)
+@pytest.mark.parametrize("value", ['"false"', "'no'", '"true"', "yes", "no", "on", "off", "0", "1", "[]", "null"])
+def test_strings_are_never_booleans(tmp_path, key: str, value: str) -> None:
+    """`allow_remote: "false"` used to be bool("false") == True: a daemon bound to 0.0.0.0."""
+    cfg = tmp_path / "palyra.yaml"
+    text = _nested(key, value)
+    cfg.write_text(text)
+    with pytest.raises(PalyraError) as e:
+        load_config(cfg)
+    col = text.index(value) + 1
+    assert e.value.message.startswith(f"{cfg}:1:{col}: {key}: "), e.value.message
+    assert "true or false" in e.value.message
+
+
+@pytest.mark.parametrize("key", BOOL_KEYS)
+def test_booleans_that_are_booleans(tmp_path, key: str) -> None:
+    cfg = tmp_path / "palyra.yaml"
+    for value, expected in (("true", True), ("false", False), ("True", True), ("FALSE", False)):
+        cfg.write_text(_nested(key, value))
+        c = load_config(cfg)
+        got = {"allow_remote": c.allow_remote, "watch": c.watch, "watcher.self_heal": c.watcher.self_heal}[key]
+        assert got is expected
+
+
+def test_allow_remote_string_never_binds_everywhere(tmp_path) -> None:
+    """The end-to-end consequence: the daemon refuses the config instead of listening on 0.0.0.0."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "palyra.yaml"
+    cfg.write_text('listen: 0.0.0.0:0\nallow_remote: "false"\n')
+    out = subprocess.run([sys.executable, "-m", "palyra_ops", "daemon", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=60, env={**__import__("os").environ, "PALYRA_STATE_ROOT": str(tmp_path / "s")})
+    assert out.returncode == 1
+    assert out.stderr == f"palyra-ops: {cfg}:2:15: allow_remote: expected true or false, got the string 'false'\n"
+    assert not (tmp_path / "s").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listen: 7142\n", "1:9: listen: expected HOST:PORT, e.g. 127.0.0.1:7142, got the number 7142"),
+        ("listen: 'h:x'\n", "1:9: listen 'h:x': port 'x' is not a number"),
+        ("journal: 5\n", "1:10: journal: expected a path, got the number 5"),
+        ("log_level: loud\n", "1:12: log_level: 'loud' is not one of debug, info, warning, error"),
+        ("backend: {kind: echo, timeout: 60}\n", "1:32: backend.timeout: expected a duration such as 30s, 5m or 1h30m, got the number 60"),
+        ("backend: {kind: http, url: ftp://x}\n", "1:28: backend.url: expected an http:// or https:// URL, got the string 'ftp://x'"),
+        ("backend: [echo]\n", "1:10: backend: expected a mapping (with kind, url, model, api_key, timeout), got a list"),
+        ("backend: {kind: echo, colour: red}\n", "1:31: backend.colour: unknown key; expected kind, url, model, api_key, timeout"),
+        ("integrations: {github: {secret: {env: GH}, token: x}}\n", "1:51: integrations.github.token: unknown key; expected secret"),
+        ("dispatch: {clients: '4'}\n", "1:21: dispatch.clients: expected an integer between 1 and 64, got the string '4'"),
+        ("dispatch: {concurrency: 0}\n", "1:25: dispatch.concurrency: expected an integer between 1 and 1024, got 0"),
+        ("dispatch: {clients: true}\n", "1:21: dispatch.clients: expected an integer between 1 and 64, got true"),
+        ("memory: {batch: '64'}\n", "1:17: memory.batch: expected an integer between 1 and 2048, got the string '64'"),
+        ("memory: {retention: {max_items: -1}}\n", "1:33: memory.retention.max_items: expected an integer >= 0, got -1"),
+        ("memory: {vacuum: {min_free_ratio: '0.5'}}\n", "1:35: memory.vacuum.min_free_ratio: expected a number between 0 and 1, got the string '0.5'"),
+        ("memory: {embedder: {kind: hashing, timeout_s: true}}\n", "1:47: memory.embedder.timeout_s: expected a number greater than 0, got true"),
+        ("skills: {audit_interval: true}\n", "1:26: skills.audit_interval: expected a duration such as 30s, 5m or 1h30m (or 0 to turn it off), got true"),
+        ("watcher: {debounce: 150}\n", "1:21: watcher.debounce: expected a duration such as 30s, 5m or 1h30m, got the number 150"),
+        ("watcher: {rescan_interval: 0s}\n", "1:28: watcher.rescan_interval: must be at least 1ms, got '0s'"),
+        ("watch: true\nwatch: false\n", "2:1: watch: duplicate key (first at line 1)"),
+    ],
+)
+def test_every_value_is_type_checked(tmp_path, text: str, message: str) -> None:
+    cfg = tmp_path / "palyra.yaml"
+    cfg.write_text(text)
+    with pytest.raises(PalyraError) as e:
+        load_config(cfg)
+    assert e.value.message == f"{cfg}:{message}"
+
+
+def test_all_errors_are_reported_at_once(tmp_path) -> None:
+    cfg = tmp_path / "palyra.yaml"
+    cfg.write_text("watch: 'yes'\nbogus: 1\ndispatch:\n  clients: x\n")
+    with pytest.raises(PalyraError) as e:
+        load_config(cfg)
+    assert [line.split(": ")[0:2] for line in e.value.message.splitlines()] == [
+        [f"{cfg}:1:8", "watch"], [f"{cfg}:2:8", "bogus"], [f"{cfg}:4:12", "dispatch.clients"]]
+
+
+def test_every_documented_key_is_checked_and_accepted() -> None:
+    """The full example of docs/daemon.md loads, and every key in it has a line in config.KEYS."""
+    import re as _re
+
+    from palyra_ops import config
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "daemon.md").read_text()
+    block = _re.search(r"## Configuration.*?```yaml\n(.*?)```", doc, _re.S)
+    assert block is not None
+    import yaml as _yaml
+
+    data = _yaml.safe_load(block.group(1))
+    config.build_config(data)
+
+    def leaves(d: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and not (set(v) == {"env"}):
+                out += leaves(v, key + ".")
+            else:
+                out.append(key)
+        return out
+
+    patterns = [tuple(k.split(".")) for k in config.KEYS]
+    for key in leaves(data):
+        parts = tuple(key.split("."))
+        assert any(len(p) == len(parts) and all(a in ("*", b) for a, b in zip(p, parts, strict=True)) for p in patterns), key
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,7 @@ def test_empty_directory_guard(tree, capsys) -> None:
     err = capsys.readouterr().err
     assert "refusing to delete all 4 managed object(s): the directory" in err and "is empty" in err
     assert cli("plan", "--dir", str(d / "nope"), "--journal", str(j)) == 1
-    assert "is missing" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"palyra-ops: routine directory {d / 'nope'} does not exist (pass --dir DIR)\n"
     assert cli("apply", "--dir", str(d), "--journal", str(j), "--auto-approve", "--allow-empty") == 0
     assert read_snapshot(j).resources == {}
 

@@ -158,3 +158,36 @@ def test_backfill_reports_endpoint_failure_and_keeps_progress(server: FakeEmbedd
     assert res.index_count == 64 and res.index_saved
     server.ok_budget = None
     assert svc.backfill().embedded == 36
+
+
+def test_the_daemon_backfills_with_its_configured_embedder(server: FakeEmbeddingsServer, daemon_factory) -> None:
+    """Issue 9 point 17: the backfill child used the embedder the journal remembered (the hashing
+    default), so with `memory.embedder` pointing at a real endpoint nothing was ever searchable.
+    Items embedded by another embedder (here: hashing, remembered by the journal) are re-embedded
+    with the configured one; the index is rebuilt for it."""
+    embedder = {"kind": "openai", "model": "mini-embed", "base_url": server.url, "dim": 64, "api_key_env": None}
+    d = daemon_factory(config={"memory": {"intervals": {"backfill": "1s"}, "embedder": embedder}})
+    old = MemoryService(d.paths.journal, EmbedderSpec(), FakeClock(T0))  # another embedder, remembered
+    before = old.add_item("payments certificate expires in 3 days").id
+    assert old.backfill().embedded == 1 and old.get(before).embedding["model"] == "palyra-hashing-ngram"
+    old.close()
+    c = d.client()
+    r = c.post("/console/v1/memory/items", json={"text": "disk usage on the build runners is at 91 percent"})
+    assert r.status_code == 201, r.text
+    added = r.json()["id"]
+
+    def searched() -> dict | None:
+        body = c.get("/console/v1/memory/search", params={"q": "build runners disk", "k": 2}).json()
+        return body if body["pending"] == 0 and len(body["results"]) == 2 else None
+
+    body = d.wait_for(searched, timeout=40, what="backfill with the configured embedder")
+    assert body["model"] == {"model": "mini-embed", "dim": 64, "version": "1"}
+    assert [hit["id"] for hit in body["results"]] == [added, before]
+    assert all(hit["embedding"]["model"] == "mini-embed" for hit in body["results"])
+    embedded = [t for req in server.requests for t in req["input"]]
+    assert "disk usage on the build runners is at 91 percent" in embedded
+    assert "payments certificate expires in 3 days" in embedded  # re-embedded, not kept from hashing
+    # and the CLI's `memory search` now finds the same embedder remembered in the journal
+    again = MemoryService(d.paths.journal, None, FakeClock(T0), create=False)
+    assert isinstance(again.embedder, OpenAIEmbedder) and again.embedder.key.model == "mini-embed"
+    again.close()

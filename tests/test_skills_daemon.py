@@ -259,8 +259,8 @@ def test_skills_audit_interval_config() -> None:
     bad = [
         ({"skills": {"audit_interval": "soon"}}, {},
          "config: skills.audit_interval: invalid duration 'soon': expected e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m"),
-        ({"skills": {"audit": "1h"}}, {}, "config: unknown skills key(s): audit; expected audit_interval"),
-        ({"skills": ["1h"]}, {}, "config: skills must be a mapping"),
+        ({"skills": {"audit": "1h"}}, {}, "config: skills.audit: unknown key; expected audit_interval"),
+        ({"skills": ["1h"]}, {}, "config: skills: expected a mapping (with audit_interval), got a list"),
         ({}, {"skills_audit_interval": "x"},
          "--skills-audit-interval: invalid duration 'x': expected e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m"),
     ]

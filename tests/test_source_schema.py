@@ -22,7 +22,7 @@ from palyra_ops.source import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DIRS = [ROOT / "routines.d", *sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())]
+SAMPLE_DIRS = [ROOT / "routines.d", *sorted(p / "routines.d" for p in (ROOT / "examples").iterdir() if p.is_dir())]
 
 
 def test_schema_is_valid_draft_2020_12_with_an_id() -> None:
@@ -90,14 +90,14 @@ def test_duration_pattern_is_shared_with_the_parser() -> None:
     assert schema()["$defs"]["routineSpec"]["properties"]["policies"]["properties"]["jitter"]["pattern"] == DURATION_PATTERN
 
 
-@pytest.mark.parametrize("directory", SAMPLE_DIRS, ids=[p.name for p in SAMPLE_DIRS])
+@pytest.mark.parametrize("directory", SAMPLE_DIRS, ids=[p.relative_to(ROOT).as_posix() for p in SAMPLE_DIRS])
 def test_samples_and_examples_validate_and_carry_the_modeline(directory: Path) -> None:
     source = load_directory(directory)
     assert source.ok, [d.format() for d in source.diagnostics]
     assert source.documents
     for f in source.files.values():
         text = (directory / f.file).read_text()
-        rel = Path("..") if directory.name == "routines.d" else Path("..") / ".."
+        rel = Path("..") if directory == ROOT / "routines.d" else Path("..") / ".." / ".."
         assert text.startswith(f"# yaml-language-server: $schema={rel.as_posix()}/schemas/routine.schema.json\n")
         assert (directory / rel / "schemas" / "routine.schema.json").resolve() == schema_path().resolve()
 

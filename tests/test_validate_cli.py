@@ -79,6 +79,7 @@ def test_json_output_is_the_documented_stable_document(bad_dir: Path, capsys: py
                 "text": "routines.d/sre.yaml:14:18: spec.policies.concurrency: 'sometimes' is not one of allow, forbid, replace, queue_one",
             }
         ],
+        "warnings": [],
         "files": [
             {
                 "file": "sre.yaml",
@@ -97,13 +98,22 @@ def test_missing_directory_is_an_error_without_traceback(tmp_path: Path, capsys:
     assert capsys.readouterr().err == f"palyra-ops: routine directory {tmp_path / 'nope'} does not exist\n"
 
 
-def test_console_script_validates_the_shipped_sample_and_examples() -> None:
-    env = {**os.environ, "NO_COLOR": "1"}
+def test_console_script_validates_the_shipped_sample_and_examples(tmp_path: Path) -> None:
+    """On a machine with no skills installed (a fresh state root) the examples validate; a skill
+    reference is then said to be unchecked, never silently passed (examples/README.md installs them)."""
+    env = {**os.environ, "NO_COLOR": "1", "PALYRA_STATE_ROOT": str(tmp_path / "state")}
     exe = Path(sys.executable).with_name("palyra-ops")
-    for target in ["routines.d", "examples/sre-reports", "examples/personal-assistant", "examples/webhook-automation"]:
+    skills = {"examples/sre-reports/routines.d": ["incident-digest"],
+              "examples/webhook-automation/routines.d": ["release-announcer"]}
+    for target in ["routines.d", "examples/sre-reports/routines.d", "examples/personal-assistant/routines.d",
+                   "examples/webhook-automation/routines.d"]:
         proc = subprocess.run([str(exe), "validate", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert proc.stdout.startswith("Valid: ")
+        *warnings, summary = proc.stdout.splitlines()
+        assert summary.startswith("Valid: ")
+        assert [w.split("skill '")[1].split("'")[0] for w in warnings] == skills.get(target, [])
+        assert all(f"not checked: no skills index under {tmp_path / 'state'}" in w for w in warnings)
+    assert not (tmp_path / "state").exists()
 
 
 def test_console_script_fails_on_a_corpus_case_with_exit_1() -> None:

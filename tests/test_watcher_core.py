@@ -334,24 +334,32 @@ def test_events_default_to_the_journal(tmp_path: Path) -> None:
 
 UNREADABLE_CHILD = textwrap.dedent(
     """
-    import os, sys
+    import os, shutil, sys, tempfile
     from pathlib import Path
-    from palyra_ops import source
     from palyra_ops.clock import FakeClock
     from palyra_ops.journal import read_snapshot
     from palyra_ops.watcher import Watcher
-    # the interpreter lives under /root (0700): load everything lazily imported before dropping to nobody
-    import jsonschema, fastjsonschema, sqlite_utils, palyra_ops.schedule, palyra_ops.plan  # noqa
-    source._fast_validator(); source._detailed_validator(); source.schema()
-    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+
+    def scenario(root):
+        w = Watcher(root / "routines.d", root / "state" / "j.sqlite3", clock=FakeClock(1), display_root="routines.d")
+        assert w.reconcile_now().added == 2
+        os.chmod(root / "routines.d" / "b.yaml", 0)
+        r = w.reconcile_now()
+        lines = [f"{r.state} {r.deleted} {r.kept_invalid} {w.status()['files']['b.yaml']['diagnostics']}",
+                 str(sorted(n for _, n in read_snapshot(root / "state" / "j.sqlite3").resources))]
+        w.stop()
+        return lines
+
     root = Path(sys.argv[1])
-    w = Watcher(root / "routines.d", root / "state" / "j.sqlite3", clock=FakeClock(1), display_root="routines.d")
-    assert w.reconcile_now().added == 2
-    os.chmod(root / "routines.d" / "b.yaml", 0)
-    r = w.reconcile_now()
-    print(r.state, r.deleted, r.kept_invalid, w.status()["files"]["b.yaml"]["diagnostics"])
-    print(sorted(n for _, n in read_snapshot(root / "state" / "j.sqlite3").resources))
-    w.stop()
+    # The checkout (schemas/, lazily imported modules) and the interpreter may live under a directory
+    # `nobody` cannot enter (a clone in `mktemp -d`, a venv under /root): run the whole scenario once
+    # first, on a scratch copy, so everything it reads from there is loaded before dropping to nobody.
+    warm = Path(tempfile.mkdtemp())
+    shutil.copytree(root / "routines.d", warm / "routines.d")
+    scenario(warm)
+    shutil.rmtree(warm)
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    print("\\n".join(scenario(root)))
     """
 )
 
@@ -359,7 +367,9 @@ UNREADABLE_CHILD = textwrap.dedent(
 def test_unreadable_file_keeps_last_good() -> None:
     """chmod 000 does not stop root from reading, so as root the check runs in a child that drops to
     `nobody` first (a real permission check, not a simulation); as a normal user it runs unchanged.
-    pytest's tmp_path lives under a 0700 directory nobody cannot enter, hence a plain /tmp dir."""
+    pytest's tmp_path lives under a 0700 directory nobody cannot enter, hence a plain /tmp dir; and
+    the child loads what it needs from the checkout before dropping privileges, so the test passes
+    wherever the repository is cloned (tests/test_checkout_location.py)."""
     with tempfile.TemporaryDirectory(prefix="palyra-watcher-") as tmp:
         root = Path(tmp)
         d = root / "routines.d"
@@ -373,7 +383,7 @@ def test_unreadable_file_keeps_last_good() -> None:
         script = UNREADABLE_CHILD if os.geteuid() == 0 else UNREADABLE_CHILD.replace(
             "os.setgroups([]); os.setgid(65534); os.setuid(65534)", "")
         out = subprocess.run(
-            [sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60,
+            [sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=180,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
     assert out.returncode == 0, out.stderr

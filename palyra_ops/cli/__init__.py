@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from palyra_ops import __version__
 from palyra_ops.errors import PalyraError
 
 #: subcommand → the module that registers it (help order). Only the module of the command being run
@@ -33,18 +34,59 @@ COMMANDS = {
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+#: one-line help of each command for `palyra-ops --help`, which then imports no command module at all
+#: (tests/test_cli_basics.py checks these equal the modules' own help texts). A command missing here
+#: still works: its module is imported to describe it.
+SUMMARIES = {
+    "validate": "check routine files (schema, semantics, cross-file references)",
+    "plan": "show what apply would change",
+    "apply": "apply the directory (or a saved plan) to the journal",
+    "status": "does the journal match the directory? last apply, next runs",
+    "schedule": "preview the next fire times of a schedule",
+    "daemon": "run the daemon: HTTP API, scheduler and maintenance tasks",
+    "token": "print the console API token",
+    "cron": "add, inspect and run routines on a running daemon",
+    "approvals": "list, approve or deny pending approvals",
+    "skills": "manage WASM skills (install, list, audit, quarantine, ...)",
+    "memory": "memory items: add, list, search, retention, embeddings backfill",
+}
+
+
+def build_parser(command: str | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The parser for `command` only (its module imported), or, for no/unknown command, every
+    command described from SUMMARIES without importing their modules (fast `--help`/`--version`).
+    `full` registers every command with all its options (e.g. for shell completion)."""
     parser = argparse.ArgumentParser(
         prog="palyra-ops",
         description="GitOps for the Palyra daemon's background routines.",
     )
+    parser.add_argument("--version", action="version", version=f"palyra-ops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
-    for name in wanted:
-        module = importlib.import_module(f"palyra_ops.cli.{name}")
-        module.register(sub)
+    if command in COMMANDS:
+        importlib.import_module(f"palyra_ops.cli.{COMMANDS[command]}").register(sub)
+        _add_version(parser)
+        return parser
+    registered: set[str] = set()
+    for name, module_name in COMMANDS.items():
+        if name in SUMMARIES and not full:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
+        elif module_name not in registered:
+            importlib.import_module(f"palyra_ops.cli.{module_name}").register(sub)
+            registered.add(module_name)
+    if full:
+        _add_version(parser)
     return parser
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    """`--version` on every (sub)command too: `palyra-ops cron status --version` answers."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                if "--version" not in child._option_string_actions:
+                    child.add_argument("--version", action="version", version=f"palyra-ops {__version__}")
+                _add_version(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_output_flag(parser: argparse.ArgumentParser) -> None:
@@ -45,20 +46,16 @@ def add_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=Path("routines.d"), help="routine directory (default: routines.d)")
 
 
-def installed_skill_ids() -> set[str] | None:
-    """Ids of the skills installed under the state root, for the "referenced skill exists" check.
+def installed_skills() -> Any:
+    """The skills installed under the state root for the "referenced skill exists" check, or
+    `SkillsUnchecked` saying why that check cannot run (the one rule: palyra_ops/skillrefs.py)."""
+    from palyra_ops.skillrefs import known_skills
 
-    None (check skipped) when this state root has no skills index at all — a routines repository
-    validated in its own CI or pre-commit hook has no daemon state to check against — or when the
-    index cannot be read. Where skills have been installed, a reference to a missing one is an error.
-    """
-    from palyra_ops.errors import PalyraError
-    from palyra_ops.skills.store import SkillStore
+    return known_skills(state_root())
 
-    try:
-        store = SkillStore(state_root())
-        if not store.index_path.exists():
-            return None
-        return store.ids()
-    except (PalyraError, OSError, ValueError):
-        return None
+
+def print_warnings(warnings: list[Any], stream: Any = None) -> None:
+    """Checks that could not run, one `warning:` line each (stderr by default: stdout may be JSON)."""
+    out = stream or sys.stderr
+    for w in warnings:
+        out.write(f"warning: {w.format()}\n")

@@ -176,10 +176,13 @@ def _next_run(view: dict[str, Any]) -> str:
 def _schedule_text(schedule: dict[str, Any] | None) -> str:
     if not schedule:
         return "-"
+    from palyra_ops.views import schedule_zone
+
+    label = schedule_zone(schedule)[0]
     for key in ("cron", "every", "at"):
         if key in schedule:
             text = f"cron {schedule[key]!r}" if key == "cron" else f"{key} {schedule[key]}"
-            return f"{text} ({schedule.get('timezone', 'utc')})"
+            return text if key == "at" and label[0] in "+-" else f"{text} ({label})"
     return json.dumps(schedule)
 
 

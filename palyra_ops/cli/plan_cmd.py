@@ -12,8 +12,9 @@ from palyra_ops.cli._common import (
     add_journal_flag,
     add_output_flag,
     default_journal_path,
-    installed_skill_ids,
+    installed_skills,
     print_json,
+    print_warnings,
     use_colour,
 )
 from palyra_ops.clock import SystemClock, rfc3339
@@ -52,11 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_flag(s)
     s.add_argument("--url", help="daemon URL for live state (default: $PALYRA_URL or http://127.0.0.1:7142)")
     s.add_argument("--token", help="API token (default: $PALYRA_TOKEN or the token file)")
+    s.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 when Synced, 2 when OutOfSync, 1 when Invalid or on error")
     s.set_defaults(func=run_status)
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
     return args.journal or default_journal_path()
+
+
+def require_directory(directory: Path) -> None:
+    """A mistyped --dir must not read as "no changes" (or as "delete everything")."""
+    if not directory.exists() and not directory.is_symlink():
+        raise PalyraError(f"routine directory {directory} does not exist (pass --dir DIR)")
+    if not directory.is_dir():
+        raise PalyraError(f"routine directory {directory} is not a directory")
 
 
 def print_diagnostics(exc: ValidationFailed) -> None:
@@ -70,20 +81,23 @@ def print_diagnostics(exc: ValidationFailed) -> None:
     print(f"{n} error{'s' if n != 1 else ''}; nothing planned.", file=sys.stderr)
 
 
-def _make_plan(args: argparse.Namespace) -> Plan:
-    plan, _ = plan_directory(
+def _make_plan(args: argparse.Namespace, *, read_only: bool) -> Plan:
+    require_directory(args.dir)
+    plan, source = plan_directory(
         args.dir,
         _journal_path(args),
         prune_unmanaged=args.prune_unmanaged,
         allow_empty=args.allow_empty,
-        known_skills=installed_skill_ids(),
+        known_skills=installed_skills(),
+        read_only=read_only,
     )
+    print_warnings(source.warnings)
     return plan
 
 
 def run_plan(args: argparse.Namespace) -> int:
     try:
-        plan = _make_plan(args)
+        plan = _make_plan(args, read_only=True)
     except ValidationFailed as exc:
         if args.output == "json":
             print_json({"format_version": 1, "error": "invalid", "diagnostics": [d.to_json() for d in exc.diagnostics]})
@@ -114,7 +128,7 @@ def run_apply(args: argparse.Namespace) -> int:
         directory = Path(plan.dir)
     else:
         try:
-            plan = _make_plan(args)
+            plan = _make_plan(args, read_only=False)
         except ValidationFailed as exc:
             print_diagnostics(exc)
             return 1
@@ -152,8 +166,10 @@ def run_apply(args: argparse.Namespace) -> int:
 def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
     """Everything `status` shows, as data (also used for --output json)."""
     report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
-    skills = installed_skill_ids()
+    require_directory(directory)
+    skills = installed_skills()
     source = load_directory(directory, known_skills=skills)
+    report["warnings"] = [w.format() for w in source.warnings]
     invalid = {f: r for f, r in source.files.items() if not r.ok}
     if invalid or not source.ok:
         report["state"] = "Invalid"
@@ -163,7 +179,7 @@ def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
         report["diagnostics"] = [d.format() for d in source.diagnostics]
     else:
         try:
-            plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=skills)
+            plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=skills, read_only=True)
         except PalyraError as exc:
             report["state"] = "Invalid"
             report["error"] = exc.message
@@ -217,12 +233,22 @@ def live_daemon_status(url: str | None, token: str | None) -> dict[str, Any]:
         return {"reachable": False, "detail": exc.message}
 
 
+#: `status --detailed-exitcode` (SPEC §7): 0 Synced, 2 OutOfSync, 1 Invalid or error
+STATUS_EXIT = {"Synced": 0, "OutOfSync": 2, "Invalid": 1}
+
+
+def _shown(value: Any, missing: str = "—") -> str:
+    """A value for a human line: never the text `None`."""
+    return missing if value is None or value == "" else str(value)
+
+
 def run_status(args: argparse.Namespace) -> int:
     report = status_report(args.dir, _journal_path(args))
     report["daemon"] = live_daemon_status(args.url, args.token)
+    code = STATUS_EXIT.get(report["state"], 1) if args.detailed_exitcode else 0
     if args.output == "json":
         print_json(report)
-        return 0
+        return code
     print(f"State: {report['state']}  ({report['dir']} vs {report['journal']})")
     for f in report.get("invalid_files", []):
         print(f"  invalid: {f['file']}")
@@ -230,8 +256,10 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"    {d}")
     if report.get("error"):
         print(f"  {report['error']}")
+    for w in report.get("warnings", []):
+        print(f"  warning: {w}")
     for c in report.get("out_of_sync", []):
-        print(f"  {c['action']}: {c['kind'].lower()} {c['name']} ({c['reason']})")
+        print(f"  {c['action']}: {c['kind'].lower()} {c['name']} ({_shown(c['reason'], 'changed')})")
     if report.get("unmanaged"):
         print(f"  unmanaged (left alone): {', '.join(report['unmanaged'])}")
     last = report.get("last_apply")
@@ -247,18 +275,19 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"  {r['next_run_at']}  {r['routine_id']}")
     for line in _daemon_lines(report["daemon"]):
         print(line)
-    return 0
+    return code
 
 
 def _daemon_lines(daemon: dict[str, Any]) -> list[str]:
     if not daemon.get("reachable"):
-        return [f"Daemon: not reachable ({daemon.get('detail')})"]
+        return [f"Daemon: not reachable ({_shown(daemon.get('detail'))})"]
     sched = daemon.get("scheduler") or {}
     lines = [f"Daemon: up at {daemon['url']}"]
     if sched:
         lines.append(
             "  scheduler: last tick {}, due backlog {}, running {}, next due {}".format(
-                sched.get("last_tick_at"), sched.get("due_backlog"), sched.get("running_count"), sched.get("next_due_at")
+                _shown(sched.get("last_tick_at"), "not yet"), _shown(sched.get("due_backlog"), "0"),
+                _shown(sched.get("running_count"), "0"), _shown(sched.get("next_due_at"), "nothing scheduled"),
             )
         )
     from palyra_ops.watcher import format_status
@@ -268,7 +297,8 @@ def _daemon_lines(daemon: dict[str, Any]) -> list[str]:
         if not isinstance(task, dict):
             continue
         if task.get("last_run_at"):
-            last = f"last {task['last_run_at']} {task.get('outcome')} ({task.get('duration_ms')} ms)"
+            took = f" ({task['duration_ms']} ms)" if task.get("duration_ms") is not None else ""
+            last = f"last {task['last_run_at']} {_shown(task.get('outcome'), 'running')}{took}"
         else:
             last = "not run yet"
         nxt = f", next {task['next_run_at']}" if task.get("next_run_at") else " (disabled)"

@@ -18,9 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from palyra_ops.client import resolve_target
     from palyra_ops.daemon import ensure_token, read_token, token_path
 
-    root = state_root()
+    # the token of the daemon the other commands would talk to (e.g. the one `make run` started in
+    # ./.palyra), unless creating one, which is always for $PALYRA_STATE_ROOT / the default root
+    root = state_root() if args.create else resolve_target().state_root
     if args.path:
         print(token_path(root))
         return 0

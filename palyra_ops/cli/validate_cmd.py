@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from palyra_ops.cli._common import add_output_flag, installed_skill_ids, print_json, use_colour
+from palyra_ops.cli._common import add_output_flag, installed_skills, print_json, use_colour
 from palyra_ops.errors import Diagnostic, PalyraError
 from palyra_ops.source import SourceSet, load_directory
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory or args.dir_flag or Path("routines.d")
     if not directory.exists() and not directory.is_symlink():
         raise PalyraError(f"routine directory {directory} does not exist")
-    source = load_directory(directory, known_skills=installed_skill_ids())
+    source = load_directory(directory, known_skills=installed_skills())
     if args.output == "json":
         print_json(to_json(source, str(directory)))
     else:
@@ -60,6 +60,7 @@ def to_json(source: SourceSet, shown_root: str) -> dict[str, object]:
             "errors": len(source.diagnostics),
         },
         "diagnostics": [d.to_json() | {"text": d.format()} for d in source.diagnostics],
+        "warnings": [d.to_json() | {"text": d.format()} for d in source.warnings],
         "files": [
             {
                 "file": f.file,
@@ -92,13 +93,16 @@ def render_text(source: SourceSet, *, colour: bool = False) -> str:
             out.append(f"{dim}{gutter}{reset}{diag.source_line.expandtabs(1)}")
             if diag.column:
                 out.append(f"{dim}{' ' * (len(gutter) - 2)}| {reset}{' ' * (diag.column - 1)}{red}^{reset}")
+    for warn in source.warnings:  # a check that could not run: said, never silently passed
+        out.append(f"{bold}{_where(warn)}{reset}: warning: {_what(warn)}")
     n_files = len(source.files)
     kinds = _count_kinds(source)
     checked = _plural(n_files, "file", "files")
     if source.ok:
         parts = [_plural(kinds.get(k, 0), one, many) for k, one, many in _KINDS]
         docs = _plural(len(source.documents), "document", "documents")
-        out.append(f"{green}Valid:{reset} {checked}, {docs} ({', '.join(parts)}).")
+        warned = f" {_plural(len(source.warnings), 'warning', 'warnings')}." if source.warnings else ""
+        out.append(f"{green}Valid:{reset} {checked}, {docs} ({', '.join(parts)}).{warned}")
     else:
         n = len(source.diagnostics)
         bad = sum(1 for f in source.files.values() if not f.ok)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import PalyraError
+from palyra_ops.fsmodes import private_file
 from palyra_ops.journal.migrations import all_migrations
 from palyra_ops.model import canonical_json
 
@@ -115,7 +116,10 @@ class SQLiteJournal:
         self.path = Path(path)
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_file(self.path)  # 0600 before SQLite opens it: -wal/-shm inherit the main file's mode
+        except OSError as exc:
+            raise PalyraError(f"{self.path}: cannot create the journal: {exc.strerror or exc}") from None
         conn = connect(self.path)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys=ON")

@@ -26,6 +26,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 
+from palyra_ops.fsmodes import private_file, write_private
 from palyra_ops.journal.memory import MemoryStore, ModelKey
 
 FORMAT = 1
@@ -230,6 +231,7 @@ class MemoryIndex:
         """Write index then sidecar, each via temp file + fsync + rename."""
         tmp = Path(f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
+            private_file(tmp)  # hnswlib truncates and keeps the mode: owner-only whatever the umask
             self._index.save_index(str(tmp))
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
@@ -253,12 +255,6 @@ class MemoryIndex:
             "generation": generation,
             "saved_at_ms": now_ms,
         }
-        side_path = sidecar_path_for(self.path)
-        side_tmp = Path(f"{side_path}.tmp-{os.getpid()}-{threading.get_ident()}")
-        with side_tmp.open("w") as f:
-            json.dump(side, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(side_tmp, side_path)
+        write_private(sidecar_path_for(self.path), json.dumps(side, indent=2))
         self.generation = generation
         self.dirty = False

@@ -30,6 +30,7 @@ import numpy as np
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import NotFound, PalyraError
+from palyra_ops.fsmodes import open_private, private_dir
 from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, db_file_bytes
 from palyra_ops.journal.sqlite import connect
 from palyra_ops.memory.embedders import Embedder, EmbedderSpec, HashingEmbedder
@@ -181,16 +182,18 @@ class MemoryService:
         if not self.journal_path.exists():
             if not create:
                 raise NotFound(f"no journal at {self.journal_path} (run `palyra-ops apply` or pass --journal)")
-            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.journal_path.parent)
         self._migrate()
         self._spec: EmbedderSpec | None = None
+        #: the spec of the embedder in use, whoever chose it (None: an Embedder object was passed)
+        self.embedder_spec: EmbedderSpec | None = None
         if isinstance(embedder, EmbedderSpec):
-            self._spec = embedder
+            self._spec = self.embedder_spec = embedder
             self.embedder: Embedder = embedder.build()
         elif embedder is None:
             remembered = self.store.get_state(_EMBEDDER_STATE)
-            spec = EmbedderSpec.from_dict(remembered) if remembered else None
-            self.embedder = spec.build() if spec else HashingEmbedder()
+            self.embedder_spec = EmbedderSpec.from_dict(remembered) if remembered else EmbedderSpec()
+            self.embedder = self.embedder_spec.build() if remembered else HashingEmbedder()
         else:
             self.embedder = embedder
 
@@ -224,7 +227,7 @@ class MemoryService:
         because a second flock on a new descriptor would block even in the same process)."""
         with self._lock:
             if self._lock_depth == 0:
-                fd = os.open(f"{self.journal_path}.memory.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_private(f"{self.journal_path}.memory.lock")
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_fd = fd
             self._lock_depth += 1

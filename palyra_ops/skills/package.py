@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from palyra_ops.errors import PalyraError
+from palyra_ops.fsmodes import private_dir
 from palyra_ops.skills.manifest import MANIFEST_FILE, Manifest, parse_manifest
 
 SIGNATURE_FILE = "skill.sig"
@@ -139,7 +140,7 @@ def generate_keypair(private_path: Path) -> str:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(private_path.parent)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)

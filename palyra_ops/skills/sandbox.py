@@ -38,6 +38,7 @@ import wasmtime
 from wasmtime import _ffi as wffi
 
 from palyra_ops.errors import PalyraError
+from palyra_ops.fsmodes import private_dir, trusted
 from palyra_ops.skills.manifest import format_size
 from palyra_ops.skills.store import InstalledSkill, SkillStore
 from palyra_ops.skills.verify import HTTP_MODULE
@@ -150,7 +151,7 @@ class SkillRunner:
 
     def _prepare_cache_dir(self) -> None:
         """The cache holds native code that is loaded without re-validation, so it must be private."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.cache_dir)
         st = self.cache_dir.stat()
         if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise PalyraError(
@@ -223,6 +224,8 @@ class SkillRunner:
 
     def _compile_cached(self, sha: str, wasm: bytes) -> tuple[wasmtime.Module, str]:
         path = self.cache_path(sha)
+        if path.exists() and not trusted(path):
+            path.unlink(missing_ok=True)  # native code someone else could have written: never load it
         if path.exists():
             try:
                 return wasmtime.Module.deserialize_file(self.engine, str(path)), "disk"

@@ -27,6 +27,7 @@ from typing import Any
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import Conflict, NotFound, PalyraError
+from palyra_ops.fsmodes import open_private, private_dir
 from palyra_ops.skills.manifest import Manifest, Quotas, parse_manifest_data, semver_key
 from palyra_ops.skills.package import SIGNATURE_FILE, collect_files, open_package
 from palyra_ops.skills.truststore import TRUST_FILE, TrustStore, atomic_write_json
@@ -140,15 +141,15 @@ class SkillStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Exclusive read-modify-write of the index across threads and processes."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._mutex, open(self.root / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._mutex:
+            fd = open_private(self.root / ".lock")
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 doc = self._read_doc()
                 yield doc
                 atomic_write_json(self.index_path, doc)
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                os.close(fd)  # closing releases the flock
 
     def _read_doc(self) -> dict[str, Any]:
         try:
@@ -244,15 +245,16 @@ class SkillStore:
 
     def _copy(self, src: Path, verified: VerifiedPackage) -> Path:
         """Copy into a fresh directory and re-hash the copy, so what was verified is what is pinned."""
-        self.installed_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.installed_dir)
         dest = self.installed_dir / f"{verified.manifest.id}-{uuid.uuid4().hex[:12]}"
-        dest.mkdir()
+        os.mkdir(dest, 0o700)
+        os.chmod(dest, 0o700)
         try:
             for rel in [*verified.files, SIGNATURE_FILE]:
                 target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(target.parent)
                 shutil.copyfile(src / rel, target)
-                os.chmod(target, 0o444)
+                os.chmod(target, 0o400)  # read-only and owner-only: the copy is never edited
             if collect_files(dest) != verified.files:
                 raise PalyraError("package changed while being installed; try again")
         except BaseException:

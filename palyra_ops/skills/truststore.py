@@ -11,12 +11,12 @@ an operator revokes it, and the next re-audit quarantines every skill that key h
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import NotFound, PalyraError
+from palyra_ops.fsmodes import write_private
 from palyra_ops.skills.manifest import PUBLISHER_PATTERN
 from palyra_ops.skills.package import decode_public_key, encode_public_key, key_fingerprint
 
@@ -25,13 +25,7 @@ TRUST_FILE = "trust.json"
 
 def atomic_write_json(path: Path, doc: Any) -> None:
     """Write-then-rename so a crash never leaves a half-written file that would lock operators out."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 class TrustStore:
