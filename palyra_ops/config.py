@@ -52,6 +52,15 @@ class IntegrationConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """Where deliveries may go (docs/security.md): file channels stay under `file_root` (None: the
+    state root's `deliveries/`); webhook channels never reach link-local addresses unless allowed."""
+
+    file_root: Path | None = None
+    allow_link_local_targets: bool = False
+
+
+@dataclass(frozen=True)
 class SkillsConfig:
     """SPEC §8: how often the daemon re-audits installed skills; 0 disables the re-audit."""
 
@@ -85,6 +94,9 @@ class DaemonConfig:
     dispatch_clients: int = 4
     dispatch_concurrency: int = 8
     log_level: str = "info"
+    #: SPEC §6: request bodies above this are refused with 413 before they are read in full
+    max_body_bytes: int = 1 << 20
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     def __post_init__(self) -> None:
         if self.memory is None:  # imported lazily: the memory library pulls in numpy
@@ -164,7 +176,7 @@ def _duration(value: Any, where: str) -> int:
 
 
 _TOP_KEYS = {"listen", "journal", "dir", "watch", "allow_remote", "state_root", "backend", "integrations",
-             "memory", "skills", "dispatch", "log_level", "watcher"}
+             "memory", "skills", "dispatch", "log_level", "watcher", "max_body_bytes", "delivery"}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -256,6 +268,25 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         debounce_ms=_duration(w.get("debounce", "150ms"), f"{where}: watcher.debounce"),
     )
 
+    max_body = flags.get("max_body_bytes")
+    max_body_where = "--max-body-bytes" if max_body is not None else f"{where}: max_body_bytes"
+    if max_body is None:
+        max_body = data.get("max_body_bytes", 1 << 20)
+    if isinstance(max_body, bool) or not isinstance(max_body, int | str) or not str(max_body).isdigit() \
+            or not 1024 <= int(max_body) <= 1 << 30:
+        raise PalyraError(f"{max_body_where}: {max_body!r} is not a whole number of bytes between 1024 and {1 << 30}")
+    dl = data.get("delivery") or {}
+    if not isinstance(dl, dict):
+        raise PalyraError(f"{where}: delivery must be a mapping")
+    unknown_dl = sorted(set(dl) - {"file_root", "allow_link_local_targets"})
+    if unknown_dl:
+        raise PalyraError(f"{where}: unknown delivery key(s): {', '.join(unknown_dl)}; expected allow_link_local_targets, file_root")
+    allow_ll = dl.get("allow_link_local_targets", False)
+    if not isinstance(allow_ll, bool):
+        raise PalyraError(f"{where}: delivery.allow_link_local_targets must be true or false, got {allow_ll!r}")
+    delivery = DeliveryConfig(file_root=rel(dl["file_root"]) if dl.get("file_root") else None,
+                              allow_link_local_targets=allow_ll)
+
     watch = flags.get("watch")
     allow_remote = flags.get("allow_remote")
     return DaemonConfig(
@@ -274,6 +305,8 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         dispatch_clients=int(d.get("clients", 4)),
         dispatch_concurrency=int(d.get("concurrency", 8)),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
+        max_body_bytes=int(max_body),
+        delivery=delivery,
     )
 
 
