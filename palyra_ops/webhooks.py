@@ -27,6 +27,7 @@ import hmac
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 TOLERANCE_MS = 5 * 60_000
@@ -110,9 +111,10 @@ def verify_standard(secret: str, body: bytes, msg_id: str | None, timestamp: str
     return Verdict(False, "standard", "no webhook-signature entry matches the body", message_id=None)
 
 
-def verify(secret: str, body: bytes, headers: dict[str, str] | object, *, now_ms: int) -> Verdict:
-    """Check whichever scheme the request's headers use; Standard Webhooks wins when both appear."""
-    get = headers.get  # type: ignore[attr-defined]
+def verify(secret: str, body: bytes, headers: Mapping[str, str], *, now_ms: int) -> Verdict:
+    """Check whichever scheme the request's headers use; Standard Webhooks wins when both appear.
+    `headers` looks names up case-insensitively (Starlette's Headers) or holds them in lower case."""
+    get = headers.get
     if any(get(h) is not None for h in STANDARD_HEADERS):
         return verify_standard(secret, body, get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"),
                                now_ms=now_ms)
