@@ -60,6 +60,15 @@ class IntegrationConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """Where deliveries may go (docs/security.md): file channels stay under `file_root` (None: the
+    state root's `deliveries/`); webhook channels never reach link-local addresses unless allowed."""
+
+    file_root: Path | None = None
+    allow_link_local_targets: bool = False
+
+
+@dataclass(frozen=True)
 class SkillsConfig:
     """SPEC §8: how often the daemon re-audits installed skills; 0 disables the re-audit."""
 
@@ -93,6 +102,9 @@ class DaemonConfig:
     dispatch_clients: int = 4
     dispatch_concurrency: int = 8
     log_level: str = "info"
+    #: SPEC §6: request bodies above this are refused with 413 before they are read in full
+    max_body_bytes: int = 1 << 20
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     def __post_init__(self) -> None:
         if self.memory is None:  # imported lazily: the memory library pulls in numpy
@@ -207,13 +219,17 @@ def number(lo: float | None = None, hi: float | None = None, *, above: float | N
     return check
 
 
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _range_text(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
-        return f" between {lo:g} and {hi:g}"
+        return f" between {_num(lo)} and {_num(hi)}"
     if lo is not None:
-        return f" >= {lo:g}"
+        return f" >= {_num(lo)}"
     if hi is not None:
-        return f" <= {hi:g}"
+        return f" <= {_num(hi)}"
     return ""
 
 
@@ -322,6 +338,9 @@ KEYS: dict[str, Check] = {
     "watcher.self_heal": boolean,
     "watcher.rescan_interval": duration(),
     "watcher.debounce": duration(min_ms=0),
+    "max_body_bytes": integer(1024, 1 << 30),
+    "delivery.file_root": string(what="a path"),
+    "delivery.allow_link_local_targets": boolean,
 }
 
 _PATTERNS: list[tuple[tuple[str, ...], Check]] = []
@@ -561,6 +580,16 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
     )
 
     d = section("dispatch")
+    max_body = flags.get("max_body_bytes")
+    if max_body is not None:
+        problem = KEYS["max_body_bytes"](max_body)
+        if problem is not None:
+            raise PalyraError(f"--max-body-bytes: {problem}")
+    else:
+        max_body = data.get("max_body_bytes", 1 << 20)
+    dl = section("delivery")
+    delivery = DeliveryConfig(file_root=rel(dl["file_root"]) if dl.get("file_root") else None,
+                              allow_link_local_targets=dl.get("allow_link_local_targets", False))
     return DaemonConfig(
         host=host,
         port=port,
@@ -577,6 +606,8 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         dispatch_clients=d.get("clients", 4),
         dispatch_concurrency=d.get("concurrency", 8),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
+        max_body_bytes=int(max_body),
+        delivery=delivery,
     )
 
 

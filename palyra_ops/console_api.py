@@ -35,6 +35,7 @@ from palyra_ops.clock import parse_rfc3339, rfc3339
 from palyra_ops.context import DaemonContext
 from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import BadRequest, Diagnostic, NotFound, PalyraError, Unauthorized, ValidationFailed
+from palyra_ops.httpbody import parse_json
 from palyra_ops.model import Resource
 from palyra_ops.schema_files import load_schema
 
@@ -47,6 +48,9 @@ APPROVAL_STATES = ("pending", "approved", "denied", "cancelled")
 UPSERT_FIELDS = ("name", "spec", "description", "labels")
 MEMORY_ADD_FIELDS = ("text", "routine_id", "run_id", "ttl")
 MAX_MEMORY_K = 1000
+MAX_MEMORY_TTL_MS = 100 * 365 * 86_400_000  # a century: beyond it an expiry is not an instant we can show
+RUN_STATUSES = ("accepted", "running", "succeeded", "failed", "skipped", "throttled", "denied", "cancelled",
+                "awaiting_approval")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -94,10 +98,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         if required:
             raise BadRequest("request body must be a JSON object")
         return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
@@ -164,7 +165,7 @@ def decode_cursor(text: str | None, kind: str) -> str | None:
         data = json.loads(raw)
         if isinstance(data, dict) and data.get("k") == kind and isinstance(data.get("p"), str):
             return data["p"]
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         pass
     raise BadRequest("cursor: not a cursor returned by this listing")
 
@@ -438,6 +439,8 @@ class ConsoleApi:
         limit = query_limit(request)
         before = decode_cursor(request.query_params.get("cursor"), "runs")
         status = request.query_params.get("status")
+        if status is not None and status not in RUN_STATUSES:
+            raise BadRequest(f"status: {status!r} is not one of {', '.join(RUN_STATUSES)}")
         journal = self.ctx.journal
         rows = journal.list_runs(routine_id, status=status, limit=limit + 1, before_run_id=before)
         if not rows and before is None and journal.get_resource("Routine", routine_id) is None:
@@ -570,6 +573,8 @@ class ConsoleApi:
                 ttl_ms = parse_duration_ms(payload["ttl"])
             except ValueError as exc:
                 raise BadRequest(f"ttl: {exc}") from None
+            if not 0 < ttl_ms <= MAX_MEMORY_TTL_MS:
+                raise BadRequest(f"ttl: must be longer than 0s and at most 36500d, got {payload['ttl']!r}")
         item = await self._memory().aadd_item(text, routine_id=payload.get("routine_id"),
                                               run_id=payload.get("run_id"), source="api", ttl_ms=ttl_ms)
         return JSONResponse(item.to_json(), status_code=201)

@@ -301,7 +301,9 @@ class Daemon:
         gateway = Gateway(
             journal, self.clock,
             backend=make_backend(self.config.backend),
-            deliverer=Deliverer(journal, self.clock, memory=ctx.extras.get("memory")),
+            deliverer=Deliverer(journal, self.clock, memory=ctx.extras.get("memory"),
+                                file_root=(self.config.delivery.file_root or self.state_root / "deliveries").absolute(),
+                                allow_link_local=self.config.delivery.allow_link_local_targets),
             daemon_id=self.daemon_id,
             skill_runner=ctx.extras.get("skill_runner"),
             skill_store=ctx.extras.get("skill_store"),

@@ -11,6 +11,11 @@ channel that is not a Channel object), `local` (kept as a memory item, local_onl
 channel). The output of a successful `local_only` run, and of a successful `audit_only` run (kept for
 the audit instead of delivered), becomes a memory item with source `delivery:local_only` /
 `delivery:audit_only`, its routine and its run.
+
+Where a Channel may write is limited (`palyra_ops.targets`, docs/security.md): file channels stay
+under the delivery directory, webhooks never reach metadata or (unless allowed) link-local
+addresses, checked when the connection is made. A webhook Channel with a `signing_secret` signs
+each attempt the Standard Webhooks way; the id is the run id, so a receiver can drop repeats.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ import httpx
 
 from palyra_ops.clock import Clock, rfc3339
 from palyra_ops.durations import parse_duration_ms
+from palyra_ops.egress import GuardedTransport, Resolver
 from palyra_ops.journal import Journal
 from palyra_ops.model import Channel, Routine
+from palyra_ops.targets import TargetRefused, header_problem, open_for_append, url_problems
+from palyra_ops.webhooks import sign_standard
 
 log = logging.getLogger("palyra_ops.delivery")
 output_log = logging.getLogger("palyra_ops.output")
@@ -50,17 +58,33 @@ class DeliveryError(Exception):
 
 
 def resolve_headers(headers: dict[str, Any] | None) -> dict[str, str]:
-    """Literal values as written; `{env: NAME}` read now, so a rotated secret needs no restart."""
+    """Literal values as written; `{env: NAME}` read now, so a rotated secret needs no restart.
+
+    A value that would split the request (CR/LF) is refused here, naming the header but not the
+    value: it may be a secret, and the error lands on the run record.
+    """
     out: dict[str, str] = {}
     for k, v in (headers or {}).items():
         if isinstance(v, dict) and "env" in v:
             val = os.environ.get(v["env"])
             if val is None:
                 raise DeliveryError(f"header {k}: environment variable {v['env']} is not set")
-            out[k] = val
         else:
-            out[k] = str(v)
+            val = str(v)
+        why = header_problem(str(k), val)
+        if why:
+            raise DeliveryError(f"header {k}: {why}")
+        out[k] = val
     return out
+
+
+def _secret(ref: Any, what: str) -> str:
+    if not (isinstance(ref, dict) and isinstance(ref.get("env"), str)):
+        raise DeliveryError(f"{what}: must be an {{env: NAME}} reference")
+    value = os.environ.get(ref["env"])
+    if not value:
+        raise DeliveryError(f"{what}: environment variable {ref['env']} is not set")
+    return value
 
 
 class Deliverer:
@@ -72,12 +96,19 @@ class Deliverer:
         memory: Any = None,
         retry_base_s: float = 0.25,
         policy_check: Callable[[Routine, str], tuple[bool, str]] | None = None,
+        file_root: Path | None = None,
+        allow_link_local: bool = False,
+        resolver: Resolver | None = None,
     ) -> None:
         self.journal = journal
         self.clock = clock
         self.memory = memory
         self.retry_base_s = retry_base_s
         self.policy_check = policy_check
+        #: file channels write under this directory; None: `deliveries/` beside a file journal
+        self.file_root = file_root
+        self.allow_link_local = allow_link_local
+        self.resolver = resolver
         self._client: httpx.AsyncClient | None = None
         self._file_locks: dict[str, threading.Lock] = {}
         self._channels: dict[str, tuple[str, Channel]] = {}
@@ -85,8 +116,17 @@ class Deliverer:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            transport = GuardedTransport(allow_link_local=self.allow_link_local, resolver=self.resolver)
+            self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
         return self._client
+
+    def delivery_root(self) -> Path:
+        if self.file_root is not None:
+            return self.file_root
+        path = getattr(self.journal, "path", None)
+        if isinstance(path, Path):
+            return path.parent / "deliveries"
+        raise DeliveryError("file channels need delivery.file_root in the daemon config (the journal is not a file)")
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -180,31 +220,43 @@ class Deliverer:
             output_log.log(_LEVELS.get(ch.spec.get("level", "info"), logging.INFO), "[%s] %s", ch.name,
                            json.dumps(body, sort_keys=True))
         elif ch.type == "file":
-            await asyncio.to_thread(self._append_line, Path(ch.spec["path"]), body)
+            await asyncio.to_thread(self._append_line, str(ch.spec["path"]), body)
         elif ch.type == "webhook":
             await self._post(ch, body)
         else:
             raise DeliveryError(f"channel {ch.name}: unknown type {ch.type!r}")
 
-    def _append_line(self, path: Path, body: dict[str, Any]) -> None:
-        """One JSON line per delivery, fsynced so a crash right after a run keeps its output."""
-        lock = self._file_locks.setdefault(str(path), threading.Lock())
+    def _append_line(self, path: str, body: dict[str, Any]) -> None:
+        """One JSON line per delivery, fsynced so a crash right after a run keeps its output.
+
+        Opened through `targets.open_for_append` on every delivery (no cached descriptor), so the
+        symlink and regular-file checks hold at the moment of each write.
+        """
+        lock = self._file_locks.setdefault(path, threading.Lock())
         line = (json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n").encode()
         try:
             with lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                fd = open_for_append(self.delivery_root(), path)
                 try:
                     os.write(fd, line)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+        except TargetRefused as exc:
+            raise DeliveryError(str(exc)) from None
         except OSError as exc:
             raise DeliveryError(f"file {path}: {exc.strerror or exc}") from None
 
     async def _post(self, ch: Channel, body: dict[str, Any]) -> None:
         url = ch.spec["url"]
+        problems = url_problems(url)  # also for channels applied before these rules existed
+        if problems:
+            raise DeliveryError(f"webhook {ch.name}: url {problems[0]}")
         headers = resolve_headers(ch.spec.get("headers"))
+        headers["Content-Type"] = "application/json"
+        secret = _secret(ch.spec["signing_secret"], f"channel {ch.name}: signing_secret") \
+            if ch.spec.get("signing_secret") is not None else None
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         timeout = parse_duration_ms(ch.spec.get("timeout", "10s")) / 1000
         retries = int(ch.spec.get("retries", 2))
         last = ""
@@ -213,8 +265,15 @@ class Deliverer:
             made += 1
             if attempt:
                 await asyncio.sleep(min(self.retry_base_s * 2 ** (attempt - 1), 5.0))
+            if secret is not None:  # each attempt is signed with its own timestamp
+                try:
+                    headers.update(sign_standard(secret, str(body["run_id"]), self.clock.now_ms() // 1000, content))
+                except ValueError as exc:
+                    raise DeliveryError(f"channel {ch.name}: signing_secret: {exc}") from None
             try:
-                resp = await self.client.post(url, json=body, headers=headers, timeout=timeout)
+                resp = await self.client.post(url, content=content, headers=headers, timeout=timeout)
+            except TargetRefused as exc:
+                raise DeliveryError(f"webhook {ch.name}: refused target: {exc}") from None
             except httpx.TimeoutException:
                 last = f"webhook {url}: timed out after {timeout:g}s"
                 continue

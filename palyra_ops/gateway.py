@@ -388,6 +388,19 @@ class Gateway:
                 dedupe_key=dedupe_key)))
         return runs
 
+    def webhook_integrations(self) -> set[str]:
+        """Integrations some webhook routine listens to (the HTTP layer answers 404 for any other
+        integration that is not configured either)."""
+        out: set[str] = set()
+        for job in self.journal.jobs_by_trigger(("webhook",)):
+            routine = self.routine(job["routine_id"])
+            if routine is None or routine.trigger_kind != "webhook":
+                continue
+            name = (routine.trigger.get("webhook") or {}).get("integration")
+            if isinstance(name, str):
+                out.add(name)
+        return out
+
     async def trigger_webhook(self, integration: str, event: str | None, payload: Any, *,
                               dedupe_key: str | None = None) -> list[dict[str, Any]]:
         runs = []

@@ -128,7 +128,8 @@ def _component_schemas() -> dict[str, Any]:
                 "active_runs": {"type": "integer"},
                 "next_run_at": _TS,
                 "next_run_at_local": {**_TS, "description": "next_run_at in the schedule's time zone."},
-                "last_run": {"oneOf": [_ref("Run"), _ref("LastRunSummary"), {"type": "null"}]},
+                "last_run": {"anyOf": [_ref("Run"), _ref("LastRunSummary"), {"type": "null"}],
+                             "description": "The full run on the detail route; the job row's summary in listings."},
                 "managed": {"type": "boolean", "description": "Created by apply (git); false for API/cron add routines."},
                 "drift": {"type": "boolean", "description": "Managed and changed outside git since the last apply."},
                 "source_file": {"type": ["string", "null"]},
@@ -168,17 +169,21 @@ def _component_schemas() -> dict[str, Any]:
             "required": ["routine_id"],
             "additionalProperties": False,
             "properties": {
-                "routine_id": {"type": "string"},
+                "routine_id": {"type": "string", "minLength": 1},
                 "trigger_kind": {"type": "string", "enum": _TRIGGER_KINDS, "default": "manual"},
                 "trigger_payload": {"description": "Any JSON; passed to the run as trigger context."},
-                "dedupe_key": {"type": "string", "description": "A later dispatch with the same key is recorded as a skipped run (reason `duplicate: ...`)."},
+                "dedupe_key": {"type": ["string", "null"], "description": "A later dispatch with the same key is recorded as a skipped run (reason `duplicate: ...`)."},
             },
         },
         "SchedulePreviewRequest": {
             "type": "object",
+            "anyOf": [{"required": ["schedule"]}, {"required": ["expr"]}],
             "properties": {
-                "schedule": {"type": "object", "description": "A routine's trigger.schedule: one of cron, every, at, plus timezone."},
-                "expr": {"type": "string", "description": "Alternative to schedule: cron expression, every:DURATION or at:RFC3339."},
+                "schedule": {"type": "object", "description": "A routine's trigger.schedule: one of cron, every, at, plus timezone.",
+                             "properties": {"cron": {"type": "string"}, "every": {"type": "string"}, "at": {"type": "string"},
+                                            "timezone": {"type": "string"}},
+                             "oneOf": [{"required": ["cron"]}, {"required": ["every"]}, {"required": ["at"]}]},
+                "expr": {"type": "string", "minLength": 1, "description": "Alternative to schedule: cron expression, every:DURATION or at:RFC3339."},
                 "timezone": {"type": "string", "default": "utc"},
                 "count": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
                 "from": {"type": "string", "format": "date-time", "description": "Default: now."},
@@ -290,9 +295,10 @@ def _component_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "text": {"type": "string", "minLength": 1, "description": "At most 1 MiB of UTF-8."},
-                "routine_id": {"type": "string"},
-                "run_id": {"type": "string"},
-                "ttl": {"type": "string", "description": "Duration like 7d; the item is deleted by maintenance after it."},
+                "routine_id": {"type": ["string", "null"]},
+                "run_id": {"type": ["string", "null"]},
+                "ttl": {"type": ["string", "null"], "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+                        "description": "Duration like 7d; the item is deleted by maintenance after it."},
             },
         },
         "MemorySearchResult": {
@@ -315,8 +321,32 @@ def _component_schemas() -> dict[str, Any]:
         },
         "EventRuns": {
             "type": "object",
+            "required": ["event", "runs"],
             "properties": {"event": {"type": ["string", "null"]}, "integration": {"type": "string"},
-                           "runs": {"type": "array", "items": {"type": "object"}}},
+                           "duplicate": {"type": "boolean", "description": "Webhooks: true when a Standard Webhooks id "
+                                                                           "was seen before (nothing ran)."},
+                           "runs": {"type": "array", "items": _ref("Run"), "description": "One per matching routine."}},
+        },
+        "Message": {
+            "type": "object",
+            "required": ["principal", "text"],
+            "properties": {
+                "principal": {"type": "string", "minLength": 1, "description": "Who speaks, e.g. user:alice."},
+                "text": {"type": "string", "minLength": 1},
+                "channel": {"type": "string", "default": "api"},
+                "context": {"description": "Any JSON passed to the backend."},
+            },
+        },
+        "MessageResult": {
+            "type": "object",
+            "required": ["message_id", "principal", "channel", "output"],
+            "properties": {
+                "message_id": {"type": "string"},
+                "principal": {"type": "string"},
+                "channel": {"type": "string"},
+                "output": {"type": ["string", "null"]},
+                "received_at_ms": {"type": ["integer", "null"]},
+            },
         },
     }
     overlap = set(own) & set(routine_defs)
@@ -336,11 +366,11 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any], requ
     return {"name": name, "in": where, "required": required or where == "path", "description": description, "schema": schema}
 
 
-_ROUTINE_ID = _param("routine_id", "path", "The routine's name (metadata.name).", {"type": "string"})
-_APPROVAL_ID = _param("approval_id", "path", "The approval's id.", {"type": "string"})
+_ROUTINE_ID = _param("routine_id", "path", "The routine's name (metadata.name).", {"type": "string", "minLength": 1})
+_APPROVAL_ID = _param("approval_id", "path", "The approval's id.", {"type": "string", "minLength": 1})
 _LIMIT = _param("limit", "query", "Page size (default 50, at most 500).", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
 _CURSOR = _param("cursor", "query", "`next_cursor` of the previous page.", {"type": "string"})
-_MEMORY_ROUTINE = _param("routine", "query", "Only items from this routine.", {"type": "string"})
+_MEMORY_ROUTINE = _param("routine", "query", "Only items from this routine.", {"type": "string", "minLength": 1})
 _MEMORY_SINCE = _param("since", "query", "Only items created at or after this: RFC 3339, or a duration ago like 24h.", {"type": "string"})
 _MEMORY_UNTIL = _param("until", "query", "Only items created before this: RFC 3339, or a duration ago.", {"type": "string"})
 
@@ -463,27 +493,41 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("post", f"{p}/events/{{event}}"): {
             "summary": "Emit a hook event: runs every `hook` routine whose trigger.event matches",
-            "parameters": [_param("event", "path", "Event name.", {"type": "string"}),
+            "parameters": [_param("event", "path", "Event name.", {"type": "string", "minLength": 1}),
                            _param("X-Palyra-Dedupe-Key", "header", "Drops repeats of the same key.", {"type": "string"})],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {"description": "Event payload (any JSON)."}}}},
-            "responses": {"202": _json(_ref("EventRuns"), "Runs started."), **_errors(400, 401)},
+            "responses": {"202": _json(_ref("EventRuns"), "Runs started."), **_errors(400, 401, 413)},
         },
         ("post", "/gateway/v1/messages"): {
             "summary": "The gateway pipeline entry (gates → policy → execution → delivery)",
-            "description": "Used by the scheduler's loopback calls (as system:daemon with the internal credential) and by users.",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": {"200": _json({"type": "object"}, "Result of the message."),
-                          "202": _json({"type": "object"}, "Accepted."), **_errors(400, 401, 404)},
+            "description": "A user message (200) runs the agent backend on `text`. Routine runs (202, the run after "
+                           "the gates) are accepted only from system:daemon with the daemon's internal credential: "
+                           "the scheduler's loopback calls.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Message")}}},
+            "responses": {"200": _json(_ref("MessageResult"), "The backend's answer."),
+                          "202": _json(_ref("Run"), "The routine run as the gates left it."),
+                          **_errors(400, 401, 403, 404, 409, 413, 502)},
         },
         ("post", "/webhooks/{integration}"): {
             "summary": "Webhook trigger: runs matching `webhook` routines",
-            "description": "When the integration has a secret, the raw body must carry an HMAC-SHA256 signature "
-                           "(`X-Palyra-Signature` or `X-Hub-Signature-256`, hex, optional `sha256=` prefix).",
-            "parameters": [_param("integration", "path", "Integration name (trigger.webhook.integration).", {"type": "string"}),
-                           _param("X-Palyra-Event", "header", "Event name (or X-GitHub-Event, or `event` in the body).", {"type": "string"}),
-                           _param("X-Palyra-Delivery", "header", "Delivery id used as dedupe key.", {"type": "string"})],
+            "description": "An integration with a secret (daemon config `integrations.NAME.secret`) is authenticated by "
+                           "its signature alone, no bearer token: GitHub style (`X-Hub-Signature-256: sha256=<hex "
+                           "HMAC-SHA256 of the body>`, also as `X-Palyra-Signature`) or Standard Webhooks "
+                           "(`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature: v1,<base64>`; a "
+                           "repeated id is answered 200 with `duplicate: true` and runs nothing). An integration "
+                           "without a secret needs the bearer token; an integration neither configured nor used by a "
+                           "routine is 404.",
+            "security": [{"bearer": []}, {}],
+            "parameters": [_param("integration", "path", "Integration name (trigger.webhook.integration).", {"type": "string", "minLength": 1}),
+                           _param("X-Palyra-Event", "header", "Event name (or X-GitHub-Event, or `event`/`type` in the body).", {"type": "string"}),
+                           _param("X-Palyra-Delivery", "header", "Delivery id used as dedupe key (or X-GitHub-Delivery).", {"type": "string"}),
+                           _param("X-Hub-Signature-256", "header", "GitHub style signature: sha256=<hex>.", {"type": "string"}),
+                           _param("webhook-id", "header", "Standard Webhooks message id (also the dedupe key).", {"type": "string"}),
+                           _param("webhook-timestamp", "header", "Standard Webhooks: Unix seconds.", {"type": "string"}),
+                           _param("webhook-signature", "header", "Standard Webhooks: space-separated v1,<base64>.", {"type": "string"})],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {"description": "Payload (any JSON)."}}}},
-            "responses": {"202": _json(_ref("EventRuns"), "Runs started."), **_errors(400, 401)},
+            "responses": {"200": _json(_ref("EventRuns"), "A repeated Standard Webhooks id: dropped, nothing ran."),
+                          "202": _json(_ref("EventRuns"), "Runs started."), **_errors(400, 401, 404, 413, 503)},
         },
         ("get", "/healthz"): {
             "summary": "Liveness (no token needed)",
@@ -501,17 +545,23 @@ def build_openapi() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), op in _operations().items():
         op = dict(op)
+        if "requestBody" in op:  # the body limit and the JSON parser apply to every one of them
+            op["responses"] = {**op["responses"], **_errors(400, 413)}
+            op["responses"] = dict(sorted(op["responses"].items()))
         op.setdefault("operationId", _operation_id(method, path))
         paths.setdefault(path, {})[method] = op
     responses = {
         f"E{code}": _json(_ref("Error"), text)
         for code, text in {
-            400: "Bad request (malformed JSON, bad parameter or cursor).",
-            401: "Missing or wrong bearer token.",
+            400: "Bad request (malformed or too deeply nested JSON, bad parameter or cursor).",
+            401: "Missing or wrong bearer token (or webhook signature).",
+            403: "Forbidden (e.g. a system:daemon message without the internal credential).",
             404: "Not found.",
             409: "Conflict (e.g. an approval that was already decided).",
+            413: "Request body larger than the daemon's max_body_bytes (1 MiB by default); refused before it is read.",
             422: "Validation failed; `details` lists every finding.",
-            503: "Unavailable (the gateway or the memory service is not running).",
+            502: "The agent backend failed.",
+            503: "Unavailable (the gateway or the memory service is not running, a webhook secret is not set).",
         }.items()
     }
     return {

@@ -4,15 +4,21 @@ The console routes proper live in `palyra_ops.console_api` and are mounted here 
 module owns what every route shares. Auth is a plain ASGI middleware (not Starlette's
 `BaseHTTPMiddleware`, which costs a task and a body copy per request — noticeable on the loopback
 dispatch path that carries every scheduled run).
+
+Middleware order, outermost first: TokenAuth → BodyLimit (`palyra_ops.httpbody`) → GatewayFastPath
+→ the router. A request without a valid token is refused before its body is read; webhooks pass
+TokenAuth unauthenticated because an integration with a secret is authenticated by its signature
+(SPEC §6), which the handler checks — after BodyLimit, so an oversized unsigned body is a 413
+without being read. Every run a response shows is rendered by `views.run_view`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import importlib
 import json
 import logging
+import os
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,13 +28,23 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from palyra_ops import views, webhooks
 from palyra_ops.context import DaemonContext
-from palyra_ops.errors import PalyraError
+from palyra_ops.errors import BadRequest, NotFound, PalyraError, Unauthorized
+from palyra_ops.httpbody import (
+    DEFAULT_MAX_BODY_BYTES,
+    INTERNAL_DEPTH_MARGIN,
+    MAX_JSON_DEPTH,
+    BodyLimit,
+    parse_json,
+)
 
 log = logging.getLogger("palyra_ops.server")
 
 #: routes reachable without a token (SPEC §6: only the health check)
 PUBLIC_PATHS = frozenset({"/healthz"})
+#: routes whose handler authenticates (signed webhooks); TokenAuth only notes whether a token matched
+SELF_AUTH_PREFIX = "/webhooks/"
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
@@ -69,14 +85,16 @@ class TokenAuth:
                 who = "internal"
             elif self.ctx.token and hmac.compare_digest(presented, self.ctx.token.encode()):
                 who = "console"
-        if who is None:
-            msg = "missing bearer token" if auth is None else "invalid bearer token"
+        msg = "missing bearer token" if auth is None else "invalid bearer token"
+        if who is None and not scope["path"].startswith(SELF_AUTH_PREFIX):
             resp = error_response(401, msg, "unauthorized")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="palyra"'
             await resp(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["auth"] = who
+        if who is None:
+            state["auth_error"] = msg
         state["received_at_ms"] = self.ctx.clock.now_ms()  # gateway receipt, before body parsing
         await self.app(scope, receive, send)
 
@@ -108,16 +126,14 @@ class GatewayFastPath:
             more = msg.get("more_body", False)
         raw = b"".join(chunks)
         state = scope.get("state", {})
+        internal = state.get("auth") == "internal"
         try:
-            try:
-                body = json.loads(raw) if raw else None
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise PalyraError(f"request body is not valid JSON: {exc}", code="bad_request", status=400) from None
+            body = parse_json(raw, max_depth=MAX_JSON_DEPTH + (INTERNAL_DEPTH_MARGIN if internal else 0)) if raw else None
             if not isinstance(body, dict):
                 raise PalyraError("request body must be a JSON object", code="bad_request", status=400)
             status, result = await self.ctx.gateway.handle_message(
-                body, internal=state.get("auth") == "internal", received_at_ms=state.get("received_at_ms"))
-            payload = json.dumps(result, separators=(",", ":")).encode()
+                body, internal=internal, received_at_ms=state.get("received_at_ms"))
+            payload = json.dumps(message_result(status, result), separators=(",", ":")).encode()
         except PalyraError as exc:
             status = exc.status
             payload = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
@@ -126,16 +142,18 @@ class GatewayFastPath:
         await send({"type": "http.response.body", "body": payload})
 
 
+def message_result(status: int, result: dict[str, Any]) -> dict[str, Any]:
+    """A routine message's answer (202) is the run; a user message's (200) is the output."""
+    return views.run_view(result) if status == 202 else result
+
+
 async def read_json(request: Request, *, required: bool = True) -> Any:
     raw = await request.body()
     if not raw:
         if required:
             raise PalyraError("request body must be a JSON object", code="bad_request", status=400)
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PalyraError(f"request body is not valid JSON: {exc}", code="bad_request", status=400) from None
+    return parse_json(raw)
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -159,21 +177,9 @@ async def gateway_messages(request: Request) -> Response:
     state = request.scope.get("state", {})
     internal = state.get("auth") == "internal"
     status, result = await ctx.gateway.handle_message(body, internal=internal, received_at_ms=state.get("received_at_ms"))
-    return JSONResponse(result, status_code=status)
+    return JSONResponse(message_result(status, result), status_code=status)
 
 
-def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """HMAC-SHA256 of the raw body, hex, optionally prefixed `sha256=` (GitHub's convention)."""
-    if not header:
-        return False
-    presented = header.strip()
-    if presented.lower().startswith("sha256="):
-        presented = presented[7:]
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, presented.lower())
-
-
-SIGNATURE_HEADERS = ("x-palyra-signature", "x-hub-signature-256")
 EVENT_HEADERS = ("x-palyra-event", "x-github-event")
 DELIVERY_HEADERS = ("x-palyra-delivery", "x-github-delivery")
 
@@ -186,24 +192,65 @@ def _first_header(request: Request, names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _integration_secret(ctx: DaemonContext, integration: str) -> str | None:
+    conf = (getattr(ctx.config, "integrations", None) or {}).get(integration)
+    if conf is None or conf.secret is None:
+        return None
+    value = os.environ.get(conf.secret.env)
+    if not value:  # an empty key would make every signature forgeable: refuse rather than accept
+        log.error("webhook %s: secret variable %s is not set; refusing its webhooks", integration, conf.secret.env)
+        raise PalyraError(f"webhook {integration}: its secret is not available to the daemon "
+                          f"(environment variable {conf.secret.env})", code="unavailable", status=503)
+    return value
+
+
+def _event_of(request: Request, payload: Any) -> str | None:
+    """The event name: a header, else `event` or (Standard Webhooks' convention) `type` in the body."""
+    event = _first_header(request, EVENT_HEADERS)
+    if event is None and isinstance(payload, dict):
+        for key in ("event", "type"):
+            if isinstance(payload.get(key), str):
+                return payload[key]
+    return event
+
+
 async def webhook(request: Request) -> Response:
+    """`POST /webhooks/{integration}` (SPEC §5, §6).
+
+    An integration with a secret is authenticated by its signature alone (GitHub style or Standard
+    Webhooks, `palyra_ops.webhooks`); one without needs the bearer token. The body limit has been
+    applied by then. A Standard Webhooks id seen before is answered 200 `duplicate: true` and runs
+    nothing; the id (or X-GitHub-Delivery) is also every run's dedupe key, which holds across restarts.
+    """
     ctx: DaemonContext = request.app.state.ctx
     integration = request.path_params["integration"]
     raw = await request.body()
-    conf = (getattr(ctx.config, "integrations", None) or {}).get(integration)
-    if conf is not None and conf.secret is not None:
-        secret = conf.secret.resolve(f"integration {integration}")
-        if not verify_signature(secret, raw, _first_header(request, SIGNATURE_HEADERS)):
-            ctx.gateway.metrics.gate("webhook_signature", "rejected")
-            return error_response(401, f"webhook {integration}: missing or bad HMAC-SHA256 signature", "bad_signature")
-    try:
-        payload = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError):
-        raise PalyraError(f"webhook {integration}: body is not valid JSON", code="bad_request", status=400) from None
-    event = _first_header(request, EVENT_HEADERS) or (payload.get("event") if isinstance(payload, dict) else None)
+    secret = _integration_secret(ctx, integration)
     dedupe = _first_header(request, DELIVERY_HEADERS)
+    message_id = None
+    if secret is not None:
+        verdict = webhooks.verify(secret, raw, request.headers, now_ms=ctx.clock.now_ms())
+        if not verdict.ok:
+            ctx.gateway.metrics.gate("webhook_signature", "rejected")
+            return error_response(401, f"webhook {integration}: {verdict.reason}", "bad_signature")
+        message_id = verdict.message_id
+    elif request.scope.get("state", {}).get("auth") is None:  # no secret: the bearer token is the credential
+        raise Unauthorized(request.scope.get("state", {}).get("auth_error", "missing bearer token"))
+    elif integration not in (getattr(ctx.config, "integrations", None) or {}) \
+            and integration not in ctx.gateway.webhook_integrations():
+        raise NotFound(f"no webhook integration {integration!r}: configure it under integrations in the daemon "
+                       "config, or add a routine with trigger.webhook.integration")
+    payload = parse_json(raw, f"webhook {integration}: body") if raw else {}
+    event = _event_of(request, payload)
+    if message_id is not None:  # Standard Webhooks: a repeated id is the sender's retry, or a replay
+        dedupe = message_id
+        replays: webhooks.ReplayCache = request.app.state.webhook_ids
+        if not replays.first_sighting(integration, message_id, ctx.clock.now_ms()):
+            ctx.gateway.metrics.gate("webhook_signature", "duplicate")
+            return JSONResponse({"integration": integration, "event": event, "duplicate": True, "runs": []})
     runs = await ctx.gateway.trigger_webhook(integration, event, payload, dedupe_key=dedupe)
-    return JSONResponse({"integration": integration, "event": event, "runs": runs}, status_code=202)
+    return JSONResponse({"integration": integration, "event": event, "duplicate": False,
+                         "runs": [views.run_view(r) for r in runs]}, status_code=202)
 
 
 async def hook_event(request: Request) -> Response:
@@ -214,8 +261,10 @@ async def hook_event(request: Request) -> Response:
     if isinstance(payload, dict) and "dedupe_key" in payload and dedupe is None:
         dedupe = payload.pop("dedupe_key")
         payload = payload.get("payload", payload)
+        if dedupe is not None and not isinstance(dedupe, str):
+            raise BadRequest("dedupe_key: must be a string")
     runs = await ctx.gateway.emit_event(event, payload, kinds=("hook",), dedupe_key=dedupe)
-    return JSONResponse({"event": event, "runs": runs}, status_code=202)
+    return JSONResponse({"event": event, "runs": [views.run_view(r) for r in runs]}, status_code=202)
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -227,7 +276,10 @@ async def _palyra_error(request: Request, exc: Exception) -> Response:
     diags = getattr(exc, "diagnostics", None)
     if diags:
         extra["details"] = [d.to_json() for d in diags]
-    return error_response(exc.status, exc.message, exc.code, **extra)
+    resp = error_response(exc.status, exc.message, exc.code, **extra)
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="palyra"'
+    return resp
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -242,7 +294,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     resp = error_response(status, msg)
     if exc.headers:
         resp.headers.update(exc.headers)
+    if status == 405:  # Starlette names only the first route on the path; GET and POST may be two routes
+        resp.headers["Allow"] = ", ".join(_allowed_methods(request))
     return resp
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource at this path: a literal route (`/routines/dispatch`) is that
+    resource, even where a templated one (`/routines/{routine_id}`) would also match the text."""
+    path = request.url.path
+    matching = [r for r in request.app.routes if isinstance(r, Route) and r.methods and r.path_regex.match(path)]
+    literal = [r for r in matching if r.path == path]
+    return sorted({m for r in (literal or matching) for m in r.methods or ()})
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -276,7 +339,12 @@ def create_app(ctx: DaemonContext) -> Starlette:
         routes=[*runtime_routes(), *console_routes(ctx)],
         exception_handlers={PalyraError: _palyra_error, HTTPException: _http_error, Exception: _internal_error},
     )
+    # no 307 from `/x/` to `/x`: a client must not have its POST replayed to another route, and a
+    # path parameter left empty is a 404, not the listing next door
+    app.router.redirect_slashes = False
     app.state.ctx = ctx
+    app.state.webhook_ids = webhooks.ReplayCache()
     app.add_middleware(GatewayFastPath, ctx=ctx)
+    app.add_middleware(BodyLimit, max_bytes=getattr(ctx.config, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
     app.add_middleware(TokenAuth, ctx=ctx)  # added last = outermost: auth runs first
     return app

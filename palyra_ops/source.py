@@ -317,7 +317,7 @@ def _code_hash() -> str:
     cached verdict while the package version stays the same."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for p in [Path(__file__).resolve(), *sorted((here / "schedule").glob("*.py"))]:
+    for p in [Path(__file__).resolve(), here / "targets.py", *sorted((here / "schedule").glob("*.py"))]:
         h.update(p.read_bytes())
     return h.hexdigest()
 
@@ -576,6 +576,11 @@ def _semantic_findings(doc: dict, schema_paths: list[tuple[Any, ...]]) -> list[_
                             "looks like a secret: write it as {env: NAME} and set NAME in the daemon's environment",
                         )
                     )
+        from palyra_ops.targets import static_problems  # where a channel may deliver (docs/security.md)
+
+        for sub, message in static_problems(spec):
+            if clean("spec", sub[0]):
+                out.append((("spec", *sub), "value", message))
     return out
 
 

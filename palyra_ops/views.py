@@ -67,7 +67,14 @@ def zone(name: str | None) -> tzinfo:
 
 
 def run_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A run record as the API shows it (SPEC §6)."""
+    """A run record as the API shows it (SPEC §6): the one place a journal run row becomes public.
+
+    Runs started through the gateway's loopback call (dispatch, webhooks, hooks in a running daemon)
+    come back as the gateway's HTTP answer, which this function already rendered; such a run is
+    returned as it is, so callers need not know which path the run took.
+    """
+    if "started_at_ms" not in row and "started_at" in row:
+        return row
     status = row.get("status")
     trigger_kind = row.get("trigger_kind")
     scheduled_ms = row.get("scheduled_at_ms")

@@ -369,6 +369,7 @@ class Receiver:
 
     def __init__(self, status: int = 200) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []  # the exact bytes, for checking signatures
         self.headers: list[dict[str, str]] = []
         self.status = status
         outer = self
@@ -376,7 +377,9 @@ class Receiver:
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 n = int(self.headers.get("content-length") or 0)
-                outer.bodies.append(json.loads(self.rfile.read(n)))
+                raw = self.rfile.read(n)
+                outer.raw.append(raw)
+                outer.bodies.append(json.loads(raw))
                 outer.headers.append(dict(self.headers))
                 self.send_response(outer.status)
                 self.end_headers()

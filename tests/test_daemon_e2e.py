@@ -32,10 +32,10 @@ EVERY_1S = {"kind": "schedule", "schedule": {"every": "1s"}}
 
 
 def test_every_second_routine_delivers_to_a_file_and_a_webhook(daemon, receiver) -> None:
-    out = daemon.paths.cwd / "out" / "runs.jsonl"
+    out = daemon.paths.state_root / "deliveries" / "out" / "runs.jsonl"
     os.environ.pop("E2E_HOOK_TOKEN", None)
     daemon.write("tick.yaml", [
-        channel("file-out", {"type": "file", "path": "out/runs.jsonl"}),  # relative to the daemon's cwd
+        channel("file-out", {"type": "file", "path": "out/runs.jsonl"}),  # under <state root>/deliveries
         channel("hook-out", {"type": "webhook", "url": receiver.url, "headers": {"X-Team": "sre"}}),
         routine("to-file", {"prompt": "file me", "trigger": EVERY_1S,
                             "delivery": {"mode": "specific_channel", "channel": "file-out"}}),

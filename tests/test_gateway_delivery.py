@@ -22,6 +22,7 @@ async def dispatch(rt, name: str) -> dict[str, Any]:
 def test_file_channel_appends_one_json_line_per_run(runtime_factory, tmp_path) -> None:
     async def main() -> None:
         rt = runtime_factory(T0)
+        rt.gateway.deliverer.file_root = tmp_path  # the daemon's delivery.file_root
         path = tmp_path / "sub" / "out.jsonl"
         rt.put("Channel", "f", {"type": "file", "path": str(path)})
         rt.routine("r", delivery={"mode": "specific_channel", "channel": "f"})
@@ -80,6 +81,7 @@ def test_webhook_retries_server_errors_but_not_client_errors(runtime_factory, re
 def test_failures_go_to_the_failure_channel(runtime_factory, tmp_path) -> None:
     async def main() -> None:
         rt = runtime_factory(T0)
+        rt.gateway.deliverer.file_root = tmp_path  # the daemon's delivery.file_root
         rt.put("Channel", "main", {"type": "file", "path": str(tmp_path / "main.jsonl")})
         rt.put("Channel", "pager", {"type": "file", "path": str(tmp_path / "pager.jsonl")})
         delivery = {"mode": "specific_channel", "channel": "main", "failure_mode": "specific_channel",
@@ -101,6 +103,7 @@ def test_failures_go_to_the_failure_channel(runtime_factory, tmp_path) -> None:
 def test_silent_policies(runtime_factory, tmp_path) -> None:
     async def main() -> None:
         rt = runtime_factory(T0)
+        rt.gateway.deliverer.file_root = tmp_path  # the daemon's delivery.file_root
         rt.put("Channel", "c", {"type": "file", "path": str(tmp_path / "c.jsonl")})
         for policy in ("noisy", "failure_only", "audit_only"):
             d = {"mode": "specific_channel", "channel": "c", "silent_policy": policy}

@@ -76,7 +76,7 @@ def tamper(store: SkillStore, skill_id: str) -> None:
 def test_skills_run_deliver_and_misbehaviour_ends_as_run_records(daemon_factory) -> None:
     d = daemon_factory()
     store = install(d, "echo", "loop", ("loop", SLOW_SPIN), "grow", "envecho", "upper")
-    out = d.paths.cwd / "out" / "skills.jsonl"
+    out = d.paths.state_root / "deliveries" / "out" / "skills.jsonl"
     d.write("skills.yaml", [
         doc("Channel", "reports", {"type": "file", "path": "out/skills.jsonl"}),
         skill_routine("digest", "echo", delivery={"mode": "specific_channel", "channel": "reports"}),

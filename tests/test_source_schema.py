@@ -110,7 +110,7 @@ def test_routines_d_is_offline_and_needs_no_skills() -> None:
     heartbeat = next(d for d in source.documents if d.name == "heartbeat")
     assert heartbeat.body["spec"]["trigger"]["schedule"] == {"every": "30s"}
     channel = next(d for d in source.documents if d.name == heartbeat.body["spec"]["delivery"]["channel"])
-    assert channel.body["spec"] == {"type": "file", "path": ".palyra/heartbeat.jsonl"}
+    assert channel.body["spec"] == {"type": "file", "path": "heartbeat.jsonl"}
     assert any("timezone" in d.body["spec"].get("trigger", {}).get("schedule", {}) for d in source.documents if d.kind == "Routine")
     assert not any("skill" in d.body["spec"] for d in source.documents if d.kind == "Routine")
 

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.add_argument("--skills-audit-interval", default=None,
                    help="re-verify installed skills this often (default 6h; 0 disables)")
+    p.add_argument("--max-body-bytes", default=None, type=int,
+                   help="refuse request bodies larger than this with 413 (default 1048576 = 1 MiB)")
     p.set_defaults(func=run)
 
 
@@ -48,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
         backend_url=args.backend_url,
         log_level=args.log_level,
         skills_audit_interval=args.skills_audit_interval,
+        max_body_bytes=args.max_body_bytes,
     )
     return run_daemon(config)
