@@ -149,8 +149,8 @@ def test_webhook_automation(example: Example) -> None:
     example.run_block(1)
     deploy = example.wait_run("deploy-hook", "succeeded")
     assert json.loads(deploy["trigger_payload"])["data"] == {"service": "payments", "version": "1.2.0"}
-    notes = example.wait_for(lambda: (example.root / "release-notes.jsonl").exists()
-                             and (example.root / "release-notes.jsonl").read_text(), "release-notes.jsonl")
+    notes_file = example.state / "deliveries" / "release-notes.jsonl"
+    notes = example.wait_for(lambda: notes_file.exists() and notes_file.read_text(), "release-notes.jsonl")
     assert json.loads(notes.splitlines()[0])["routine_id"] == "deploy-hook"
     release = example.wait_run("release-announcement", "succeeded")
     assert json.loads(release["output"])["announcement"].startswith("A new release was published")
