@@ -77,7 +77,7 @@ class EchoBackend:
             except ValueError as exc:
                 raise BackendError(f"label {ECHO_SLEEP_LABEL}: {exc}") from None
         fail = req.labels.get(ECHO_FAIL_LABEL)
-        if fail == "always" or (fail and fail.isdigit() and req.attempt <= int(fail)):
+        if fail == "always" or (fail and fail.isascii() and fail.isdigit() and len(fail) <= 9 and req.attempt <= int(fail)):
             raise BackendError(f"echo backend: failing as asked by label {ECHO_FAIL_LABEL}={fail}")
         context = [f"trigger={req.trigger_kind}"]
         if req.scheduled_at_ms is not None:

@@ -143,10 +143,9 @@ def parse_listen(text: str, what: str = "--listen") -> tuple[str, int]:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
             raise PalyraError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:7142")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise PalyraError(f"{what} {text!r}: port {port_text!r} is not a number") from None
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise PalyraError(f"{what} {text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise PalyraError(f"{what} {text!r}: port {port} is out of range 0..65535")
     return host, port

@@ -31,12 +31,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from palyra_ops import views
-from palyra_ops.clock import parse_rfc3339, rfc3339
+from palyra_ops.clock import InstantRangeError, parse_rfc3339, rfc3339
 from palyra_ops.context import DaemonContext
-from palyra_ops.durations import parse_duration_ms
+from palyra_ops.durations import DurationRangeError, parse_duration_ms
 from palyra_ops.errors import BadRequest, Diagnostic, NotFound, PalyraError, Unauthorized, ValidationFailed
 from palyra_ops.httpbody import parse_json
 from palyra_ops.model import Resource
+from palyra_ops.numbers import parse_int
 from palyra_ops.schema_files import load_schema
 
 PREFIX = "/console/v1"
@@ -109,12 +110,9 @@ def query_limit(request: Request) -> int:
     if text is None:
         return DEFAULT_LIMIT
     try:
-        limit = int(text)
-    except ValueError:
-        raise BadRequest(f"limit: {text!r} is not an integer") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}, got {limit}")
-    return limit
+        return parse_int(text, 1, MAX_LIMIT, "limit")
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def query_bool(request: Request, name: str) -> bool | None:
@@ -129,7 +127,7 @@ def query_bool(request: Request, name: str) -> bool | None:
     raise BadRequest(f"{name}: {text!r} is not a boolean (true or false)")
 
 
-_SPACED_OFFSET = re.compile(r"(\d) (\d\d:?\d\d)$")
+_SPACED_OFFSET = re.compile(r"([0-9]) ([0-9][0-9]:?[0-9][0-9])$(?!\n)", re.ASCII)
 
 
 def query_instant(request: Request, name: str, now_ms: int) -> int | None:
@@ -143,10 +141,14 @@ def query_instant(request: Request, name: str, now_ms: int) -> int | None:
         return None
     try:
         return now_ms - parse_duration_ms(text)
+    except DurationRangeError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
     except ValueError:
         pass
     try:
         return parse_rfc3339(_SPACED_OFFSET.sub(r"\1+\2", text))
+    except InstantRangeError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
     except ValueError:
         raise BadRequest(f"{name}: {text!r} is neither an RFC 3339 instant with offset nor a duration like 24h") from None
 
@@ -538,11 +540,9 @@ class ConsoleApi:
             raise BadRequest("q: required (the text to search for)")
         text = request.query_params.get("k", "10")
         try:
-            k = int(text)
-        except ValueError:
-            raise BadRequest(f"k: {text!r} is not an integer") from None
-        if not 1 <= k <= MAX_MEMORY_K:
-            raise BadRequest(f"k: must be between 1 and {MAX_MEMORY_K}, got {k}")
+            k = parse_int(text, 1, MAX_MEMORY_K, "k")
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         window = self._memory_window(request)
         result = await self._memory().asearch(query, k=k, **window)
         return JSONResponse(result.to_json())

@@ -21,6 +21,7 @@ import difflib
 import gc
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -37,7 +38,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
 from palyra_ops import __version__, fsmodes
-from palyra_ops.durations import DURATION_PATTERN
+from palyra_ops.durations import DURATION_PATTERN, duration_problem, show
 from palyra_ops.errors import Diagnostic, PalyraError
 from palyra_ops.schema_files import load_schema
 from palyra_ops.schema_files import schema_path as _schema_files_path
@@ -80,7 +81,8 @@ _CORE_TAGS = "str, int, float, bool, null, seq, map"
 # because run inputs and plans are JSON, which cannot carry them.
 _BOOL_VALUES = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _NULL_VALUES = frozenset({"", "~", "null", "Null", "NULL"})
-_INT_RE = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_INT_RE = re.compile(r"[-+]?[0-9]+|0o[0-7]{1,22}|0x[0-9a-fA-F]{1,16}")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _FLOAT_RE = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 #: a plain scalar starting with anything else is a string: the common case costs one set lookup
 _NON_STR_FIRST = frozenset("-+.0123456789~nNtTfF")
@@ -181,11 +183,16 @@ class StrictConstructor(SafeConstructor):
         if tag == _INT:
             if not _INT_RE.fullmatch(value):
                 raise _Refused(node, f"{value!r} is not an integer")
-            return int(value, 0) if value[:2] in ("0o", "0x") else int(value)
+            # routine data is JSON and SQLite: 64-bit integers, and never int() on thousands of digits
+            number = int(value, 0) if value[:2] in ("0o", "0x") else int(value) if len(value) <= 20 else None
+            if number is None or not _INT64_MIN <= number <= _INT64_MAX:
+                raise _Refused(node, f"{show(value)} is out of range for an integer ({_INT64_MIN} to {_INT64_MAX})")
+            return number
         if tag == _FLOAT:
-            if not _FLOAT_RE.fullmatch(value):
-                raise _Refused(node, f"{value!r} is not a finite number")
-            return float(value)
+            number = float(value) if _FLOAT_RE.fullmatch(value) else math.inf
+            if not math.isfinite(number):
+                raise _Refused(node, f"{show(value)} is not a finite number")
+            return number
         if tag == _BOOL:
             if value not in _BOOL_VALUES:
                 raise _Refused(node, f"{value!r} is not a boolean (true or false)")
@@ -357,13 +364,13 @@ _TYPE_NAMES = {
 }
 _PATTERN_NAMES = {
     DURATION_PATTERN: "a duration like 500ms, 30s, 5m, 2h, 1d or 1h30m",
-    r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$": "a valid name (lowercase letters, digits, '.', '_' or '-', "
+    r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$(?!\n)": "a valid name (lowercase letters, digits, '.', '_' or '-', "
     "1-63 characters, starting and ending with a letter or digit)",
-    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": "a time of day HH:MM (00:00 to 23:59)",
-    r"^[a-z]+:.+$": "a principal like user:alice",
-    r"^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable name (letters, digits, '_', not starting with a digit)",
-    r"^https?://[^\s]+$": "an http:// or https:// URL",
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$":
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]$(?!\n)": "a time of day HH:MM (00:00 to 23:59)",
+    r"^[a-z]+:[!-~]+$(?!\n)": "a principal like user:alice",
+    r"^[A-Za-z_][A-Za-z0-9_]*$(?!\n)": "an environment variable name (letters, digits, '_', not starting with a digit)",
+    r"^https?://[!-~]+$(?!\n)": "an http:// or https:// URL",
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$(?!\n)":
     "an RFC 3339 time with an offset, e.g. 2026-12-24T18:00:00+01:00",
 }
 
@@ -544,6 +551,10 @@ def _semantic_findings(doc: dict, schema_paths: list[tuple[Any, ...]]) -> list[_
             for key, message in _check_schedule(tuple(sorted(sched.items()))):
                 p = ("spec", "trigger", "schedule", key) if key else ("spec", "trigger", "schedule")
                 out.append((p, "value" if key else "node", message))
+        policies = spec.get("policies")
+        if isinstance(policies, dict) and clean("spec", "policies"):
+            for sub, message in _check_policies(policies):
+                out.append((("spec", "policies", *sub), "value", message))
         quiet = spec.get("quiet_hours")
         if isinstance(quiet, dict) and clean("spec", "quiet_hours"):
             tz = quiet.get("timezone")
@@ -565,6 +576,10 @@ def _semantic_findings(doc: dict, schema_paths: list[tuple[Any, ...]]) -> list[_
                         )
                     )
     elif kind == "Channel":
+        if isinstance(spec.get("timeout"), str) and clean("spec", "timeout"):
+            message = duration_problem("channel.timeout", spec["timeout"])
+            if message:
+                out.append((("spec", "timeout"), "value", message))
         headers = spec.get("headers")
         if isinstance(headers, dict) and clean("spec", "headers"):
             for name, val in headers.items():
@@ -591,6 +606,14 @@ def _check_schedule(items: tuple[tuple[str, Any], ...]) -> list[tuple[str, str]]
     except ImportError:
         return []
     return check_schedule(dict(items))
+
+
+def _check_policies(policies: dict) -> list[tuple[tuple[str, ...], str]]:
+    try:
+        from palyra_ops.schedule.policies import check_policies
+    except ImportError:
+        return []
+    return check_policies(policies)
 
 
 @lru_cache(maxsize=1024)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from palyra_ops.cli._common import add_output_flag, print_json
 from palyra_ops.client import ConsoleClient
 from palyra_ops.errors import PalyraError
+from palyra_ops.numbers import cli_int
 
 API = "/console/v1"
 DELIVERY_MODES = ("same_channel", "specific_channel", "local_only", "logs_only")
@@ -108,7 +109,7 @@ def register(subparsers: Any) -> None:
 
     logs = sub.add_parser("logs", parents=[conn], help="a routine's runs, newest first")
     logs.add_argument("name")
-    logs.add_argument("--limit", type=int, default=20, help="how many runs (1-500, default 20)")
+    logs.add_argument("--limit", type=cli_int(), default=20, help="how many runs (1-500, default 20)")
     logs.add_argument("--status", help="only runs with this status")
     add_output_flag(logs)
 

@@ -11,12 +11,13 @@ import sys
 from typing import Any
 
 from palyra_ops.cli._common import add_journal_flag, add_output_flag, default_journal_path, print_json
-from palyra_ops.clock import SystemClock, parse_rfc3339, rfc3339
-from palyra_ops.durations import parse_duration_ms
+from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339, rfc3339
+from palyra_ops.durations import DurationRangeError, parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.memory.embedders import EmbedderSpec
 from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig, parse_size_bytes
 from palyra_ops.memory.service import MemoryService
+from palyra_ops.numbers import cli_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,14 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("list", help="list items, newest first")
     _filters(p)
-    p.add_argument("--limit", "-n", type=int, default=20, help="items per page (default 20)")
+    p.add_argument("--limit", "-n", type=cli_int(), default=20, help="items per page (default 20)")
     p.add_argument("--cursor", default=None, help="next_cursor of the previous page")
     _common(p)
     p.set_defaults(func=_list)
 
     p = sub.add_parser("search", help="nearest items to a text")
     p.add_argument("text", help="what to look for")
-    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("-k", type=cli_int(), default=10, help="how many results (default 10)")
     _filters(p)
     _common(p, embedder=True)
     p.set_defaults(func=_search)
@@ -57,15 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("vacuum", help="apply retention now, then VACUUM when worthwhile")
     p.add_argument("--max-age", default=None, help="delete items older than this (e.g. 30d)")
-    p.add_argument("--max-items", type=int, default=None, help="keep at most this many items (newest)")
+    p.add_argument("--max-items", type=cli_int(), default=None, help="keep at most this many items (newest)")
     p.add_argument("--max-bytes", default=None, help="keep at most this much item text (e.g. 256MiB)")
     p.add_argument("--force", action="store_true", help="VACUUM even when little would be freed")
     _common(p)
     p.set_defaults(func=_vacuum)
 
     p = sub.add_parser("backfill", help="embed items that lack a vector from the current model")
-    p.add_argument("--batch-size", type=int, default=64, help="items per embedding call (default 64)")
-    p.add_argument("--limit", type=int, default=None, help="stop after this many items")
+    p.add_argument("--batch-size", type=cli_int(), default=64, help="items per embedding call (default 64)")
+    p.add_argument("--limit", type=cli_int(), default=None, help="stop after this many items")
     _common(p, embedder=True)
     p.set_defaults(func=_backfill)
 
@@ -82,7 +83,7 @@ def _common(p: argparse.ArgumentParser, embedder: bool = False) -> None:
         g.add_argument("--embedder", choices=["hashing", "openai"], default=None)
         g.add_argument("--embed-model", default=None, help="model name for --embedder openai")
         g.add_argument("--embed-url", default=None, help="base URL of an OpenAI-compatible API (…/v1)")
-        g.add_argument("--embed-dim", type=int, default=None, help="vector dimensions")
+        g.add_argument("--embed-dim", type=cli_int(), default=None, help="vector dimensions")
         g.add_argument("--embed-api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
 
 
@@ -97,10 +98,14 @@ def _when(flag: str, value: str | None, now_ms: int) -> int | None:
         return None
     try:
         return now_ms - parse_duration_ms(value)
+    except DurationRangeError as exc:
+        raise PalyraError(f"{flag}: {exc}") from None
     except ValueError:
         pass
     try:
         return parse_rfc3339(value)
+    except InstantRangeError as exc:
+        raise PalyraError(f"{flag}: {exc}") from None
     except ValueError:
         raise PalyraError(f"{flag}: {value!r} is neither an RFC 3339 instant with offset nor a duration like 24h") from None
 

@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from palyra_ops.cli._common import add_output_flag, print_json
-from palyra_ops.clock import SystemClock, parse_rfc3339
+from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339
 from palyra_ops.errors import PalyraError
+from palyra_ops.numbers import cli_int
 from palyra_ops.schedule import preview
 
 
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="start after this instant (default: now)",
     )
-    parser.add_argument("--count", "-n", type=int, default=5, help="how many fire times (default 5)")
+    parser.add_argument("--count", "-n", type=cli_int(), default=5, help="how many fire times (default 5)")
     parser.add_argument("--gap", choices=["shift", "skip"], default=None, help="policies.dst.gap to apply")
     parser.add_argument(
         "--fold", choices=["first", "last", "both"], default=None, help="policies.dst.fold to apply"
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             from_ms = parse_rfc3339(args.from_)
+        except InstantRangeError as exc:
+            raise PalyraError(f"--from: {exc}") from None
         except ValueError:
             raise PalyraError(
                 f"--from: {args.from_!r} is not an RFC 3339 date-time with offset "

@@ -21,7 +21,7 @@ from palyra_ops.memory.embedders import EmbedderSpec
 MAINTENANCE_EVENT = "memory.maintenance.run"
 BACKFILL_EVENT = "memory.backfill.run"
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"[ \t]*([0-9]{1,15})[ \t]*(B|KB|KiB|MB|MiB|GB|GiB)?[ \t]*", re.IGNORECASE | re.ASCII)  # fullmatch
 _SIZE_UNITS = {
     "b": 1,
     "kb": 1000,
@@ -38,7 +38,7 @@ def parse_size_bytes(value: int | str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str):
-        m = _SIZE.match(value)
+        m = _SIZE.fullmatch(value)
         if m:
             return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
     raise PalyraError(f"invalid size {value!r}: expected bytes or e.g. 512KiB, 256MB, 1GiB")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from palyra_ops.clock import parse_rfc3339, rfc3339
-from palyra_ops.durations import parse_duration_ms
+from palyra_ops.clock import MAX_INSTANT_MS, check_instant, parse_rfc3339, rfc3339, to_ms
+from palyra_ops.durations import ROUTINE_DURATION_BOUNDS, duration_problem, parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.schedule.cron import Cron, CronError, compile_cron, next_wall_minute
 from palyra_ops.schedule.zones import (
@@ -43,7 +43,7 @@ from palyra_ops.schedule.zones import (
 
 DST_GAP_POLICIES = ("shift", "skip")
 DST_FOLD_POLICIES = ("first", "last", "both")
-MIN_EVERY_MS = 1000
+MIN_EVERY_MS = ROUTINE_DURATION_BOUNDS["every"][0]
 MAX_PREVIEW_COUNT = 1000
 #: cron search range: datetime covers years 1..9999; keep a day of margin for offsets
 _FIRST_MS = int(datetime(1, 1, 3, tzinfo=UTC).timestamp()) * 1000
@@ -93,33 +93,22 @@ def check_schedule(schedule: dict) -> list[tuple[str, str]]:
 
 
 def _every_problems(value: Any) -> list[str]:
-    try:
-        ms = parse_duration_ms(value)
-    except ValueError as exc:
-        return [str(exc)]
-    return ["must be at least 1s"] if ms < MIN_EVERY_MS else []
+    problem = duration_problem("every", value)
+    return [problem] if problem else []
 
 
 def _at_ms(value: Any) -> int:
-    """`at` as instants; YAML may already have turned an unquoted timestamp into a datetime."""
+    """`at` as an instant in the valid range (clock.MIN_INSTANT_MS..MAX_INSTANT_MS); YAML loaded
+    by other means than ours may already have turned an unquoted timestamp into a datetime."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"'{value.isoformat()}' has no UTC offset")
-        return int(value.timestamp() * 1000)
+        return check_instant(to_ms(value), value.isoformat())
     if isinstance(value, date):
         raise ValueError(f"'{value.isoformat()}' is a date; a date-time with a UTC offset is required")
     if not isinstance(value, str):
         raise ValueError(f"must be an RFC 3339 date-time string, got {value!r}")
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not an RFC 3339 date-time (expected e.g. 2026-12-24T18:00:00+01:00)"
-            ) from None
-        raise ValueError(f"{value!r} has no UTC offset") from None
+    return parse_rfc3339(value)
 
 
 @dataclass(frozen=True)
@@ -174,16 +163,20 @@ class Schedule:
         if self.every_ms is not None:
             anchor = after_ms if anchor_ms is None else anchor_ms
             if after_ms < anchor:
-                return anchor + self.every_ms
-            return anchor + ((after_ms - anchor) // self.every_ms + 1) * self.every_ms
+                nxt = anchor + self.every_ms
+            else:
+                nxt = anchor + ((after_ms - anchor) // self.every_ms + 1) * self.every_ms
+            return nxt if nxt <= MAX_INSTANT_MS else None  # past the calendar: never again
         cron = compile_cron(self.cron)  # type: ignore[arg-type]
         zone = resolve_zone(self.timezone)
         if after_ms >= _LAST_MS:
             return None  # beyond what datetime can represent
         after_ms = max(after_ms, _FIRST_MS)
         if cron.fixed_time and not is_fixed(zone):
-            return _next_fixed(cron, zone, after_ms, self.dst_gap, self.dst_fold)
-        return _next_matching(cron, zone, after_ms)
+            nxt = _next_fixed(cron, zone, after_ms, self.dst_gap, self.dst_fold)
+        else:
+            nxt = _next_matching(cron, zone, after_ms)
+        return nxt if nxt is not None and nxt <= MAX_INSTANT_MS else None
 
     def fires_between(
         self, after_ms: int, until_ms: int, anchor_ms: int | None = None, limit: int = 10_000
@@ -193,8 +186,8 @@ class Schedule:
         out: list[int] = []
         if self.every_ms is not None:
             nxt = self.next_after(after_ms, anchor)
-            assert nxt is not None
-            while nxt <= until_ms and len(out) < limit:
+            until_ms = min(until_ms, MAX_INSTANT_MS)
+            while nxt is not None and nxt <= until_ms and len(out) < limit:
                 out.append(nxt)
                 nxt += self.every_ms
             return out

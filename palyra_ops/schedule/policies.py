@@ -10,13 +10,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from palyra_ops.clock import MAX_INSTANT_MS, MIN_INSTANT_MS
+from palyra_ops.durations import duration_problem
 from palyra_ops.errors import PalyraError
 from palyra_ops.schedule.zones import DAY_MS, check_timezone, offset_ms, resolve_wall, resolve_zone
 
 RETRY_CAP_MS = 60_000
 QUIET_ACTIONS = ("skip", "defer")
 MISFIRE_POLICIES = ("fire_once", "ignore", "catch_up")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])", re.ASCII)  # fullmatch: no "22:00\n", no "٢٢:00"
 
 
 def jitter_offset_ms(routine_id: str, nominal_ms: int, jitter_ms: int) -> int:
@@ -69,6 +71,26 @@ def resolve_misfire(policy: str, missed: list[int], max_catch_up: int) -> Misfir
     raise ValueError(f"unknown misfire policy {policy!r} (expected one of {', '.join(MISFIRE_POLICIES)})")
 
 
+def check_policies(policies: dict) -> list[tuple[tuple[str, ...], str]]:
+    """Range problems of a routine's `policies` durations as (sub-path, message).
+
+    The schema checks their syntax; the bounds (durations.ROUTINE_DURATION_BOUNDS, docs/format.md)
+    are checked here so the message can say what the limit is.
+    """
+    out: list[tuple[tuple[str, ...], str]] = []
+    for key in ("misfire_grace", "jitter", "cooldown", "timeout"):
+        if isinstance(policies.get(key), str):
+            message = duration_problem(key, policies[key])
+            if message:
+                out.append(((key,), message))
+    retry = policies.get("retry")
+    if isinstance(retry, dict) and isinstance(retry.get("backoff"), str):
+        message = duration_problem("retry.backoff", retry["backoff"])
+        if message:
+            out.append((("retry", "backoff"), message))
+    return out
+
+
 def check_quiet_hours(q: dict) -> list[tuple[str, str]]:
     """Problems of a `quiet_hours` mapping as (key, message), like check_schedule."""
     if not isinstance(q, dict):
@@ -78,7 +100,7 @@ def check_quiet_hours(q: dict) -> list[tuple[str, str]]:
         value = q.get(key)
         if value is None:
             problems.append((key, "is required (HH:MM)"))
-        elif not isinstance(value, str) or not _HHMM.match(value):
+        elif not isinstance(value, str) or not _HHMM.fullmatch(value):
             problems.append((key, f"{value!r} is not a time of day HH:MM (00:00 to 23:59)"))
     if not problems and q["start"] == q["end"]:
         problems.append(("end", f"equals start ({q['start']!r}): the window would be empty"))
@@ -129,8 +151,8 @@ class QuietHours:
 
     def _window_at(self, instant_ms: int) -> tuple[int, int] | None:
         start, end = _minutes(self.start), _minutes(self.end)
-        if start == end:
-            return None
+        if start == end or not MIN_INSTANT_MS <= instant_ms <= MAX_INSTANT_MS:
+            return None  # empty, or an instant past the calendar (no night there to be quiet in)
         zone = resolve_zone(self.timezone)
         day = (instant_ms + offset_ms(zone, instant_ms)) // DAY_MS
         for d in (day - 1, day, day + 1):

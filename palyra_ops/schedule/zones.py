@@ -26,6 +26,9 @@ DAY_MS = 86_400_000
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
+#: the instants (seconds) datetime can show in any zone: a day inside years 1 and 9999
+_FIRST_S = int((datetime(1, 1, 2) - _EPOCH_NAIVE).total_seconds())
+_LAST_S = int((datetime(9999, 12, 30) - _EPOCH_NAIVE).total_seconds())
 #: a segment bound used when a zone has no transition in the next two years (fixed offset zones)
 _NO_TRANSITION_YEARS = 2
 
@@ -144,7 +147,9 @@ def offset_ms(zone: tzinfo, instant_ms: int) -> int:
     if isinstance(zone, timezone):
         off = zone.utcoffset(None)
         return int(off.total_seconds() * 1000)
-    dt = datetime.fromtimestamp(instant_ms // 1000, zone)
+    # beyond what datetime can hold, the offset at the edge stands in: no OverflowError from here
+    second = min(max(instant_ms // 1000, _FIRST_S), _LAST_S)
+    dt = datetime.fromtimestamp(second, zone)
     off = dt.utcoffset()
     assert off is not None
     return (off.days * 86_400 + off.seconds) * 1000 + off.microseconds // 1000
@@ -160,7 +165,7 @@ def wall_datetime(wall_minute: int) -> datetime:
 
 
 def _offset_s(zone: tzinfo, second: int) -> int:
-    off = datetime.fromtimestamp(second, zone).utcoffset()
+    off = datetime.fromtimestamp(min(max(second, _FIRST_S), _LAST_S), zone).utcoffset()
     assert off is not None
     return off.days * 86_400 + off.seconds
 

@@ -22,18 +22,20 @@ MANIFEST_FILE = "skill.yaml"
 MAX_MANIFEST_BYTES = 64 * 1024
 
 #: same shape as a routine name, so a skill id is also a safe directory name
-ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-PUBLISHER_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$(?!\n)", re.ASCII)
+PUBLISHER_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$(?!\n)", re.ASCII)
 #: Semantic Versioning 2.0.0 (the regex from semver.org)
 SEMVER_PATTERN = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$(?!\n)",
+    re.ASCII,
 )
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$(?!\n)", re.ASCII)
 #: a DNS host name, optionally `*.` wildcard-prefixed, optionally with a port
 HOST_PATTERN = re.compile(
-    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:\d{1,5})?$"
+    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:\d{1,5})?$(?!\n)",
+    re.ASCII,
 )
 
 DEFAULT_FUEL = 100_000_000
@@ -45,7 +47,7 @@ DEFAULT_WALL_MS = 5_000
 MAX_WALL_MS = 10 * 60_000
 MIN_WALL_MS = 10
 
-_SIZE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB|K|M|G|KB|MB|GB)?$")
+_SIZE = re.compile(r"([0-9]{1,15}) *(B|KiB|MiB|GiB|K|M|G|KB|MB|GB)?", re.ASCII)  # fullmatch
 _SIZE_UNITS = {
     None: 1, "B": 1,
     "K": 1024, "KiB": 1024, "KB": 1000,
@@ -65,7 +67,7 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        m = _SIZE.match(value.strip())
+        m = _SIZE.fullmatch(value.strip(" \t"))
         if m:
             return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
     raise ValueError(f"invalid size {value!r}: expected bytes or e.g. 512KiB, 16MiB, 1GiB")
@@ -326,5 +328,5 @@ def semver_key(version: str) -> tuple:
     pre = m.group(4)
     if pre is None:
         return (core, 1, ())
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    parts = tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p) for p in pre.split("."))
     return (core, 0, parts)
