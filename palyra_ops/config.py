@@ -84,6 +84,9 @@ class DaemonConfig:
     #: loopback dispatch: number of pooled keep-alive clients and the in-flight cap
     dispatch_clients: int = 4
     dispatch_concurrency: int = 8
+    #: the HTTP server's keep-alive idle timeout; the loopback pool retires idle connections well
+    #: before it (gateway.loopback_keepalive_s), so it never reuses one the server is closing
+    keep_alive_ms: int = 20_000
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -202,7 +205,9 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
 
     journal = flags.get("journal")
     if journal is None and data.get("journal"):
-        journal = rel(data["journal"])
+        from palyra_ops.journal.faults import check_location
+
+        journal = rel(check_location(str(data["journal"])))  # a URL is refused, not taken for a path
     dir_ = flags.get("dir")
     if dir_ is None and data.get("dir"):
         dir_ = rel(data["dir"])
@@ -273,6 +278,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         watcher=watcher,
         dispatch_clients=int(d.get("clients", 4)),
         dispatch_concurrency=int(d.get("concurrency", 8)),
+        keep_alive_ms=_duration(d.get("keep_alive", "20s"), f"{where}: dispatch.keep_alive"),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
     )
 

@@ -181,8 +181,7 @@ class MemoryService:
         if not self.journal_path.exists():
             if not create:
                 raise NotFound(f"no journal at {self.journal_path} (run `palyra-ops apply` or pass --journal)")
-            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
+        self._migrate()  # open_journal creates the directory, or says why it cannot
         self._spec: EmbedderSpec | None = None
         if isinstance(embedder, EmbedderSpec):
             self._spec = embedder
