@@ -101,6 +101,9 @@ class DaemonConfig:
     #: loopback dispatch: number of pooled keep-alive clients and the in-flight cap
     dispatch_clients: int = 4
     dispatch_concurrency: int = 8
+    #: the HTTP server's keep-alive idle timeout; the loopback pool retires idle connections well
+    #: before it (gateway.loopback_keepalive_s), so it never reuses one the server is closing
+    keep_alive_ms: int = 20_000
     log_level: str = "info"
     #: SPEC §6: request bodies above this are refused with 413 before they are read in full
     max_body_bytes: int = 1 << 20
@@ -334,6 +337,7 @@ KEYS: dict[str, Check] = {
     "skills.audit_interval": duration(zero_off=True),
     "dispatch.clients": integer(1, 64),
     "dispatch.concurrency": integer(1, 1024),
+    "dispatch.keep_alive": duration(),
     "watcher.self_heal": boolean,
     "watcher.rescan_interval": duration(),
     "watcher.debounce": duration(min_ms=0),
@@ -529,7 +533,9 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
 
     journal = flags.get("journal")
     if journal is None and data.get("journal"):
-        journal = rel(data["journal"])
+        from palyra_ops.journal.faults import check_location
+
+        journal = rel(check_location(str(data["journal"])))  # a URL is refused, not taken for a path
     dir_ = flags.get("dir")
     if dir_ is None and data.get("dir"):
         dir_ = rel(data["dir"])
@@ -604,6 +610,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         watcher=watcher,
         dispatch_clients=d.get("clients", 4),
         dispatch_concurrency=d.get("concurrency", 8),
+        keep_alive_ms=_ms(d.get("keep_alive", "20s")),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
         max_body_bytes=int(max_body),
         delivery=delivery,

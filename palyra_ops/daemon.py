@@ -6,6 +6,10 @@ process are finalized as failed (`daemon_restart`) *before* the scheduler looks 
 misfire handling sees a clean state; the scheduler starts only once the server accepts connections,
 because every run is a loopback HTTP call.
 
+One daemon per SQLite journal (SPEC §11): after the listen address is probed and before the journal
+is opened, the daemon takes the journal's `DaemonLock`; a second daemon is refused with one line
+naming the first (pid, address) and never touches its runs.
+
 Stop order (SIGTERM/SIGINT): the scheduler stops claiming, the gateway cancels what runs and records
 each run as cancelled (`daemon_shutdown`), then the server closes. uvicorn's own signal handling is
 replaced because it re-raises the signal after serving, which would kill the process before the run
@@ -39,8 +43,8 @@ from palyra_ops.context import DaemonContext
 from palyra_ops.delivery import Deliverer
 from palyra_ops.errors import PalyraError
 from palyra_ops.fsmodes import private_dir
-from palyra_ops.gateway import Gateway, Loopback
-from palyra_ops.journal import Journal, new_id, open_journal
+from palyra_ops.gateway import Gateway, Loopback, loopback_keepalive_s
+from palyra_ops.journal import DaemonLock, Journal, check_location, new_id, open_journal
 from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
@@ -136,7 +140,10 @@ class Daemon:
         self.config = config
         self.clock = clock or SystemClock()
         self.state_root = config.state_root or default_state_root()
-        self.journal_path = config.journal or self.state_root / "journal.sqlite3"
+        # --journal / config, else $PALYRA_JOURNAL (SPEC §4), else the state root's; a URL is refused
+        self.journal_path = check_location(config.journal or os.environ.get("PALYRA_JOURNAL")
+                                           or self.state_root / "journal.sqlite3")
+        self.lock = DaemonLock(self.journal_path)
         self.daemon_id = new_id()
         self.maintenance = MaintenanceTasks(self.clock)
         self.server: _Server | None = None
@@ -146,6 +153,7 @@ class Daemon:
     def _open(self) -> tuple[Journal, str]:
         token = ensure_token(self.state_root)
         journal = open_journal(self.journal_path, clock=self.clock)
+        journal.log_faults()
         return journal, token
 
     def _services(self, ctx: DaemonContext) -> None:
@@ -282,10 +290,18 @@ class Daemon:
         return watcher
 
     async def serve(self, *, ready: Callable[[str], None] | None = None) -> int:
-        # the address first: a second daemon started by mistake must fail before it touches the
-        # journal (start-up recovery would otherwise finalize the first one's active runs)
+        # the address first, then the journal's daemon lock: a second daemon started by mistake
+        # must fail before it touches the journal (start-up recovery would otherwise finalize the
+        # first one's active runs)
         check_bind(self.config)
         probe_bind(self.config.host, self.config.port)
+        self.lock.acquire(self.config.listen)
+        try:
+            return await self._serve_locked(ready)
+        finally:
+            self.lock.release()
+
+    async def _serve_locked(self, ready: Callable[[str], None] | None) -> int:
         journal, token = self._open()
         recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms())
         for r in recovered:
@@ -315,8 +331,10 @@ class Daemon:
         ctx.gateway, ctx.scheduler = gateway, scheduler
         ctx.watcher = None  # set below with --watch
         app = create_app(ctx)
+        keep_alive_s = self.config.keep_alive_ms / 1000
         uv = uvicorn.Config(app, host=self.config.host, port=self.config.port, lifespan="off", access_log=False,
-                            log_level=self.config.log_level, timeout_graceful_shutdown=5, log_config=None)
+                            log_level=self.config.log_level, timeout_graceful_shutdown=5, log_config=None,
+                            timeout_keep_alive=keep_alive_s)
         server = _Server(uv)
         self.server = server
         stop = asyncio.Event()
@@ -337,7 +355,9 @@ class Daemon:
         port = server.servers[0].sockets[0].getsockname()[1]
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         ctx.base_url = f"http://{host}:{port}"
-        gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients)
+        self.lock.update(f"{host}:{port}")
+        gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients,
+                                    keepalive_expiry_s=loopback_keepalive_s(keep_alive_s))
         write_discovery(self.state_root, ctx.base_url, journal=self.journal_path)  # how CLIs find us
         # Long-lived start-up objects out of the collector's way, and fewer gen-0 passes: full
         # collections of a large heap are the main source of multi-ms stalls in dispatch lag.

@@ -52,6 +52,63 @@ class StalePlan(PalyraError):
     status = 409
 
 
+class JournalError(PalyraError):
+    """The journal cannot do what was asked for a reason outside the request (busy, full, unopenable).
+
+    503: the same request can succeed later, once the journal is free, has space or is fixed.
+    `path` is the journal it concerns, so every message can name it.
+    """
+
+    code = "journal_error"
+    status = 503
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JournalBusy(JournalError):
+    """Another connection held the journal's write lock for the whole busy timeout."""
+
+    code = "journal_busy"
+
+    def __init__(self, message: str, *, path: str | None = None, waited_s: float = 0.0) -> None:
+        super().__init__(message, path=path)
+        self.waited_s = waited_s
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be opened, read or written at all (not a file, I/O error, ...)."""
+
+    code = "journal_unavailable"
+
+
+class JournalFull(JournalUnavailable):
+    """A write failed because the journal's file system (or its page limit) has no room left."""
+
+    code = "journal_full"
+
+
+class JournalReadOnly(JournalUnavailable):
+    """A write failed because the journal (its file, directory or file system) is read-only."""
+
+    code = "journal_readonly"
+
+
+class JournalUnsupported(JournalError):
+    """A journal location this build cannot use (today: any URL; SPEC §4's PostgreSQL is not here yet)."""
+
+    code = "journal_unsupported"
+    status = 400
+
+
+class DaemonAlreadyRunning(PalyraError):
+    """A second daemon on a SQLite journal another live daemon holds (SPEC §11, last paragraph)."""
+
+    code = "daemon_running"
+    status = 409
+
+
 @dataclass(frozen=True, order=True)
 class Diagnostic:
     """One validation finding, positioned in a source file.

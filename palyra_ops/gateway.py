@@ -20,6 +20,7 @@ echo backend's sleep hint) goes through `sleep_until(ms)`, so tests drive all of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -34,8 +35,8 @@ from palyra_ops.backends import Backend, BackendError, EchoBackend, ExecRequest
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.delivery import Deliverer, DeliveryResult
 from palyra_ops.durations import format_duration_ms
-from palyra_ops.errors import Conflict, NotFound, PalyraError
-from palyra_ops.journal import Journal, new_id
+from palyra_ops.errors import Conflict, JournalError, NotFound, PalyraError
+from palyra_ops.journal import FINAL_STATUSES, Journal, new_id
 from palyra_ops.model import Routine
 
 log = logging.getLogger("palyra_ops.gateway")
@@ -179,38 +180,107 @@ class Metrics:
 # -- loopback ---------------------------------------------------------------------------------------
 
 
+#: transport failures after which the gateway may not have received the whole request. Retrying
+#: them is safe because the gateway is idempotent by run id (a repeat gets the first receipt).
+#: Timeouts are not among them: a call that timed out was received and is slow, not lost.
+RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.NetworkError, httpx.RemoteProtocolError,
+                                                           httpx.ConnectTimeout)
+#: waits before the 2nd, 3rd and 4th try: the first retry goes out at once on a fresh connection
+#: (the usual case is one pooled connection the server was closing), the others ride out a blip
+RETRY_DELAYS_S = (0.0, 0.05, 0.25)
+#: the server's keep-alive idle timeout (uvicorn's default is 5 s)
+SERVER_KEEP_ALIVE_S = 20.0
+
+
+def loopback_keepalive_s(server_keep_alive_s: float) -> float:
+    """How long the loopback client reuses an idle pooled connection: clearly below the server's
+    keep-alive (a quarter of it, at most 5 s). With both at 5 s (httpx's and uvicorn's defaults) a
+    connection the server was closing got reused, and the call died with `httpx.ReadError`."""
+    return max(0.0, min(5.0, server_keep_alive_s / 4))
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` for any failure, never empty: httpx's ReadError often has an empty message,
+    which made run reasons read `dispatch_failed: ` with nothing after it."""
+    if isinstance(exc, PalyraError):
+        return exc.message
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = str(cur).strip()
+        if text:
+            return f"{type(exc).__name__}: {text}"
+        cur = cur.__cause__ or cur.__context__
+    return f"{type(exc).__name__} (the transport gave no detail)"
+
+
 class Loopback:
     """Pooled keep-alive connections to the daemon's own gateway.
 
     A few small pools beat one shared client: httpx's pool gets slower as concurrency on one pool
     grows. Calls go straight to each pool's transport with a prebuilt request: the client layers
     (URL merging, auth and redirect handling, cookies) cost ~40% of a loopback call and do nothing here.
+
+    No run may be lost to the transport: pooled connections are retired well before the server's
+    keep-alive closes them (`loopback_keepalive_s`), and a call that fails in a way that means the
+    gateway may not have it (connection reset or closed, refused) is sent again, up to
+    `len(RETRY_DELAYS_S)` more times. The gateway answers a repeat of a message it already has with
+    that run's receipt, so a retry never executes a run twice.
     """
 
-    def __init__(self, base_url: str, internal_token: str, *, clients: int = 4, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, internal_token: str, *, clients: int = 4, timeout_s: float = 30.0,
+                 keepalive_expiry_s: float | None = None) -> None:
         self.url = httpx.URL(base_url.rstrip("/") + "/gateway/v1/messages")
         self.headers = {"Authorization": f"Bearer {internal_token}", "Content-Type": "application/json"}
         self.extensions = {"timeout": {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}}
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        expiry = loopback_keepalive_s(SERVER_KEEP_ALIVE_S) if keepalive_expiry_s is None else keepalive_expiry_s
+        self.keepalive_expiry_s = expiry
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=expiry)
         self.transports = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(max(1, clients))]
         self._rr = itertools.cycle(self.transports)
+        #: calls sent again after a transport failure, and calls that failed every try
+        self.retries = 0
+        self.failures = 0
 
     async def post(self, message: dict[str, Any]) -> dict[str, Any]:
-        req = httpx.Request("POST", self.url, content=json.dumps(message).encode(), headers=self.headers,
-                            extensions=self.extensions)
-        resp = await next(self._rr).handle_async_request(req)
-        try:
-            raw = await resp.aread()
-        finally:
-            await resp.aclose()
+        content = json.dumps(message).encode()
+        last: Exception | None = None
+        for delay in (None, *RETRY_DELAYS_S):
+            if delay is not None:
+                self.retries += 1
+                if delay:
+                    await asyncio.sleep(delay)
+            req = httpx.Request("POST", self.url, content=content, headers=self.headers, extensions=self.extensions)
+            try:
+                resp = await next(self._rr).handle_async_request(req)
+                try:
+                    raw = await resp.aread()
+                finally:
+                    await resp.aclose()
+            except RETRYABLE_TRANSPORT_ERRORS as exc:
+                last = exc
+                continue
+            except httpx.HTTPError as exc:
+                self.failures += 1
+                raise PalyraError(f"loopback call failed: {describe_error(exc)}", code="dispatch_failed",
+                                  status=502) from None
+            return self._answer(resp.status_code, raw)
+        self.failures += 1
+        assert last is not None
+        raise PalyraError(f"loopback call failed {1 + len(RETRY_DELAYS_S)} times: {describe_error(last)}",
+                          code="dispatch_failed", status=502)
+
+    @staticmethod
+    def _answer(status: int, raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
             body = {}
-        if resp.status_code >= 400:
+        if status >= 400:
             err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise PalyraError(err.get("message") or f"gateway answered HTTP {resp.status_code}",
-                              code=err.get("code") or "error", status=resp.status_code)
+            raise PalyraError(err.get("message") or f"gateway answered HTTP {status}",
+                              code=err.get("code") or "error", status=status)
         return body
 
     async def aclose(self) -> None:
@@ -265,6 +335,9 @@ class Gateway:
         self._cancel_reasons: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: run transitions the journal could not take (full, read-only): run id -> (run fields,
+        #: routine id, job fields), written by `flush_unwritten` once it can, so no run stays active
+        self._unwritten: dict[str, tuple[dict[str, Any], str | None, dict[str, Any] | None]] = {}
 
     # -- lookups ----------------------------------------------------------------------------------
 
@@ -359,6 +432,9 @@ class Gateway:
     async def send(self, message: dict[str, Any]) -> dict[str, Any]:
         """Through the loopback HTTP call when the server runs; in-process otherwise (unit tests)."""
         if self.loopback is not None:
+            if not message.get("run_id"):
+                # the id the run will get: lets the gateway recognise a retried call (see accept)
+                message.setdefault("request_id", new_id())
             return await self.loopback.post(message)
         return (await self.handle_message(message, internal=True))[1]
 
@@ -421,6 +497,13 @@ class Gateway:
     # -- accepting a routine message -------------------------------------------------------------
 
     async def accept(self, body: dict[str, Any], *, received_at_ms: int | None = None) -> dict[str, Any]:
+        """Take a routine message: a run the scheduler claimed (`run_id`) or a new one.
+
+        Idempotent by run id, so the loopback can resend a call whose connection died: a message for
+        a run this gateway already received returns that run's receipt (its row as it stands) and
+        executes nothing. A new run's id is the message's `request_id` when the sender gave one, so
+        a resent manual, event or webhook message is recognised the same way.
+        """
         now = received_at_ms if received_at_ms is not None else self.clock.now_ms()
         routine_id = str(body["routine_id"])
         trigger = body.get("trigger") or {}
@@ -433,9 +516,9 @@ class Gateway:
             run = self.journal.get_run(str(run_id))
             if run is None or run["routine_id"] != routine_id:
                 raise NotFound(f"run {run_id!r} of routine {routine_id!r} does not exist")
-            if run["status"] != "accepted" or run.get("received_at_ms") is not None:
-                raise Conflict(f"run {run_id} was already dispatched (status {run['status']})")
-            due = trigger.get("due_at_ms") or run.get("scheduled_at_ms")
+            if run["status"] != "accepted" or run.get("received_at_ms") is not None or run["run_id"] in self._unwritten:
+                return self.receipt(run)  # a repeat: this gateway already has the run
+            due = trigger.get("due_at_ms") or (run.get("scheduled_at_ms") if int(run.get("attempt") or 1) == 1 else None)
             if due is not None:
                 self.metrics.lag((now - int(due)) / 1000)
             # written with the run's first transition (one commit less on the hot path); nothing awaits
@@ -443,6 +526,10 @@ class Gateway:
             run["received_at_ms"] = now
             run["_receipt"] = True
         else:
+            request_id = body.get("request_id")
+            if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 64):
+                raise PalyraError("request_id must be a string of at most 64 characters", code="bad_request",
+                                  status=400)
             fields = {
                 "routine_id": routine_id,
                 "trigger_kind": kind,
@@ -453,16 +540,148 @@ class Gateway:
                 "received_at_ms": now,
                 "created_at_ms": now,
             }
+            if request_id:
+                fields["run_id"] = request_id
             new = self.journal.insert_run(**fields)
-            assert new is not None
+            if new is None:  # the same request again (its first try reached us)
+                prior = self.journal.get_run(str(request_id))
+                if prior is None or prior["routine_id"] != routine_id:
+                    raise Conflict(f"request_id {request_id!r} was already used for another run")
+                return self.receipt(prior)
             run = self.journal.get_run(new)
             assert run is not None
         routine = self.routine(routine_id)
         if routine is None:
             return self._stop(run, None, "failed", "routine_deleted: the routine no longer exists", gate="disabled")
         dedupe = body.get("dedupe_key")
-        return await self.gates(run, routine, dedupe_key=str(dedupe) if dedupe else None,
-                                catch_up=bool(trigger.get("catch_up")))
+        return await self.gates_or_fail(run, routine, dedupe_key=str(dedupe) if dedupe else None,
+                                        catch_up=bool(trigger.get("catch_up")))
+
+    def receipt(self, run: dict[str, Any]) -> dict[str, Any]:
+        """A run row as the gateway knows it: the journal's, with any transition still unwritten."""
+        out = dict(run)
+        pending = self._unwritten.get(run["run_id"])
+        if pending is not None:
+            out.update(pending[0])
+        return out
+
+    async def gates_or_fail(self, run: dict[str, Any], routine: Routine, **kw: Any) -> dict[str, Any]:
+        """`gates`, but a journal that cannot take the run's transition finalizes the run `failed`
+        (kept until the journal is writable) instead of leaving it `accepted` for ever."""
+        try:
+            return await self.gates(run, routine, **kw)
+        except JournalError as exc:
+            self.journal_failed(run, exc)
+            raise
+
+    def journal_failed(self, run: dict[str, Any], exc: JournalError) -> None:
+        """Finalize a run whose transition the journal refused (written once it can be)."""
+        self._held.pop(run["run_id"], None)
+        self._deferred = {k: v for k, v in self._deferred.items() if v != run["run_id"]}
+        now = self.clock.now_ms()
+        fields = self._receipt(run, {"status": "failed", "reason": f"{exc.code}: {exc.message}", "finished_at_ms": now})
+        self.record_run(run["run_id"], fields, run["routine_id"], {"last_run_id": run["run_id"], "last_status": "failed"})
+        self.metrics.run("failed")
+        run.update(fields)
+
+    def dispatch_failed(self, message: dict[str, Any], exc: BaseException) -> dict[str, Any] | None:
+        """A claimed run whose loopback call failed even after the Loopback's own retries.
+
+        The run is finalized `failed` with a real reason (`dispatch_failed: ReadError: ...`, never
+        empty) unless the gateway got it after all (then it runs, or ran, and nothing is done). Then
+        the routine's retry policy applies as for a failed execution: the next attempt is recorded
+        `accepted` with `not_before_ms` and returned as the message to send at that time; after the
+        last attempt `routine.failed` is emitted. While the journal cannot be written the run is
+        only finalized (once it can be): neither a retry nor an event could be recorded.
+        """
+        run_id = message.get("run_id")
+        run = self.journal.get_run(run_id) if run_id else None
+        if run is None or run["status"] != "accepted" or run.get("received_at_ms") is not None or run_id in self._unwritten:
+            return None
+        reason = f"dispatch_failed: {describe_error(exc)}"
+        self.metrics.dispatch_errors += 1
+        now = self.clock.now_ms()
+        fields = {"status": "failed", "reason": reason, "finished_at_ms": now}
+        written = self.record_run(run["run_id"], fields, run["routine_id"],
+                                  {"last_run_id": run["run_id"], "last_status": "failed"})
+        self.metrics.run("failed")
+        run.update(fields)
+        journal_down = not written or (isinstance(exc, PalyraError) and exc.code.startswith("journal_"))
+        routine = self.routine(run["routine_id"])
+        if routine is None or journal_down:
+            return None
+        log.warning("run %s of %s: %s", run["run_id"], routine.name, reason)
+        attempt = int(run.get("attempt") or 1)
+        retry = routine.policies.retry
+        if attempt >= retry.max_attempts or self._closing:
+            self._after_failure(run, routine, reason)
+            return None
+        from palyra_ops.schedule import retry_delay_ms
+
+        not_before = now + retry_delay_ms(retry.backoff_ms, attempt)
+        try:
+            nid = self.journal.insert_run(
+                routine_id=routine.name, scheduled_at_ms=run.get("scheduled_at_ms"), trigger_kind=run["trigger_kind"],
+                trigger_payload=run.get("trigger_payload"), attempt=attempt + 1,
+                first_run_id=run.get("first_run_id") or run["run_id"], status="accepted", not_before_ms=not_before,
+                policy_rule=run.get("policy_rule"), daemon_id=self.daemon_id)
+        except JournalError:
+            return None
+        assert nid is not None
+        trigger = {**(message.get("trigger") or {}), "due_at_ms": None, "catch_up": False}
+        return {**message, "run_id": nid, "trigger": trigger, "not_before_ms": not_before}
+
+    # -- run records the journal could not take ---------------------------------------------------
+
+    def record_run(self, run_id: str, fields: dict[str, Any], routine_id: str | None,
+                   job_fields: dict[str, Any] | None) -> bool:
+        """Write a run transition, or keep it for later while the journal cannot be written.
+
+        Returns whether it was written. Transitions of one run are merged in order, except that a
+        final status already waiting wins over later ones (it happened first). A later write for a
+        run with a transition waiting carries the waiting fields too, so nothing is lost or reordered.
+        """
+        pending = self._unwritten.pop(run_id, None)
+        if pending is not None:
+            pf, pr, pj = pending
+            if pf.get("status") in FINAL_STATUSES:
+                fields, job_fields = {**fields, **pf}, {**(job_fields or {}), **(pj or {})}
+            else:
+                fields, job_fields = {**pf, **fields}, {**(pj or {}), **(job_fields or {})}
+            routine_id = routine_id or pr
+        try:
+            self.journal.update_run_and_job(run_id, fields, routine_id, job_fields)
+        except JournalError as exc:
+            self._unwritten[run_id] = (fields, routine_id, job_fields)
+            log.debug("run %s: transition held until the journal is writable: %s", run_id, exc.message)
+            return False
+        return True
+
+    def unwritten_count(self) -> int:
+        return len(self._unwritten)
+
+    def flush_unwritten(self) -> int:
+        """Write the held transitions, oldest first; raises the journal's error while it still fails.
+
+        A held run's job summary (`last_run_id`, `last_status`) is only written when no newer run
+        has written one since (run ids are ULIDs, so they compare by time).
+        """
+        done = 0
+        try:
+            for run_id in list(self._unwritten):
+                fields, rid, job = self._unwritten[run_id]
+                if rid is not None and job:
+                    current = (self.journal.get_job(rid) or {}).get("last_run_id")
+                    if current is not None and current > run_id:
+                        job = None
+                self.journal.update_run_and_job(run_id, fields, rid, job)
+                del self._unwritten[run_id]
+                done += 1
+        finally:
+            if done:
+                log.warning("journal writable again: wrote %d held run record(s)%s", done,
+                            f", {len(self._unwritten)} still held" if self._unwritten else "")
+        return done
 
     # -- gates ------------------------------------------------------------------------------------
 
@@ -473,8 +692,7 @@ class Gateway:
         if rule is not None:
             fields["policy_rule"] = rule
         self._receipt(run, fields)
-        self.journal.update_run_and_job(run["run_id"], fields, run["routine_id"],
-                                        {"last_run_id": run["run_id"], "last_status": status})
+        self.record_run(run["run_id"], fields, run["routine_id"], {"last_run_id": run["run_id"], "last_status": status})
         self._held.pop(run["run_id"], None)
         self.metrics.gate(gate, status)
         self.metrics.run(status)
@@ -586,7 +804,8 @@ class Gateway:
             raise
         self._deferred.pop(routine.name, None)
         current = self.routine(routine.name) or routine
-        await self.gates(run, current, start="policy")
+        with contextlib.suppress(JournalError):  # recorded failed by gates_or_fail
+            await self.gates_or_fail(run, current, start="policy")
 
     def _concurrency(self, run: dict[str, Any], routine: Routine, *, catch_up: bool) -> dict[str, Any]:
         rid = routine.name
@@ -596,9 +815,9 @@ class Gateway:
             return self._start(run, routine)
         if catch_up:
             # missed occurrences of one routine run in order, one after the other, whatever the policy
+            self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
             self._backlog.setdefault(rid, deque()).append((run, routine))
             self._held[run["run_id"]] = rid
-            self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
             self.metrics.gate("concurrency", "queued")
             return run
         policy = routine.policies.concurrency
@@ -622,9 +841,9 @@ class Gateway:
                 return self._stop(run, routine, "skipped",
                                   f"concurrency: queue_one (run {queued[0]['run_id']} is already queued)",
                                   gate="concurrency", rule=run.get("policy_rule"))
+            self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
             self._queued[rid] = (run, routine)
             self._held[run["run_id"]] = rid
-            self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
             self.metrics.gate("concurrency", "queued")
             return run
         raise PalyraError(f"unknown concurrency policy {policy!r}")
@@ -685,14 +904,19 @@ class Gateway:
                         "policy_rule": current.get("policy_rule"),
                         "daemon_id": self.daemon_id,
                     }
-                    nid = self.journal.insert_run(**nxt)
+                    try:
+                        nid = self.journal.insert_run(**nxt)
+                    except JournalError as exc:  # no record for a retry, so no retry: this failure is final
+                        log.debug("run %s: retry not scheduled: %s", current["run_id"], exc.message)
+                        self._after_failure(current, routine, reason)
+                        return
                     assert nid is not None
                     current = {**nxt, "run_id": nid}
                     self._current[task] = nid
                     await self.sleep_until(not_before)
                     now = self.clock.now_ms()
-                    self.journal.update_run_and_job(nid, {"status": "running", "started_at_ms": now}, routine.name,
-                                                    {"last_run_id": nid, "last_status": "running"})
+                    self.record_run(nid, {"status": "running", "started_at_ms": now}, routine.name,
+                                    {"last_run_id": nid, "last_status": "running"})
                     current.update(status="running", started_at_ms=now)
                     continue
                 current["reason"] = reason
@@ -721,12 +945,19 @@ class Gateway:
             run, routine = backlog.popleft()
             if not backlog:
                 self._backlog.pop(rid, None)
-            self._start(run, self.routine(rid) or routine)
+            self._start_or_fail(run, self.routine(rid) or routine)
             return
         queued = self._queued.pop(rid, None)
         if queued is not None:
             run, routine = queued
-            self._start(run, self.routine(rid) or routine)
+            self._start_or_fail(run, self.routine(rid) or routine)
+
+    def _start_or_fail(self, run: dict[str, Any], routine: Routine) -> None:
+        """Start a parked run; one the journal cannot record as started is finalized failed instead."""
+        try:
+            self._start(run, routine)
+        except JournalError as exc:
+            self.journal_failed(run, exc)
 
     async def _attempt(self, run: dict[str, Any], routine: Routine) -> tuple[bool, str | None, str | None]:
         """One execution under the routine's timeout: (ok, output, failure reason); a refused skill
@@ -831,6 +1062,8 @@ class Gateway:
             res = await self.deliverer.deliver(routine, run, output, failed=failed)
         except asyncio.CancelledError:
             raise
+        except JournalError as exc:  # a full journal is not a delivery bug: no traceback per run
+            res = DeliveryResult("failed", None, exc.message)
         except Exception as exc:  # a delivery bug must not lose the run record
             log.exception("delivery of run %s crashed", run["run_id"])
             res = DeliveryResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
@@ -854,9 +1087,9 @@ class Gateway:
             # inherits the routine.run rule from `run`, and gets its own skill decision.
             gate_rule = run.get("policy_rule")
             both = skill_rule if status == "denied" or gate_rule in (None, skill_rule) else f"{gate_rule}; {skill_rule}"
-            self.journal.update_run_and_job(run["run_id"], {**fields, "policy_rule": both}, routine.name, job)
+            self.record_run(run["run_id"], {**fields, "policy_rule": both}, routine.name, job)
         else:
-            self.journal.update_run_and_job(run["run_id"], fields, routine.name, job)
+            self.record_run(run["run_id"], fields, routine.name, job)
         run.update(fields)
         self.metrics.run(status)
         log_finished(routine.name, run, status, reason, now)
@@ -924,7 +1157,7 @@ class Gateway:
                 elif approve:
                     self.journal.update_run(run["run_id"], status="accepted")
                     run["status"] = "accepted"
-                    run = await self.gates(run, routine, dedupe_key=dedupe, start="dedupe")
+                    run = await self.gates_or_fail(run, routine, dedupe_key=dedupe, start="dedupe")
                 else:
                     run = self._stop(run, routine, "denied", f"approval_denied: denied by {by}", gate="approval",
                                      rule="approval")
@@ -952,10 +1185,16 @@ class Gateway:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         now = self.clock.now_ms()
         for run_id, rid in list(self._held.items()):
-            self.journal.update_run_and_job(run_id, {"status": "cancelled", "reason": reason, "finished_at_ms": now},
-                                            rid, {"last_status": "cancelled"})
+            self.record_run(run_id, {"status": "cancelled", "reason": reason, "finished_at_ms": now},
+                            rid, {"last_status": "cancelled"})
             self.metrics.run("cancelled")
         self._held.clear()
+        if self._unwritten:
+            try:
+                self.flush_unwritten()
+            except JournalError as exc:
+                log.error("%d run record(s) could not be written (%s); the next start finalizes them as %s",
+                          len(self._unwritten), exc.message, "failed/daemon_restart")
         self._queued.clear()
         self._backlog.clear()
         self._deferred.clear()

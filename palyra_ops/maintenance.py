@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.errors import PalyraError
 
 log = logging.getLogger("palyra_ops.maintenance")
 
@@ -82,6 +83,11 @@ class MaintenanceTasks:
             h["detail"] = _summary(result)
             if task.on_result is not None:
                 task.on_result(result)
+        except PalyraError as exc:  # an expected failure (a full journal): one line, and only when new
+            if h.get("outcome") != "failed" or h.get("detail") != exc.message:
+                log.warning("maintenance task %s failed: %s", task.name, exc.message)
+            h["outcome"] = "failed"
+            h["detail"] = exc.message
         except Exception as exc:  # a failing task is reported, never fatal to the daemon
             log.exception("maintenance task %s failed", task.name)
             h["outcome"] = "failed"

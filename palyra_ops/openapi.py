@@ -532,7 +532,30 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         ("get", "/healthz"): {
             "summary": "Liveness (no token needed)",
             "security": [],
-            "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "Alive.")},
+            "responses": {
+                "200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "Alive and working."),
+                "503": _json({
+                    "type": "object",
+                    "required": ["status", "error", "problems"],
+                    "properties": {
+                        "status": {"const": "unavailable"},
+                        "error": {"type": "object", "required": ["code", "message"],
+                                  "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                        "problems": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["component", "code", "message"],
+                            "properties": {
+                                "component": {"enum": ["journal", "scheduler", "gateway"]},
+                                "code": {"type": "string", "description": "e.g. journal_full, journal_readonly, "
+                                                                          "journal_unavailable, scheduler_paused"},
+                                "message": {"type": "string"},
+                                "since": {"type": ["string", "null"], "format": "date-time"},
+                            },
+                        }},
+                    },
+                }, "Running but not working: the journal cannot be written (full, read-only, unavailable) or the "
+                   "scheduler is paused; `error` is the first problem. Clears by itself once the cause is gone."),
+            },
         },
         ("get", "/metrics"): {
             "summary": "Prometheus text format: runs by status, dispatch lag, due backlog, gate outcomes",

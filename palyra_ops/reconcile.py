@@ -185,6 +185,9 @@ def _plan_directory(
     read_only: bool = False,
 ) -> tuple[Plan, SourceSet]:
     directory = Path(directory)
+    # the journal first: one that cannot be read (a URL, a directory, a file as parent) fails
+    # before the source cache beside it is written
+    snapshot = read_snapshot(journal_path)
     source = load_directory(
         directory,
         display_root=display_root,
@@ -197,7 +200,6 @@ def _plan_directory(
         if not isolate_invalid:
             raise ValidationFailed(source.diagnostics)
         protected = {f for f, rep in source.files.items() if not rep.ok}
-    snapshot = read_snapshot(journal_path)
     desired = desired_from(source, cache_dir_for(journal_path), readonly=read_only)
     plan = compute_plan(
         desired,

@@ -15,6 +15,16 @@ scheduler recognises that (next_run != nominal + jitter(nominal)) and moves the 
 Wake-ups: `wake()` from in-process changes (API upsert, approvals, finished runs), and a poll of
 SQLite's `PRAGMA data_version` every 250 ms, which changes when *another* process (an `apply`)
 commits to the journal — well inside the 1 s the SPEC allows.
+
+A journal that cannot be written (disk full, read-only, busy for the whole busy timeout) pauses the
+loop with a doubling back-off (0.5 s … 8 s) instead of failing every tick: one log line when it
+starts, one when it ends. While paused, each try first writes the run records the gateway held
+(`Gateway.flush_unwritten`) or, with none, a one-row probe, so the fault clears — and `/healthz`
+recovers — by itself once space is back, even when no job is due.
+
+A failed loopback call (after the Loopback's own retries) is the gateway's to finalize
+(`Gateway.dispatch_failed`): a real reason, the retry policy, `routine.failed`; a retry attempt it
+returns is sent from the same dispatch task at its `not_before_ms`, so stopping cancels it too.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.errors import JournalError
 from palyra_ops.journal import Journal
 from palyra_ops.model import Routine
 from palyra_ops.schedule import Schedule, jitter_offset_ms, resolve_misfire
@@ -38,6 +49,9 @@ IDLE_CAP_MS = 15_000
 #: a backlog longer than this (an `every: 1s` routine down for days) is counted, not listed
 MAX_LISTED_SKIPS = 1_000
 MAX_ENUMERATED = 1_000_000
+#: back-off of the loop while the journal cannot be written (or a tick keeps failing)
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 8.0
 
 
 @dataclass
@@ -92,7 +106,12 @@ class Scheduler:
         self._schedules: dict[str, tuple[str, Schedule]] = {}
         self._dispatching: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self.running = False
+        #: what keeps the loop from working right now (None when the last tick succeeded)
+        self.fault: str | None = None
+        self.fault_since_ms: int | None = None
+        self.backoff_s = 0.0
         self.ticks = 0
         self.claimed = 0
         self.dispatched = 0
@@ -122,6 +141,11 @@ class Scheduler:
             "dispatched_total": self.dispatched,
             "dispatch_errors_total": self.dispatch_errors,
             "last_error": self.last_error,
+            "fault": self.fault,
+            "backoff_s": self.backoff_s,
+            # loopback calls sent again after a transport failure / failed on every try
+            "loopback_retries_total": getattr(getattr(self.gateway, "loopback", None), "retries", 0),
+            "loopback_failures_total": getattr(getattr(self.gateway, "loopback", None), "failures", 0),
         }
 
     async def run_forever(self) -> None:
@@ -132,15 +156,23 @@ class Scheduler:
             while not self._stopping:
                 self._wake.clear()
                 try:
+                    self._recover()
                     await self.tick()
+                    nxt = self.journal.next_due_ms()
                 except asyncio.CancelledError:
                     raise
+                except JournalError as exc:
+                    await self._back_off(exc.message, None)
+                    continue
                 except Exception as exc:  # one bad tick must not stop the scheduler
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("scheduler tick failed")
-                    await asyncio.sleep(1.0)
+                    await self._back_off(f"{type(exc).__name__}: {exc}", exc)
+                    continue
+                if self.fault is not None:
+                    log.warning("scheduler resumed after %.1f s paused (%s)",
+                                max(0, self.clock.now_ms() - (self.fault_since_ms or 0)) / 1000, self.fault)
+                    self.fault = self.fault_since_ms = None
+                self.backoff_s = 0.0
                 now = self.clock.now_ms()
-                nxt = self.journal.next_due_ms()
                 delay = self.idle_cap_ms if nxt is None else max(0, min(nxt - self.lead_ms - now, self.idle_cap_ms))
                 if delay == 0:
                     await asyncio.sleep(0)
@@ -154,9 +186,34 @@ class Scheduler:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
+    def _recover(self) -> None:
+        """While a fault stands: write the held run records, or probe, before claiming anything."""
+        if self.gateway is not None and self.gateway.unwritten_count():
+            self.gateway.flush_unwritten()
+        elif self.fault is not None or self.journal.write_fault is not None:
+            self.journal.probe_write()
+
+    async def _back_off(self, message: str, exc: Exception | None) -> None:
+        """Pause the loop, doubling the pause while the same trouble lasts; log only a new one."""
+        self.backoff_s = min(max(self.backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+        self.last_error = message
+        if self.fault != message:
+            if self.fault is None:
+                self.fault_since_ms = self.clock.now_ms()
+            self.fault = message
+            if exc is not None:
+                log.error("scheduler tick failed; retrying with back-off", exc_info=exc)
+            else:
+                log.warning("scheduler paused: %s; retrying with back-off up to %.0f s", message, BACKOFF_MAX_S)
+        try:
+            await asyncio.wait_for(self._stopped.wait(), self.backoff_s)
+        except TimeoutError:
+            pass
+
     async def stop(self) -> None:
         """Stop claiming; claimed runs not yet handed to the gateway are recorded as cancelled."""
         self._stopping = True
+        self._stopped.set()
         self.wake()
         for task in list(self._dispatching):
             task.cancel()
@@ -345,24 +402,33 @@ class Scheduler:
                 due = msg.get("trigger", {}).get("due_at_ms")
                 if due is not None:
                     await _sleep_until_wall(due / 1000)
-            async with self._sem:
-                await self.send(msg)
-            self.dispatched += 1
+            while True:
+                try:
+                    async with self._sem:
+                        await self.send(msg)
+                    self.dispatched += 1
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.dispatch_errors += 1
+                    nxt = self.gateway.dispatch_failed(msg, exc)
+                    if nxt is None:
+                        return
+                    msg = nxt  # the next attempt, per the routine's retry policy
+                    await self.gateway.sleep_until(int(msg["not_before_ms"]))
         except asyncio.CancelledError:
             self._not_sent(msg, "daemon_shutdown", status="cancelled")
             raise
-        except Exception as exc:
-            self.dispatch_errors += 1
-            self.gateway.metrics.dispatch_errors += 1
-            reason = f"dispatch_failed: {getattr(exc, 'message', None) or exc or type(exc).__name__}"
-            log.warning("run %s of %s: %s", msg.get("run_id"), msg.get("routine_id"), reason)
-            self._not_sent(msg, reason)
 
     def _not_sent(self, msg: dict[str, Any], reason: str, status: str = "failed") -> None:
         """Finalize a claimed run the gateway never took (it would otherwise wait for a restart)."""
-        run = self.journal.get_run(msg["run_id"])
+        try:
+            run = self.journal.get_run(msg["run_id"])
+        except JournalError:
+            run = None
         if run is not None and run["status"] == "accepted" and run.get("received_at_ms") is None:
-            self.journal.update_run_and_job(
+            self.gateway.record_run(
                 msg["run_id"], {"status": status, "reason": reason, "finished_at_ms": self.clock.now_ms()},
                 msg["routine_id"], {"last_run_id": msg["run_id"], "last_status": status})
             self.gateway.metrics.run(status)
@@ -374,6 +440,8 @@ class Scheduler:
             await asyncio.sleep(self.poll_ms / 1000)
             try:
                 v = self.journal.data_version()
+            except JournalError:  # unreadable for now (I/O error): keep polling
+                continue
             except Exception:  # journal closing during shutdown
                 return
             if v != last:

@@ -159,8 +159,48 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
 # -- handlers ---------------------------------------------------------------------------------------
 
 
+def health_problems(ctx: DaemonContext) -> list[dict[str, Any]]:
+    """What keeps the daemon from doing its job right now, worst first; empty when healthy.
+
+    The journal's own verdict (its last writes failed: full, read-only, unavailable), else what its
+    file system says (full or mounted read-only, before a write even fails), then the scheduler's
+    current trouble and run records still waiting to be written. Each clears by itself once the
+    cause is gone (the scheduler probes the journal while a fault stands).
+    """
+    from palyra_ops.clock import rfc3339
+    from palyra_ops.journal import filesystem_problem
+
+    out: list[dict[str, Any]] = []
+    journal = ctx.journal
+    fault = getattr(journal, "fault", None)
+    if fault is None:
+        fault = filesystem_problem(journal.path)
+        since = None
+    else:
+        since = rfc3339(journal.fault_since_ms())
+    if fault is not None:
+        out.append({"component": "journal", "code": fault.code, "message": fault.message, "since": since})
+    sched = ctx.scheduler
+    if sched is not None and getattr(sched, "fault", None):
+        out.append({"component": "scheduler", "code": "scheduler_paused",
+                    "message": f"scheduler paused, retrying every {sched.backoff_s:g} s: {sched.fault}",
+                    "since": rfc3339(sched.fault_since_ms)})
+    held = ctx.gateway.unwritten_count() if ctx.gateway is not None else 0
+    if held:
+        out.append({"component": "gateway", "code": "runs_unrecorded",
+                    "message": f"{held} run record(s) wait for the journal to be writable", "since": None})
+    return out
+
+
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    """200 `{"status": "ok"}`, or 503 naming what is wrong (SPEC §6: errors say what and why)."""
+    ctx: DaemonContext = request.app.state.ctx
+    problems = health_problems(ctx)
+    if not problems:
+        return JSONResponse({"status": "ok"})
+    first = problems[0]
+    return JSONResponse({"status": "unavailable", "error": {"code": first["code"], "message": first["message"]},
+                         "problems": problems}, status_code=503)
 
 
 async def metrics(request: Request) -> Response:

@@ -165,4 +165,4 @@ def test_a_journal_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) ->
     bad = tmp_path / "a-file" / "journal.sqlite3"
     out = cli(tmp_path / "state", "apply", "--dir", str(d), "--journal", str(bad), "--auto-approve")
     assert out.returncode == 1
-    assert out.stderr == f"palyra-ops: {bad}: cannot create the journal: Not a directory\n"
+    assert out.stderr == f"palyra-ops: journal {bad}: cannot be created: {bad.parent} is not a directory\n"

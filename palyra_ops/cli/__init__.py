@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # inside: a refused --journal URL is a one-line error too
         code = args.func(args)
     except PalyraError as exc:
         print(f"palyra-ops: {exc.message}", file=sys.stderr)

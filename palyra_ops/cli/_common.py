@@ -35,11 +35,27 @@ def state_root() -> Path:
 
 
 def default_journal_path() -> Path:
+    """$PALYRA_JOURNAL (SPEC §4: the same as --journal), else $PALYRA_STATE_ROOT/journal.sqlite3."""
+    env = os.environ.get("PALYRA_JOURNAL")
+    if env:
+        return journal_arg(env)
     return state_root() / "journal.sqlite3"
 
 
+def journal_arg(text: str) -> Path:
+    """`--journal` as typed: a URL is refused here, before any command creates anything beside it.
+
+    Raises JournalUnsupported (a PalyraError, which argparse lets through) so the user gets the one
+    line `main` prints for every expected failure, not a usage message.
+    """
+    from palyra_ops.journal.faults import check_location
+
+    return check_location(text)
+
+
 def add_journal_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--journal", type=Path, default=None, help="journal path (default: $PALYRA_STATE_ROOT/journal.sqlite3)")
+    parser.add_argument("--journal", type=journal_arg, default=None,
+                        help="journal path (default: $PALYRA_JOURNAL, else $PALYRA_STATE_ROOT/journal.sqlite3)")
 
 
 def add_dir_flag(parser: argparse.ArgumentParser) -> None:

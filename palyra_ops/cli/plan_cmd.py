@@ -18,7 +18,7 @@ from palyra_ops.cli._common import (
     use_colour,
 )
 from palyra_ops.clock import SystemClock, rfc3339
-from palyra_ops.errors import PalyraError, ValidationFailed
+from palyra_ops.errors import JournalError, PalyraError, ValidationFailed
 from palyra_ops.journal import open_journal
 from palyra_ops.plan import Plan, render_text
 from palyra_ops.reconcile import apply_plan, plan_directory
@@ -180,6 +180,8 @@ def status_report(directory: Path, journal_path: Path) -> dict[str, Any]:
     else:
         try:
             plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=skills, read_only=True)
+        except JournalError:
+            raise  # the journal is at fault, not the directory: one line and exit 1, like every command
         except PalyraError as exc:
             report["state"] = "Invalid"
             report["error"] = exc.message

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,10 +29,19 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from palyra_ops.clock import Clock, SystemClock
-from palyra_ops.errors import PalyraError
-from palyra_ops.fsmodes import private_file
+from palyra_ops.errors import JournalBusy, JournalError
+from palyra_ops.fsmodes import private_dir, private_file
+from palyra_ops.journal.faults import (
+    JournalConnection,
+    busy_timeout_ms,
+    check_location,
+    os_problem,
+    translate,
+)
 from palyra_ops.journal.migrations import all_migrations
 from palyra_ops.model import canonical_json
+
+log = logging.getLogger("palyra_ops.journal")
 
 #: statuses of a run that is still in flight
 ACTIVE_STATUSES = ("accepted", "running")
@@ -95,37 +106,108 @@ def new_id() -> str:
     return str(ULID())
 
 
-def connect(path: Path, *, autocommit: bool = True) -> sqlite3.Connection:
+def connect(path: Path, *, autocommit: bool = True, busy_timeout: int | None = None,
+            on_fault: Any = None) -> JournalConnection:
     """A connection to the journal file with the settings every user of it needs (WAL, waits on
-    busy instead of failing, NORMAL sync — durable at checkpoints, safe against corruption)."""
-    conn = sqlite3.connect(
-        str(path), isolation_level=None if autocommit else "", check_same_thread=False, timeout=30
-    )
+    busy instead of failing, NORMAL sync — durable at checkpoints, safe against corruption).
+
+    Environmental failures (busy, full, read-only, cannot open) raise named `JournalError`s from
+    here and from every later statement on the connection (see `journal.faults`).
+    """
+    wait_ms = busy_timeout_ms(busy_timeout)
+    t0 = time.monotonic()
     try:
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn = sqlite3.connect(str(path), isolation_level=None if autocommit else "", check_same_thread=False,
+                               timeout=wait_ms / 1000, factory=JournalConnection)
+    except sqlite3.Error as exc:
+        err = translate(exc, str(path), time.monotonic() - t0)
+        if err is None:
+            raise
+        raise err from None
+    assert isinstance(conn, JournalConnection)
+    conn.journal_path = str(path)
+    conn.on_fault = on_fault
+    try:
+        conn.execute(f"PRAGMA busy_timeout={wait_ms}")
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except JournalError:
+        conn.close()
+        raise
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise PalyraError(f"{path}: not a palyra journal ({exc})") from None
-    conn.execute("PRAGMA synchronous=NORMAL")
+        raise JournalError(f"{path}: not a palyra journal ({exc})", path=str(path)) from None
     return conn
 
 
+class _FaultState:
+    """Whether the journal can be written right now, as the last writes found it.
+
+    A fault is set by a failed write (full, read-only, unavailable) and cleared by the next write
+    that commits, per source ("write": the journal's own connection; "checkpoint": the WAL
+    checkpointer), so the checkpointer failing every second does not flap a healthy writer.
+    Transitions are logged once each way — never one line per failed statement.
+    """
+
+    _LABELS = {"write": "writes", "checkpoint": "WAL checkpoints"}
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self.faults: dict[str, tuple[JournalError, int]] = {}
+        self._logged: dict[str, str] = {}
+        #: the daemon logs transitions; a CLI command reports the error itself (one line, no log)
+        self.log = False
+
+    def note(self, source: str, err: JournalError) -> None:
+        if isinstance(err, JournalBusy):  # contention, not a broken journal: the caller reports it
+            return
+        prev = self.faults.get(source)
+        since = prev[1] if prev is not None and type(prev[0]) is type(err) else self.clock.now_ms()
+        self.faults[source] = (err, since)
+        if self.log and self._logged.get(source) != err.message:
+            self._logged[source] = err.message
+            log.error("%s (%s failing); the daemon retries and resumes by itself", err.message,
+                      self._LABELS.get(source, source))
+
+    def clear(self, source: str) -> None:
+        prev = self.faults.pop(source, None)
+        if prev is not None and self._logged.pop(source, None) is not None:
+            log.warning("journal %s is writable again (%s had failed for %.1f s)", self.path,
+                        self._LABELS.get(source, source), max(0, self.clock.now_ms() - prev[1]) / 1000)
+
+    def current(self) -> tuple[JournalError, int] | None:
+        """The oldest current fault (error, since ms), or None when the last writes succeeded."""
+        if not self.faults:
+            return None
+        return min(self.faults.values(), key=lambda f: f[1])
+
+
 class SQLiteJournal:
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, *, clock: Clock | None = None, busy_timeout: int | None = None) -> None:
+        self.path = check_location(path)
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
+        self._busy_timeout = busy_timeout
+        self._faults = _FaultState(self.path, self.clock)
+        try:
+            private_dir(self.path.parent)
+        except OSError as exc:
+            raise os_problem(self.path, exc) from None
         try:
             private_file(self.path)  # 0600 before SQLite opens it: -wal/-shm inherit the main file's mode
         except OSError as exc:
-            raise PalyraError(f"{self.path}: cannot create the journal: {exc.strerror or exc}") from None
-        conn = connect(self.path)
+            raise os_problem(self.path, exc, beside=Path(self.path.name)) from None
+        conn = connect(self.path, busy_timeout=busy_timeout, on_fault=lambda e: self._faults.note("write", e))
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys=ON")
         self.conn = conn
         self._db: Any = None
-        self._migrate()
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException:
+            conn.close()
+            raise
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -160,10 +242,56 @@ class SQLiteJournal:
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            else:
+            try:
                 self.conn.execute("COMMIT")
+            except BaseException:
+                # a failed COMMIT (busy, full) can leave the transaction open; joining it later
+                # would silently make every following write part of one that never commits
+                self._rollback()
+                raise
+            if self._faults.faults:
+                self._faults.clear("write")
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open: SQLite already rolled back after some errors
+        (SQLITE_FULL, SQLITE_IOERR), and a ROLLBACK then would hide the error that caused it."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error, JournalError):
+                self.conn.execute("ROLLBACK")
+
+    # -- health ----------------------------------------------------------------------------------
+
+    @property
+    def fault(self) -> JournalError | None:
+        """Why the last writes failed (full, read-only, unavailable), or None when they succeed."""
+        cur = self._faults.current()
+        return cur[0] if cur is not None else None
+
+    def log_faults(self) -> None:
+        """Log when writes start and stop failing (the daemon's log; one line each way)."""
+        self._faults.log = True
+
+    @property
+    def write_fault(self) -> JournalError | None:
+        """The fault of the journal's own connection only (not the checkpointer's)."""
+        cur = self._faults.faults.get("write")
+        return cur[0] if cur is not None else None
+
+    def fault_since_ms(self) -> int | None:
+        cur = self._faults.current()
+        return cur[1] if cur is not None else None
+
+    def probe_write(self) -> None:
+        """One small write transaction: clears the fault when the journal is writable again.
+
+        The daemon calls it while a fault stands and nothing else writes (no run due), so /healthz
+        recovers by itself; it raises the journal's error while the fault lasts.
+        """
+        with self.transaction() as c:
+            c.execute("INSERT INTO journal_meta VALUES ('write_probe_ms', ?) ON CONFLICT (key) DO UPDATE"
+                      " SET value=excluded.value", (str(self.clock.now_ms()),))
 
     def _migrate(self) -> None:
         """Bring the schema up to date; a journal already current is opened without any write.
@@ -644,9 +772,12 @@ class SQLiteJournal:
         """PASSIVE WAL checkpoint on a private connection (safe to call from another thread)."""
         conn = getattr(self, "_ckpt_conn", None)
         if conn is None:
-            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+            conn = connect(self.path, busy_timeout=self._busy_timeout,
+                           on_fault=lambda e: self._faults.note("checkpoint", e))
             self._ckpt_conn = conn
         row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if self._faults.faults:
+            self._faults.clear("checkpoint")
         return int(row[0]), int(row[1]), int(row[2])
 
     def close_checkpointer(self) -> None:

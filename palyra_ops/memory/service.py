@@ -30,7 +30,7 @@ import numpy as np
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import NotFound, PalyraError
-from palyra_ops.fsmodes import open_private, private_dir
+from palyra_ops.fsmodes import open_private
 from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, db_file_bytes
 from palyra_ops.journal.sqlite import connect
 from palyra_ops.memory.embedders import Embedder, EmbedderSpec, HashingEmbedder
@@ -182,8 +182,7 @@ class MemoryService:
         if not self.journal_path.exists():
             if not create:
                 raise NotFound(f"no journal at {self.journal_path} (run `palyra-ops apply` or pass --journal)")
-            private_dir(self.journal_path.parent)
-        self._migrate()
+        self._migrate()  # open_journal creates the directory, or says why it cannot
         self._spec: EmbedderSpec | None = None
         #: the spec of the embedder in use, whoever chose it (None: an Embedder object was passed)
         self.embedder_spec: EmbedderSpec | None = None
