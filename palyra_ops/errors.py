@@ -27,14 +27,44 @@ class PalyraError(Exception):
             self.status = status
 
 
-class BadRequest(PalyraError):
+class InvalidInput(PalyraError):
+    """What the caller sent is malformed or out of range (a body, a parameter, a flag)."""
+
     code = "bad_request"
     status = 400
 
 
-class Unauthorized(PalyraError):
+class NotAuthenticated(PalyraError):
+    """No credential, or one that is not valid."""
+
     code = "unauthorized"
     status = 401
+
+
+class PermissionDenied(PalyraError):
+    """A valid caller asked for something it may not do (e.g. forging a system:daemon run)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class PayloadTooLarge(PalyraError):
+    """A request body over the configured limit."""
+
+    code = "too_large"
+    status = 413
+
+
+class BackendFailed(PalyraError):
+    """The agent backend (or another upstream the daemon calls for the caller) failed."""
+
+    code = "backend_error"
+    status = 502
+
+
+# the first names these had; kept until every caller uses the names above
+BadRequest = InvalidInput
+Unauthorized = NotAuthenticated
 
 
 class NotFound(PalyraError):
