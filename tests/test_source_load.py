@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import palyra_ops.source as source_mod
+import palyra_ops.source.directory as source_mod
 from palyra_ops.errors import PalyraError
 from palyra_ops.source import Document, load_directory
 
@@ -112,8 +112,8 @@ def test_cache_reuses_unchanged_files_and_reparses_edited_ones(tmp_path: Path, m
     cache = tmp_path / "cache"
     cold = load_directory(root, cache_dir=cache)
     calls: list[bytes] = []
-    real = source_mod._check_file
-    monkeypatch.setattr(source_mod, "_check_file", lambda data: calls.append(data) or real(data))
+    real = source_mod.check_file
+    monkeypatch.setattr(source_mod, "check_file", lambda data: calls.append(data) or real(data))
     warm = load_directory(root, cache_dir=cache)
     assert calls == [] and warm.documents == cold.documents and warm.files == cold.files
     (root / "team" / "sre.yml").write_text(ROUTINE.format(name="a", channel="nope"))
