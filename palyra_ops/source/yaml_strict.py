@@ -27,7 +27,6 @@ from yaml.scanner import Scanner
 
 from palyra_ops.durations import show
 
-
 #: how deep the pure-Python composer may nest: it recurses in Python (a few frames a level), so
 #: without a limit of its own a deep document would end in RecursionError instead of a diagnostic
 MAX_PURE_DEPTH = 200
