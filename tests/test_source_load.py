@@ -147,3 +147,24 @@ def test_check_document_words_problems_like_validate() -> None:
     assert check_document(doc) == [
         ("spec.policies.concurrency", "'sometimes' is not one of allow, forbid, replace, queue_one")
     ]
+
+
+def test_check_document_checks_references_like_the_directory_does() -> None:
+    """The console API's upsert judges a routine's channels and skill with the directory's wording,
+    against what it knows instead of a directory (here: "in the journal")."""
+    from palyra_ops.source import check_document
+
+    spec = {"prompt": "x", "trigger": {"kind": "manual"}, "skill": {"id": "incident-digest"},
+            "delivery": {"mode": "specific_channel", "channel": "opps", "failure_channel": "ops"}}
+    doc = {"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "a"}, "spec": spec}
+    assert check_document(doc, channels={"ops"}, skills={"incident-digets"}, where="in the journal") == [
+        ("spec.delivery.channel", "no Channel named 'opps' in the journal (did you mean 'ops'?)"),
+        ("spec.skill.id", "skill 'incident-digest' is not installed (did you mean 'incident-digets'?) (palyra-ops skills list)"),
+    ]
+    assert check_document(doc, channels={"ops", "opps"}) == []  # skills None: not checked
+    assert check_document(doc) == []  # no channels given: no reference checks at all
+    # a spec that is already wrong is not checked for references (no cascade of findings)
+    broken = {**doc, "spec": {**spec, "policies": {"concurrency": "sometimes"}}}
+    assert check_document(broken, channels=set(), skills=set()) == [
+        ("spec.policies.concurrency", "'sometimes' is not one of allow, forbid, replace, queue_one")
+    ]
