@@ -80,3 +80,31 @@ def test_main_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
     assert openapi.main([]) == 0
     assert capsys.readouterr().out == render()
     assert openapi.main(["--bogus"]) == 2
+
+
+def test_api_schema_files_ship_in_the_wheel_and_are_json_schemas() -> None:
+    import tomllib
+
+    cfg = tomllib.loads((DOC_PATH.parent.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "api/*.json" in cfg["package-data"]["palyra_ops._schemas"]
+    from palyra_ops.schema_files import SCHEMA_DIR
+
+    files = sorted((SCHEMA_DIR / "api").glob("*.json"))
+    assert files
+    components = build_openapi()["components"]["schemas"]
+    for path in files:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        Draft202012Validator.check_schema(schema)
+        assert path.stem in components
+
+
+def test_the_enums_the_handlers_check_are_the_ones_the_schemas_publish() -> None:
+    from palyra_ops.server.routes.approvals import APPROVAL_STATES
+    from palyra_ops.server.routes.common import RUN_STATUSES, TRIGGER_KINDS
+
+    schemas = build_openapi()["components"]["schemas"]
+    run = schemas["Run"]["properties"]
+    assert run["status"]["enum"] == list(RUN_STATUSES)
+    assert run["trigger_kind"]["enum"] == list(TRIGGER_KINDS)
+    assert schemas["DispatchRequest"]["properties"]["trigger_kind"]["enum"] == list(TRIGGER_KINDS)
+    assert schemas["Approval"]["properties"]["state"]["enum"] == list(APPROVAL_STATES)

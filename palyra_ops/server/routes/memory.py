@@ -76,13 +76,12 @@ async def memory_list(request: Request) -> Response:
 
 
 def _ttl_ms(ttl: str | None) -> int | None:
-    if ttl is None:
-        return None
+    """How long an added item lives: a duration up to a century; None keeps it until retention drops it."""
     try:
-        ttl_ms = parse_duration_ms(ttl)
+        ttl_ms = None if ttl is None else parse_duration_ms(ttl)
     except ValueError as exc:
         raise InvalidInput(f"ttl: {exc}") from None
-    if not 0 < ttl_ms <= MAX_MEMORY_TTL_MS:
+    if ttl_ms is not None and not 0 < ttl_ms <= MAX_MEMORY_TTL_MS:
         raise InvalidInput(f"ttl: must be longer than 0s and at most 36500d, got {ttl!r}")
     return ttl_ms
 
