@@ -47,8 +47,8 @@ def allowed_methods(table: list[BaseRoute]) -> Callable[[str], list[str]]:
 
     def allowed(path: str) -> list[str]:
         matching = [(p, methods) for regex, p, methods in known if methods and regex.match(path)]
-        literal = [m for p, m in matching if p == path]
-        return sorted({m for methods in (literal or [m for _, m in matching]) for m in methods})
+        chosen = [m for p, m in matching if p == path] or [m for _, m in matching]
+        return sorted(set().union(*chosen))
 
     return allowed
 

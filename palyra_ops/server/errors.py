@@ -75,26 +75,20 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="palyra"'}
 
 
+def class_status(cls: type[PalyraError]) -> int:
+    """The table entry of the class's most specific listed ancestor (PalyraError is always listed)."""
+    return next(STATUS[base] for base in cls.__mro__ if base in STATUS)
+
+
 def http_status(exc: PalyraError) -> int:
     """The status of a domain error: an explicit transitional `status` if the raiser gave one, else
-    the table entry of the error's most specific listed class."""
-    if exc.status is not None:
-        return exc.status
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
+    its class's."""
+    return exc.status if exc.status is not None else class_status(type(exc))
 
 
 def statuses(*errors: type[PalyraError]) -> set[int]:
     """The statuses a route that may raise these errors can answer with (for its OpenAPI operation)."""
-    out = set()
-    for cls in errors:
-        for base in cls.__mro__:
-            if base in STATUS:
-                out.add(STATUS[base])
-                break
-    return out
+    return {class_status(cls) for cls in errors}
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
