@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
@@ -143,12 +143,26 @@ def client_for(args: argparse.Namespace) -> ConsoleClient:
     return ConsoleClient(getattr(args, "url", None), getattr(args, "token", None))
 
 
-def action_group(subparsers: Any, name: str, help: str, dest: str) -> tuple[argparse.ArgumentParser, Any]:
-    """`palyra-ops NAME ACTION ...`: the command's parser with a required ACTION sub-command."""
+#: one ACTION of a command that talks to a running daemon
+Handler = Callable[["ConsoleClient", argparse.Namespace], int]
+
+
+def daemon_command(
+    subparsers: Any, name: str, help: str, dest: str, handlers: Mapping[str, Handler]
+) -> tuple[Any, argparse.ArgumentParser]:
+    """`palyra-ops NAME ACTION ...` run against a running daemon: `handlers[ACTION](client, args)` with a
+    client of the daemon `--url`/`--token` name. Returns the ACTION sub-parsers and the parent parser
+    carrying `--url`/`--token` for each action to inherit."""
     parser = subparsers.add_parser(name, help=help)
     sub = parser.add_subparsers(dest=dest, metavar="ACTION")
     sub.required = True
-    return parser, sub
+
+    def run(args: argparse.Namespace) -> int:
+        with client_for(args) as client:
+            return handlers[getattr(args, dest)](client, args)
+
+    parser.set_defaults(func=run)
+    return sub, connection_parent()
 
 
 def installed_skills(paths: StatePaths) -> Any:

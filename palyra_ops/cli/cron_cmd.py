@@ -12,15 +12,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from palyra_ops.cli._common import (
-    action_group,
-    add_output_flag,
-    client_for,
-    connection_parent,
-    emit,
-    listing,
-    table,
-)
+from palyra_ops.cli._common import add_output_flag, daemon_command, emit, listing, table
 from palyra_ops.client import ConsoleClient
 from palyra_ops.errors import PalyraError
 from palyra_ops.numbers import cli_int
@@ -32,8 +24,10 @@ GIT_MANAGED_NOTE = "  note: this routine is managed by git; the next `palyra-ops
 
 
 def register(subparsers: Any) -> None:
-    conn = connection_parent()
-    parser, sub = action_group(subparsers, "cron", "add, inspect and run routines on a running daemon", "cron_command")
+    handlers = {"add": _add, "list": _list, "status": _status, "show": _show, "enable": _enable, "disable": _enable,
+                "run-now": _run_now, "delete": _delete, "logs": _logs}
+    sub, conn = daemon_command(subparsers, "cron", "add, inspect and run routines on a running daemon", "cron_command",
+                               handlers)
 
     add = sub.add_parser("add", parents=[conn], help="create or update a schedule routine (unmanaged)")
     add.add_argument("name", help="routine id (metadata.name)")
@@ -83,24 +77,6 @@ def register(subparsers: Any) -> None:
     logs.add_argument("--limit", type=cli_int(), default=20, help="how many runs (1-500, default 20)")
     logs.add_argument("--status", help="only runs with this status")
     add_output_flag(logs)
-
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    handler = {
-        "add": _add,
-        "list": _list,
-        "status": _status,
-        "show": _show,
-        "enable": _enable,
-        "disable": _enable,
-        "run-now": _run_now,
-        "delete": _delete,
-        "logs": _logs,
-    }[args.cron_command]
-    with client_for(args) as client:
-        return handler(client, args)
 
 
 # -- spec building -----------------------------------------------------------------------------------
