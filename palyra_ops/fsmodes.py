@@ -135,22 +135,26 @@ def cache_dir(base: Path | str, path: Path | str, *, create: bool) -> bool:
     for level in reversed(levels):
         if level.is_dir() and not level.is_symlink() and trusted(level):
             continue
-        if not create:
+        if not create or not _remake_private(level):
             return False
-        try:
-            if level.is_symlink() or level.is_file():
-                level.unlink()
-            elif level.exists():
-                import shutil
+    return True
 
-                shutil.rmtree(level)
-            os.mkdir(level, DIR_MODE)
-            os.chmod(level, DIR_MODE)
-        except FileExistsError:
-            if not trusted(level):
-                return False
-        except OSError:
-            return False
+
+def _remake_private(level: Path) -> bool:
+    """Replace an untrusted or missing cache level by a fresh 0700 directory of ours."""
+    try:
+        if level.is_symlink() or level.is_file():
+            level.unlink()
+        elif level.exists():
+            import shutil
+
+            shutil.rmtree(level)
+        os.mkdir(level, DIR_MODE)
+        os.chmod(level, DIR_MODE)
+    except FileExistsError:
+        return trusted(level)
+    except OSError:
+        return False
     return True
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,28 @@ from palyra_ops.model import Resource, flatten
 FORMAT_VERSION = 1
 #: how many upcoming fire times a plan shows per changed schedule
 SHOW_FIRES = 3
+
+
+class PlanAction(StrEnum):
+    """What apply does with one object (the plan JSON's `action`, docs/gitops.md)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NO_OP = "no-op"
+    UNMANAGED = "unmanaged"  # created through the API, not in the directory: listed, left alone
+
+    @property
+    def is_change(self) -> bool:
+        return self in _CHANGES
+
+
+_CHANGES = frozenset({PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE})
+#: plan summary key of each action (`Plan: N to add, N to change, N to delete.`)
+_SUMMARY_KEY = {PlanAction.CREATE: "add", PlanAction.UPDATE: "change", PlanAction.DELETE: "delete",
+                PlanAction.NO_OP: "unchanged", PlanAction.UNMANAGED: "unmanaged"}
+#: the reason of an update whose only cause is an edit outside git (the watcher leaves those alone)
+DRIFT_ONLY = "drift: changed outside git since the last apply; apply restores the git version"
 
 
 @dataclass
@@ -50,7 +72,7 @@ class ScheduleChange:
 class Change:
     kind: str
     name: str
-    action: str  # create | update | delete | no-op | unmanaged
+    action: PlanAction
     reason: str
     source_file: str | None
     before: dict[str, Any] | None
@@ -60,10 +82,18 @@ class Change:
     drift: bool = False
     managed_before: bool | None = None
     schedule: ScheduleChange | None = None
+    #: a no-op that keeps the object's last applied version because its file is invalid or unreadable
+    #: (last-good isolation): the watcher reports these, apply has nothing to do for them
+    kept: bool = False
 
     @property
     def is_change(self) -> bool:
-        return self.action in ("create", "update", "delete")
+        return self.action.is_change
+
+    @property
+    def drift_only(self) -> bool:
+        """An update whose only cause is an edit outside git (the file itself did not change)."""
+        return self.action is PlanAction.UPDATE and self.reason == DRIFT_ONLY
 
 
 @dataclass
@@ -80,10 +110,9 @@ class Plan:
 
     @property
     def summary(self) -> dict[str, int]:
-        counts = {"add": 0, "change": 0, "delete": 0, "unchanged": 0, "unmanaged": 0}
-        key = {"create": "add", "update": "change", "delete": "delete", "no-op": "unchanged", "unmanaged": "unmanaged"}
+        counts = dict.fromkeys(_SUMMARY_KEY.values(), 0)
         for c in self.changes:
-            counts[key[c.action]] += 1
+            counts[_SUMMARY_KEY[c.action]] += 1
         return counts
 
     @property
@@ -116,7 +145,7 @@ class Plan:
                     Change(
                         kind=c["kind"],
                         name=c["name"],
-                        action=c["action"],
+                        action=PlanAction(c["action"]),
                         reason=c["reason"],
                         source_file=c.get("source_file"),
                         before=c.get("before"),
@@ -126,6 +155,7 @@ class Plan:
                         drift=c.get("drift", False),
                         managed_before=c.get("managed_before"),
                         schedule=ScheduleChange(**sc) if sc else None,
+                        kept=bool(c.get("kept", False)),
                     )
                 )
             j = data["journal"]
@@ -174,6 +204,8 @@ def _change_json(c: Change) -> dict[str, Any]:
         "unchanged_fields": c.unchanged_fields,
         "schedule": asdict(c.schedule) if c.schedule else None,
     }
+    if c.kept:  # only ever added (docs/gitops.md): plans the CLI prints never keep anything
+        d["kept"] = True
     return d
 
 
@@ -200,58 +232,14 @@ def compute_plan(
     now_ms = (clock or SystemClock()).now_ms()
     protected = protected_files or set()
     desired_by_key = {(r.kind, r.name): r for r in desired}
-    changes: list[Change] = []
-    warnings: list[str] = []
-
-    managed = [s for s in snapshot.resources.values() if s.managed]
-    if not desired and managed and not allow_empty and not protected:
-        where = "missing" if not dir_exists else "empty"
-        raise PalyraError(
-            f"refusing to delete all {len(managed)} managed object(s): the directory {dir} is {where} "
-            "(pass --allow-empty if that is really what you want)"
-        )
-
-    for key, res in sorted(desired_by_key.items()):
-        stored = snapshot.resources.get(key)
-        changes.append(_diff_one(res, stored, snapshot, now_ms))
-
-    for key, stored in sorted(snapshot.resources.items()):
-        if key in desired_by_key:
-            continue
-        kind, name = key
-        if stored.managed and stored.source_file in protected:
-            changes.append(
-                Change(kind, name, "no-op", f"kept: {stored.source_file} is invalid (last good version stays)",
-                       stored.source_file, None, None, managed_before=True)
-            )
-        elif stored.managed:
-            changes.append(
-                Change(kind, name, "delete", f"removed from the directory (was in {stored.source_file})",
-                       stored.source_file, stored.body, None, managed_before=True)
-            )
-        elif prune_unmanaged:
-            changes.append(
-                Change(kind, name, "delete", "unmanaged and --prune-unmanaged given", None, stored.body, None,
-                       managed_before=False)
-            )
-        else:
-            changes.append(
-                Change(kind, name, "unmanaged", "created through the API; not in the directory, left alone",
-                       None, stored.body, None, managed_before=False)
-            )
-
-    # a deleted channel still referenced by a routine that stays would break it at run time
-    deleted_channels = {c.name for c in changes if c.kind == "Channel" and c.action == "delete"}
-    if deleted_channels:
-        for c in changes:
-            if c.kind != "Routine" or c.action == "delete":
-                continue
-            res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
-            d = res.body["spec"].get("delivery", {}) if res is not None else {}
-            for ch in (d.get("channel"), d.get("failure_channel")):
-                if ch in deleted_channels:
-                    warnings.append(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes")
-
+    if not desired and not allow_empty and not protected:
+        _refuse_empty(snapshot, dir, dir_exists)
+    changes = [_diff_one(res, snapshot.resources.get(key), snapshot, now_ms)
+               for key, res in sorted(desired_by_key.items())]
+    changes += [_not_desired(kind, name, stored, protected, prune_unmanaged)
+                for (kind, name), stored in sorted(snapshot.resources.items())
+                if (kind, name) not in desired_by_key]
+    warnings = _deleted_channel_warnings(changes, desired_by_key, snapshot)
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",
@@ -265,10 +253,54 @@ def compute_plan(
     )
 
 
+def _refuse_empty(snapshot: Snapshot, dir: str, dir_exists: bool) -> None:
+    """A missing or emptied directory must not read as "delete everything" (`--allow-empty`)."""
+    managed = sum(1 for s in snapshot.resources.values() if s.managed)
+    if managed:
+        where = "missing" if not dir_exists else "empty"
+        raise PalyraError(
+            f"refusing to delete all {managed} managed object(s): the directory {dir} is {where} "
+            "(pass --allow-empty if that is really what you want)"
+        )
+
+
+def _not_desired(kind: str, name: str, stored: StoredResource, protected: set[str], prune_unmanaged: bool) -> Change:
+    """A journal object the directory does not (or, for an invalid file, cannot) say anything about."""
+    if stored.managed and stored.source_file in protected:
+        return Change(kind, name, PlanAction.NO_OP, f"kept: {stored.source_file} is invalid (last good version stays)",
+                      stored.source_file, None, None, managed_before=True, kept=True)
+    if stored.managed:
+        return Change(kind, name, PlanAction.DELETE, f"removed from the directory (was in {stored.source_file})",
+                      stored.source_file, stored.body, None, managed_before=True)
+    if prune_unmanaged:
+        return Change(kind, name, PlanAction.DELETE, "unmanaged and --prune-unmanaged given", None, stored.body, None,
+                      managed_before=False)
+    return Change(kind, name, PlanAction.UNMANAGED, "created through the API; not in the directory, left alone",
+                  None, stored.body, None, managed_before=False)
+
+
+def _deleted_channel_warnings(
+    changes: list[Change], desired_by_key: dict[tuple[str, str], Resource], snapshot: Snapshot
+) -> list[str]:
+    """A deleted channel still referenced by a routine that stays would break it at run time."""
+    deleted = {c.name for c in changes if c.kind == "Channel" and c.action is PlanAction.DELETE}
+    warnings: list[str] = []
+    if not deleted:
+        return warnings
+    for c in changes:
+        if c.kind != "Routine" or c.action is PlanAction.DELETE:
+            continue
+        res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
+        d = res.body["spec"].get("delivery", {}) if res is not None else {}
+        warnings.extend(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes"
+                        for ch in (d.get("channel"), d.get("failure_channel")) if ch in deleted)
+    return warnings
+
+
 def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
     if stored is None:
         # no field list for a create: `after` is the whole object (the text renderer flattens it)
-        change = Change(res.kind, res.name, "create", f"new in {res.source_file}", res.source_file, None, res.body)
+        change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None, res.body)
         change.schedule = _schedule_change(res, None, None, now_ms)
         return change
 
@@ -276,7 +308,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     same = stored.hash == res.hash
     if same and stored.managed and not moved and not stored.drifted:
         # the common case at scale: compare hashes, decode nothing
-        return Change(res.kind, res.name, "no-op", "up to date", res.source_file, None, None, managed_before=True)
+        return Change(res.kind, res.name, PlanAction.NO_OP, "up to date", res.source_file, None, None, managed_before=True)
 
     before_flat = flatten(stored.body)
     after_flat = flatten(res.body)
@@ -290,7 +322,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     if not stored.managed:
         reason = "adopted: exists unmanaged (created through the API); apply makes it managed"
     elif stored.drifted and stored.applied_hash == res.hash:
-        reason = "drift: changed outside git since the last apply; apply restores the git version"
+        reason = DRIFT_ONLY
     elif stored.drifted:
         reason = f"changed in {res.source_file}, and drifted outside git since the last apply"
     elif fields:
@@ -298,7 +330,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     else:
         reason = f"moved from {stored.source_file} to {res.source_file}"
     change = Change(
-        res.kind, res.name, "update", reason, res.source_file, stored.body, res.body,
+        res.kind, res.name, PlanAction.UPDATE, reason, res.source_file, stored.body, res.body,
         fields=fields, unchanged_fields=unchanged, drift=stored.drifted, managed_before=stored.managed,
     )
     change.schedule = _schedule_change(res, stored, snapshot.jobs.get(res.name), now_ms)
@@ -406,84 +438,3 @@ def _transitions(tz: str, hour_key: int) -> tuple[int, ...]:
             prev = off
         day = nxt
     return tuple(out)
-
-
-# -- rendering --------------------------------------------------------------------------------------
-
-_SYMBOL = {"create": "+", "update": "~", "delete": "-", "unmanaged": "?", "no-op": " "}
-_COLOUR = {"create": "\033[32m", "update": "\033[33m", "delete": "\033[31m", "unmanaged": "\033[36m"}
-_VERB = {"create": "will be created", "update": "will be updated in-place", "delete": "will be deleted",
-         "unmanaged": "is unmanaged", "no-op": "is up to date"}
-_RESET = "\033[0m"
-_BOLD = "\033[1m"
-
-
-def _fmt(v: Any) -> str:
-    # fast paths for the scalar leaves that make up nearly every line of a large plan
-    if v is None or v is _MISSING:
-        return "(none)"
-    if isinstance(v, str):
-        return encode_basestring(v)
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, int):
-        return str(v)
-    return json.dumps(v, ensure_ascii=False)
-
-
-def render_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
-    def c(action: str, text: str) -> str:
-        return f"{_COLOUR.get(action, '')}{text}{_RESET}" if colour and action in _COLOUR else text
-
-    out: list[str] = []
-    shown = [ch for ch in plan.changes if ch.is_change or ch.action == "unmanaged" or (verbose and ch.action == "no-op")]
-    if any(ch.is_change for ch in shown):
-        out.append("palyra-ops will perform the following actions:")
-        out.append("")
-    for ch in shown:
-        label = f'{ch.kind.lower()} "{ch.name}"'
-        out.append(f"  # {label} {_VERB[ch.action]} ({ch.reason})")
-        out.append(c(ch.action, f"  {_SYMBOL[ch.action]} {label}"))
-        if ch.action == "create" and ch.after is not None:
-            for p, v in sorted(flatten(ch.after).items()):
-                out.append(c("create", f"      + {p} = {_fmt(v)}"))
-        elif ch.action == "update":
-            for f in ch.fields:
-                out.append(c("update", f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}"))
-            if verbose and ch.before and ch.after:
-                flat = flatten(ch.after)
-                changed = {f.path for f in ch.fields}
-                for p, v in sorted(flat.items()):
-                    if p not in changed:
-                        out.append(f"        {p} = {_fmt(v)}")
-            elif ch.unchanged_fields:
-                out.append(f"        ({ch.unchanged_fields} unchanged field{'s' if ch.unchanged_fields != 1 else ''} hidden)")
-        elif ch.action == "delete" and verbose and ch.before:
-            for p, v in sorted(flatten(ch.before).items()):
-                out.append(c("delete", f"      - {p} = {_fmt(v)}"))
-        if ch.schedule:
-            s = ch.schedule
-            before = ", ".join(s.before) if s.before else "(none)"
-            after = ", ".join(s.after) if s.after else "(never)"
-            if ch.action == "create":
-                out.append(f"      next fires ({s.timezone}): {after}")
-            else:
-                out.append(f"      next fires ({s.timezone}): {before} → {after}")
-            for n in s.notes:
-                out.append(c("update", f"      warning: {n}"))
-        out.append("")
-    for w in plan.warnings:
-        out.append(c("update", f"Warning: {w}"))
-    if plan.warnings:
-        out.append("")
-    s = plan.summary
-    if not plan.has_changes:
-        out.append("No changes. The journal matches the directory.")
-    else:
-        line = f"Plan: {s['add']} to add, {s['change']} to change, {s['delete']} to delete."
-        out.append(f"{_BOLD}{line}{_RESET}" if colour else line)
-    if s["unmanaged"]:
-        out.append(f"{s['unmanaged']} unmanaged object(s) left alone (use --prune-unmanaged to delete them).")
-    return "\n".join(out) + "\n"

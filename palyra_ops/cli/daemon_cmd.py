@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from palyra_ops.cli._common import add_journal_flag
+from palyra_ops.statepaths import StatePaths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,4 +53,5 @@ def run(args: argparse.Namespace) -> int:
         skills_audit_interval=args.skills_audit_interval,
         max_body_bytes=args.max_body_bytes,
     )
-    return run_daemon(config)
+    # the config file may name the state root and the journal: the paths are built from it, once
+    return run_daemon(config, StatePaths.from_env(root=config.state_root, journal=config.journal))

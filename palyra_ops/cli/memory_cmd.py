@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from palyra_ops.cli._common import add_journal_flag, add_output_flag, default_journal_path, print_json
+from palyra_ops.cli._common import add_journal_flag, add_output_flag, default_journal_path, emit
 from palyra_ops.clock import SystemClock, rfc3339
 from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import PalyraError
@@ -135,10 +135,7 @@ def _add(args: argparse.Namespace) -> int:
             raise PalyraError(f"--ttl: {exc}") from None
     with _service(args, create=True) as svc:
         item = svc.add_item(text, routine_id=args.routine, run_id=args.run, source="cli", ttl_ms=ttl)
-    if args.output == "json":
-        print_json(item.to_json())
-    else:
-        print(item.id)
+    emit(item, args.output, lambda item: item.id)
     return 0
 
 
@@ -157,15 +154,19 @@ def _list(args: argparse.Namespace) -> int:
             limit=args.limit,
             cursor=args.cursor,
         )
-    if args.output == "json":
-        print_json(page.to_json())
-        return 0
-    for item in page.items:
-        state = "embedded" if item.embedding else "pending"
-        print(f"{item.id}  {rfc3339(item.created_at_ms)}  {item.routine_id or '-'}  {state:8}  {_snippet(item.text, 70)}")
-    if page.next_cursor:
-        print(f"(more: --cursor {page.next_cursor})")
+    emit(page, args.output, _page_text)
     return 0
+
+
+def _page_text(page: Any) -> str:
+    lines = [
+        f"{item.id}  {rfc3339(item.created_at_ms)}  {item.routine_id or '-'}  "
+        f"{'embedded' if item.embedding else 'pending':8}  {_snippet(item.text, 70)}"
+        for item in page.items
+    ]
+    if page.next_cursor:
+        lines.append(f"(more: --cursor {page.next_cursor})")
+    return "\n".join(lines)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -178,29 +179,27 @@ def _search(args: argparse.Namespace) -> int:
             since_ms=_when("--since", args.since, now),
             until_ms=_when("--until", args.until, now),
         )
-    if args.output == "json":
-        print_json(result.to_json())
-        return 0
-    for hit in result.hits:
-        it = hit.item
-        print(
-            f"{hit.score:6.3f}  {it.id}  routine={it.routine_id or '-'}  run={it.run_id or '-'}  "
-            f"{rfc3339(it.created_at_ms)}  {_snippet(it.text, 70)}"
-        )
-    if not result.hits:
-        print("no results")
+    emit(result, args.output, _hits_text)
+    return 0
+
+
+def _hits_text(result: Any) -> str:
+    """The hits; the search's notes (e.g. an exact scan instead of the index) go to stderr, the JSON
+    view carries them in `notes`."""
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    return 0
+    lines = [
+        f"{hit.score:6.3f}  {hit.item.id}  routine={hit.item.routine_id or '-'}  run={hit.item.run_id or '-'}  "
+        f"{rfc3339(hit.item.created_at_ms)}  {_snippet(hit.item.text, 70)}"
+        for hit in result.hits
+    ]
+    return "\n".join(lines or ["no results"])
 
 
 def _delete(args: argparse.Namespace) -> int:
     with _service(args) as svc:
         n = svc.delete(args.ids)
-    if args.output == "json":
-        print_json({"deleted": n})
-    else:
-        print(f"deleted {n} item(s)")
+    emit({"deleted": n}, args.output, lambda doc: f"deleted {doc['deleted']} item(s)")
     return 0 if n == len(set(args.ids)) else 1
 
 
@@ -215,20 +214,21 @@ def _vacuum(args: argparse.Namespace) -> int:
     config = MemoryConfig(retention=RetentionConfig(max_age_ms=max_age, max_items=args.max_items, max_bytes=max_bytes))
     with _service(args, config=config) as svc:
         res = svc.maintain(force_vacuum=args.force)
-    if args.output == "json":
-        print_json(res.to_json())
-        return 0
-    print(
+    emit(res, args.output, _maintained_text)
+    return 0
+
+
+def _maintained_text(res: Any) -> str:
+    text = (
         f"deleted {res.deleted} item(s): ttl {res.deleted_ttl}, max-age {res.deleted_max_age}, "
         f"max-items {res.deleted_max_items}, max-bytes {res.deleted_max_bytes} ({res.freed_text_bytes} text bytes)"
     )
     v = res.vacuum
-    if v is not None:
-        if v.ran:
-            print(f"vacuum: {v.file_bytes_before} -> {v.file_bytes_after} bytes (freed {v.freed_bytes})")
-        else:
-            print(f"vacuum skipped: {v.reason}")
-    return 0
+    if v is not None and v.ran:
+        text += f"\nvacuum: {v.file_bytes_before} -> {v.file_bytes_after} bytes (freed {v.freed_bytes})"
+    elif v is not None:
+        text += f"\nvacuum skipped: {v.reason}"
+    return text
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -236,35 +236,40 @@ def _backfill(args: argparse.Namespace) -> int:
         raise PalyraError("--batch-size must be between 1 and 2048")
     with _service(args) as svc:
         res = svc.backfill(batch_size=args.batch_size, limit=args.limit)
-    if args.output == "json":
-        print_json(res.to_json())
-    else:
-        m = res.model
-        model = f"{m.get('model')} ({m.get('dim')}d, v{m.get('version')})" if m else "?"
-        print(
-            f"embedded {res.embedded} item(s) in {res.batches} batch(es) with {model} "
-            f"in {res.duration_ms} ms; {res.pending_after} pending; index {res.index_action}, {res.index_count} vectors"
-        )
+    emit(res, args.output, _backfilled_text)
     if res.error:
         print(f"palyra-ops: backfill stopped: {res.error}", file=sys.stderr)
         return 1
     return 0
 
 
+def _backfilled_text(res: Any) -> str:
+    m = res.model
+    model = f"{m.get('model')} ({m.get('dim')}d, v{m.get('version')})" if m else "?"
+    return (
+        f"embedded {res.embedded} item(s) in {res.batches} batch(es) with {model} "
+        f"in {res.duration_ms} ms; {res.pending_after} pending; index {res.index_action}, {res.index_count} vectors"
+    )
+
+
 def _stats(args: argparse.Namespace) -> int:
     with _service(args) as svc:
         stats: dict[str, Any] = svc.stats()
-    if args.output == "json":
-        print_json(stats)
-        return 0
+    emit(stats, args.output, _stats_text)
+    return 0
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
     e = stats["embedder"]
     idx = stats["index"]
-    print(f"items:     {stats['items']} ({stats['text_bytes']} text bytes), oldest {stats['oldest']}, newest {stats['newest']}")
-    print(f"embedder:  {e['model']} ({e['dim']}d, v{e['version']}): {stats['embedded']} embedded, {stats['pending']} pending")
-    if idx.get("count") is not None:
-        print(f"index:     {idx['path']}: {idx['count']} vectors, {idx['size']} bytes, saved {idx['saved_at']}")
-    else:
-        print(f"index:     {idx['path']}: {'present' if idx['exists'] else 'missing'}")
     j = stats["journal"]
-    print(f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free")
-    return 0
+    if idx.get("count") is not None:
+        index = f"index:     {idx['path']}: {idx['count']} vectors, {idx['size']} bytes, saved {idx['saved_at']}"
+    else:
+        index = f"index:     {idx['path']}: {'present' if idx['exists'] else 'missing'}"
+    return "\n".join([
+        f"items:     {stats['items']} ({stats['text_bytes']} text bytes), oldest {stats['oldest']}, newest {stats['newest']}",
+        f"embedder:  {e['model']} ({e['dim']}d, v{e['version']}): {stats['embedded']} embedded, {stats['pending']} pending",
+        index,
+        f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free",
+    ])

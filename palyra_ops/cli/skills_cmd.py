@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from palyra_ops.cli._common import add_output_flag, print_json, state_root
+from palyra_ops.cli._common import Lazy, add_output_flag, emit, state_paths
 from palyra_ops.errors import PalyraError
+from palyra_ops.statepaths import StatePaths
 
 if TYPE_CHECKING:
     from palyra_ops.skills.store import SkillStore
@@ -34,18 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_flag(s)
     s.set_defaults(func=_audit)
 
-    s = sub.add_parser("quarantine", help="stop a skill from running until released")
-    s.add_argument("skill_id")
-    s.add_argument("--reason", default="quarantined by operator")
-    s.set_defaults(func=_quarantine)
-
-    s = sub.add_parser("release", help="lift a quarantine (the skill must verify again)")
-    s.add_argument("skill_id")
-    s.set_defaults(func=_release)
-
-    s = sub.add_parser("remove", help="uninstall a skill")
-    s.add_argument("skill_id")
-    s.set_defaults(func=_remove)
+    for name, text in _STATE_CHANGES.items():
+        s = sub.add_parser(name, help=text)
+        s.add_argument("skill_id")
+        if name == "quarantine":
+            s.add_argument("--reason", default="quarantined by operator")
+        s.set_defaults(func=_change_state)
 
     s = sub.add_parser("run", help="run an installed skill locally (capabilities only via --grant)")
     s.add_argument("skill_id")
@@ -81,74 +76,79 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_trust_list)
 
 
-def _store() -> SkillStore:
+#: skill state changes: sub-command → help (each prints `ID: <past tense>`)
+_STATE_CHANGES = {
+    "quarantine": "stop a skill from running until released",
+    "release": "lift a quarantine (the skill must verify again)",
+    "remove": "uninstall a skill",
+}
+_DONE = {"quarantine": "quarantined", "release": "released", "remove": "removed"}
+
+
+def _paths(args: argparse.Namespace) -> StatePaths:
+    return state_paths(args)
+
+
+def _store(args: argparse.Namespace) -> SkillStore:
     """Imported lazily so `palyra-ops --help` does not load wasmtime."""
     from palyra_ops.skills.store import SkillStore
 
-    return SkillStore(state_root())
+    return SkillStore(_paths(args).root)
 
 
 def _install(args: argparse.Namespace) -> int:
-    skill = _store().install(args.path, force=args.force)
-    if args.output == "json":
-        print_json(skill.to_json())
-    else:
-        caps = ", ".join(skill.capabilities) or "none"
-        print(f"installed {skill.id} {skill.version} from {skill.publisher} (sha256 {skill.module_sha256[:16]}…, capabilities: {caps})")
+    emit(_store(args).install(args.path, force=args.force), args.output, _installed_text)
     return 0
 
 
+def _installed_text(skill: Any) -> str:
+    caps = ", ".join(skill.capabilities) or "none"
+    return (f"installed {skill.id} {skill.version} from {skill.publisher} "
+            f"(sha256 {skill.module_sha256[:16]}…, capabilities: {caps})")
+
+
 def _list(args: argparse.Namespace) -> int:
-    skills = _store().list()
-    if args.output == "json":
-        print_json({"skills": [s.to_json() for s in skills]})
-        return 0
+    skills = _store(args).list()
+    emit(Lazy(lambda: {"skills": [s.to_json() for s in skills]}), args.output, lambda _: _skills_text(skills))
+    return 0
+
+
+def _skills_text(skills: list[Any]) -> str:
     if not skills:
-        print("no skills installed")
-        return 0
+        return "no skills installed"
     rows = [("ID", "VERSION", "PUBLISHER", "STATUS", "SHA256", "CAPABILITIES")]
     for s in skills:
         rows.append((s.id, s.version, s.publisher, s.status, s.module_sha256[:12], ", ".join(s.capabilities) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1])
-    for s in skills:
-        if s.quarantined:
-            print(f"{s.id}: quarantined: {s.quarantine_reason}")
-    return 0
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
+    lines += [f"{s.id}: quarantined: {s.quarantine_reason}" for s in skills if s.quarantined]
+    return "\n".join(lines)
 
 
 def _audit(args: argparse.Namespace) -> int:
-    results = _store().audit()
-    if args.output == "json":
-        print_json({"results": [r.to_json() for r in results]})
-    else:
-        if not results:
-            print("no skills installed")
-        for r in results:
-            if r.ok:
-                print(f"{r.skill_id}: ok")
-            else:
-                tag = "quarantined" if r.newly_quarantined else "still failing"
-                print(f"{r.skill_id}: FAILED ({tag}): {r.reason}")
+    results = _store(args).audit()
+    emit(Lazy(lambda: {"results": [r.to_json() for r in results]}), args.output, lambda _: _audit_text(results))
     return 0 if all(r.ok for r in results) else 1
 
 
-def _quarantine(args: argparse.Namespace) -> int:
-    _store().quarantine(args.skill_id, args.reason)
-    print(f"{args.skill_id}: quarantined")
-    return 0
+def _audit_text(results: list[Any]) -> str:
+    lines = [] if results else ["no skills installed"]
+    for r in results:
+        tag = "quarantined" if r.newly_quarantined else "still failing"
+        lines.append(f"{r.skill_id}: ok" if r.ok else f"{r.skill_id}: FAILED ({tag}): {r.reason}")
+    return "\n".join(lines)
 
 
-def _release(args: argparse.Namespace) -> int:
-    _store().release(args.skill_id)
-    print(f"{args.skill_id}: released")
-    return 0
-
-
-def _remove(args: argparse.Namespace) -> int:
-    _store().remove(args.skill_id)
-    print(f"{args.skill_id}: removed")
+def _change_state(args: argparse.Namespace) -> int:
+    store = _store(args)
+    action = args.skills_command
+    if action == "quarantine":
+        store.quarantine(args.skill_id, args.reason)
+    elif action == "release":
+        store.release(args.skill_id)
+    else:
+        store.remove(args.skill_id)
+    print(f"{args.skill_id}: {_DONE[action]}")
     return 0
 
 
@@ -161,8 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         raise PalyraError(f"--input is not JSON: {exc}") from None
     if not isinstance(user_input, dict):
         raise PalyraError("--input must be a JSON object")
-    store = _store()
-    runner = SkillRunner(store, default_cache_dir(state_root()))
+    store = _store(args)
+    runner = SkillRunner(store, default_cache_dir(_paths(args).root))
     try:
         result = runner.run(
             args.skill_id,
@@ -171,15 +171,20 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         runner.close()
-    if args.output == "json":
-        print_json(result.to_json())
-    elif result.ok:
-        out = result.output
-        print(json.dumps(out, ensure_ascii=False) if isinstance(out, dict) else out)
+    emit(result, args.output, _run_text)
     if not result.ok:
         print(f"palyra-ops: {'denied' if result.denied else 'failed'}: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_text(result: Any) -> str:
+    """The skill's output (a dict as one JSON line); a failed run prints nothing here (the reason goes
+    to stderr)."""
+    if not result.ok:
+        return ""
+    out = result.output
+    return (json.dumps(out, ensure_ascii=False) if isinstance(out, dict) else str(out)) + "\n"
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -205,13 +210,13 @@ def _sign(args: argparse.Namespace) -> int:
 def _trust_add(args: argparse.Namespace) -> int:
     from palyra_ops.skills.package import key_fingerprint
 
-    key = _store().trust.add(args.publisher, args.pubkey)
+    key = _store(args).trust.add(args.publisher, args.pubkey)
     print(f"trusting {key_fingerprint(key)} for publisher {args.publisher}")
     return 0
 
 
 def _trust_remove(args: argparse.Namespace) -> int:
-    _store().trust.remove(args.publisher, args.pubkey)
+    _store(args).trust.remove(args.publisher, args.pubkey)
     what = "key" if args.pubkey else "publisher"
     print(f"removed {what} from the trust store; run `palyra-ops skills audit` to quarantine what it signed")
     return 0
@@ -220,13 +225,13 @@ def _trust_remove(args: argparse.Namespace) -> int:
 def _trust_list(args: argparse.Namespace) -> int:
     from palyra_ops.skills.package import key_fingerprint
 
-    pubs = _store().trust.publishers()
-    if args.output == "json":
-        print_json({"publishers": {p: [{"key": k, "fingerprint": key_fingerprint(k)} for k in keys] for p, keys in pubs.items()}})
-        return 0
-    if not pubs:
-        print("no trusted publishers")
-    for p, keys in pubs.items():
-        for k in keys:
-            print(f"{p}  {key_fingerprint(k)}  {k}")
+    pubs = _store(args).trust.publishers()
+    doc = {"publishers": {p: [{"key": k, "fingerprint": key_fingerprint(k)} for k in keys] for p, keys in pubs.items()}}
+    emit(doc, args.output, _publishers_text)
     return 0
+
+
+def _publishers_text(doc: dict[str, Any]) -> str:
+    if not doc["publishers"]:
+        return "no trusted publishers"
+    return "\n".join(f"{p}  {k['fingerprint']}  {k['key']}" for p, keys in doc["publishers"].items() for k in keys)

@@ -1,4 +1,4 @@
-"""JSON shapes of runs, routines, jobs and approvals, built from journal rows.
+"""JSON shapes of runs, routines, jobs and approvals, built from journal rows (the API's views).
 
 The console API and every `--output json` of the CLI show these objects, so they are the public
 contract of SPEC §6 ("a run, wherever the API or `--output json` shows one, is an object with at
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from palyra_ops.clock import rfc3339
+from palyra_ops.schedule import resolve_zone
 
 #: statuses whose run carries a `reason` (SPEC §6: "why it was skipped, throttled, denied, failed or
 #: cancelled; null otherwise")
@@ -46,20 +46,8 @@ def zone(name: str | None) -> tzinfo:
     if not name or name.lower() == "utc":
         return UTC
     try:
-        from palyra_ops.schedule import resolve_zone
-
         return resolve_zone(name)
-    except ImportError:  # pragma: no cover - schedule module always present in a full install
-        pass
     except ValueError:
-        return UTC
-    if name == "local":
-        from datetime import datetime
-
-        return datetime.now().astimezone().tzinfo or UTC
-    try:
-        return ZoneInfo(name)
-    except (KeyError, ValueError):
         return UTC
 
 
