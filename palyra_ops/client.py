@@ -18,11 +18,9 @@ from typing import Any
 import httpx
 
 from palyra_ops.errors import PalyraError
+from palyra_ops.statepaths import DISCOVERY_FILE, TOKEN_FILE, default_root
 
 DEFAULT_URL = "http://127.0.0.1:7142"
-TOKEN_FILE = "token"
-#: written by a running daemon into its state root: how the CLI finds it (docs/daemon.md)
-DISCOVERY_FILE = "daemon.json"
 #: the state root `make run` uses, relative to the repository (looked for in the cwd and its parents)
 PROJECT_STATE_DIR = ".palyra"
 
@@ -92,21 +90,17 @@ def candidate_state_roots() -> list[Path]:
     """Where a running daemon is looked for: $PALYRA_STATE_ROOT alone when it is set; otherwise
     `./.palyra` in the current directory and its parents (what `make run` uses), then the default
     state root ($XDG_STATE_HOME/palyra)."""
-    from palyra_ops.cli._common import state_root as default_state_root
-
     if os.environ.get("PALYRA_STATE_ROOT"):
-        return [default_state_root()]
+        return [default_root()]
     cwd = Path.cwd()
     out = [d / PROJECT_STATE_DIR for d in (cwd, *cwd.parents)]
-    out.append(default_state_root())
+    out.append(default_root())
     return list(dict.fromkeys(out))
 
 
 def resolve_target(url: str | None = None, state_root: Path | None = None) -> Target:
     """`--url`, else `$PALYRA_URL`, else the first running daemon found by `candidate_state_roots`,
     else the default address. The token comes from the same state root as the address."""
-    from palyra_ops.cli._common import state_root as default_state_root
-
     explicit = url or os.environ.get("PALYRA_URL")
     roots = [Path(state_root)] if state_root is not None else candidate_state_roots()
     found: list[tuple[Path, dict[str, Any]]] = []
@@ -117,12 +111,12 @@ def resolve_target(url: str | None = None, state_root: Path | None = None) -> Ta
     if explicit:
         clean = explicit.rstrip("/")
         match = next((root for root, doc in found if doc["url"].rstrip("/") == clean), None)
-        root = Path(state_root) if state_root is not None else match or default_state_root()
+        root = Path(state_root) if state_root is not None else match or default_root()
         return Target(clean, root, "--url" if url else "PALYRA_URL", tuple(roots))
     if found:
         root, doc = found[0]
         return Target(doc["url"].rstrip("/"), root, str(root / DISCOVERY_FILE), tuple(roots))
-    root = Path(state_root) if state_root is not None else default_state_root()
+    root = Path(state_root) if state_root is not None else default_root()
     return Target(DEFAULT_URL, root, "the default address", tuple(roots))
 
 

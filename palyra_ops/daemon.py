@@ -44,22 +44,16 @@ from palyra_ops.delivery import Deliverer
 from palyra_ops.errors import PalyraError
 from palyra_ops.fsmodes import private_dir
 from palyra_ops.gateway import Gateway, Loopback, loopback_keepalive_s
-from palyra_ops.journal import DaemonLock, Journal, check_location, new_id, open_journal
+from palyra_ops.journal import DaemonLock, Journal, new_id, open_journal
 from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
+from palyra_ops.statepaths import TOKEN_FILE, StatePaths
 
 log = logging.getLogger("palyra_ops.daemon")
 
-TOKEN_FILE = "token"
 RESTART_REASON = "daemon_restart"
 SHUTDOWN_REASON = "daemon_shutdown"
-
-
-def default_state_root() -> Path:
-    from palyra_ops.cli._common import state_root
-
-    return state_root()
 
 
 def token_path(state_root: Path) -> Path:
@@ -136,13 +130,13 @@ class _Server(uvicorn.Server):
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: DaemonConfig, *, clock: Clock | None = None, paths: StatePaths | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.state_root = config.state_root or default_state_root()
-        # --journal / config, else $PALYRA_JOURNAL (SPEC §4), else the state root's; a URL is refused
-        self.journal_path = check_location(config.journal or os.environ.get("PALYRA_JOURNAL")
-                                           or self.state_root / "journal.sqlite3")
+        # the CLI resolves them (flags, config, environment; a journal URL refused); else the same rule here
+        self.paths = paths or StatePaths.resolve(root=config.state_root, journal=config.journal)
+        self.state_root = self.paths.root
+        self.journal_path = self.paths.journal
         self.lock = DaemonLock(self.journal_path)
         self.daemon_id = new_id()
         self.maintenance = MaintenanceTasks(self.clock)
@@ -495,11 +489,11 @@ def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any,
         send.close()
 
 
-def run_daemon(config: DaemonConfig) -> int:
+def run_daemon(config: DaemonConfig, paths: StatePaths | None = None) -> int:
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per loopback dispatch is noise
-    daemon = Daemon(config)
+    daemon = Daemon(config, paths=paths)
 
     def ready(url: str) -> None:
         print(f"palyra-ops daemon listening on {url} (journal {daemon.journal_path})", file=sys.stderr, flush=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,26 @@ from palyra_ops.model import Resource, flatten
 FORMAT_VERSION = 1
 #: how many upcoming fire times a plan shows per changed schedule
 SHOW_FIRES = 3
+
+
+class PlanAction(StrEnum):
+    """What apply does with one object (Terraform's `plans.Action`). The values are the plan JSON's."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NO_OP = "no-op"
+    UNMANAGED = "unmanaged"  # created through the API, not in the directory: listed, left alone
+
+    @property
+    def is_change(self) -> bool:
+        return self in _CHANGES
+
+
+_CHANGES = frozenset({PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE})
+#: `Plan.summary` key of each action
+_SUMMARY_KEY = {PlanAction.CREATE: "add", PlanAction.UPDATE: "change", PlanAction.DELETE: "delete",
+                PlanAction.NO_OP: "unchanged", PlanAction.UNMANAGED: "unmanaged"}
 
 
 @dataclass
@@ -48,9 +68,12 @@ class ScheduleChange:
 
 @dataclass
 class Change:
+    """One object's planned action. `kept`: a no-op that holds a managed object at its last applied
+    version because its file is invalid or unreadable (the watcher's last-good isolation)."""
+
     kind: str
     name: str
-    action: str  # create | update | delete | no-op | unmanaged
+    action: PlanAction
     reason: str
     source_file: str | None
     before: dict[str, Any] | None
@@ -60,10 +83,11 @@ class Change:
     drift: bool = False
     managed_before: bool | None = None
     schedule: ScheduleChange | None = None
+    kept: bool = False
 
     @property
     def is_change(self) -> bool:
-        return self.action in ("create", "update", "delete")
+        return self.action.is_change
 
 
 @dataclass
@@ -80,10 +104,9 @@ class Plan:
 
     @property
     def summary(self) -> dict[str, int]:
-        counts = {"add": 0, "change": 0, "delete": 0, "unchanged": 0, "unmanaged": 0}
-        key = {"create": "add", "update": "change", "delete": "delete", "no-op": "unchanged", "unmanaged": "unmanaged"}
+        counts = dict.fromkeys(_SUMMARY_KEY.values(), 0)
         for c in self.changes:
-            counts[key[c.action]] += 1
+            counts[_SUMMARY_KEY[c.action]] += 1
         return counts
 
     @property
@@ -116,7 +139,7 @@ class Plan:
                     Change(
                         kind=c["kind"],
                         name=c["name"],
-                        action=c["action"],
+                        action=PlanAction(c["action"]),
                         reason=c["reason"],
                         source_file=c.get("source_file"),
                         before=c.get("before"),
@@ -126,6 +149,7 @@ class Plan:
                         drift=c.get("drift", False),
                         managed_before=c.get("managed_before"),
                         schedule=ScheduleChange(**sc) if sc else None,
+                        kept=bool(c.get("kept", False)),
                     )
                 )
             j = data["journal"]
@@ -160,7 +184,7 @@ class Plan:
 
 
 def _change_json(c: Change) -> dict[str, Any]:
-    d = {
+    d: dict[str, Any] = {
         "kind": c.kind,
         "name": c.name,
         "action": c.action,
@@ -174,6 +198,8 @@ def _change_json(c: Change) -> dict[str, Any]:
         "unchanged_fields": c.unchanged_fields,
         "schedule": asdict(c.schedule) if c.schedule else None,
     }
+    if c.kept:  # only the watcher's plans hold kept objects; every other plan's JSON is unchanged
+        d["kept"] = True
     return d
 
 
@@ -200,9 +226,6 @@ def compute_plan(
     now_ms = (clock or SystemClock()).now_ms()
     protected = protected_files or set()
     desired_by_key = {(r.kind, r.name): r for r in desired}
-    changes: list[Change] = []
-    warnings: list[str] = []
-
     managed = [s for s in snapshot.resources.values() if s.managed]
     if not desired and managed and not allow_empty and not protected:
         where = "missing" if not dir_exists else "empty"
@@ -211,47 +234,13 @@ def compute_plan(
             "(pass --allow-empty if that is really what you want)"
         )
 
-    for key, res in sorted(desired_by_key.items()):
-        stored = snapshot.resources.get(key)
-        changes.append(_diff_one(res, stored, snapshot, now_ms))
-
-    for key, stored in sorted(snapshot.resources.items()):
-        if key in desired_by_key:
-            continue
-        kind, name = key
-        if stored.managed and stored.source_file in protected:
-            changes.append(
-                Change(kind, name, "no-op", f"kept: {stored.source_file} is invalid (last good version stays)",
-                       stored.source_file, None, None, managed_before=True)
-            )
-        elif stored.managed:
-            changes.append(
-                Change(kind, name, "delete", f"removed from the directory (was in {stored.source_file})",
-                       stored.source_file, stored.body, None, managed_before=True)
-            )
-        elif prune_unmanaged:
-            changes.append(
-                Change(kind, name, "delete", "unmanaged and --prune-unmanaged given", None, stored.body, None,
-                       managed_before=False)
-            )
-        else:
-            changes.append(
-                Change(kind, name, "unmanaged", "created through the API; not in the directory, left alone",
-                       None, stored.body, None, managed_before=False)
-            )
-
-    # a deleted channel still referenced by a routine that stays would break it at run time
-    deleted_channels = {c.name for c in changes if c.kind == "Channel" and c.action == "delete"}
-    if deleted_channels:
-        for c in changes:
-            if c.kind != "Routine" or c.action == "delete":
-                continue
-            res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
-            d = res.body["spec"].get("delivery", {}) if res is not None else {}
-            for ch in (d.get("channel"), d.get("failure_channel")):
-                if ch in deleted_channels:
-                    warnings.append(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes")
-
+    changes = [_diff_one(res, snapshot.resources.get(key), snapshot, now_ms)
+               for key, res in sorted(desired_by_key.items())]
+    changes.extend(
+        _not_in_directory(key, stored, protected, prune_unmanaged)
+        for key, stored in sorted(snapshot.resources.items())
+        if key not in desired_by_key
+    )
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",
@@ -260,15 +249,55 @@ def compute_plan(
         lineage=snapshot.lineage,
         serial=snapshot.serial,
         changes=changes,
-        warnings=warnings,
+        warnings=_deleted_channel_warnings(changes, desired_by_key, snapshot),
         options={"prune_unmanaged": prune_unmanaged, "allow_empty": allow_empty},
     )
+
+
+def _not_in_directory(
+    key: tuple[str, str], stored: StoredResource, protected: set[str], prune_unmanaged: bool
+) -> Change:
+    """An object the journal has and the directory does not: kept, pruned, or left alone (SPEC §3)."""
+    kind, name = key
+    if stored.managed and stored.source_file in protected:
+        return Change(kind, name, PlanAction.NO_OP, f"kept: {stored.source_file} is invalid (last good version stays)",
+                      stored.source_file, None, None, managed_before=True, kept=True)
+    if stored.managed:
+        return Change(kind, name, PlanAction.DELETE, f"removed from the directory (was in {stored.source_file})",
+                      stored.source_file, stored.body, None, managed_before=True)
+    if prune_unmanaged:
+        return Change(kind, name, PlanAction.DELETE, "unmanaged and --prune-unmanaged given", None, stored.body, None,
+                      managed_before=False)
+    return Change(kind, name, PlanAction.UNMANAGED, "created through the API; not in the directory, left alone",
+                  None, stored.body, None, managed_before=False)
+
+
+def _deleted_channel_warnings(
+    changes: list[Change], desired_by_key: dict[tuple[str, str], Resource], snapshot: Snapshot
+) -> list[str]:
+    """A deleted channel still referenced by a routine that stays would break it at run time."""
+    deleted = {c.name for c in changes if c.kind == "Channel" and c.action == PlanAction.DELETE}
+    warnings: list[str] = []
+    if not deleted:
+        return warnings
+    for c in changes:
+        if c.kind != "Routine" or c.action == PlanAction.DELETE:
+            continue
+        res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
+        d = res.body["spec"].get("delivery", {}) if res is not None else {}
+        warnings.extend(
+            f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes"
+            for ch in (d.get("channel"), d.get("failure_channel"))
+            if ch in deleted
+        )
+    return warnings
 
 
 def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
     if stored is None:
         # no field list for a create: `after` is the whole object (the text renderer flattens it)
-        change = Change(res.kind, res.name, "create", f"new in {res.source_file}", res.source_file, None, res.body)
+        change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None,
+                        res.body)
         change.schedule = _schedule_change(res, None, None, now_ms)
         return change
 
@@ -276,7 +305,8 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     same = stored.hash == res.hash
     if same and stored.managed and not moved and not stored.drifted:
         # the common case at scale: compare hashes, decode nothing
-        return Change(res.kind, res.name, "no-op", "up to date", res.source_file, None, None, managed_before=True)
+        return Change(res.kind, res.name, PlanAction.NO_OP, "up to date", res.source_file, None, None,
+                      managed_before=True)
 
     before_flat = flatten(stored.body)
     after_flat = flatten(res.body)
@@ -298,19 +328,15 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     else:
         reason = f"moved from {stored.source_file} to {res.source_file}"
     change = Change(
-        res.kind, res.name, "update", reason, res.source_file, stored.body, res.body,
+        res.kind, res.name, PlanAction.UPDATE, reason, res.source_file, stored.body, res.body,
         fields=fields, unchanged_fields=unchanged, drift=stored.drifted, managed_before=stored.managed,
     )
     change.schedule = _schedule_change(res, stored, snapshot.jobs.get(res.name), now_ms)
     return change
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
+#: tells "no such field" from a field that is null
+_MISSING = object()
 
 
 def schedule_of(body: dict[str, Any] | None) -> sched.Schedule | None:
@@ -406,84 +432,3 @@ def _transitions(tz: str, hour_key: int) -> tuple[int, ...]:
             prev = off
         day = nxt
     return tuple(out)
-
-
-# -- rendering --------------------------------------------------------------------------------------
-
-_SYMBOL = {"create": "+", "update": "~", "delete": "-", "unmanaged": "?", "no-op": " "}
-_COLOUR = {"create": "\033[32m", "update": "\033[33m", "delete": "\033[31m", "unmanaged": "\033[36m"}
-_VERB = {"create": "will be created", "update": "will be updated in-place", "delete": "will be deleted",
-         "unmanaged": "is unmanaged", "no-op": "is up to date"}
-_RESET = "\033[0m"
-_BOLD = "\033[1m"
-
-
-def _fmt(v: Any) -> str:
-    # fast paths for the scalar leaves that make up nearly every line of a large plan
-    if v is None or v is _MISSING:
-        return "(none)"
-    if isinstance(v, str):
-        return encode_basestring(v)
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, int):
-        return str(v)
-    return json.dumps(v, ensure_ascii=False)
-
-
-def render_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
-    def c(action: str, text: str) -> str:
-        return f"{_COLOUR.get(action, '')}{text}{_RESET}" if colour and action in _COLOUR else text
-
-    out: list[str] = []
-    shown = [ch for ch in plan.changes if ch.is_change or ch.action == "unmanaged" or (verbose and ch.action == "no-op")]
-    if any(ch.is_change for ch in shown):
-        out.append("palyra-ops will perform the following actions:")
-        out.append("")
-    for ch in shown:
-        label = f'{ch.kind.lower()} "{ch.name}"'
-        out.append(f"  # {label} {_VERB[ch.action]} ({ch.reason})")
-        out.append(c(ch.action, f"  {_SYMBOL[ch.action]} {label}"))
-        if ch.action == "create" and ch.after is not None:
-            for p, v in sorted(flatten(ch.after).items()):
-                out.append(c("create", f"      + {p} = {_fmt(v)}"))
-        elif ch.action == "update":
-            for f in ch.fields:
-                out.append(c("update", f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}"))
-            if verbose and ch.before and ch.after:
-                flat = flatten(ch.after)
-                changed = {f.path for f in ch.fields}
-                for p, v in sorted(flat.items()):
-                    if p not in changed:
-                        out.append(f"        {p} = {_fmt(v)}")
-            elif ch.unchanged_fields:
-                out.append(f"        ({ch.unchanged_fields} unchanged field{'s' if ch.unchanged_fields != 1 else ''} hidden)")
-        elif ch.action == "delete" and verbose and ch.before:
-            for p, v in sorted(flatten(ch.before).items()):
-                out.append(c("delete", f"      - {p} = {_fmt(v)}"))
-        if ch.schedule:
-            s = ch.schedule
-            before = ", ".join(s.before) if s.before else "(none)"
-            after = ", ".join(s.after) if s.after else "(never)"
-            if ch.action == "create":
-                out.append(f"      next fires ({s.timezone}): {after}")
-            else:
-                out.append(f"      next fires ({s.timezone}): {before} → {after}")
-            for n in s.notes:
-                out.append(c("update", f"      warning: {n}"))
-        out.append("")
-    for w in plan.warnings:
-        out.append(c("update", f"Warning: {w}"))
-    if plan.warnings:
-        out.append("")
-    s = plan.summary
-    if not plan.has_changes:
-        out.append("No changes. The journal matches the directory.")
-    else:
-        line = f"Plan: {s['add']} to add, {s['change']} to change, {s['delete']} to delete."
-        out.append(f"{_BOLD}{line}{_RESET}" if colour else line)
-    if s["unmanaged"]:
-        out.append(f"{s['unmanaged']} unmanaged object(s) left alone (use --prune-unmanaged to delete them).")
-    return "\n".join(out) + "\n"

@@ -24,7 +24,6 @@ Safety rules on top of the CLI path (docs/watcher.md):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -40,28 +39,27 @@ from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError, StalePlan
 from palyra_ops.gitinfo import GitInfo, git_info
 from palyra_ops.journal import Journal, open_journal
-from palyra_ops.plan import Change, Plan
+from palyra_ops.plan import Change, Plan, PlanAction
 from palyra_ops.reconcile import apply_plan, plan_directory
 from palyra_ops.source import SourceSet
+from palyra_ops.syncstatus import SyncState, file_states, overall
+from palyra_ops.watch_fs import Debounce, DirectoryWatch, git_lock_present, in_git_work_tree
 
 log = logging.getLogger("palyra_ops.watcher")
 
-#: per-file and overall states shown by `status` (SPEC §5 item 5); "Error" only overall: the
-#: directory could not be planned at all (missing, emptied, unreadable) and nothing was changed
-SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = "Synced", "OutOfSync", "Invalid", "Error", "Pending"
+#: per-file and overall states shown by `status` (SPEC §5 item 5; palyra_ops/syncstatus.py)
+SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = (
+    SyncState.SYNCED, SyncState.OUT_OF_SYNC, SyncState.INVALID, SyncState.ERROR, SyncState.PENDING)
 
 EVENT_RELOADED = "routines.reloaded"
 EVENT_INVALID = "routines.invalid"
 
-_YAML_SUFFIXES = (".yaml", ".yml")
 #: how often the worker checks that the watched directory is still the one being watched (it may have
 #: been deleted and re-created, which silently ends an inotify watch)
 ROOT_CHECK_S = 1.0
 #: the longest a git operation (index.lock present) may postpone a reconcile: a crashed git leaves a
 #: stale lock behind, and the watcher must not stop working because of it
 GIT_LOCK_MAX_WAIT_S = 30.0
-#: after failing to set up a watch (inotify limits: fs.inotify.max_user_watches), try again this late
-WATCH_RETRY_S = 30.0
 #: backoff cap after an unexpected failure (e.g. the journal locked by a long transaction)
 RETRY_MAX_S = 30.0
 #: re-plan this many times when another process applied between our plan and our apply
@@ -75,7 +73,7 @@ class ReconcileResult:
     reason: str
     started_at_ms: int
     duration_ms: int = 0
-    state: str = SYNCED
+    state: SyncState = SyncState.SYNCED
     applied: bool = False
     added: int = 0
     changed: int = 0
@@ -129,7 +127,7 @@ class ReconcileResult:
 
 def is_drift_only(change: Change) -> bool:
     """An update whose only cause is an edit outside git (the file itself did not change)."""
-    return change.action == "update" and change.reason.startswith("drift:")
+    return change.action == PlanAction.UPDATE and change.reason.startswith("drift:")
 
 
 def without_drift(plan: Plan) -> tuple[Plan, list[Change]]:
@@ -152,7 +150,7 @@ def unreadable_paths(directory: Path, source: SourceSet, plan: Plan) -> dict[str
     out: dict[str, str] = {}
     for c in plan.changes:
         rel = c.source_file
-        if c.action != "delete" or not c.managed_before or not rel or rel in source.files or rel in out:
+        if c.action != PlanAction.DELETE or not c.managed_before or not rel or rel in source.files or rel in out:
             continue
         try:
             st = os.lstat(directory / rel)
@@ -179,90 +177,14 @@ def protect_paths(plan: Plan, reasons: dict[str, str]) -> tuple[Plan, list[Chang
     kept: list[Change] = []
     changes: list[Change] = []
     for c in plan.changes:
-        if c.action == "delete" and c.managed_before and c.source_file in reasons:
+        if c.action == PlanAction.DELETE and c.managed_before and c.source_file in reasons:
             c = dataclasses.replace(
-                c, action="no-op", after=c.before,
+                c, action=PlanAction.NO_OP, after=c.before, kept=True,
                 reason=f"kept: {c.source_file} is unreadable (last good version stays)",
             )
             kept.append(c)
         changes.append(c)
     return dataclasses.replace(plan, changes=changes), kept
-
-
-# -- filesystem events ----------------------------------------------------------------------------
-
-
-def _git_lock_present(directory: Path) -> bool:
-    """Is a git command (checkout, reset, merge…) rewriting the work tree right now?"""
-    here = directory.absolute()
-    for d in (here, *here.parents):
-        dot = d / ".git"
-        try:
-            if dot.is_dir():
-                return (dot / "index.lock").exists()
-            if dot.is_file():
-                text = dot.read_text(encoding="utf-8", errors="replace").strip()
-                if text.startswith("gitdir:"):
-                    gitdir = Path(text[len("gitdir:"):].strip())
-                    if not gitdir.is_absolute():
-                        gitdir = d / gitdir
-                    return (gitdir / "index.lock").exists()
-                return False
-        except OSError:
-            return False
-    return False
-
-
-def _in_git_work_tree(directory: Path) -> bool:
-    here = directory.absolute()
-    return any((d / ".git").exists() for d in (here, *here.parents))
-
-
-class _Handler:
-    """watchdog event handler: relevance filter only; everything else happens in the worker."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        self.watcher = watcher
-
-    def dispatch(self, event: Any) -> None:
-        try:
-            if self.watcher._relevant(event):
-                self.watcher._mark_dirty(f"fs:{event.event_type}")
-            else:
-                self.watcher._ignored_events += 1
-        except Exception:  # pragma: no cover - a handler must never kill the observer thread
-            log.exception("watcher: error while handling %r", event)
-
-
-class _OverflowHook(logging.Handler):
-    """watchdog only *logs* an inotify queue overflow; turn that log line into a full rescan."""
-
-    watchers: set[Watcher] = set()
-    lock = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            with self.lock:
-                targets = list(self.watchers)
-            for w in targets:
-                w._mark_dirty("inotify-overflow", immediate=True)
-
-
-_overflow_hook = _OverflowHook(level=logging.WARNING)
-
-
-def _install_overflow_hook(w: Watcher) -> None:
-    with _OverflowHook.lock:
-        _OverflowHook.watchers.add(w)
-    for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
-        lg = logging.getLogger(name)
-        if _overflow_hook not in lg.handlers:
-            lg.addHandler(_overflow_hook)
-
-
-def _remove_overflow_hook(w: Watcher) -> None:
-    with _OverflowHook.lock:
-        _OverflowHook.watchers.discard(w)
 
 
 # -- the watcher ----------------------------------------------------------------------------------
@@ -319,30 +241,21 @@ class Watcher:
         self._journal = journal
         self._own_journal = journal is None
         self._reconcile_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._dirty = False
-        self._reasons: set[str] = set()
-        self._first_event = 0.0
-        self._last_event = 0.0
+        self._events = Debounce(self.debounce_s, self.max_delay_s)
+        self._fs = DirectoryWatch(self.directory, self._events)
         self._git_wait_since: float | None = None
         self._next_rescan = time.monotonic() + self.rescan_interval_s
         self._retry_at: float | None = None
         self._failures = 0
         self._stopping = False
         self._worker: threading.Thread | None = None
-        self._observer: Any = None
-        self._watch: Any = None
-        self._watched_id: tuple[int, int] | None = None
-        self._watch_error: str | None = None
-        self._watch_retry_at = 0.0
-        self._in_git = _in_git_work_tree(self.directory)
+        self._in_git = in_git_work_tree(self.directory)
+        self._warned: list[str] = []
 
         self._last: ReconcileResult | None = None
         self._last_applied_at_ms: int | None = None
         self._last_invalid: dict[str, list[str]] = {}
         self._reconcile_count = 0
-        self._events_seen = 0
-        self._ignored_events = 0
         self._totals = {"added": 0, "changed": 0, "deleted": 0, "healed": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -354,32 +267,21 @@ class Watcher:
         """
         if self._worker is not None:
             return
-        from watchdog.observers import Observer
-
         self._stopping = False
-        self._observer = Observer()
-        self._observer.start()
-        _install_overflow_hook(self)
-        self._check_root()
+        self._fs.start()
+        self._fs.check(reconciled=False)
         self.reconcile_now("startup")
         self._worker = threading.Thread(target=self._run, name="palyra-watcher", daemon=True)
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        with self._cond:
+        with self._events.cond:
             self._stopping = True
-            self._cond.notify_all()
-        _remove_overflow_hook(self)
+            self._events.cond.notify_all()
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
-        if self._observer is not None:
-            with contextlib.suppress(Exception):
-                self._observer.stop()
-                self._observer.join(timeout)
-            self._observer = None
-            self._watch = None
-            self._watched_id = None
+        self._fs.stop(timeout)
         with self._reconcile_lock:
             if self._journal is not None and self._own_journal:
                 self._journal.close()
@@ -400,147 +302,66 @@ class Watcher:
         """Block until no reconcile is pending or running (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._cond:
-                dirty = self._dirty
+            with self._events.cond:
+                dirty = self._events.dirty
             if not dirty and not self._reconcile_lock.locked():
                 return True
             time.sleep(0.01)
         return False
-
-    # -- events ------------------------------------------------------------------------------------
-
-    def _relevant(self, event: Any) -> bool:
-        """Only routine files (and directories that may hold them) matter; hidden entries never do.
-
-        Editors' swap files (`.x.yaml.swp`), backups (`x.yaml~`), temp files of an atomic save
-        (`.x.yaml.tmp`, `4913`) and everything under `.git` are dropped here, so a save is one
-        or two relevant events, not a dozen. The save's final rename has the routine file as its
-        destination and is kept.
-        """
-        self._events_seen += 1
-        etype = event.event_type
-        if etype in ("opened", "closed_no_write"):
-            return False
-        root = str(self.directory)
-        paths = [os.fsdecode(event.src_path)]
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            paths.append(os.fsdecode(dest))
-        for p in paths:
-            if not p:
-                continue
-            if p == root:
-                return etype in ("deleted", "moved", "created")
-            if not p.startswith(root + os.sep):
-                continue
-            parts = p[len(root) + 1:].split(os.sep)
-            if any(part.startswith(".") for part in parts):
-                continue
-            if event.is_directory:
-                if etype != "modified":
-                    return True
-                continue
-            if parts[-1].endswith(_YAML_SUFFIXES):
-                return True
-            if etype in ("created", "moved") and os.path.islink(p):
-                return True  # a symlink to a directory of routines
-        return False
-
-    def _mark_dirty(self, reason: str, *, immediate: bool = False) -> None:
-        now = time.monotonic()
-        with self._cond:
-            if not self._dirty:
-                self._first_event = now
-                self._dirty = True
-            self._last_event = now
-            if immediate:
-                self._first_event = now - self.max_delay_s
-            self._reasons.add(reason)
-            self._cond.notify_all()
-
-    def _due_at(self) -> float:
-        return min(self._last_event + self.debounce_s, self._first_event + self.max_delay_s)
-
-    def _check_root(self) -> None:
-        """(Re)establish the inotify watch when the directory appeared, vanished or was replaced."""
-        if self._observer is None:
-            return
-        try:
-            st = os.stat(self.directory)
-            ident: tuple[int, int] | None = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-        except OSError:
-            ident = None
-        if ident == self._watched_id and (ident is None or self._watch is not None):
-            return
-        if ident is not None and self._watch is None and time.monotonic() < self._watch_retry_at:
-            return  # watching failed recently (e.g. inotify watch limit): the periodic rescan covers us
-        if self._watch is not None:
-            with contextlib.suppress(Exception):
-                self._observer.unschedule(self._watch)
-            self._watch = None
-        previous = self._watched_id
-        self._watched_id = ident
-        if ident is not None:
-            try:
-                self._watch = self._observer.schedule(_Handler(self), str(self.directory), recursive=True)
-            except OSError as exc:
-                self._watch_error = f"cannot watch {self.directory}: {exc}; relying on the periodic rescan"
-                log.warning("watcher: %s (retrying in %.0fs)", self._watch_error, WATCH_RETRY_S)
-                self._watched_id = None
-                self._watch_retry_at = time.monotonic() + WATCH_RETRY_S
-                return
-            self._watch_error = None
-            if previous is not None or self._last is not None:
-                log.info("watcher: %s re-created; watching it again", self.directory)
-        elif previous is not None:
-            log.warning("watcher: routine directory %s disappeared; keeping the last good state", self.directory)
-        if self._last is not None:
-            self._mark_dirty("directory-replaced" if ident else "directory-missing")
 
     # -- the worker --------------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             try:
-                self._check_root()
+                self._fs.check(reconciled=self._last is not None)
             except Exception:  # pragma: no cover - keep the worker alive whatever happens
                 log.exception("watcher: checking the directory failed")
-            with self._cond:
+            with self._events.cond:
                 if self._stopping:
                     return
                 now = time.monotonic()
-                if not self._dirty and now >= self._next_rescan:
-                    self._dirty, self._first_event, self._last_event = True, now - self.max_delay_s, now
-                    self._reasons.add("rescan")
-                if not self._dirty and self._retry_at is not None and now >= self._retry_at:
-                    self._dirty, self._first_event, self._last_event = True, now - self.max_delay_s, now
-                    self._reasons.add("retry")
-                if not self._dirty or now < self._due_at():
-                    wake = [self._next_rescan, now + ROOT_CHECK_S]
-                    if self._dirty:
-                        wake.append(self._due_at())
-                    if self._retry_at is not None:
-                        wake.append(self._retry_at)
-                    self._cond.wait(max(0.0, min(wake) - now))
+                wait = self._wait_s(now)
+                if wait is not None:
+                    self._events.cond.wait(wait)
                     continue
-                reasons = sorted(self._reasons)
-            if self._in_git and _git_lock_present(self.directory):
-                if self._git_wait_since is None:
-                    self._git_wait_since = now
-                if now - self._git_wait_since < GIT_LOCK_MAX_WAIT_S:
-                    with self._cond:  # re-arm: check again after another quiet period
-                        self._last_event = now
-                        self._first_event = max(self._first_event, now - self.max_delay_s + self.debounce_s)
-                    continue
-                log.warning("watcher: .git/index.lock present for %.0fs; reconciling anyway", now - self._git_wait_since)
-            self._git_wait_since = None
-            with self._cond:
-                self._dirty = False
-                self._reasons.clear()
+            if self._git_busy(now):
+                continue
             try:
-                self.reconcile_now(",".join(reasons))
+                self.reconcile_now(",".join(self._events.take()))
             except Exception:  # pragma: no cover - reconcile_now already records errors
                 log.exception("watcher: reconcile failed")
+
+    def _wait_s(self, now: float) -> float | None:
+        """How long to sleep before looking again, or None when a reconcile is due now (the
+        periodic rescan and the retry after a failure count as events). Called holding `cond`."""
+        ev = self._events
+        if not ev.dirty and now >= self._next_rescan:
+            ev.force("rescan", now)
+        if not ev.dirty and self._retry_at is not None and now >= self._retry_at:
+            ev.force("retry", now)
+        if ev.dirty and now >= ev.due_at():
+            return None
+        wake = [self._next_rescan, now + ROOT_CHECK_S]
+        if ev.dirty:
+            wake.append(ev.due_at())
+        if self._retry_at is not None:
+            wake.append(self._retry_at)
+        return max(0.0, min(wake) - now)
+
+    def _git_busy(self, now: float) -> bool:
+        """While git holds index.lock (up to GIT_LOCK_MAX_WAIT_S), wait for it to finish."""
+        if not (self._in_git and git_lock_present(self.directory)):
+            self._git_wait_since = None
+            return False
+        if self._git_wait_since is None:
+            self._git_wait_since = now
+        if now - self._git_wait_since < GIT_LOCK_MAX_WAIT_S:
+            self._events.postpone(now)
+            return True
+        log.warning("watcher: .git/index.lock present for %.0fs; reconciling anyway", now - self._git_wait_since)
+        self._git_wait_since = None
+        return False
 
     # -- reconcile ---------------------------------------------------------------------------------
 
@@ -559,15 +380,15 @@ class Watcher:
                 self._failures = 0
                 self._retry_at = None
             except PalyraError as exc:
-                result.state, result.error = ERROR, exc.message
+                result.state, result.error = SyncState.ERROR, exc.message
                 log.warning("watcher: %s", exc.message)
             except Exception as exc:  # the worker must survive a locked journal, a full disk, …
-                result.state, result.error = ERROR, f"{type(exc).__name__}: {exc}"
+                result.state, result.error = SyncState.ERROR, f"{type(exc).__name__}: {exc}"
                 self._failures += 1
                 delay = min(RETRY_MAX_S, 2.0 ** self._failures)
                 self._retry_at = time.monotonic() + delay
                 log.exception("watcher: reconcile failed; retrying in %.0fs", delay)
-            if result.state == ERROR and self._last is not None and not result.files:
+            if result.state == SyncState.ERROR and self._last is not None and not result.files:
                 result.files = self._last.files  # what we knew last; nothing changed in the journal
             result.duration_ms = int((time.perf_counter() - t0) * 1000)
             self._reconcile_count += 1
@@ -580,7 +401,7 @@ class Watcher:
         """Checks that could not run (e.g. skill references without a skills index), logged once
         per change rather than at every reconcile."""
         lines = [w.format() for w in warnings]
-        if lines != getattr(self, "_warned", []):
+        if lines != self._warned:
             for line in lines:
                 log.warning("%s", line)
             self._warned = lines
@@ -592,71 +413,58 @@ class Watcher:
                 f"routine directory {self.display_root or self.directory} {what}; "
                 "nothing changed, the last good state stays (waiting for it to come back)"
             )
-        journal = self._journal_conn()
-        for attempt in range(STALE_RETRIES + 1):
-            plan, source = plan_directory(
-                self.directory,
-                self.journal_path,
-                clock=self.clock,
-                isolate_invalid=True,
-                # a callable is asked on every reconcile: a skill installed while the daemon runs counts
-                known_skills=self.known_skills() if callable(self.known_skills) else self.known_skills,
-                display_root=self.display_root,
-            )
-            self._log_warnings(source.warnings)
-            unreadable = unreadable_paths(self.directory, source, plan)
-            plan, kept_unreadable = protect_paths(plan, unreadable)
-            drift: list[Change] = []
-            if not self.self_heal:
-                plan, drift = without_drift(plan)
-            try:
-                if plan.has_changes:
-                    applied = apply_plan(journal, plan, directory=self.directory, origin="watcher")
-                    result.applied = True
-                    result.added, result.changed, result.deleted = applied.added, applied.changed, applied.deleted
-                    result.serial, result.git = applied.serial, applied.git
-                else:
-                    result.serial = plan.serial
-                break
-            except StalePlan:
-                if attempt == STALE_RETRIES:
-                    raise
-                log.info("watcher: journal changed while planning; planning again")
+        plan, source, unreadable, drift = self._plan_and_apply(result)
         if result.git is None and self._in_git:
             result.git = git_info(self.directory)
-
-        result.unchanged = sum(1 for c in plan.changes if c.action == "no-op")
-        result.kept_invalid = sorted(
-            c.name for c in plan.changes if c.action == "no-op" and c.reason.startswith("kept:")
-        )
+        result.unchanged = sum(1 for c in plan.changes if c.action == PlanAction.NO_OP)
+        result.kept_invalid = sorted(c.name for c in plan.changes if c.kept)
         result.drift_pending = sorted(c.name for c in drift)
         if self.self_heal:
-            result.healed = sorted(c.name for c in plan.changes if c.action == "update" and c.drift)
+            result.healed = sorted(c.name for c in plan.changes if c.action == PlanAction.UPDATE and c.drift)
             for name in result.healed:
                 log.warning("watcher: self-heal: %s was changed outside git; restored the git version", name)
+        result.files = file_states(source, plan, pending=drift, unreadable=unreadable,
+                                   shown_root=self.display_root or str(self.directory))
+        result.state = overall(f["state"] for f in result.files.values())
 
-        files: dict[str, dict[str, Any]] = {}
-        for rel, rep in source.files.items():
-            files[rel] = {
-                "state": SYNCED if rep.ok else INVALID,
-                "diagnostics": [d.format() for d in rep.diagnostics],
-                "objects": [f"{k}/{n}" for k, n in rep.names],
-            }
-        for c in plan.changes:  # an invalid file's objects are the ones it keeps at their last good version
-            if c.action == "no-op" and c.reason.startswith("kept:") and c.source_file in files:
-                objs = files[c.source_file]["objects"]
-                if f"{c.kind}/{c.name}" not in objs:
-                    objs.append(f"{c.kind}/{c.name}")
-        for rel, why in unreadable.items():
-            shown = str(Path(self.display_root or str(self.directory)) / rel)
-            names = [f"{c.kind}/{c.name}" for c in kept_unreadable if c.source_file == rel]
-            files[rel] = {"state": INVALID, "diagnostics": [f"{shown}: {why}"], "objects": names}
-        for c in drift:
-            if c.source_file in files and files[c.source_file]["state"] == SYNCED:
-                files[c.source_file]["state"] = OUT_OF_SYNC
-        result.files = dict(sorted(files.items()))
-        states = {s["state"] for s in files.values()}
-        result.state = INVALID if INVALID in states else OUT_OF_SYNC if OUT_OF_SYNC in states else SYNCED
+    def _plan_and_apply(self, result: ReconcileResult) -> tuple[Plan, SourceSet, dict[str, str], list[Change]]:
+        """Plan and apply, planning again when another process applied in between."""
+        journal = self._journal_conn()
+        for _ in range(STALE_RETRIES):
+            try:
+                return self._plan_and_apply_once(journal, result)
+            except StalePlan:
+                log.info("watcher: journal changed while planning; planning again")
+        return self._plan_and_apply_once(journal, result)
+
+    def _plan_and_apply_once(
+        self, journal: Journal, result: ReconcileResult
+    ) -> tuple[Plan, SourceSet, dict[str, str], list[Change]]:
+        """The watcher's plan (last-good isolation; drift left alone unless self-heal), applied.
+        Returns what the status needs: the plan, the source, unreadable paths and the drift left."""
+        plan, source = plan_directory(
+            self.directory,
+            self.journal_path,
+            clock=self.clock,
+            isolate_invalid=True,
+            # a callable is asked on every reconcile: a skill installed while the daemon runs counts
+            known_skills=self.known_skills() if callable(self.known_skills) else self.known_skills,
+            display_root=self.display_root,
+        )
+        self._log_warnings(source.warnings)
+        unreadable = unreadable_paths(self.directory, source, plan)
+        plan, _ = protect_paths(plan, unreadable)
+        drift: list[Change] = []
+        if not self.self_heal:
+            plan, drift = without_drift(plan)
+        if plan.has_changes:
+            applied = apply_plan(journal, plan, directory=self.directory, origin="watcher")
+            result.applied = True
+            result.added, result.changed, result.deleted = applied.added, applied.changed, applied.deleted
+            result.serial, result.git = applied.serial, applied.git
+        else:
+            result.serial = plan.serial
+        return plan, source, unreadable, drift
 
     def _after(self, result: ReconcileResult) -> None:
         """Bookkeeping, events and callbacks, outside the reconcile lock (callbacks may be slow)."""
@@ -713,16 +521,16 @@ class Watcher:
     def status(self) -> dict[str, Any]:
         """JSON-able state for `palyra-ops status` and `GET /console/v1/system/status`."""
         last = self._last
-        with self._cond:
-            pending = self._dirty
+        with self._events.cond:
+            pending = self._events.dirty
         return {
             "enabled": True,
             "running": self.running,
             "directory": str(self.display_root or self.directory),
             "directory_present": self.directory.is_dir(),
-            "watching": self._watch is not None,
-            "watch_error": self._watch_error,
-            "state": last.state if last else PENDING,
+            "watching": self._fs.watch is not None,
+            "watch_error": self._fs.error,
+            "state": last.state if last else SyncState.PENDING,
             "pending": pending,
             "files": last.files if last else {},
             "last_reconcile_at": rfc3339(last.started_at_ms) if last else None,
@@ -739,30 +547,8 @@ class Watcher:
             "self_heal": self.self_heal,
             "debounce_ms": int(self.debounce_s * 1000),
             "rescan_interval_s": self.rescan_interval_s,
-            "events": {"seen": self._events_seen, "ignored": self._ignored_events},
+            "events": {"seen": self._fs.handler.seen, "ignored": self._fs.handler.ignored},
         }
-
-
-def format_status(status: dict[str, Any]) -> list[str]:
-    """Human lines for `palyra-ops status` (the CLI prints them; kept here so the wording is one place)."""
-    if not status or not status.get("enabled"):
-        return ["watcher: off (daemon started without --watch)"]
-    head = f"watcher: {status['state']}"
-    if status.get("last_reconcile_at"):
-        head += f", last reconcile {status['last_reconcile_at']} ({status.get('duration_ms')} ms, #{status['reconcile_count']})"
-    if status.get("git"):
-        head += f", commit {status['git']['commit'][:12]}{' (dirty)' if status['git'].get('dirty') else ''}"
-    lines = [head]
-    if status.get("last_error"):
-        lines.append(f"  error: {status['last_error']}")
-    for rel, info in status.get("files", {}).items():
-        if info["state"] == SYNCED:
-            continue
-        lines.append(f"  {info['state']:<9} {rel}")
-        lines.extend(f"      {d}" for d in info["diagnostics"])
-    if status.get("drift_pending"):
-        lines.append("  drift left alone (apply or --self-heal restores git): " + ", ".join(status["drift_pending"]))
-    return lines
 
 
 __all__ = [
@@ -775,7 +561,6 @@ __all__ = [
     "SYNCED",
     "ReconcileResult",
     "Watcher",
-    "format_status",
     "is_drift_only",
     "protect_paths",
     "unreadable_paths",

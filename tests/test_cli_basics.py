@@ -17,7 +17,7 @@ from gitops_helpers import routine_yaml, write
 
 from palyra_ops import __version__
 from palyra_ops.cli import COMMANDS, SUMMARIES, build_parser, main
-from palyra_ops.cli.plan_cmd import _daemon_lines
+from palyra_ops.views.status_text import daemon_lines as _daemon_lines
 
 HEAVY = ("numpy", "sqlite_utils", "hnswlib", "wasmtime", "uvicorn", "starlette", "cryptography", "watchdog")
 

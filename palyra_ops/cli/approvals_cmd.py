@@ -10,8 +10,8 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from palyra_ops.cli._common import add_output_flag, print_json
-from palyra_ops.cli.cron_cmd import client_for, connection_parent, print_items, table
+from palyra_ops.cli._common import add_output_flag, command_group, emit, listing
+from palyra_ops.cli.cron_cmd import client_for, connection_parent, table
 from palyra_ops.client import ConsoleClient
 
 API = "/console/v1"
@@ -20,9 +20,7 @@ STATES = ("pending", "approved", "denied", "cancelled", "all")
 
 def register(subparsers: Any) -> None:
     conn = connection_parent()
-    parser = subparsers.add_parser("approvals", help="list, approve or deny pending approvals")
-    sub = parser.add_subparsers(dest="approvals_command", metavar="ACTION")
-    sub.required = True
+    parser, sub = command_group(subparsers, "approvals", "list, approve or deny pending approvals")
 
     lst = sub.add_parser("list", parents=[conn], help="approvals (pending by default)")
     lst.add_argument("--state", choices=STATES, default="pending", help="which approvals (default pending)")
@@ -44,21 +42,20 @@ def run(args: argparse.Namespace) -> int:
 def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
     items = client.get(f"{API}/approvals", state=args.state).get("items", [])
     empty = f"no {args.state} approvals" if args.state != "all" else "no approvals"
-    return print_items(args, items, empty, lambda items: table(
+    emit(items, args.output, listing(empty, lambda items: table(
         ["APPROVAL ID", "ROUTINE", "KIND", "RUN ID", "STATE", "CREATED", "DECIDED BY"],
         [
             [a["approval_id"], a.get("routine_id"), a.get("kind"), a.get("run_id"), a.get("state"),
              a.get("created_at"), a.get("decided_by")]
             for a in items
         ],
-    ))
+    )))
+    return 0
 
 
 def _decide(client: ConsoleClient, args: argparse.Namespace) -> int:
     action = args.approvals_command
     view = client.post(f"{API}/approvals/{quote(args.approval_id, safe='')}/{action}", {})
-    if args.output == "json":
-        print_json(view)
-        return 0
-    print(f"{view.get('state')} {view.get('kind')} approval {view.get('approval_id')} of routine {view.get('routine_id')}")
+    emit(view, args.output, lambda v: (
+        f"{v.get('state')} {v.get('kind')} approval {v.get('approval_id')} of routine {v.get('routine_id')}"))
     return 0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from palyra_ops.cli._common import add_output_flag, print_json
+from palyra_ops.cli._common import add_output_flag, command_group, emit, listing
 from palyra_ops.client import ConsoleClient
 from palyra_ops.errors import PalyraError
 from palyra_ops.numbers import cli_int
@@ -35,18 +35,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def print_items(args: argparse.Namespace, items: list[dict[str, Any]], empty: str, render: Any) -> int:
-    """The shape every list command shares: the API objects as JSON, a one-line note when there are
-    none, or the text rendering (`render(items) -> str`)."""
-    if args.output == "json":
-        print_json(items)
-    elif not items:
-        print(empty)
-    else:
-        print(render(items))
-    return 0
-
-
 def connection_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--url", default=None, help="daemon URL (default: $PALYRA_URL or http://127.0.0.1:7142)")
@@ -60,9 +48,7 @@ def client_for(args: argparse.Namespace) -> ConsoleClient:
 
 def register(subparsers: Any) -> None:
     conn = connection_parent()
-    parser = subparsers.add_parser("cron", help="add, inspect and run routines on a running daemon")
-    sub = parser.add_subparsers(dest="cron_command", metavar="ACTION")
-    sub.required = True
+    parser, sub = command_group(subparsers, "cron", "add, inspect and run routines on a running daemon")
 
     add = sub.add_parser("add", parents=[conn], help="create or update a schedule routine (unmanaged)")
     add.add_argument("name", help="routine id (metadata.name)")
@@ -137,6 +123,20 @@ def run(args: argparse.Namespace) -> int:
 
 def build_upsert(args: argparse.Namespace) -> dict[str, Any]:
     """The upsert body for `cron add`: a schedule routine in the routine file's `spec` shape."""
+    spec: dict[str, Any] = {"trigger": {"kind": "schedule", "schedule": _schedule_arg(args)}, "prompt": args.prompt}
+    if args.disabled:
+        spec["enabled"] = False
+    spec.update({key: value for key, value in (("owner", args.owner), ("channel", args.channel)) if value})
+    delivery = _delivery_arg(args)
+    if delivery:
+        spec["delivery"] = delivery
+    body: dict[str, Any] = {"name": args.name, "spec": spec}
+    if args.description:
+        body["description"] = args.description
+    return body
+
+
+def _schedule_arg(args: argparse.Namespace) -> dict[str, Any]:
     if args.cron is not None:
         schedule: dict[str, Any] = {"cron": args.cron}
     elif args.every is not None:
@@ -145,23 +145,15 @@ def build_upsert(args: argparse.Namespace) -> dict[str, Any]:
         schedule = {"at": args.at}
     if args.timezone:
         schedule["timezone"] = args.timezone
-    spec: dict[str, Any] = {"trigger": {"kind": "schedule", "schedule": schedule}, "prompt": args.prompt}
-    if args.disabled:
-        spec["enabled"] = False
-    if args.owner:
-        spec["owner"] = args.owner
-    if args.channel:
-        spec["channel"] = args.channel
-    if args.delivery_channel and not args.delivery_mode:
-        args.delivery_mode = "specific_channel"
-    if args.delivery_mode:
-        spec["delivery"] = {"mode": args.delivery_mode}
-        if args.delivery_channel:
-            spec["delivery"]["channel"] = args.delivery_channel
-    body: dict[str, Any] = {"name": args.name, "spec": spec}
-    if args.description:
-        body["description"] = args.description
-    return body
+    return schedule
+
+
+def _delivery_arg(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--delivery-channel` alone means `--delivery-mode specific_channel`."""
+    mode = args.delivery_mode or ("specific_channel" if args.delivery_channel else None)
+    if not mode:
+        return None
+    return {"mode": mode, "channel": args.delivery_channel} if args.delivery_channel else {"mode": mode}
 
 
 # -- rendering ---------------------------------------------------------------------------------------
@@ -241,96 +233,93 @@ def _routine_path(name: str, suffix: str = "") -> str:
     return f"{API}/routines/{quote(name, safe='')}{suffix}"
 
 
+_GIT_NOTE = "  note: this routine is managed by git; the next `palyra-ops apply` restores the git version"
+
+
 def _add(client: ConsoleClient, args: argparse.Namespace) -> int:
-    view = client.post(f"{API}/routines/upsert", build_upsert(args))
-    if args.output == "json":
-        print_json(view)
-        return 0
-    verb = "created" if view.get("created") else "updated"
-    print(f"{verb} routine {view['name']} ({_ownership(view)})")
-    if view.get("drift"):
-        print("  note: this routine is managed by git; the next `palyra-ops apply` restores the git version")
-    print(f"  schedule: {_schedule_text(view.get('schedule'))}")
-    print(f"  next run: {_next_run(view)}")
+    emit(client.post(f"{API}/routines/upsert", build_upsert(args)), args.output, _added_text)
     return 0
+
+
+def _added_text(view: dict[str, Any]) -> str:
+    lines = [f"{'created' if view.get('created') else 'updated'} routine {view['name']} ({_ownership(view)})"]
+    if view.get("drift"):
+        lines.append(_GIT_NOTE)
+    lines += [f"  schedule: {_schedule_text(view.get('schedule'))}", f"  next run: {_next_run(view)}"]
+    return "\n".join(lines)
 
 
 def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
     items = client.paginate(
         f"{API}/routines", trigger_kind=args.trigger_kind, enabled=args.enabled, channel=args.channel
     )
-    return print_items(args, items, "no routines", lambda items: table(
+    emit(items, args.output, listing("no routines", lambda items: table(
         ["NAME", "TRIGGER", "ENABLED", "STATE", "NEXT RUN (UTC)", "LAST STATUS", "OWNERSHIP"],
         [
             [v["name"], v.get("trigger_kind"), "yes" if v.get("effective_enabled") else "no", v.get("state"),
              v.get("next_run_at"), (v.get("last_run") or {}).get("status"), _ownership(v)]
             for v in items
         ],
-    ))
+    )))
+    return 0
 
 
 def _status(client: ConsoleClient, args: argparse.Namespace) -> int:
-    data = client.get(f"{API}/cron/status")
-    items = data.get("items", [])
-    return print_items(args, items, "no scheduled routines", lambda items: table(
+    items = client.get(f"{API}/cron/status").get("items", [])
+    emit(items, args.output, listing("no scheduled routines", lambda items: table(
         ["NAME", "SCHEDULE", "TIMEZONE", "STATE", "NEXT RUN (LOCAL)", "NEXT RUN (UTC)", "LAST STATUS"],
         [
             [v["routine_id"], v.get("schedule"), v.get("timezone"), v.get("state"), v.get("next_run_at_local"),
              v.get("next_run_at"), v.get("last_status")]
             for v in items
         ],
-    ))
+    )))
+    return 0
 
 
 def _show(client: ConsoleClient, args: argparse.Namespace) -> int:
-    view = client.get(_routine_path(args.name))
-    if args.output == "json":
-        print_json(view)
-    else:
-        print(show_text(view))
+    emit(client.get(_routine_path(args.name)), args.output, show_text)
     return 0
 
 
 def _enable(client: ConsoleClient, args: argparse.Namespace) -> int:
     enabled = args.cron_command == "enable"
     view = client.post(_routine_path(args.name, "/enabled"), {"enabled": enabled})
-    if args.output == "json":
-        print_json(view)
-        return 0
-    print(f"{'enabled' if enabled else 'disabled'} routine {view['name']}")
-    if enabled and not view.get("effective_enabled"):
-        print(f"  note: waiting for approval ({view.get('approval_state')}); see `palyra-ops approvals list`")
-    if view.get("drift"):
-        print("  note: this routine is managed by git; the next `palyra-ops apply` restores the git version")
-    if view.get("effective_enabled"):
-        print(f"  next run: {_next_run(view)}")
+    emit(view, args.output, lambda v: _enabled_text(v, enabled))
     return 0
+
+
+def _enabled_text(view: dict[str, Any], enabled: bool) -> str:
+    lines = [f"{'enabled' if enabled else 'disabled'} routine {view['name']}"]
+    if enabled and not view.get("effective_enabled"):
+        lines.append(f"  note: waiting for approval ({view.get('approval_state')}); see `palyra-ops approvals list`")
+    if view.get("drift"):
+        lines.append(_GIT_NOTE)
+    if view.get("effective_enabled"):
+        lines.append(f"  next run: {_next_run(view)}")
+    return "\n".join(lines)
 
 
 def _run_now(client: ConsoleClient, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"routine_id": args.name, "trigger_kind": "manual"}
     if args.dedupe_key:
         body["dedupe_key"] = args.dedupe_key
-    run_view = client.post(f"{API}/routines/dispatch", body)
-    if args.output == "json":
-        print_json(run_view)
-        return 0
-    line = f"dispatched {args.name}: run {run_view.get('run_id')} {run_view.get('status')}"
-    if run_view.get("reason"):
-        line += f" ({run_view['reason']})"
-    print(line)
-    print(f"  follow it with `palyra-ops cron logs {args.name}`")
+    emit(client.post(f"{API}/routines/dispatch", body), args.output, lambda run: _dispatched_text(args.name, run))
     return 0
 
 
+def _dispatched_text(name: str, run: dict[str, Any]) -> str:
+    line = f"dispatched {name}: run {run.get('run_id')} {run.get('status')}"
+    if run.get("reason"):
+        line += f" ({run['reason']})"
+    return f"{line}\n  follow it with `palyra-ops cron logs {name}`"
+
+
 def _delete(client: ConsoleClient, args: argparse.Namespace) -> int:
-    result = client.post(_routine_path(args.name, "/delete"), {})
-    if args.output == "json":
-        print_json(result)
-        return 0
-    print(f"deleted routine {args.name}")
-    if result.get("managed"):
-        print("  note: it is still in the routine directory; the next `palyra-ops apply` creates it again")
+    emit(client.post(_routine_path(args.name, "/delete"), {}), args.output, lambda result: (
+        f"deleted routine {args.name}" + (
+            "\n  note: it is still in the routine directory; the next `palyra-ops apply` creates it again"
+            if result.get("managed") else "")))
     return 0
 
 
@@ -338,6 +327,5 @@ def _logs(client: ConsoleClient, args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 500:
         raise PalyraError(f"--limit must be between 1 and 500, got {args.limit}")
     page = client.get(_routine_path(args.name, "/runs"), limit=args.limit, status=args.status)
-    items = page.get("items", [])
-    return print_items(args, items, f"no runs of {args.name} yet", runs_table)
-
+    emit(page.get("items", []), args.output, listing(f"no runs of {args.name} yet", runs_table))
+    return 0

@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from palyra_ops.config import load_config
     from palyra_ops.daemon import run_daemon
+    from palyra_ops.statepaths import StatePaths
 
     config = load_config(
         args.config,
@@ -52,4 +53,5 @@ def run(args: argparse.Namespace) -> int:
         skills_audit_interval=args.skills_audit_interval,
         max_body_bytes=args.max_body_bytes,
     )
-    return run_daemon(config)
+    # flags over the config file over the environment; resolved once here (a journal URL refused)
+    return run_daemon(config, StatePaths.resolve(root=config.state_root, journal=config.journal))

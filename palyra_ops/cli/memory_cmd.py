@@ -10,24 +10,27 @@ import argparse
 import sys
 from typing import Any
 
-from palyra_ops.cli._common import add_journal_flag, add_output_flag, default_journal_path, print_json
+from palyra_ops.cli._common import add_journal_flag, add_output_flag, command_group, emit, state_paths
 from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339, rfc3339
 from palyra_ops.durations import DurationRangeError, parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.memory.embedders import EmbedderSpec
-from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig, parse_size_bytes
-from palyra_ops.memory.service import MemoryService
+from palyra_ops.memory.maintenance import (
+    BackfillResult,
+    MaintenanceResult,
+    MemoryConfig,
+    RetentionConfig,
+    parse_size_bytes,
+)
+from palyra_ops.memory.service import ItemPage, MemoryService, SearchResult
 from palyra_ops.numbers import cli_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "memory",
-        help="memory items: add, list, search, retention, embeddings backfill",
+    _, sub = command_group(
+        subparsers, "memory", "memory items: add, list, search, retention, embeddings backfill",
         description="Memory items kept from local_only deliveries and added by hand, and their embeddings index.",
     )
-    sub = parser.add_subparsers(dest="memory_command", metavar="ACTION")
-    sub.required = True
 
     p = sub.add_parser("add", help="add a memory item")
     p.add_argument("text", help="item text, or - to read it from stdin")
@@ -129,8 +132,7 @@ def _spec(args: argparse.Namespace) -> EmbedderSpec | None:
 
 
 def _service(args: argparse.Namespace, *, create: bool = False, config: MemoryConfig | None = None) -> MemoryService:
-    path = args.journal or default_journal_path()
-    return MemoryService(path, _spec(args), SystemClock(), config, create=create)
+    return MemoryService(state_paths(args).journal, _spec(args), SystemClock(), config, create=create)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -143,10 +145,7 @@ def _add(args: argparse.Namespace) -> int:
             raise PalyraError(f"--ttl: {exc}") from None
     with _service(args, create=True) as svc:
         item = svc.add_item(text, routine_id=args.routine, run_id=args.run, source="cli", ttl_ms=ttl)
-    if args.output == "json":
-        print_json(item.to_json())
-    else:
-        print(item.id)
+    emit(item, args.output, lambda item: item.id)
     return 0
 
 
@@ -165,15 +164,19 @@ def _list(args: argparse.Namespace) -> int:
             limit=args.limit,
             cursor=args.cursor,
         )
-    if args.output == "json":
-        print_json(page.to_json())
-        return 0
-    for item in page.items:
-        state = "embedded" if item.embedding else "pending"
-        print(f"{item.id}  {rfc3339(item.created_at_ms)}  {item.routine_id or '-'}  {state:8}  {_snippet(item.text, 70)}")
-    if page.next_cursor:
-        print(f"(more: --cursor {page.next_cursor})")
+    emit(page, args.output, _page_text)
     return 0
+
+
+def _page_text(page: ItemPage) -> str:
+    lines = [
+        f"{item.id}  {rfc3339(item.created_at_ms)}  {item.routine_id or '-'}  "
+        f"{'embedded' if item.embedding else 'pending':8}  {_snippet(item.text, 70)}"
+        for item in page.items
+    ]
+    if page.next_cursor:
+        lines.append(f"(more: --cursor {page.next_cursor})")
+    return "\n".join(lines)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -186,29 +189,26 @@ def _search(args: argparse.Namespace) -> int:
             since_ms=_when("--since", args.since, now),
             until_ms=_when("--until", args.until, now),
         )
-    if args.output == "json":
-        print_json(result.to_json())
-        return 0
-    for hit in result.hits:
-        it = hit.item
-        print(
-            f"{hit.score:6.3f}  {it.id}  routine={it.routine_id or '-'}  run={it.run_id or '-'}  "
-            f"{rfc3339(it.created_at_ms)}  {_snippet(it.text, 70)}"
-        )
-    if not result.hits:
-        print("no results")
+    emit(result, args.output, _hits_text)
+    return 0
+
+
+def _hits_text(result: SearchResult) -> str:
+    """The hits; the notes (items not searchable yet) go to stderr beside them, as the JSON document
+    carries them inside."""
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    return 0
+    return "\n".join(
+        f"{hit.score:6.3f}  {hit.item.id}  routine={hit.item.routine_id or '-'}  run={hit.item.run_id or '-'}  "
+        f"{rfc3339(hit.item.created_at_ms)}  {_snippet(hit.item.text, 70)}"
+        for hit in result.hits
+    ) or "no results"
 
 
 def _delete(args: argparse.Namespace) -> int:
     with _service(args) as svc:
         n = svc.delete(args.ids)
-    if args.output == "json":
-        print_json({"deleted": n})
-    else:
-        print(f"deleted {n} item(s)")
+    emit({"deleted": n}, args.output, lambda doc: f"deleted {doc['deleted']} item(s)")
     return 0 if n == len(set(args.ids)) else 1
 
 
@@ -223,20 +223,19 @@ def _vacuum(args: argparse.Namespace) -> int:
     config = MemoryConfig(retention=RetentionConfig(max_age_ms=max_age, max_items=args.max_items, max_bytes=max_bytes))
     with _service(args, config=config) as svc:
         res = svc.maintain(force_vacuum=args.force)
-    if args.output == "json":
-        print_json(res.to_json())
-        return 0
-    print(
-        f"deleted {res.deleted} item(s): ttl {res.deleted_ttl}, max-age {res.deleted_max_age}, "
-        f"max-items {res.deleted_max_items}, max-bytes {res.deleted_max_bytes} ({res.freed_text_bytes} text bytes)"
-    )
-    v = res.vacuum
-    if v is not None:
-        if v.ran:
-            print(f"vacuum: {v.file_bytes_before} -> {v.file_bytes_after} bytes (freed {v.freed_bytes})")
-        else:
-            print(f"vacuum skipped: {v.reason}")
+    emit(res, args.output, _maintenance_text)
     return 0
+
+
+def _maintenance_text(res: MaintenanceResult) -> str:
+    line = (f"deleted {res.deleted} item(s): ttl {res.deleted_ttl}, max-age {res.deleted_max_age}, "
+            f"max-items {res.deleted_max_items}, max-bytes {res.deleted_max_bytes} ({res.freed_text_bytes} text bytes)")
+    v = res.vacuum
+    if v is None:
+        return line
+    if v.ran:
+        return f"{line}\nvacuum: {v.file_bytes_before} -> {v.file_bytes_after} bytes (freed {v.freed_bytes})"
+    return f"{line}\nvacuum skipped: {v.reason}"
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -244,35 +243,38 @@ def _backfill(args: argparse.Namespace) -> int:
         raise PalyraError("--batch-size must be between 1 and 2048")
     with _service(args) as svc:
         res = svc.backfill(batch_size=args.batch_size, limit=args.limit)
-    if args.output == "json":
-        print_json(res.to_json())
-    else:
-        m = res.model
-        model = f"{m.get('model')} ({m.get('dim')}d, v{m.get('version')})" if m else "?"
-        print(
-            f"embedded {res.embedded} item(s) in {res.batches} batch(es) with {model} "
-            f"in {res.duration_ms} ms; {res.pending_after} pending; index {res.index_action}, {res.index_count} vectors"
-        )
+    emit(res, args.output, _backfill_text)
     if res.error:
         print(f"palyra-ops: backfill stopped: {res.error}", file=sys.stderr)
         return 1
     return 0
 
 
+def _backfill_text(res: BackfillResult) -> str:
+    m = res.model
+    model = f"{m.get('model')} ({m.get('dim')}d, v{m.get('version')})" if m else "?"
+    return (f"embedded {res.embedded} item(s) in {res.batches} batch(es) with {model} "
+            f"in {res.duration_ms} ms; {res.pending_after} pending; index {res.index_action}, {res.index_count} vectors")
+
+
 def _stats(args: argparse.Namespace) -> int:
     with _service(args) as svc:
         stats: dict[str, Any] = svc.stats()
-    if args.output == "json":
-        print_json(stats)
-        return 0
+    emit(stats, args.output, _stats_text)
+    return 0
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
     e = stats["embedder"]
     idx = stats["index"]
-    print(f"items:     {stats['items']} ({stats['text_bytes']} text bytes), oldest {stats['oldest']}, newest {stats['newest']}")
-    print(f"embedder:  {e['model']} ({e['dim']}d, v{e['version']}): {stats['embedded']} embedded, {stats['pending']} pending")
     if idx.get("count") is not None:
-        print(f"index:     {idx['path']}: {idx['count']} vectors, {idx['size']} bytes, saved {idx['saved_at']}")
+        index = f"{idx['path']}: {idx['count']} vectors, {idx['size']} bytes, saved {idx['saved_at']}"
     else:
-        print(f"index:     {idx['path']}: {'present' if idx['exists'] else 'missing'}")
+        index = f"{idx['path']}: {'present' if idx['exists'] else 'missing'}"
     j = stats["journal"]
-    print(f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free")
-    return 0
+    return "\n".join([
+        f"items:     {stats['items']} ({stats['text_bytes']} text bytes), oldest {stats['oldest']}, newest {stats['newest']}",
+        f"embedder:  {e['model']} ({e['dim']}d, v{e['version']}): {stats['embedded']} embedded, {stats['pending']} pending",
+        f"index:     {index}",
+        f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free",
+    ])

@@ -7,9 +7,8 @@ is exactly what `palyra_ops.schedule.preview` computes for that instant.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from palyra_ops.cli._common import add_output_flag, print_json
+from palyra_ops.cli._common import add_output_flag, emit
 from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339
 from palyra_ops.errors import PalyraError
 from palyra_ops.numbers import cli_int
@@ -59,12 +58,5 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     dst = {k: v for k, v in (("gap", args.gap), ("fold", args.fold)) if v is not None}
     result = preview(args.expr, args.timezone, from_ms, args.count, dst or None)
-    if args.output == "json":
-        print_json(result)
-        return 0
-    out = sys.stdout
-    for when in result["fire_times"]:
-        out.write(when + "\n")
-    for note in result["notes"]:
-        out.write(f"note: {note}\n")
+    emit(result, args.output, lambda r: "\n".join([*r["fire_times"], *(f"note: {n}" for n in r["notes"])]))
     return 0

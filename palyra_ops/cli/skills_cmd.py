@@ -8,17 +8,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from palyra_ops.cli._common import add_output_flag, print_json, state_root
+from palyra_ops.cli._common import add_output_flag, as_json, command_group, emit, state_paths
 from palyra_ops.errors import PalyraError
 
 if TYPE_CHECKING:
-    from palyra_ops.skills.store import SkillStore
+    from palyra_ops.skills.sandbox import SkillResult
+    from palyra_ops.skills.store import AuditResult, InstalledSkill, SkillStore
+    from palyra_ops.statepaths import StatePaths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("skills", help="manage WASM skills (install, list, audit, quarantine, ...)")
-    sub = p.add_subparsers(dest="skills_command", metavar="SUBCOMMAND")
-    sub.required = True
+    _, sub = command_group(subparsers, "skills", "manage WASM skills (install, list, audit, quarantine, ...)",
+                           metavar="SUBCOMMAND")
 
     s = sub.add_parser("install", help="verify a skill package (directory or .tar.gz) and install it")
     s.add_argument("path", type=Path)
@@ -26,26 +27,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_flag(s)
     s.set_defaults(func=_install)
 
-    s = sub.add_parser("list", help="list installed skills")
-    add_output_flag(s)
-    s.set_defaults(func=_list)
-
-    s = sub.add_parser("audit", help="re-verify every installed skill now; quarantines failures (exit 1 if any)")
-    add_output_flag(s)
-    s.set_defaults(func=_audit)
+    for name, text, func in (
+        ("list", "list installed skills", _list),
+        ("audit", "re-verify every installed skill now; quarantines failures (exit 1 if any)", _audit),
+    ):
+        s = sub.add_parser(name, help=text)
+        add_output_flag(s)
+        s.set_defaults(func=func)
 
     s = sub.add_parser("quarantine", help="stop a skill from running until released")
     s.add_argument("skill_id")
     s.add_argument("--reason", default="quarantined by operator")
     s.set_defaults(func=_quarantine)
 
-    s = sub.add_parser("release", help="lift a quarantine (the skill must verify again)")
-    s.add_argument("skill_id")
-    s.set_defaults(func=_release)
-
-    s = sub.add_parser("remove", help="uninstall a skill")
-    s.add_argument("skill_id")
-    s.set_defaults(func=_remove)
+    for name, text, func in (
+        ("release", "lift a quarantine (the skill must verify again)", _release),
+        ("remove", "uninstall a skill", _remove),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("skill_id")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("run", help="run an installed skill locally (capabilities only via --grant)")
     s.add_argument("skill_id")
@@ -81,57 +82,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_trust_list)
 
 
-def _store() -> SkillStore:
+def _store(paths: StatePaths | None = None) -> SkillStore:
     """Imported lazily so `palyra-ops --help` does not load wasmtime."""
     from palyra_ops.skills.store import SkillStore
 
-    return SkillStore(state_root())
+    return SkillStore((paths or state_paths()).root)
 
 
 def _install(args: argparse.Namespace) -> int:
-    skill = _store().install(args.path, force=args.force)
-    if args.output == "json":
-        print_json(skill.to_json())
-    else:
-        caps = ", ".join(skill.capabilities) or "none"
-        print(f"installed {skill.id} {skill.version} from {skill.publisher} (sha256 {skill.module_sha256[:16]}…, capabilities: {caps})")
+    emit(_store().install(args.path, force=args.force), args.output, lambda skill: (
+        f"installed {skill.id} {skill.version} from {skill.publisher} (sha256 {skill.module_sha256[:16]}…, "
+        f"capabilities: {', '.join(skill.capabilities) or 'none'})"))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    skills = _store().list()
-    if args.output == "json":
-        print_json({"skills": [s.to_json() for s in skills]})
-        return 0
-    if not skills:
-        print("no skills installed")
-        return 0
-    rows = [("ID", "VERSION", "PUBLISHER", "STATUS", "SHA256", "CAPABILITIES")]
-    for s in skills:
-        rows.append((s.id, s.version, s.publisher, s.status, s.module_sha256[:12], ", ".join(s.capabilities) or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1])
-    for s in skills:
-        if s.quarantined:
-            print(f"{s.id}: quarantined: {s.quarantine_reason}")
+    emit(_store().list(), args.output, {
+        "text": _skills_table,
+        "json": lambda skills: as_json({"skills": [s.to_json() for s in skills]}),
+    })
     return 0
+
+
+def _skills_table(skills: list[InstalledSkill]) -> str:
+    if not skills:
+        return "no skills installed"
+    rows = [("ID", "VERSION", "PUBLISHER", "STATUS", "SHA256", "CAPABILITIES")]
+    rows += [(s.id, s.version, s.publisher, s.status, s.module_sha256[:12], ", ".join(s.capabilities) or "-")
+             for s in skills]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
+    lines += [f"{s.id}: quarantined: {s.quarantine_reason}" for s in skills if s.quarantined]
+    return "\n".join(lines)
 
 
 def _audit(args: argparse.Namespace) -> int:
     results = _store().audit()
-    if args.output == "json":
-        print_json({"results": [r.to_json() for r in results]})
-    else:
-        if not results:
-            print("no skills installed")
-        for r in results:
-            if r.ok:
-                print(f"{r.skill_id}: ok")
-            else:
-                tag = "quarantined" if r.newly_quarantined else "still failing"
-                print(f"{r.skill_id}: FAILED ({tag}): {r.reason}")
+    emit(results, args.output, {
+        "text": _audit_text,
+        "json": lambda results: as_json({"results": [r.to_json() for r in results]}),
+    })
     return 0 if all(r.ok for r in results) else 1
+
+
+def _audit_text(results: list[AuditResult]) -> str:
+    if not results:
+        return "no skills installed"
+    return "\n".join(
+        f"{r.skill_id}: ok" if r.ok
+        else f"{r.skill_id}: FAILED ({'quarantined' if r.newly_quarantined else 'still failing'}): {r.reason}"
+        for r in results
+    )
 
 
 def _quarantine(args: argparse.Namespace) -> int:
@@ -161,8 +162,9 @@ def _run(args: argparse.Namespace) -> int:
         raise PalyraError(f"--input is not JSON: {exc}") from None
     if not isinstance(user_input, dict):
         raise PalyraError("--input must be a JSON object")
-    store = _store()
-    runner = SkillRunner(store, default_cache_dir(state_root()))
+    paths = state_paths()
+    store = _store(paths)
+    runner = SkillRunner(store, default_cache_dir(paths.root))
     try:
         result = runner.run(
             args.skill_id,
@@ -171,15 +173,19 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         runner.close()
-    if args.output == "json":
-        print_json(result.to_json())
-    elif result.ok:
-        out = result.output
-        print(json.dumps(out, ensure_ascii=False) if isinstance(out, dict) else out)
+    emit(result, args.output, _run_text)
     if not result.ok:
         print(f"palyra-ops: {'denied' if result.denied else 'failed'}: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_text(result: SkillResult) -> str:
+    """The skill's output as it is (a final newline of its own kept); nothing for a failed run."""
+    if not result.ok:
+        return ""
+    out = result.output
+    return (json.dumps(out, ensure_ascii=False) if isinstance(out, dict) else str(out)) + "\n"
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -220,13 +226,10 @@ def _trust_remove(args: argparse.Namespace) -> int:
 def _trust_list(args: argparse.Namespace) -> int:
     from palyra_ops.skills.package import key_fingerprint
 
-    pubs = _store().trust.publishers()
-    if args.output == "json":
-        print_json({"publishers": {p: [{"key": k, "fingerprint": key_fingerprint(k)} for k in keys] for p, keys in pubs.items()}})
-        return 0
-    if not pubs:
-        print("no trusted publishers")
-    for p, keys in pubs.items():
-        for k in keys:
-            print(f"{p}  {key_fingerprint(k)}  {k}")
+    emit(_store().trust.publishers(), args.output, {
+        "text": lambda pubs: "\n".join(f"{p}  {key_fingerprint(k)}  {k}" for p, keys in pubs.items() for k in keys)
+        if pubs else "no trusted publishers",
+        "json": lambda pubs: as_json({"publishers": {
+            p: [{"key": k, "fingerprint": key_fingerprint(k)} for k in keys] for p, keys in pubs.items()}}),
+    })
     return 0

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from palyra_ops.cli._common import add_output_flag, installed_skills, print_json, use_colour
+from palyra_ops.cli._common import add_output_flag, as_json, emit, installed_skills, state_paths, use_colour
 from palyra_ops.errors import Diagnostic, PalyraError
 from palyra_ops.source import SourceSet, load_directory
 
@@ -35,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory or args.dir_flag or Path("routines.d")
     if not directory.exists() and not directory.is_symlink():
         raise PalyraError(f"routine directory {directory} does not exist")
-    source = load_directory(directory, known_skills=installed_skills())
-    if args.output == "json":
-        print_json(to_json(source, str(directory)))
-    else:
-        sys.stdout.write(render_text(source, colour=use_colour(sys.stdout)))
+    source = load_directory(directory, known_skills=installed_skills(state_paths()))
+    emit(source, args.output, {
+        "text": lambda s: render_text(s, colour=use_colour(sys.stdout)),
+        "json": lambda s: as_json(to_json(s, str(directory))),
+    })
     return 0 if source.ok else 1
 
 

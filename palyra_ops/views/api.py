@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from palyra_ops.clock import rfc3339
 
@@ -45,21 +44,11 @@ def zone(name: str | None) -> tzinfo:
     """
     if not name or name.lower() == "utc":
         return UTC
-    try:
-        from palyra_ops.schedule import resolve_zone
+    from palyra_ops.schedule import resolve_zone
 
+    try:
         return resolve_zone(name)
-    except ImportError:  # pragma: no cover - schedule module always present in a full install
-        pass
     except ValueError:
-        return UTC
-    if name == "local":
-        from datetime import datetime
-
-        return datetime.now().astimezone().tzinfo or UTC
-    try:
-        return ZoneInfo(name)
-    except (KeyError, ValueError):
         return UTC
 
 
