@@ -15,6 +15,7 @@ entry or directory that is not ours, or is group/world-writable, is ignored and 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -135,22 +136,25 @@ def cache_dir(base: Path | str, path: Path | str, *, create: bool) -> bool:
     for level in reversed(levels):
         if level.is_dir() and not level.is_symlink() and trusted(level):
             continue
-        if not create:
+        if not create or not _remake_private(level):
             return False
-        try:
-            if level.is_symlink() or level.is_file():
-                level.unlink()
-            elif level.exists():
-                import shutil
+    return True
 
-                shutil.rmtree(level)
-            os.mkdir(level, DIR_MODE)
-            os.chmod(level, DIR_MODE)
-        except FileExistsError:
-            if not trusted(level):
-                return False
-        except OSError:
-            return False
+
+def _remake_private(level: Path) -> bool:
+    """Replace whatever is at `level` (missing, untrusted, a link or a file) with a 0700 directory
+    of ours; False when that cannot be done or someone else's directory won a race."""
+    try:
+        if level.is_symlink() or level.is_file():
+            level.unlink()
+        elif level.exists():
+            shutil.rmtree(level)
+        os.mkdir(level, DIR_MODE)
+        os.chmod(level, DIR_MODE)
+    except FileExistsError:
+        return trusted(level)
+    except OSError:
+        return False
     return True
 
 
