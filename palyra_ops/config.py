@@ -5,25 +5,39 @@ next to the routines describes the deployment, and a flag overrides it for one r
 API keys, webhook integration secrets) are only ever *references* to environment variables, read when
 used, so the config file is safe to commit.
 
-Every key of the file is type-checked against `KEYS` (one line per key) before anything is built:
-an unknown key, a string where a boolean or number belongs (`allow_remote: "false"` must never mean
-true), or a value out of range is an error naming the key path and its file:line:column, and all of
-them are reported at once. Nothing is coerced.
+Every key of the file is type-checked against `KEYS` (one line per key, checks in `config_checks`)
+before anything is built: an unknown key, a string where a boolean or number belongs
+(`allow_remote: "false"` must never mean true), or a value out of range is an error naming the key
+path and its file:line:column, and all of them are reported at once. Nothing is coerced.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from palyra_ops.durations import format_duration_ms, parse_duration_ms
+from palyra_ops.config_checks import (
+    ENV_NAME,
+    Check,
+    Source,
+    boolean,
+    check_tree,
+    duration,
+    env_ref,
+    integer,
+    nullable,
+    number,
+    one_of,
+    parse,
+    patterns,
+    size,
+    string,
+    url,
+)
+from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import PalyraError
 
 DEFAULT_LISTEN = "127.0.0.1:7142"
@@ -154,151 +168,6 @@ def parse_listen(text: str, what: str = "--listen") -> tuple[str, int]:
     return host, port
 
 
-# -- value checks -------------------------------------------------------------------------------------
-# A check returns None when the value is acceptable, else what was expected (the message after
-# "KEY: "). Values are checked as YAML produced them: nothing is converted before or after.
-
-Check = Callable[[Any], "str | None"]
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, int | float):
-        return f"the number {value!r}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def boolean(value: Any) -> str | None:
-    """true or false only: YAML 1.1's yes/no/on/off are refused by the walker (see _check_value)."""
-    return None if isinstance(value, bool) else f"expected true or false, got {_describe(value)}"
-
-
-def string(*, choices: tuple[str, ...] | None = None, pattern: str | None = None, what: str = "a string") -> Check:
-    rx = re.compile(pattern) if pattern else None
-
-    def check(value: Any) -> str | None:
-        if not isinstance(value, str) or not value.strip():
-            return f"expected {what}, got {_describe(value)}"
-        if choices is not None and value not in choices:
-            return f"{value!r} is not one of {', '.join(choices)}"
-        if rx is not None and not rx.fullmatch(value):
-            return f"expected {what}, got {value!r}"
-        return None
-
-    return check
-
-
-def integer(lo: int | None = None, hi: int | None = None) -> Check:
-    def check(value: Any) -> str | None:
-        rng = _range_text(lo, hi)
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"expected an integer{rng}, got {_describe(value)}"
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            return f"expected an integer{rng}, got {value}"
-        return None
-
-    return check
-
-
-def number(lo: float | None = None, hi: float | None = None, *, above: float | None = None) -> Check:
-    def check(value: Any) -> str | None:
-        rng = f" greater than {above:g}" if above is not None else _range_text(lo, hi)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"expected a number{rng}, got {_describe(value)}"
-        if (lo is not None and value < lo) or (hi is not None and value > hi) or (above is not None and value <= above):
-            return f"expected a number{rng}, got {value}"
-        return None
-
-    return check
-
-
-def _num(v: float) -> str:
-    return str(v) if isinstance(v, int) else f"{v:g}"
-
-
-def _range_text(lo: float | None, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f" between {_num(lo)} and {_num(hi)}"
-    if lo is not None:
-        return f" >= {_num(lo)}"
-    if hi is not None:
-        return f" <= {_num(hi)}"
-    return ""
-
-
-def duration(*, min_ms: int = 1, zero_off: bool = False) -> Check:
-    """A duration string (`30s`, `1h30m`); `zero_off`: `0` (number or string) switches the thing off."""
-
-    def check(value: Any) -> str | None:
-        if zero_off and (value == 0 and not isinstance(value, bool) or value == "0"):
-            return None
-        if not isinstance(value, str):
-            off = " (or 0 to turn it off)" if zero_off else ""
-            return f"expected a duration such as 30s, 5m or 1h30m{off}, got {_describe(value)}"
-        try:
-            ms = parse_duration_ms(value)
-        except ValueError as exc:
-            return str(exc)
-        if ms < min_ms:
-            return f"must be at least {format_duration_ms(min_ms)}, got {value!r}"
-        return None
-
-    return check
-
-
-def size(value: Any) -> str | None:
-    from palyra_ops.memory.maintenance import parse_size_bytes
-
-    if isinstance(value, bool):
-        return f"expected a size such as 1048576, 512KiB or 256MB, got {_describe(value)}"
-    try:
-        parse_size_bytes(value)
-    except PalyraError:
-        return f"expected a size such as 1048576, 512KiB or 256MB, got {_describe(value)}"
-    return None
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def env_ref(value: Any) -> str | None:
-    if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str) and _ENV_NAME.fullmatch(value["env"]):
-        return None
-    return f"secrets are only accepted as {{env: NAME}} references, got {_describe(value)}"
-
-
-def url(value: Any) -> str | None:
-    if isinstance(value, str) and re.match(r"^https?://[^\s/]+", value):
-        return None
-    return f"expected an http:// or https:// URL, got {_describe(value)}"
-
-
-def nullable(check: Check) -> Check:
-    def inner(value: Any) -> str | None:
-        return None if value is None else check(value)
-
-    return inner
-
-
-def one_of(*checks: Check) -> Check:
-    """The first check's message when none accepts the value."""
-
-    def inner(value: Any) -> str | None:
-        errors = [c(value) for c in checks]
-        return None if any(e is None for e in errors) else errors[0]
-
-    return inner
-
-
 # -- the config file's keys: ONE LINE PER KEY -------------------------------------------------------------
 # Dotted key path → check. `*` stands for any name (`integrations.github.secret`). A mapping is implied
 # by the keys below it (and may be empty or null); any key not listed here is an error naming it.
@@ -331,7 +200,7 @@ KEYS: dict[str, Check] = {
     "memory.embedder.dim": integer(1, 65536),
     "memory.embedder.model": string(),
     "memory.embedder.base_url": url,
-    "memory.embedder.api_key_env": nullable(string(pattern=_ENV_NAME.pattern, what="an environment variable name")),
+    "memory.embedder.api_key_env": nullable(string(pattern=ENV_NAME.pattern, what="an environment variable name")),
     "memory.embedder.version": one_of(string(), integer(0)),
     "memory.embedder.timeout_s": number(above=0),
     "skills.audit_interval": duration(zero_off=True),
@@ -346,127 +215,12 @@ KEYS: dict[str, Check] = {
     "delivery.allow_link_local_targets": boolean,
 }
 
-_PATTERNS: list[tuple[tuple[str, ...], Check]] = []
+_TABLE = patterns(KEYS)
 
 
-def _patterns() -> list[tuple[tuple[str, ...], Check]]:
-    if len(_PATTERNS) != len(KEYS):
-        _PATTERNS[:] = [(tuple(k.split(".")), c) for k, c in KEYS.items()]
-    return _PATTERNS
-
-
-def _match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
-    return len(pattern) == len(path) and all(p in ("*", q) for p, q in zip(pattern, path, strict=True))
-
-
-def _children(path: tuple[str, ...]) -> list[str]:
-    """Names allowed directly under the mapping at `path` (`NAME` for a wildcard)."""
-    out: list[str] = []
-    for pattern, _ in _patterns():
-        if len(pattern) > len(path) and _match(pattern[: len(path)], path):
-            name = pattern[len(path)]
-            name = "NAME" if name == "*" else name
-            if name not in out:
-                out.append(name)
-    return out
-
-
-@dataclass
-class _Source:
-    """Where config values came from, for error messages: `file:line:col` per key path."""
-
-    name: str = "config"
-    positions: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)
-    #: the text of plain scalars YAML read as booleans, to refuse yes/no/on/off
-    bool_words: dict[tuple[str, ...], str] = field(default_factory=dict)
-
-    def where(self, path: tuple[str, ...]) -> str:
-        while path and path not in self.positions:
-            path = path[:-1]
-        pos = self.positions.get(path)
-        return f"{self.name}:{pos[0]}:{pos[1]}" if pos else self.name
-
-    def error(self, path: tuple[str, ...], message: str) -> str:
-        return f"{self.where(path)}: {'.'.join(path)}: {message}" if path else f"{self.where(path)}: {message}"
-
-
-def check_config(data: Any, source: _Source | None = None) -> None:
+def check_config(data: Any, source: Source | None = None) -> None:
     """Every key known, every value of the right type and range; all problems in one PalyraError."""
-    src = source or _Source()
-    if not isinstance(data, dict):
-        raise PalyraError(f"{src.name}: the config must be a mapping, got {_describe(data)}")
-    errors: list[str] = []
-    _walk(data, (), src, errors)
-    if errors:
-        raise PalyraError("\n".join(errors))
-
-
-def _walk(mapping: dict[Any, Any], path: tuple[str, ...], src: _Source, errors: list[str]) -> None:
-    for raw_key, value in mapping.items():
-        key = path + (str(raw_key),)
-        check = next((c for pattern, c in _patterns() if _match(pattern, key)), None)
-        if check is not None:
-            problem = check(value)
-            word = src.bool_words.get(key)
-            if problem is None and check is boolean and word is not None and word.lower() not in ("true", "false"):
-                problem = f"write true or false, not {word!r} (YAML 1.1 reads it as a boolean, YAML 1.2 as a string)"
-            if problem is not None:
-                errors.append(src.error(key, problem))
-            continue
-        allowed = _children(key)
-        if allowed:  # a section
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                errors.append(src.error(key, f"expected a mapping (with {', '.join(allowed)}), got {_describe(value)}"))
-                continue
-            _walk(value, key, src, errors)
-            continue
-        expected = _children(path)
-        errors.append(src.error(key, f"unknown key; expected {', '.join(expected) if expected else 'nothing here'}"))
-
-
-def _parse(text: str, name: str) -> tuple[Any, _Source]:
-    """YAML → data plus the position of every key (and duplicate keys refused)."""
-    src = _Source(name)
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return {}, src
-        errors: list[str] = []
-        _positions(node, (), src, errors)
-        if errors:
-            raise PalyraError("\n".join(errors))
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        raise PalyraError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise PalyraError(f"{name}: invalid YAML: {exc}") from None
-    finally:
-        loader.dispose()
-    return data, src
-
-
-def _positions(node: yaml.Node, path: tuple[str, ...], src: _Source, errors: list[str]) -> None:
-    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool" and not node.style:
-        src.bool_words[path] = node.value
-    if not isinstance(node, yaml.MappingNode):
-        return
-    seen: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
-        sub = path + (key,)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            errors.append(f"{src.name}:{line}:{key_node.start_mark.column + 1}: {'.'.join(sub)}: "
-                          f"duplicate key (first at line {seen[key]})")
-            continue
-        seen[key] = line
-        src.positions[sub] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
-        _positions(value_node, sub, src, errors)
+    check_tree(data, _TABLE, source or Source())
 
 
 def _env_ref(value: Any) -> EnvRef | None:
@@ -491,130 +245,150 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _load_file(path: Path) -> tuple[dict[str, Any], _Source]:
+def _load_file(path: Path) -> tuple[dict[str, Any], Source]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PalyraError(f"{path}: cannot read config: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise PalyraError(f"{path}: the config is not UTF-8 text") from None
-    data, src = _parse(text, str(path))
+    data, src = parse(text, str(path))
     check_config(data, src)
     return data, src
 
 
 def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | None = None,
-                 source: _Source | None = None, **flags: Any) -> DaemonConfig:
+                 source: Source | None = None, **flags: Any) -> DaemonConfig:
     """Merge flags (None = not given) over the config file's values.
 
     Relative paths in the file are relative to the file's directory (`base_dir`), as in most tools,
     so `palyra-ops daemon --config deploy/palyra.yaml` works from anywhere.
     """
-    src = source or _Source()
+    src = source or Source()
     data = dict(file_data or {})
     check_config(data, src)
-
-    def section(name: str) -> dict[str, Any]:
-        return data.get(name) or {}
-
-    def rel(p: Any) -> Path:
-        path = Path(str(p)).expanduser()
-        return path if path.is_absolute() or base_dir is None else base_dir / path
-
-    if flags.get("listen"):
-        host, port = parse_listen(str(flags["listen"]))
-    elif "listen" in data:
-        try:
-            host, port = parse_listen(data["listen"], "listen")
-        except PalyraError as exc:
-            raise PalyraError(f"{src.where(('listen',))}: {exc.message}") from None
-    else:
-        host, port = parse_listen(DEFAULT_LISTEN)
-
-    journal = flags.get("journal")
-    if journal is None and data.get("journal"):
-        from palyra_ops.journal.faults import check_location
-
-        journal = rel(check_location(str(data["journal"])))  # a URL is refused, not taken for a path
-    dir_ = flags.get("dir")
-    if dir_ is None and data.get("dir"):
-        dir_ = rel(data["dir"])
-    state_root = flags.get("state_root")
-    if state_root is None and data.get("state_root"):
-        state_root = rel(data["state_root"])
-
-    b = section("backend")
-    kind = flags.get("backend") or b.get("kind", "echo")
-    if kind not in BACKEND_KINDS:
-        raise PalyraError(f"--backend {kind!r} is not one of {', '.join(BACKEND_KINDS)}")
-    backend = BackendConfig(
-        kind=kind,
-        url=flags.get("backend_url") or b.get("url"),
-        model=b.get("model"),
-        api_key=_env_ref(b.get("api_key")),
-        timeout_ms=_ms(b.get("timeout", "60s")),
-    )
-    if backend.kind in ("http", "openai") and not backend.url:
-        raise PalyraError(src.error(("backend", "kind"), f"backend kind {backend.kind} needs backend.url (or --backend-url)"))
-
-    integrations = {
-        str(name): IntegrationConfig(str(name), _env_ref((spec or {}).get("secret")))
-        for name, spec in section("integrations").items()
-    }
-
-    # one parser for the memory section: the memory library's, which knows every key it uses
-    from palyra_ops.memory.maintenance import MemoryConfig as _MemoryConfig
-
-    try:
-        memory = _MemoryConfig.from_dict(data.get("memory"))
-    except PalyraError as exc:
-        raise PalyraError(f"{src.where(('memory',))}: {exc.message}") from None
-
-    s = section("skills")
-    if flags.get("skills_audit_interval") is not None:
-        audit_ms = _flag_duration(flags["skills_audit_interval"], "--skills-audit-interval", zero_off=True)
-    else:
-        audit_ms = _ms(s.get("audit_interval", "6h"))
-
-    w = section("watcher")
-    rescan = flags.get("rescan_interval")
-    watcher = WatcherConfig(
-        self_heal=True if flags.get("self_heal") else w.get("self_heal", False),
-        rescan_interval_ms=(_flag_duration(rescan, "--rescan-interval") if rescan else _ms(w.get("rescan_interval", "5m"))),
-        debounce_ms=_ms(w.get("debounce", "150ms")),
-    )
-
-    d = section("dispatch")
-    max_body = flags.get("max_body_bytes")
-    if max_body is not None:
-        problem = KEYS["max_body_bytes"](max_body)
-        if problem is not None:
-            raise PalyraError(f"--max-body-bytes: {problem}")
-    else:
-        max_body = data.get("max_body_bytes", 1 << 20)
-    dl = section("delivery")
-    delivery = DeliveryConfig(file_root=rel(dl["file_root"]) if dl.get("file_root") else None,
-                              allow_link_local_targets=dl.get("allow_link_local_targets", False))
+    merge = _Merge(data, flags, src, base_dir)
+    host, port = merge.listen()
+    journal, dir_, state_root = merge.paths()
+    d = merge.section("dispatch")
+    dl = merge.section("delivery")
     return DaemonConfig(
         host=host,
         port=port,
-        journal=Path(journal) if journal is not None else None,
-        dir=Path(dir_) if dir_ is not None else Path("routines.d"),
+        journal=journal,
+        dir=dir_,
         watch=True if flags.get("watch") else data.get("watch", False),
         allow_remote=True if flags.get("allow_remote") else data.get("allow_remote", False),
-        state_root=Path(state_root) if state_root is not None else None,
-        backend=backend,
-        integrations=integrations,
-        memory=memory,
-        skills=SkillsConfig(audit_interval_ms=audit_ms),
-        watcher=watcher,
+        state_root=state_root,
+        backend=merge.backend(),
+        integrations={
+            str(name): IntegrationConfig(str(name), _env_ref((spec or {}).get("secret")))
+            for name, spec in merge.section("integrations").items()
+        },
+        memory=merge.memory(),
+        skills=merge.skills(),
+        watcher=merge.watcher(),
         dispatch_clients=d.get("clients", 4),
         dispatch_concurrency=d.get("concurrency", 8),
         keep_alive_ms=_ms(d.get("keep_alive", "20s")),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
-        max_body_bytes=int(max_body),
-        delivery=delivery,
+        max_body_bytes=merge.max_body_bytes(),
+        delivery=DeliveryConfig(file_root=merge.rel(dl["file_root"]) if dl.get("file_root") else None,
+                                allow_link_local_targets=dl.get("allow_link_local_targets", False)),
     )
+
+
+@dataclass
+class _Merge:
+    """Flags over already checked file data, one setting group at a time."""
+
+    data: dict[str, Any]
+    flags: dict[str, Any]
+    src: Source
+    base_dir: Path | None
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.data.get(name) or {}
+
+    def rel(self, p: Any) -> Path:
+        path = Path(str(p)).expanduser()
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
+
+    def listen(self) -> tuple[str, int]:
+        if self.flags.get("listen"):
+            return parse_listen(str(self.flags["listen"]))
+        if "listen" not in self.data:
+            return parse_listen(DEFAULT_LISTEN)
+        try:
+            return parse_listen(self.data["listen"], "listen")
+        except PalyraError as exc:
+            raise PalyraError(f"{self.src.where(('listen',))}: {exc.message}") from None
+
+    def paths(self) -> tuple[Path | None, Path, Path | None]:
+        """(journal, routine dir, state root); a flag as given, a file's value relative to the file."""
+        journal = self.flags.get("journal")
+        if journal is None and self.data.get("journal"):
+            from palyra_ops.journal.faults import check_location
+
+            journal = self.rel(check_location(str(self.data["journal"])))  # a URL is refused, not taken for a path
+        dir_ = self.flags.get("dir")
+        if dir_ is None and self.data.get("dir"):
+            dir_ = self.rel(self.data["dir"])
+        state_root = self.flags.get("state_root")
+        if state_root is None and self.data.get("state_root"):
+            state_root = self.rel(self.data["state_root"])
+        return (Path(journal) if journal is not None else None, Path(dir_) if dir_ is not None else Path("routines.d"),
+                Path(state_root) if state_root is not None else None)
+
+    def backend(self) -> BackendConfig:
+        b = self.section("backend")
+        kind = self.flags.get("backend") or b.get("kind", "echo")
+        if kind not in BACKEND_KINDS:
+            raise PalyraError(f"--backend {kind!r} is not one of {', '.join(BACKEND_KINDS)}")
+        backend = BackendConfig(
+            kind=kind,
+            url=self.flags.get("backend_url") or b.get("url"),
+            model=b.get("model"),
+            api_key=_env_ref(b.get("api_key")),
+            timeout_ms=_ms(b.get("timeout", "60s")),
+        )
+        if backend.kind in ("http", "openai") and not backend.url:
+            needs = f"backend kind {backend.kind} needs backend.url (or --backend-url)"
+            raise PalyraError(self.src.error(("backend", "kind"), needs))
+        return backend
+
+    def memory(self) -> Any:
+        # one parser for the memory section: the memory library's, which knows every key it uses
+        from palyra_ops.memory.maintenance import MemoryConfig as _MemoryConfig
+
+        try:
+            return _MemoryConfig.from_dict(self.data.get("memory"))
+        except PalyraError as exc:
+            raise PalyraError(f"{self.src.where(('memory',))}: {exc.message}") from None
+
+    def skills(self) -> SkillsConfig:
+        flag = self.flags.get("skills_audit_interval")
+        if flag is not None:
+            return SkillsConfig(_flag_duration(flag, "--skills-audit-interval", zero_off=True))
+        return SkillsConfig(_ms(self.section("skills").get("audit_interval", "6h")))
+
+    def watcher(self) -> WatcherConfig:
+        w = self.section("watcher")
+        rescan = self.flags.get("rescan_interval")
+        return WatcherConfig(
+            self_heal=True if self.flags.get("self_heal") else w.get("self_heal", False),
+            rescan_interval_ms=(_flag_duration(rescan, "--rescan-interval") if rescan else _ms(w.get("rescan_interval", "5m"))),
+            debounce_ms=_ms(w.get("debounce", "150ms")),
+        )
+
+    def max_body_bytes(self) -> int:
+        flag = self.flags.get("max_body_bytes")
+        if flag is None:
+            return int(self.data.get("max_body_bytes", 1 << 20))
+        problem = KEYS["max_body_bytes"](flag)
+        if problem is not None:
+            raise PalyraError(f"--max-body-bytes: {problem}")
+        return int(flag)
 
 
 def load_config(config_path: Path | None = None, **flags: Any) -> DaemonConfig:

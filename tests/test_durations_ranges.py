@@ -21,7 +21,8 @@ from palyra_ops.clock import MAX_INSTANT_MS, InstantError, InstantRangeError, pa
 from palyra_ops.durations import DurationError, DurationRangeError, duration_problem, parse_duration_ms
 from palyra_ops.numbers import IntegerError, parse_int
 from palyra_ops.schedule import Schedule, check_quiet_hours, check_schedule, preview
-from palyra_ops.source import _fast_validator, check_document, load_directory, schema
+from palyra_ops.source import check_document, load_directory, schema
+from palyra_ops.source.findings import fast_validator as _fast_validator
 
 HUGE = "9" * 5000
 

@@ -211,3 +211,18 @@ def test_trust_store_add_remove(tmp_path: Path) -> None:
     assert exc.value.message == "'ed25519:AAAA' is not an Ed25519 public key (expected ed25519:<base64 of 32 bytes>)"
     store.trust.remove("acme")
     assert store.trust.keys_for("acme") is None
+
+
+def test_a_missing_index_is_empty_and_a_broken_one_is_named(tmp_path: Path) -> None:
+    store = SkillStore(tmp_path / "state")
+    assert store.ids() == set() and store.trust.publishers() == {}
+    store.index_path.parent.mkdir(parents=True, exist_ok=True)
+    for path, what, shape in ((store.index_path, "skills index", ""),
+                              (store.trust.path, "trust store", " (expected {'publishers': {...}})")):
+        path.write_text('{"version": 1}')
+        with pytest.raises(PalyraError) as e:
+            store.ids() if what == "skills index" else store.trust.publishers()
+        assert e.value.message == f"{path}: malformed {what}{shape}"
+        path.write_text("{not json")
+        with pytest.raises(PalyraError, match=rf"^{path}: unreadable {what} \(Expecting property name"):
+            store.ids() if what == "skills index" else store.trust.publishers()

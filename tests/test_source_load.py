@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import palyra_ops.source as source_mod
+import palyra_ops.source.directory as source_mod
 from palyra_ops.errors import PalyraError
 from palyra_ops.source import Document, load_directory
 
@@ -112,8 +112,8 @@ def test_cache_reuses_unchanged_files_and_reparses_edited_ones(tmp_path: Path, m
     cache = tmp_path / "cache"
     cold = load_directory(root, cache_dir=cache)
     calls: list[bytes] = []
-    real = source_mod._check_file
-    monkeypatch.setattr(source_mod, "_check_file", lambda data: calls.append(data) or real(data))
+    real = source_mod.check_file
+    monkeypatch.setattr(source_mod, "check_file", lambda data: calls.append(data) or real(data))
     warm = load_directory(root, cache_dir=cache)
     assert calls == [] and warm.documents == cold.documents and warm.files == cold.files
     (root / "team" / "sre.yml").write_text(ROUTINE.format(name="a", channel="nope"))
@@ -145,5 +145,26 @@ def test_check_document_words_problems_like_validate() -> None:
     doc = {"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "a"},
            "spec": {"prompt": "x", "trigger": {"kind": "manual"}, "policies": {"concurrency": "sometimes"}}}
     assert check_document(doc) == [
+        ("spec.policies.concurrency", "'sometimes' is not one of allow, forbid, replace, queue_one")
+    ]
+
+
+def test_check_document_checks_references_like_the_directory_does() -> None:
+    """The console API's upsert judges a routine's channels and skill with the directory's wording,
+    against what it knows instead of a directory (here: "in the journal")."""
+    from palyra_ops.source import check_document
+
+    spec = {"prompt": "x", "trigger": {"kind": "manual"}, "skill": {"id": "incident-digest"},
+            "delivery": {"mode": "specific_channel", "channel": "opps", "failure_channel": "ops"}}
+    doc = {"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "a"}, "spec": spec}
+    assert check_document(doc, channels={"ops"}, skills={"incident-digets"}, where="in the journal") == [
+        ("spec.delivery.channel", "no Channel named 'opps' in the journal (did you mean 'ops'?)"),
+        ("spec.skill.id", "skill 'incident-digest' is not installed (did you mean 'incident-digets'?) (palyra-ops skills list)"),
+    ]
+    assert check_document(doc, channels={"ops", "opps"}) == []  # skills None: not checked
+    assert check_document(doc) == []  # no channels given: no reference checks at all
+    # a spec that is already wrong is not checked for references (no cascade of findings)
+    broken = {**doc, "spec": {**spec, "policies": {"concurrency": "sometimes"}}}
+    assert check_document(broken, channels=set(), skills=set()) == [
         ("spec.policies.concurrency", "'sometimes' is not one of allow, forbid, replace, queue_one")
     ]

@@ -11,15 +11,9 @@ from corpus_cases import iter_cases
 from jsonschema import Draft202012Validator
 
 from palyra_ops.durations import DURATION_PATTERN
-from palyra_ops.source import (
-    MAX_EXPANDED_NODES,
-    StrictLoader,
-    _expanded_size,
-    _fast_validator,
-    load_directory,
-    schema,
-    schema_path,
-)
+from palyra_ops.source import MAX_EXPANDED_NODES, StrictLoader, load_directory, schema, schema_path
+from palyra_ops.source.findings import fast_validator as _fast_validator
+from palyra_ops.source.yaml_strict import check_expanded_size as _expanded_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIRS = [ROOT / "routines.d", *sorted(p / "routines.d" for p in (ROOT / "examples").iterdir() if p.is_dir())]

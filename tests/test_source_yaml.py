@@ -119,3 +119,26 @@ def test_empty_documents_and_comment_only_files_define_nothing(tmp_path: Path) -
     (tmp_path / "stray.yaml").write_text("---\n---\n")
     source = load_directory(tmp_path)
     assert source.ok and source.documents == [] and len(source.files) == 2
+
+
+def test_the_dialect_is_the_same_on_the_pure_python_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyYAML built without libyaml falls back to its pure-Python parser: every corpus case must give
+    the same diagnostics there (syntax errors in that parser's own words, at the same line), and a
+    too-deep document a diagnostic rather than a RecursionError."""
+    from corpus_cases import iter_cases
+
+    import palyra_ops.source.file as file_mod
+    from palyra_ops.source.yaml_strict import PureStrictLoader
+
+    samples = Path(__file__).resolve().parent.parent / "routines.d"
+    with_c = load_directory(samples, display_root="")
+    monkeypatch.setattr(file_mod, "StrictLoader", PureStrictLoader)
+    pure = load_directory(samples, display_root="")
+    assert with_c.ok and pure.documents == with_c.documents and pure.files == with_c.files
+    for name, directory, expected in iter_cases(tmp_path):
+        got = [d.format() for d in load_directory(directory, display_root="").diagnostics]
+        syntax = [e.split(": YAML syntax error: ")[0].rsplit(":", 1)[0] for e in expected if ": YAML syntax error: " in e]
+        if syntax:
+            assert [g.split(": YAML syntax error: ")[0].rsplit(":", 1)[0] for g in got] == syntax, name
+        else:
+            assert got == expected, name

@@ -18,6 +18,7 @@ inputs. The rules (written up with examples in docs/scheduling.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -59,42 +60,45 @@ def check_schedule(schedule: dict) -> list[tuple[str, str]]:
     if not isinstance(schedule, dict):
         return [("", "must be a mapping with one of cron, every, at")]
     problems: list[tuple[str, str]] = []
-    present = [k for k in ("cron", "every", "at") if schedule.get(k) is not None]
+    present = [k for k in _KIND_PROBLEMS if schedule.get(k) is not None]
     if not present:
         problems.append(("", "needs exactly one of cron, every, at"))
     elif len(present) > 1:
         problems.append(("", f"needs exactly one of cron, every, at; got {' and '.join(present)}"))
-    if "cron" in present:
-        expr = schedule["cron"]
-        if not isinstance(expr, str):
-            problems.append(("cron", f"must be a string, got {expr!r}"))
-            expr = None
-        try:
-            cron = compile_cron(expr) if expr is not None else None
-        except CronError as exc:
-            problems.append(("cron", f"{expr!r} is not a valid cron expression: {exc}"))
-        else:
-            if cron is not None and cron.never:
-                problems.append(("cron", f"{expr!r} never fires"))
-    if "every" in present:
-        problems.extend(("every", m) for m in _every_problems(schedule["every"]))
-    if "at" in present:
-        try:
-            _at_ms(schedule["at"])
-        except ValueError as exc:
-            problems.append(("at", str(exc)))
+    for key in present:
+        problems.extend((key, m) for m in _KIND_PROBLEMS[key](schedule[key]))
     tz = schedule.get("timezone", "utc")
-    if tz is None:
-        tz = "utc"
-    message = check_timezone(tz) if isinstance(tz, str) else f"must be a string, got {tz!r}"
+    message = check_timezone("utc" if tz is None else tz) if isinstance(tz, str | None) else f"must be a string, got {tz!r}"
     if message:
         problems.append(("timezone", message))
     return problems
 
 
+def _cron_problems(expr: Any) -> list[str]:
+    if not isinstance(expr, str):
+        return [f"must be a string, got {expr!r}"]
+    try:
+        cron = compile_cron(expr)
+    except CronError as exc:
+        return [f"{expr!r} is not a valid cron expression: {exc}"]
+    return [f"{expr!r} never fires"] if cron.never else []
+
+
 def _every_problems(value: Any) -> list[str]:
     problem = duration_problem("every", value)
     return [problem] if problem else []
+
+
+def _at_problems(value: Any) -> list[str]:
+    try:
+        _at_ms(value)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+#: the schedule kinds, in the order their problems are reported, and what is wrong with a value
+_KIND_PROBLEMS: dict[str, Callable[[Any], list[str]]] = {"cron": _cron_problems, "every": _every_problems, "at": _at_problems}
 
 
 def _at_ms(value: Any) -> int:

@@ -204,9 +204,8 @@ def _croniter_refuses(text: str) -> str:
     return ""
 
 
-@lru_cache(maxsize=4096)
-def compile_cron(expr: str) -> Cron:
-    """Parse a 5-field expression or macro; raises CronError saying which field is wrong and why."""
+def _split_fields(expr: object) -> list[str]:
+    """The five fields of an expression or macro, refusing what is not Vixie cron syntax."""
     if not isinstance(expr, str):
         raise CronError(f"expected a string, got {type(expr).__name__}")
     text = expr.strip(" \t")
@@ -226,6 +225,26 @@ def compile_cron(expr: str) -> Cron:
         raise CronError(f"day-of-month field {fields[2]!r}: nearest-weekday 'W' is not supported")
     if "?" in text:
         raise CronError("'?' is not Vixie cron syntax; write '*'")
+    return fields
+
+
+def _occurrences(fields: list[str], dow: frozenset[int], nth_map: dict[int, set[int | str]]) -> tuple[tuple[int, tuple[int | str, ...]], ...]:
+    """Day-of-week '#'/'L' occurrences in a canonical order, where they stand alone."""
+    if not nth_map:
+        return ()
+    if not fields[2].startswith("*"):
+        raise CronError("day-of-week '#'/'L' occurrences cannot be combined with a day-of-month")
+    if dow:
+        raise CronError("day-of-week field mixes plain weekdays with '#'/'L' occurrences")
+    return tuple(
+        sorted((wd, tuple(sorted(ns, key=lambda n: (isinstance(n, str), str(n))))) for wd, ns in nth_map.items())
+    )
+
+
+@lru_cache(maxsize=4096)
+def compile_cron(expr: str) -> Cron:
+    """Parse a 5-field expression or macro; raises CronError saying which field is wrong and why."""
+    fields = _split_fields(expr)
     expanded = [_expand_field(i, f) for i, f in enumerate(fields)]
     complaint = _croniter_refuses(" ".join(fields))
     if complaint:  # our grammar accepted it, the second parser did not: refuse rather than guess
@@ -235,27 +254,15 @@ def compile_cron(expr: str) -> Cron:
     dom, dom_last = frozenset(expanded[2][0]), expanded[2][1]
     months = frozenset(expanded[3][0])
     dow = frozenset(d % 7 for d in expanded[4][0])
-    nth_map = expanded[4][2]
+    nth = _occurrences(fields, dow, expanded[4][2])
     day_and = fields[2].startswith("*") or fields[4].startswith("*")
-    nth: tuple[tuple[int, tuple[int | str, ...]], ...] = ()
-    if nth_map:
-        if not fields[2].startswith("*"):
-            raise CronError("day-of-week '#'/'L' occurrences cannot be combined with a day-of-month")
-        if dow:
-            raise CronError("day-of-week field mixes plain weekdays with '#'/'L' occurrences")
-        nth = tuple(
-            sorted((wd, tuple(sorted(ns, key=lambda n: (isinstance(n, str), str(n))))) for wd, ns in nth_map.items())
-        )
-    times = tuple(h * 60 + m for h in hours for m in minutes)
-    never = False
-    if day_and and not dom_last:
-        # ANDed days need a day-of-month that some chosen month has (`0 0 30 2 *`, `0 0 31 4,6 *`)
-        never = not any(d <= _MAX_MONTH_DAYS[m] for m in months for d in dom)
+    # ANDed days need a day-of-month that some chosen month has (`0 0 30 2 *`, `0 0 31 4,6 *`)
+    never = day_and and not dom_last and not any(d <= _MAX_MONTH_DAYS[m] for m in months for d in dom)
     return Cron(
         expr=expr,
         minutes=minutes,
         hours=hours,
-        times=times,
+        times=tuple(h * 60 + m for h in hours for m in minutes),
         dom=dom,
         dom_last=dom_last,
         months=months,
@@ -300,19 +307,10 @@ def next_wall_minute(cron: Cron, after_minute: int) -> int | None:
     except (ValueError, OverflowError):
         return None
     y, mo, d = d0.year, d0.month, d0.day
-    times = cron.times
     for _ in range(_SEARCH_MONTHS):
-        if mo in cron.months:
-            days = month_days(cron, y, mo)
-            i = bisect_left(days, d)
-            if i < len(days):
-                if days[i] == d:
-                    j = bisect_left(times, mod)
-                    if j < len(times):
-                        return _day_index(y, mo, d) * 1440 + times[j]
-                    i += 1
-                if i < len(days):
-                    return _day_index(y, mo, days[i]) * 1440 + times[0]
+        found = _first_in_month(cron, y, mo, d, mod) if mo in cron.months else None
+        if found is not None:
+            return found
         mo += 1
         if mo == 13:
             mo, y = 1, y + 1
@@ -320,6 +318,19 @@ def next_wall_minute(cron: Cron, after_minute: int) -> int | None:
                 return None
         d, mod = 1, 0
     return None
+
+
+def _first_in_month(cron: Cron, y: int, mo: int, d: int, mod: int) -> int | None:
+    """The first matching wall minute of month y-mo from day `d` at minute-of-day `mod` on."""
+    days = month_days(cron, y, mo)
+    times = cron.times
+    i = bisect_left(days, d)
+    if i < len(days) and days[i] == d:
+        j = bisect_left(times, mod)
+        if j < len(times):
+            return _day_index(y, mo, d) * 1440 + times[j]
+        i += 1
+    return _day_index(y, mo, days[i]) * 1440 + times[0] if i < len(days) else None
 
 
 def _day_index(y: int, mo: int, d: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,8 @@ _SIZE_UNITS = {
 }
 
 _TOP_KEYS = {"id", "version", "publisher", "entry", "modules", "description", "capabilities", "quotas"}
-_CAP_KEYS = {"filesystem", "http", "env"}
-_QUOTA_KEYS = {"fuel", "memory", "wall_time"}
+_CAP_KEYS = ("filesystem", "http", "env")
+_QUOTA_KEYS = ("fuel", "memory", "wall_time")
 
 
 def parse_size(value: object) -> int:
@@ -176,7 +177,7 @@ def _bad(path: str, message: str) -> PalyraError:
     return PalyraError(f"{MANIFEST_FILE}: {path}: {message}")
 
 
-def _unknown(obj: dict, allowed: set[str], where: str) -> None:
+def _unknown(obj: dict, allowed: Collection[str], where: str) -> None:
     extra = sorted(str(k) for k in obj if k not in allowed)
     if extra:
         prefix = f"{where}." if where else ""
@@ -206,51 +207,60 @@ def check_module_path(value: object, where: str) -> str:
     return value
 
 
+def _section(raw: object, name: str, keys: tuple[str, ...]) -> dict | None:
+    """A manifest section: None when absent, else a mapping holding only `keys`."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _bad(name, f"expected a mapping with {', '.join(keys)}")
+    _unknown(raw, keys, name)
+    return raw
+
+
 def _parse_capabilities(raw: object) -> Capabilities:
+    raw = _section(raw, "capabilities", _CAP_KEYS)
     if raw is None:
         return Capabilities()
-    if not isinstance(raw, dict):
-        raise _bad("capabilities", "expected a mapping with filesystem, http, env")
-    _unknown(raw, _CAP_KEYS, "capabilities")
-    roots: list[FilesystemRoot] = []
-    for i, item in enumerate(raw.get("filesystem") or []):
-        where = f"capabilities.filesystem[{i}]"
-        if isinstance(item, str):
-            item = {"path": item}
-        if not isinstance(item, dict):
-            raise _bad(where, "expected a path or {path, writable}")
-        _unknown(item, {"path", "writable"}, where)
-        path = item.get("path")
-        if not isinstance(path, str) or not path.startswith("/") or posixpath.normpath(path) != path:
-            raise _bad(f"{where}.path", f"{path!r} must be an absolute, normalised path")
-        if path == "/":
-            raise _bad(f"{where}.path", "the whole file system ('/') cannot be granted")
-        writable = item.get("writable", False)
-        if not isinstance(writable, bool):
-            raise _bad(f"{where}.writable", "expected true or false")
-        roots.append(FilesystemRoot(path, writable))
-    hosts: list[str] = []
-    for i, host in enumerate(raw.get("http") or []):
-        if not isinstance(host, str) or not HOST_PATTERN.match(host):
-            raise _bad(f"capabilities.http[{i}]", f"{host!r} is not a host name (e.g. api.example.com)")
-        hosts.append(host)
-    envs: list[str] = []
-    for i, name in enumerate(raw.get("env") or []):
-        if not isinstance(name, str) or not ENV_NAME_PATTERN.match(name):
-            raise _bad(f"capabilities.env[{i}]", f"{name!r} is not an environment variable name")
-        envs.append(name)
+    roots = [_filesystem_root(item, f"capabilities.filesystem[{i}]") for i, item in enumerate(raw.get("filesystem") or [])]
+    hosts = _names(raw, "http", HOST_PATTERN, "is not a host name (e.g. api.example.com)")
+    envs = _names(raw, "env", ENV_NAME_PATTERN, "is not an environment variable name")
     for key, items in (("filesystem", [r.path for r in roots]), ("http", hosts), ("env", envs)):
         if len(set(items)) != len(items):
             raise _bad(f"capabilities.{key}", "lists an entry twice")
     return Capabilities(tuple(roots), tuple(hosts), tuple(envs))
 
 
+def _filesystem_root(item: object, where: str) -> FilesystemRoot:
+    if isinstance(item, str):
+        item = {"path": item}
+    if not isinstance(item, dict):
+        raise _bad(where, "expected a path or {path, writable}")
+    _unknown(item, {"path", "writable"}, where)
+    path = item.get("path")
+    if not isinstance(path, str) or not path.startswith("/") or posixpath.normpath(path) != path:
+        raise _bad(f"{where}.path", f"{path!r} must be an absolute, normalised path")
+    if path == "/":
+        raise _bad(f"{where}.path", "the whole file system ('/') cannot be granted")
+    writable = item.get("writable", False)
+    if not isinstance(writable, bool):
+        raise _bad(f"{where}.writable", "expected true or false")
+    return FilesystemRoot(path, writable)
+
+
+def _names(raw: dict, key: str, pattern: re.Pattern[str], problem: str) -> list[str]:
+    """`capabilities.<key>`: a list of names each matching `pattern`."""
+    names: list[str] = []
+    for i, name in enumerate(raw.get(key) or []):
+        if not isinstance(name, str) or not pattern.match(name):
+            raise _bad(f"capabilities.{key}[{i}]", f"{name!r} {problem}")
+        names.append(name)
+    return names
+
+
 def _parse_quotas(raw: object) -> Quotas:
+    raw = _section(raw, "quotas", _QUOTA_KEYS)
     if raw is None:
         return Quotas()
-    if not isinstance(raw, dict):
-        raise _bad("quotas", "expected a mapping with fuel, memory, wall_time")
-    _unknown(raw, _QUOTA_KEYS, "quotas")
     fuel = raw.get("fuel", DEFAULT_FUEL)
     if isinstance(fuel, bool) or not isinstance(fuel, int) or not 1 <= fuel <= MAX_FUEL:
         raise _bad("quotas.fuel", f"{fuel!r} must be an integer in 1..{MAX_FUEL}")

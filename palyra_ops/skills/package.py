@@ -67,26 +67,35 @@ def collect_files(root: Path) -> dict[str, str]:
         for name in sorted(dirnames + filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            st = full.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                raise PalyraError(f"package file {rel!r} is a symbolic link; packages may hold only regular files")
-            if stat.S_ISDIR(st.st_mode):
+            size = _payload_file_size(full, rel)
+            if size is None:
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                raise PalyraError(f"package file {rel!r} is not a regular file")
-            if "\n" in rel or "\\" in rel:
-                raise PalyraError(f"package file name {rel!r} contains a newline or backslash")
-            if rel == SIGNATURE_FILE:
-                continue
-            if st.st_size > MAX_FILE_BYTES:
-                raise PalyraError(f"package file {rel!r} is larger than {MAX_FILE_BYTES} bytes")
-            total += st.st_size
+            total += size
             if total > MAX_PACKAGE_BYTES:
                 raise PalyraError(f"package is larger than {MAX_PACKAGE_BYTES} bytes")
             if len(files) >= MAX_FILES:
                 raise PalyraError(f"package holds more than {MAX_FILES} files")
             files[rel] = sha256_file(full)
     return files
+
+
+def _payload_file_size(full: Path, rel: str) -> int | None:
+    """The size of a package entry that is part of the signed payload; None for a directory or the
+    signature itself; PalyraError for anything a package may not hold."""
+    st = full.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise PalyraError(f"package file {rel!r} is a symbolic link; packages may hold only regular files")
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise PalyraError(f"package file {rel!r} is not a regular file")
+    if "\n" in rel or "\\" in rel:
+        raise PalyraError(f"package file name {rel!r} contains a newline or backslash")
+    if rel == SIGNATURE_FILE:
+        return None
+    if st.st_size > MAX_FILE_BYTES:
+        raise PalyraError(f"package file {rel!r} is larger than {MAX_FILE_BYTES} bytes")
+    return st.st_size
 
 
 def payload_bytes(files: dict[str, str]) -> bytes:

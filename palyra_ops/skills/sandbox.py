@@ -333,25 +333,7 @@ class SkillRunner:
         store.set_epoch_deadline(math.ceil(q.wall_time_ms / self.tick_ms) + 1)
         self._ctx.hosts = tuple(skill.manifest.capabilities.http)
         self._ctx.deadline = time.monotonic() + q.wall_time_ms / 1000
-        instance: wasmtime.Instance | None = None
-        exit_code: int | None = None
-        reason: str | None = None
-        self._enter()
-        try:
-            instance = pre.instantiate(store)
-            start = instance.exports(store)["_start"]
-            assert isinstance(start, wasmtime.Func)
-            start(store)
-            exit_code = 0
-        except wasmtime.ExitTrap as exc:
-            exit_code = exc.code
-        except wasmtime.Trap as exc:
-            reason = self._trap_reason(exc, skill)
-        except wasmtime.WasmtimeError as exc:
-            reason = f"{'instantiation failed' if instance is None else 'runtime error'}: {_first_line(exc)}"
-        finally:
-            self._leave()
-            self._ctx.hosts = ()
+        instance, exit_code, reason = self._run_start(store, pre, skill)
         fuel_used = q.fuel - store.get_fuel()
         stderr = _tail(err)
         if reason is None and exit_code != 0:
@@ -364,19 +346,32 @@ class SkillRunner:
             if stderr:
                 reason += f"; stderr: {stderr}"
             return SkillResult(False, None, reason, fuel_used, _ms(t0), cache=cache, exit_code=exit_code, stderr=stderr)
-        try:
-            text = out.decode("utf-8")
-        except UnicodeDecodeError:
+        output = _output(out)
+        if output is None:
             return SkillResult(False, None, "output is not UTF-8 text", fuel_used, _ms(t0), cache=cache, exit_code=0, stderr=stderr)
-        output: str | dict = text
-        if text.lstrip().startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                output = parsed
         return SkillResult(True, output, None, fuel_used, _ms(t0), cache=cache, exit_code=0, stderr=stderr)
+
+    def _run_start(
+        self, store: wasmtime.Store, pre: wasmtime.InstancePre, skill: InstalledSkill
+    ) -> tuple[wasmtime.Instance | None, int | None, str | None]:
+        """Instantiate and run `_start`: (the instance if it was made, exit code, why it failed)."""
+        instance: wasmtime.Instance | None = None
+        self._enter()
+        try:
+            instance = pre.instantiate(store)
+            start = instance.exports(store)["_start"]
+            assert isinstance(start, wasmtime.Func)
+            start(store)
+            return instance, 0, None
+        except wasmtime.ExitTrap as exc:
+            return instance, exc.code, None
+        except wasmtime.Trap as exc:
+            return instance, None, self._trap_reason(exc, skill)
+        except wasmtime.WasmtimeError as exc:
+            return instance, None, f"{'instantiation failed' if instance is None else 'runtime error'}: {_first_line(exc)}"
+        finally:
+            self._leave()
+            self._ctx.hosts = ()
 
     @staticmethod
     def _trap_reason(exc: wasmtime.Trap, skill: InstalledSkill) -> str:
@@ -452,3 +447,19 @@ def _tail(err: bytearray) -> str:
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
+
+
+def _output(out: bytearray) -> str | dict | None:
+    """What the skill wrote: a JSON object when it wrote one, else the text; None if not UTF-8."""
+    try:
+        text = out.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    return text

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import threading
@@ -30,7 +29,7 @@ from palyra_ops.errors import Conflict, NotFound, PalyraError
 from palyra_ops.fsmodes import open_private, private_dir
 from palyra_ops.skills.manifest import Manifest, Quotas, parse_manifest_data, semver_key
 from palyra_ops.skills.package import SIGNATURE_FILE, collect_files, open_package
-from palyra_ops.skills.truststore import TRUST_FILE, TrustStore, atomic_write_json
+from palyra_ops.skills.truststore import TRUST_FILE, TrustStore, atomic_write_json, read_json_doc
 from palyra_ops.skills.verify import VerifiedPackage, verify_package_dir
 
 INDEX_FILE = "index.json"
@@ -152,15 +151,7 @@ class SkillStore:
                 os.close(fd)  # closing releases the flock
 
     def _read_doc(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.index_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {"version": 1, "skills": {}}
-        except (OSError, ValueError) as exc:
-            raise PalyraError(f"{self.index_path}: unreadable skills index ({exc})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("skills"), dict):
-            raise PalyraError(f"{self.index_path}: malformed skills index")
-        return doc
+        return read_json_doc(self.index_path, "skills", "skills index")
 
     def _skill(self, rec: dict[str, Any]) -> InstalledSkill:
         return InstalledSkill(

@@ -28,21 +28,27 @@ def atomic_write_json(path: Path, doc: Any) -> None:
     write_private(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+def read_json_doc(path: Path, key: str, what: str, shape: str = "") -> dict[str, Any]:
+    """One of our JSON documents, `{"version": 1, key: {...}}`: a missing file is an empty one (nothing
+    installed or trusted yet), an unreadable or malformed one an error naming `what` it is."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"version": 1, key: {}}
+    except (OSError, ValueError) as exc:
+        raise PalyraError(f"{path}: unreadable {what} ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), dict):
+        raise PalyraError(f"{path}: malformed {what}{shape}")
+    return doc
+
+
 class TrustStore:
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
         self.clock = clock or SystemClock()
 
     def _load(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {"version": 1, "publishers": {}}
-        except (OSError, ValueError) as exc:
-            raise PalyraError(f"{self.path}: unreadable trust store ({exc})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("publishers"), dict):
-            raise PalyraError(f"{self.path}: malformed trust store (expected {{'publishers': {{...}}}})")
-        return doc
+        return read_json_doc(self.path, "publishers", "trust store", " (expected {'publishers': {...}})")
 
     def keys_for(self, publisher: str) -> list[str] | None:
         """Trusted keys of `publisher`, or None when the publisher is unknown."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import wasmtime
 
 from palyra_ops.errors import PalyraError
-from palyra_ops.skills.manifest import Manifest, format_size
+from palyra_ops.skills.manifest import Capabilities, Manifest, format_size
 from palyra_ops.skills.package import (
     Signature,
     collect_files,
@@ -80,66 +80,81 @@ class VerifiedPackage:
 
 def check_module(wasm: bytes, rel: str, manifest: Manifest, *, entry: bool) -> None:
     """Validity, import/export limits and capability match of one module; raises PalyraError."""
-    engine = _validation_engine()
-    try:
-        wasmtime.Module.validate(engine, wasm)
-        module = wasmtime.Module(engine, wasm)
-    except wasmtime.WasmtimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
-        raise PalyraError(f"module {rel!r} is not valid WebAssembly: {first}", code="invalid_module") from None
+    module = _compile(wasm, rel)
     imports = module.imports
     exports = module.exports
     if len(imports) > MAX_IMPORTS:
         raise PalyraError(f"module {rel!r} has {len(imports)} imports; at most {MAX_IMPORTS} are allowed", code="invalid_module")
     if len(exports) > MAX_EXPORTS:
         raise PalyraError(f"module {rel!r} has {len(exports)} exports; at most {MAX_EXPORTS} are allowed", code="invalid_module")
-    caps = manifest.capabilities
     for imp in imports:
-        what = f"{imp.module}.{imp.name}"
-        if not isinstance(imp.type, wasmtime.FuncType):
-            raise PalyraError(f"module {rel!r} imports {what}, which is not a function; only host functions may be imported", code="capability")
-        if imp.module == WASI:
-            name = imp.name or ""
-            if name in WASI_BASE:
-                continue
-            if name in WASI_FILESYSTEM:
-                if not caps.filesystem:
-                    raise PalyraError(
-                        f"module {rel!r} imports WASI filesystem function {what} but the manifest declares no "
-                        "filesystem capability",
-                        code="capability",
-                    )
-                continue
-            if name in WASI_REFUSED:
-                raise PalyraError(f"module {rel!r} imports {what}: {WASI_REFUSED[name]}", code="capability")
-            raise PalyraError(f"module {rel!r} imports unknown WASI function {what}", code="capability")
-        if imp.module == HTTP_MODULE and imp.name == "fetch":
-            if not caps.http:
-                raise PalyraError(
-                    f"module {rel!r} imports {what} but the manifest declares no http capability", code="capability"
-                )
-            continue
-        raise PalyraError(f"module {rel!r} imports {what}, which the sandbox does not provide", code="capability")
-    memories = [e for e in exports if isinstance(e.type, wasmtime.MemoryType)]
-    for mem in memories:
-        mt = mem.type
-        assert isinstance(mt, wasmtime.MemoryType)
-        if mt.is_64 or mt.is_shared:
-            raise PalyraError(f"module {rel!r}: 64-bit and shared memories are not supported", code="invalid_module")
-        need = mt.limits.min * mt.page_size
-        if need > manifest.quotas.memory_bytes:
-            raise PalyraError(
-                f"module {rel!r} needs {format_size(need)} of memory at start, above its quota of "
-                f"{format_size(manifest.quotas.memory_bytes)}",
-                code="invalid_module",
-            )
+        _check_import(imp, rel, manifest.capabilities)
+    for mem in exports:
+        if isinstance(mem.type, wasmtime.MemoryType):
+            _check_memory(mem.type, rel, manifest)
     if entry:
-        by_name = {e.name: e.type for e in exports}
-        start = by_name.get("_start")
-        if not isinstance(start, wasmtime.FuncType) or start.params or start.results:
-            raise PalyraError(f"entry module {rel!r} must export a function _start with no parameters and results (a WASI command)", code="invalid_module")
-        if not isinstance(by_name.get("memory"), wasmtime.MemoryType):
-            raise PalyraError(f"entry module {rel!r} must export its linear memory as 'memory'", code="invalid_module")
+        _check_entry_exports(exports, rel)
+
+
+def _compile(wasm: bytes, rel: str) -> wasmtime.Module:
+    engine = _validation_engine()
+    try:
+        wasmtime.Module.validate(engine, wasm)
+        return wasmtime.Module(engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise PalyraError(f"module {rel!r} is not valid WebAssembly: {first}", code="invalid_module") from None
+
+
+def _check_import(imp: wasmtime.ImportType, rel: str, caps: Capabilities) -> None:
+    """An import must be a host function the sandbox provides and the manifest's capabilities allow."""
+    what = f"{imp.module}.{imp.name}"
+    if not isinstance(imp.type, wasmtime.FuncType):
+        raise PalyraError(f"module {rel!r} imports {what}, which is not a function; only host functions may be imported", code="capability")
+    if imp.module == WASI:
+        refusal = _wasi_refusal(imp.name or "", caps)
+        if refusal:
+            raise PalyraError(f"module {rel!r} imports {refusal.format(what=what)}", code="capability")
+        return
+    if imp.module == HTTP_MODULE and imp.name == "fetch":
+        if not caps.http:
+            raise PalyraError(f"module {rel!r} imports {what} but the manifest declares no http capability", code="capability")
+        return
+    raise PalyraError(f"module {rel!r} imports {what}, which the sandbox does not provide", code="capability")
+
+
+def _wasi_refusal(name: str, caps: Capabilities) -> str:
+    """Why a WASI function may not be imported ("" when it may), `{what}` standing for its name."""
+    if name in WASI_BASE:
+        return ""
+    if name in WASI_FILESYSTEM:
+        return "" if caps.filesystem else (
+            "WASI filesystem function {what} but the manifest declares no filesystem capability"
+        )
+    if name in WASI_REFUSED:
+        return "{what}: " + WASI_REFUSED[name]
+    return "unknown WASI function {what}"
+
+
+def _check_memory(mt: wasmtime.MemoryType, rel: str, manifest: Manifest) -> None:
+    if mt.is_64 or mt.is_shared:
+        raise PalyraError(f"module {rel!r}: 64-bit and shared memories are not supported", code="invalid_module")
+    need = mt.limits.min * mt.page_size
+    if need > manifest.quotas.memory_bytes:
+        raise PalyraError(
+            f"module {rel!r} needs {format_size(need)} of memory at start, above its quota of "
+            f"{format_size(manifest.quotas.memory_bytes)}",
+            code="invalid_module",
+        )
+
+
+def _check_entry_exports(exports: list[wasmtime.ExportType], rel: str) -> None:
+    by_name = {e.name: e.type for e in exports}
+    start = by_name.get("_start")
+    if not isinstance(start, wasmtime.FuncType) or start.params or start.results:
+        raise PalyraError(f"entry module {rel!r} must export a function _start with no parameters and results (a WASI command)", code="invalid_module")
+    if not isinstance(by_name.get("memory"), wasmtime.MemoryType):
+        raise PalyraError(f"entry module {rel!r} must export its linear memory as 'memory'", code="invalid_module")
 
 
 def verify_package_dir(root: Path, trust: TrustStore) -> VerifiedPackage:
