@@ -64,6 +64,19 @@ def quiet():
     ])
 
 
+def detailed():
+    """For the verbose view: what it adds (unchanged fields, deleted fields, up-to-date objects)."""
+    return plan([
+        Change("Routine", "delta", A.UPDATE, "changed in d.yaml", "d.yaml", body("before", owner="ops"),
+               body("after", owner="ops"), fields=[FieldChange("spec.prompt", "before", "after")],
+               unchanged_fields=3, managed_before=True),
+        Change("Channel", "pager", A.DELETE, "removed from the directory (was in p.yaml)", "p.yaml",
+               {"metadata": {}, "spec": {"type": "webhook", "url": "https://example.invalid/hook"}}, None,
+               managed_before=True),
+        Change("Routine", "steady", A.NO_OP, "up to date", "s.yaml", None, None, managed_before=True),
+    ])
+
+
 MIXED_PLAIN = r"""palyra-ops will perform the following actions:
 
   # routine "alpha" will be created (new in a.yaml)
@@ -103,56 +116,27 @@ Plan: 1 to add, 2 to change, 2 to delete.
 1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
 """
 
-MIXED_PLAIN_VERBOSE = r"""palyra-ops will perform the following actions:
+DETAILED_VERBOSE = r"""palyra-ops will perform the following actions:
 
-  # routine "alpha" will be created (new in a.yaml)
-  + routine "alpha"
-      + metadata.description = "hi \"there\""
-      + spec.enabled = true
-      + spec.prompt = "say hello"
-      + spec.tags = ["x", "y"]
-      next fires (Europe/Prague): 2026-03-28T10:30:00+01:00, 2026-03-29T10:30:00+02:00
-      warning: 2026-03-29 02:00–03:00 does not exist in Europe/Prague
-
-  # routine "beta" will be updated in-place (changed in b.yaml)
-  ~ routine "beta"
-      ~ spec.prompt: "old" → "new"
-      ~ spec.owner: (none) → "ops"
+  # routine "delta" will be updated in-place (changed in d.yaml)
+  ~ routine "delta"
+      ~ spec.prompt: "before" → "after"
         metadata.description = "hi \"there\""
         spec.enabled = true
-      next fires (utc): 2026-03-28T09:00:00+00:00 → 2026-03-28T10:00:00+00:00
+        spec.owner = "ops"
 
-  # routine "gamma" will be updated in-place (changed in g.yaml)
-  ~ routine "gamma"
-      ~ spec.retries: (none) → 3
-        metadata.description = "hi \"there\""
-        spec.enabled = true
-        spec.prompt = "x"
-
-  # channel "team" will be deleted (removed from the directory (was in c.yaml))
-  - channel "team"
+  # channel "pager" will be deleted (removed from the directory (was in p.yaml))
+  - channel "pager"
       - metadata = {}
-      - spec.path = "out.jsonl"
-      - spec.type = "file"
+      - spec.type = "webhook"
+      - spec.url = "https://example.invalid/hook"
 
-  # routine "old-sched" will be deleted (removed from the directory (was in o.yaml))
-  - routine "old-sched"
-      - metadata.description = "hi \"there\""
-      - spec.enabled = true
-      - spec.prompt = "bye"
-      next fires (utc): 2026-03-28T09:00:00+00:00 → (never)
+  # routine "steady" is up to date (up to date)
+    routine "steady"
 
-  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-  ? routine "from-api"
-
-  # routine "same" is up to date (up to date)
-    routine "same"
-
-Warning: routine 'alpha' delivers to channel 'team', which this plan deletes
-
-Plan: 1 to add, 2 to change, 2 to delete.
-1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
+Plan: 0 to add, 1 to change, 1 to delete.
 """
+
 
 MIXED_COLOUR = r"""palyra-ops will perform the following actions:
 
@@ -193,57 +177,6 @@ MIXED_COLOUR = r"""palyra-ops will perform the following actions:
 1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
 """
 
-MIXED_COLOUR_VERBOSE = r"""palyra-ops will perform the following actions:
-
-  # routine "alpha" will be created (new in a.yaml)
-<G>  + routine "alpha"<0>
-<G>      + metadata.description = "hi \"there\""<0>
-<G>      + spec.enabled = true<0>
-<G>      + spec.prompt = "say hello"<0>
-<G>      + spec.tags = ["x", "y"]<0>
-      next fires (Europe/Prague): 2026-03-28T10:30:00+01:00, 2026-03-29T10:30:00+02:00
-<Y>      warning: 2026-03-29 02:00–03:00 does not exist in Europe/Prague<0>
-
-  # routine "beta" will be updated in-place (changed in b.yaml)
-<Y>  ~ routine "beta"<0>
-<Y>      ~ spec.prompt: "old" → "new"<0>
-<Y>      ~ spec.owner: (none) → "ops"<0>
-        metadata.description = "hi \"there\""
-        spec.enabled = true
-      next fires (utc): 2026-03-28T09:00:00+00:00 → 2026-03-28T10:00:00+00:00
-
-  # routine "gamma" will be updated in-place (changed in g.yaml)
-<Y>  ~ routine "gamma"<0>
-<Y>      ~ spec.retries: (none) → 3<0>
-        metadata.description = "hi \"there\""
-        spec.enabled = true
-        spec.prompt = "x"
-
-  # channel "team" will be deleted (removed from the directory (was in c.yaml))
-<R>  - channel "team"<0>
-<R>      - metadata = {}<0>
-<R>      - spec.path = "out.jsonl"<0>
-<R>      - spec.type = "file"<0>
-
-  # routine "old-sched" will be deleted (removed from the directory (was in o.yaml))
-<R>  - routine "old-sched"<0>
-<R>      - metadata.description = "hi \"there\""<0>
-<R>      - spec.enabled = true<0>
-<R>      - spec.prompt = "bye"<0>
-      next fires (utc): 2026-03-28T09:00:00+00:00 → (never)
-
-  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-<C>  ? routine "from-api"<0>
-
-  # routine "same" is up to date (up to date)
-    routine "same"
-
-<Y>Warning: routine 'alpha' delivers to channel 'team', which this plan deletes<0>
-
-<B>Plan: 1 to add, 2 to change, 2 to delete.<0>
-1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
-"""
-
 QUIET_PLAIN = r"""  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
   ? routine "from-api"
 
@@ -268,7 +201,7 @@ No changes. The journal matches the directory.
 1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
 """
 
-MIXED_JSON = r"""{
+CHANGES_JSON = r"""{
   "format_version": 1,
   "created_at": "2026-03-27T12:00:00+00:00",
   "dir": "routines.d",
@@ -283,10 +216,10 @@ MIXED_JSON = r"""{
   },
   "summary": {
     "add": 1,
-    "change": 2,
-    "delete": 2,
-    "unchanged": 1,
-    "unmanaged": 1
+    "change": 1,
+    "delete": 0,
+    "unchanged": 0,
+    "unmanaged": 0
   },
   "has_changes": true,
   "warnings": [
@@ -378,128 +311,6 @@ MIXED_JSON = r"""{
         ],
         "notes": []
       }
-    },
-    {
-      "kind": "Routine",
-      "name": "gamma",
-      "action": "update",
-      "reason": "changed in g.yaml",
-      "source_file": "g.yaml",
-      "drift": false,
-      "managed_before": true,
-      "before": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
-        "spec": {
-          "prompt": "x",
-          "enabled": true
-        }
-      },
-      "after": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
-        "spec": {
-          "prompt": "x",
-          "enabled": true,
-          "retries": 3
-        }
-      },
-      "fields": [
-        {
-          "path": "spec.retries",
-          "before": null,
-          "after": 3
-        }
-      ],
-      "unchanged_fields": 1,
-      "schedule": null
-    },
-    {
-      "kind": "Channel",
-      "name": "team",
-      "action": "delete",
-      "reason": "removed from the directory (was in c.yaml)",
-      "source_file": "c.yaml",
-      "drift": false,
-      "managed_before": true,
-      "before": {
-        "metadata": {},
-        "spec": {
-          "type": "file",
-          "path": "out.jsonl"
-        }
-      },
-      "after": null,
-      "fields": [],
-      "unchanged_fields": 0,
-      "schedule": null
-    },
-    {
-      "kind": "Routine",
-      "name": "old-sched",
-      "action": "delete",
-      "reason": "removed from the directory (was in o.yaml)",
-      "source_file": "o.yaml",
-      "drift": false,
-      "managed_before": true,
-      "before": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
-        "spec": {
-          "prompt": "bye",
-          "enabled": true
-        }
-      },
-      "after": null,
-      "fields": [],
-      "unchanged_fields": 0,
-      "schedule": {
-        "timezone": "utc",
-        "before": [
-          "2026-03-28T09:00:00+00:00"
-        ],
-        "after": [],
-        "notes": []
-      }
-    },
-    {
-      "kind": "Routine",
-      "name": "from-api",
-      "action": "unmanaged",
-      "reason": "created through the API; not in the directory, left alone",
-      "source_file": null,
-      "drift": false,
-      "managed_before": false,
-      "before": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
-        "spec": {
-          "prompt": "api",
-          "enabled": true
-        }
-      },
-      "after": null,
-      "fields": [],
-      "unchanged_fields": 0,
-      "schedule": null
-    },
-    {
-      "kind": "Routine",
-      "name": "same",
-      "action": "no-op",
-      "reason": "up to date",
-      "source_file": "s.yaml",
-      "drift": false,
-      "managed_before": true,
-      "before": null,
-      "after": null,
-      "fields": [],
-      "unchanged_fields": 0,
-      "schedule": null
     }
   ]
 }
@@ -511,15 +322,28 @@ def test_text_plain() -> None:
 
 
 def test_text_verbose_shows_unchanged_fields_deleted_fields_and_up_to_date_objects() -> None:
-    assert render_text(mixed(), verbose=True) == MIXED_PLAIN_VERBOSE
+    assert render_text(detailed(), verbose=True) == DETAILED_VERBOSE
+    assert render_text(detailed()) == (
+        'palyra-ops will perform the following actions:\n\n'
+        '  # routine "delta" will be updated in-place (changed in d.yaml)\n  ~ routine "delta"\n'
+        '      ~ spec.prompt: "before" → "after"\n        (3 unchanged fields hidden)\n\n'
+        '  # channel "pager" will be deleted (removed from the directory (was in p.yaml))\n  - channel "pager"\n\n'
+        'Plan: 0 to add, 1 to change, 1 to delete.\n')
+
+
+def _plain(text: str) -> str:
+    for code in CODES.values():
+        text = text.replace(code, "")
+    return text
 
 
 def test_text_coloured() -> None:
     assert render_text(mixed(), colour=True) == coloured(MIXED_COLOUR)
-    assert render_text(mixed(), colour=True, verbose=True) == coloured(MIXED_COLOUR_VERBOSE)
-    # the colour codes are all that differs
-    assert render_text(mixed(), colour=True).replace("\033[0m", "").replace("\033[1m", "").replace(
-        "\033[32m", "").replace("\033[33m", "").replace("\033[31m", "").replace("\033[36m", "") == MIXED_PLAIN
+    verbose = render_text(detailed(), colour=True, verbose=True)
+    assert _plain(verbose) == DETAILED_VERBOSE  # the colour codes are all that differs
+    assert coloured('<R>      - spec.type = "webhook"<0>\n') in verbose  # deleted fields in the delete colour
+    assert '\n        spec.enabled = true\n' in verbose  # unchanged fields stay plain
+    assert '\n    routine "steady"\n' in verbose  # no colour for an up-to-date object
 
 
 def test_text_without_changes() -> None:
@@ -530,7 +354,8 @@ def test_text_without_changes() -> None:
 
 
 def test_json_view_of_a_plan_is_the_documented_document() -> None:
-    assert as_json(mixed()) == MIXED_JSON
+    changes = plan(mixed().changes[:2], mixed().warnings)  # a create with fires and notes, an update with fields
+    assert as_json(changes) == CHANGES_JSON
     assert Plan.from_json(mixed().to_json()) == mixed()
 
 

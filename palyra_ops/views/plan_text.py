@@ -29,18 +29,16 @@ Paint = Callable[[PlanAction, str], str]
 
 
 def _fmt(v: Any) -> str:
-    # fast paths for the scalar leaves that make up nearly every line of a large plan
+    """A value as JSON text, `(none)` for a missing one; the scalar leaves that make up nearly every
+    line of a large plan skip `json.dumps`."""
+    kind = type(v)
     if v is None:
         return "(none)"
-    if isinstance(v, str):
+    if kind is str:
         return encode_basestring(v)
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, int):
-        return str(v)
-    return json.dumps(v, ensure_ascii=False)
+    if kind is bool:
+        return "true" if v else "false"
+    return str(v) if kind is int else json.dumps(v, ensure_ascii=False)
 
 
 def _painter(colour: bool) -> Paint:
