@@ -15,7 +15,11 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watchdog.events import FileSystemEvent
+    from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger("palyra_ops.watcher")
 
@@ -60,7 +64,7 @@ def in_git_work_tree(directory: Path) -> bool:
 # -- which events matter --------------------------------------------------------------------------
 
 
-def is_relevant(event: Any, root: str) -> bool:
+def is_relevant(event: FileSystemEvent, root: str) -> bool:
     """Only routine files (and directories that may hold them) matter; hidden entries never do.
 
     Editors' swap files (`.x.yaml.swp`), backups (`x.yaml~`), temp files of an atomic save
@@ -157,7 +161,7 @@ class _Handler:
         self.seen = 0
         self.ignored = 0
 
-    def dispatch(self, event: Any) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
         try:
             self.seen += 1
             if is_relevant(event, self.root):
@@ -176,8 +180,8 @@ class DirectoryWatch:
         self.directory = directory
         self.debounce = debounce
         self.handler = _Handler(str(directory), debounce)
-        self.observer: Any = None
-        self.watch: Any = None
+        self.observer: BaseObserver | None = None
+        self.watch: ObservedWatch | None = None
         self.error: str | None = None
         self._watched_id: tuple[int, int] | None = None
         self._retry_at = 0.0
@@ -231,6 +235,7 @@ class DirectoryWatch:
             self.debounce.mark("directory-replaced" if ident else "directory-missing")
 
     def _schedule(self) -> bool:
+        assert self.observer is not None
         try:
             self.watch = self.observer.schedule(self.handler, str(self.directory), recursive=True)
         except OSError as exc:

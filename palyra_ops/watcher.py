@@ -7,6 +7,8 @@ Because a reconcile always re-reads the whole directory (cheap: per-file results
 content hash), it does not matter which events arrived, how many, or in which order — an editor's
 temp-file-and-rename, a `git checkout` touching a thousand files, or an inotify queue that
 overflowed all converge to the same result. A periodic rescan covers events the OS never delivered.
+The event side (relevance, the watch, the debounce) is `palyra_ops/watch_fs.py`; the file and
+overall states come from `palyra_ops/syncstatus.py`, shared with `palyra-ops status`.
 
 Safety rules on top of the CLI path (docs/watcher.md):
 - *last-good isolation*: a file that fails validation keeps its objects exactly as last applied
@@ -41,11 +43,14 @@ from palyra_ops.gitinfo import GitInfo, git_info
 from palyra_ops.journal import Journal, open_journal
 from palyra_ops.plan import Change, Plan, PlanAction
 from palyra_ops.reconcile import apply_plan, plan_directory
-from palyra_ops.source import SourceSet
+from palyra_ops.source import SkillsUnchecked, SourceSet
 from palyra_ops.syncstatus import SyncState, file_states, overall
 from palyra_ops.watch_fs import Debounce, DirectoryWatch, git_lock_present, in_git_work_tree
 
 log = logging.getLogger("palyra_ops.watcher")
+
+#: the skills a routine may reference, or why that cannot be checked (palyra_ops/skillrefs.py)
+KnownSkills = set[str] | SkillsUnchecked | None
 
 #: per-file and overall states shown by `status` (SPEC §5 item 5; palyra_ops/syncstatus.py)
 SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = (
@@ -193,8 +198,8 @@ def protect_paths(plan: Plan, reasons: dict[str, str]) -> tuple[Plan, list[Chang
 class Watcher:
     """Keeps the journal in sync with a routine directory while the daemon runs with `--watch`.
 
-    Thread model: the watchdog observer thread only calls `_mark_dirty`; one worker thread runs every
-    reconcile; `reconcile_now` (tests, a console "reload" button) takes the same lock, so reconciles
+    Thread model: the watchdog observer thread only marks the `Debounce` dirty; one worker thread runs
+    every reconcile; `reconcile_now` (tests, a console "reload" button) takes the same lock, so reconciles
     never overlap. The watcher has its own journal connection: SQLite serialises writers and
     `apply_plan` refuses a plan made stale by a concurrent `palyra-ops apply` (then we re-plan).
     """
@@ -209,7 +214,7 @@ class Watcher:
         max_delay_ms: int = 3000,
         rescan_interval_s: float = 300,
         self_heal: bool = False,
-        known_skills: Any = None,
+        known_skills: KnownSkills | Callable[[], KnownSkills] = None,
         display_root: str | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         on_applied: Callable[[], None] | None = None,
