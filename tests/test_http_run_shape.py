@@ -79,3 +79,17 @@ def test_run_view_is_the_one_renderer_and_leaves_a_rendered_run_alone() -> None:
     assert view["scheduled_at"] == "2026-01-01T00:00:00+00:00" and view["started_at"] == "2026-01-01T00:00:00.500+00:00"
     assert view["trigger_payload"] == {"a": [1]} and view["skipped_times"] == ["2025-12-31T23:59:00+00:00"]
     assert views.run_view(view) == view  # a run the gateway already rendered (the loopback answer)
+
+
+def test_scalar_trigger_payloads_round_trip_exactly(daemon) -> None:
+    """A 20-digit integer payload used to reach SQLite as an int (OverflowError → 500)."""
+    daemon.write("m.yaml", [_doc("m", {"kind": "manual"})])
+    daemon.apply()
+    c = daemon.client()
+    for payload in (2**64, -(2**70), "plain", 1.5, True, [1, "a"], {"a": None}):
+        r = c.post("/console/v1/routines/dispatch", json={"routine_id": "m", "trigger_payload": payload})
+        assert r.status_code == 202, (payload, r.text)
+        assert r.json()["trigger_payload"] == payload
+        run_id = r.json()["run_id"]
+        runs = c.get("/console/v1/routines/m/runs").json()["items"]
+        assert next(x for x in runs if x["run_id"] == run_id)["trigger_payload"] == payload

@@ -102,6 +102,13 @@ class Snapshot:
     jobs: dict[str, dict[str, Any]]
 
 
+def encode_payload(value: Any) -> str:
+    """A trigger payload that is not text is stored as JSON text: a number bound as itself overflows
+    SQLite's 64-bit integers (a 20-digit integer was a 500). Text is stored as it is, because rows read
+    back (already JSON text) are handed on to retries as they are."""
+    return json.dumps(value)
+
+
 def new_id() -> str:
     return str(ULID())
 
@@ -506,8 +513,8 @@ class SQLiteJournal:
         """
         fields.setdefault("run_id", new_id())
         fields.setdefault("created_at_ms", self.clock.now_ms())
-        if isinstance(fields.get("trigger_payload"), (dict, list)):
-            fields["trigger_payload"] = json.dumps(fields["trigger_payload"])
+        if fields.get("trigger_payload") is not None and not isinstance(fields["trigger_payload"], str):
+            fields["trigger_payload"] = encode_payload(fields["trigger_payload"])
         if isinstance(fields.get("skipped_times"), list):
             fields["skipped_times"] = json.dumps(fields["skipped_times"])
         cols = ", ".join(fields)
@@ -521,8 +528,8 @@ class SQLiteJournal:
         return fields["run_id"] if cur.rowcount == 1 else None
 
     def update_run(self, run_id: str, c: sqlite3.Connection | None = None, **fields: Any) -> None:
-        if isinstance(fields.get("trigger_payload"), (dict, list)):
-            fields["trigger_payload"] = json.dumps(fields["trigger_payload"])
+        if fields.get("trigger_payload") is not None and not isinstance(fields["trigger_payload"], str):
+            fields["trigger_payload"] = encode_payload(fields["trigger_payload"])
         sets = ", ".join(f"{k}=?" for k in fields)
         sql = f"UPDATE journal_cron_runs SET {sets} WHERE run_id=?"
         if c is None:
