@@ -133,8 +133,9 @@ class Daemon:
     def __init__(self, config: DaemonConfig, *, clock: Clock | None = None, paths: StatePaths | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        # the CLI resolves them (flags, config, environment; a journal URL refused); else the same rule here
-        self.paths = paths or StatePaths.resolve(root=config.state_root, journal=config.journal)
+        # the CLI hands down the StatePaths it built; a library caller gets the same rule (SPEC §4):
+        # --journal / config, else $PALYRA_JOURNAL, else the state root's; a URL is refused
+        self.paths = paths or StatePaths.from_env(root=config.state_root, journal=config.journal)
         self.state_root = self.paths.root
         self.journal_path = self.paths.journal
         self.lock = DaemonLock(self.journal_path)

@@ -15,7 +15,6 @@ entry or directory that is not ours, or is group/world-writable, is ignored and 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -142,12 +141,13 @@ def cache_dir(base: Path | str, path: Path | str, *, create: bool) -> bool:
 
 
 def _remake_private(level: Path) -> bool:
-    """Replace whatever is at `level` (missing, untrusted, a link or a file) with a 0700 directory
-    of ours; False when that cannot be done or someone else's directory won a race."""
+    """Replace an untrusted or missing cache level by a fresh 0700 directory of ours."""
     try:
         if level.is_symlink() or level.is_file():
             level.unlink()
         elif level.exists():
+            import shutil
+
             shutil.rmtree(level)
         os.mkdir(level, DIR_MODE)
         os.chmod(level, DIR_MODE)

@@ -32,7 +32,7 @@ SHOW_FIRES = 3
 
 
 class PlanAction(StrEnum):
-    """What apply does with one object (Terraform's `plans.Action`). The values are the plan JSON's."""
+    """What apply does with one object (the plan JSON's `action`, docs/gitops.md)."""
 
     CREATE = "create"
     UPDATE = "update"
@@ -46,9 +46,11 @@ class PlanAction(StrEnum):
 
 
 _CHANGES = frozenset({PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE})
-#: `Plan.summary` key of each action
+#: plan summary key of each action (`Plan: N to add, N to change, N to delete.`)
 _SUMMARY_KEY = {PlanAction.CREATE: "add", PlanAction.UPDATE: "change", PlanAction.DELETE: "delete",
                 PlanAction.NO_OP: "unchanged", PlanAction.UNMANAGED: "unmanaged"}
+#: the reason of an update whose only cause is an edit outside git (the watcher leaves those alone)
+DRIFT_ONLY = "drift: changed outside git since the last apply; apply restores the git version"
 
 
 @dataclass
@@ -68,9 +70,6 @@ class ScheduleChange:
 
 @dataclass
 class Change:
-    """One object's planned action. `kept`: a no-op that holds a managed object at its last applied
-    version because its file is invalid or unreadable (the watcher's last-good isolation)."""
-
     kind: str
     name: str
     action: PlanAction
@@ -83,11 +82,18 @@ class Change:
     drift: bool = False
     managed_before: bool | None = None
     schedule: ScheduleChange | None = None
+    #: a no-op that keeps the object's last applied version because its file is invalid or unreadable
+    #: (last-good isolation): the watcher reports these, apply has nothing to do for them
     kept: bool = False
 
     @property
     def is_change(self) -> bool:
         return self.action.is_change
+
+    @property
+    def drift_only(self) -> bool:
+        """An update whose only cause is an edit outside git (the file itself did not change)."""
+        return self.action is PlanAction.UPDATE and self.reason == DRIFT_ONLY
 
 
 @dataclass
@@ -184,7 +190,7 @@ class Plan:
 
 
 def _change_json(c: Change) -> dict[str, Any]:
-    d: dict[str, Any] = {
+    d = {
         "kind": c.kind,
         "name": c.name,
         "action": c.action,
@@ -198,7 +204,7 @@ def _change_json(c: Change) -> dict[str, Any]:
         "unchanged_fields": c.unchanged_fields,
         "schedule": asdict(c.schedule) if c.schedule else None,
     }
-    if c.kept:  # only the watcher's plans hold kept objects; every other plan's JSON is unchanged
+    if c.kept:  # only ever added (docs/gitops.md): plans the CLI prints never keep anything
         d["kept"] = True
     return d
 
@@ -226,21 +232,14 @@ def compute_plan(
     now_ms = (clock or SystemClock()).now_ms()
     protected = protected_files or set()
     desired_by_key = {(r.kind, r.name): r for r in desired}
-    managed = [s for s in snapshot.resources.values() if s.managed]
-    if not desired and managed and not allow_empty and not protected:
-        where = "missing" if not dir_exists else "empty"
-        raise PalyraError(
-            f"refusing to delete all {len(managed)} managed object(s): the directory {dir} is {where} "
-            "(pass --allow-empty if that is really what you want)"
-        )
-
+    if not desired and not allow_empty and not protected:
+        _refuse_empty(snapshot, dir, dir_exists)
     changes = [_diff_one(res, snapshot.resources.get(key), snapshot, now_ms)
                for key, res in sorted(desired_by_key.items())]
-    changes.extend(
-        _not_in_directory(key, stored, protected, prune_unmanaged)
-        for key, stored in sorted(snapshot.resources.items())
-        if key not in desired_by_key
-    )
+    changes += [_not_desired(kind, name, stored, protected, prune_unmanaged)
+                for (kind, name), stored in sorted(snapshot.resources.items())
+                if (kind, name) not in desired_by_key]
+    warnings = _deleted_channel_warnings(changes, desired_by_key, snapshot)
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",
@@ -249,16 +248,24 @@ def compute_plan(
         lineage=snapshot.lineage,
         serial=snapshot.serial,
         changes=changes,
-        warnings=_deleted_channel_warnings(changes, desired_by_key, snapshot),
+        warnings=warnings,
         options={"prune_unmanaged": prune_unmanaged, "allow_empty": allow_empty},
     )
 
 
-def _not_in_directory(
-    key: tuple[str, str], stored: StoredResource, protected: set[str], prune_unmanaged: bool
-) -> Change:
-    """An object the journal has and the directory does not: kept, pruned, or left alone (SPEC §3)."""
-    kind, name = key
+def _refuse_empty(snapshot: Snapshot, dir: str, dir_exists: bool) -> None:
+    """A missing or emptied directory must not read as "delete everything" (`--allow-empty`)."""
+    managed = sum(1 for s in snapshot.resources.values() if s.managed)
+    if managed:
+        where = "missing" if not dir_exists else "empty"
+        raise PalyraError(
+            f"refusing to delete all {managed} managed object(s): the directory {dir} is {where} "
+            "(pass --allow-empty if that is really what you want)"
+        )
+
+
+def _not_desired(kind: str, name: str, stored: StoredResource, protected: set[str], prune_unmanaged: bool) -> Change:
+    """A journal object the directory does not (or, for an invalid file, cannot) say anything about."""
     if stored.managed and stored.source_file in protected:
         return Change(kind, name, PlanAction.NO_OP, f"kept: {stored.source_file} is invalid (last good version stays)",
                       stored.source_file, None, None, managed_before=True, kept=True)
@@ -276,28 +283,24 @@ def _deleted_channel_warnings(
     changes: list[Change], desired_by_key: dict[tuple[str, str], Resource], snapshot: Snapshot
 ) -> list[str]:
     """A deleted channel still referenced by a routine that stays would break it at run time."""
-    deleted = {c.name for c in changes if c.kind == "Channel" and c.action == PlanAction.DELETE}
+    deleted = {c.name for c in changes if c.kind == "Channel" and c.action is PlanAction.DELETE}
     warnings: list[str] = []
     if not deleted:
         return warnings
     for c in changes:
-        if c.kind != "Routine" or c.action == PlanAction.DELETE:
+        if c.kind != "Routine" or c.action is PlanAction.DELETE:
             continue
         res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
         d = res.body["spec"].get("delivery", {}) if res is not None else {}
-        warnings.extend(
-            f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes"
-            for ch in (d.get("channel"), d.get("failure_channel"))
-            if ch in deleted
-        )
+        warnings.extend(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes"
+                        for ch in (d.get("channel"), d.get("failure_channel")) if ch in deleted)
     return warnings
 
 
 def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
     if stored is None:
         # no field list for a create: `after` is the whole object (the text renderer flattens it)
-        change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None,
-                        res.body)
+        change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None, res.body)
         change.schedule = _schedule_change(res, None, None, now_ms)
         return change
 
@@ -305,8 +308,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     same = stored.hash == res.hash
     if same and stored.managed and not moved and not stored.drifted:
         # the common case at scale: compare hashes, decode nothing
-        return Change(res.kind, res.name, PlanAction.NO_OP, "up to date", res.source_file, None, None,
-                      managed_before=True)
+        return Change(res.kind, res.name, PlanAction.NO_OP, "up to date", res.source_file, None, None, managed_before=True)
 
     before_flat = flatten(stored.body)
     after_flat = flatten(res.body)
@@ -320,7 +322,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     if not stored.managed:
         reason = "adopted: exists unmanaged (created through the API); apply makes it managed"
     elif stored.drifted and stored.applied_hash == res.hash:
-        reason = "drift: changed outside git since the last apply; apply restores the git version"
+        reason = DRIFT_ONLY
     elif stored.drifted:
         reason = f"changed in {res.source_file}, and drifted outside git since the last apply"
     elif fields:
@@ -335,8 +337,12 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     return change
 
 
-#: tells "no such field" from a field that is null
-_MISSING = object()
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
 
 
 def schedule_of(body: dict[str, Any] | None) -> sched.Schedule | None:

@@ -1,13 +1,14 @@
-"""Where palyra-ops keeps its state: one value built once from the flags and the environment.
+"""Where palyra-ops keeps its state (SPEC §4), as one value built once from the environment and flags.
 
-The state root (SPEC §4: `$PALYRA_STATE_ROOT`, else `$XDG_STATE_HOME/palyra`, else
-`~/.local/state/palyra`) holds the API token, the daemon's discovery file, installed skills and file
-deliveries; the journal (`--journal`, else `$PALYRA_JOURNAL`, else `<root>/journal.sqlite3`) has its
-caches, memory index and lock files beside it, so a journal moved elsewhere takes them along.
+The state root and the journal used to be looked up by a CLI helper that the daemon and the client
+imported back up through the layers; now the CLI (or any library caller) builds a `StatePaths` from
+`--journal`/the config file and the environment, and hands it down. Every file under the state root
+and beside the journal is named here, so "what does palyra-ops write where" has one answer;
+`tests/test_statepaths.py` checks the owners of those files (skills store, memory index, journal
+lock, source cache) still agree with it.
 
-The CLI resolves this once per command and hands it down (to the daemon, the console client, the
-skill store); nothing below the CLI reads `PALYRA_STATE_ROOT` on its own, except the client's search
-for a running daemon, which asks `default_root` when it has been given no root.
+The journal location is kept as given and checked when it is used (`journal`): commands that only
+need the state root (`token`, `skills`) must not fail because `$PALYRA_JOURNAL` holds a URL.
 """
 
 from __future__ import annotations
@@ -34,42 +35,53 @@ def default_root(env: Mapping[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class StatePaths:
-    """Every file location of one state root and one journal.
-
-    The properties name what lives where; the owners of those files (`DaemonLock`, `MemoryService`,
-    `reconcile.cache_dir_for`, `SkillStore`) compute the same names from the journal or the root,
-    and tests/test_statepaths.py holds the two views to each other.
-    """
-
     root: Path
-    #: the journal as given (flag, config, `$PALYRA_JOURNAL`) or defaulted; checked by `journal`
-    journal_location: str
+    journal_location: str | os.PathLike[str]
 
     @classmethod
-    def resolve(
+    def from_env(
         cls,
         *,
         root: Path | None = None,
-        journal: Path | str | None = None,
+        journal: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> StatePaths:
-        """From the flags (or a config file's `state_root`/`journal`), falling back to the
-        environment."""
+        """`root`/`journal` as given (flags, config file), else the environment: the journal is
+        `--journal`, else $PALYRA_JOURNAL, else `<root>/journal.sqlite3` (the same for every command)."""
         env = os.environ if env is None else env
         base = Path(root) if root is not None else default_root(env)
-        where = journal if journal is not None else env.get("PALYRA_JOURNAL") or base / JOURNAL_FILE
-        return cls(root=base, journal_location=os.fspath(where))
+        location = journal if journal is not None else env.get("PALYRA_JOURNAL") or base / JOURNAL_FILE
+        return cls(base, location)
+
+    # -- the journal and what lives beside it ------------------------------------------------------
 
     @property
     def journal(self) -> Path:
-        """The journal file. A URL is refused (`JournalUnsupported`) when a command first needs the
-        journal, before anything is created beside it; commands that never touch it (`skills`,
-        `token`) are not failed by a `$PALYRA_JOURNAL` meant for another backend."""
+        """The journal's path; a URL-shaped location is refused here (JournalUnsupported, one line)."""
         from palyra_ops.journal.faults import check_location
 
         return check_location(self.journal_location)
 
-    # -- under the state root ------------------------------------------------------------------
+    @property
+    def daemon_lock(self) -> Path:
+        """One daemon per journal (`journal/lock.py`)."""
+        return Path(f"{self.journal}.lock")
+
+    @property
+    def memory_lock(self) -> Path:
+        return Path(f"{self.journal}.memory.lock")
+
+    @property
+    def memory_index(self) -> Path:
+        """The hnswlib index (a rebuildable cache) and its `.json` sidecar beside it."""
+        return Path(f"{self.journal}.memory.hnsw")
+
+    @property
+    def source_cache(self) -> Path:
+        """Parsed + validated routine files and canonical hashes, keyed by content hash."""
+        return self.journal.parent / "cache" / "source"
+
+    # -- under the state root ----------------------------------------------------------------------
 
     @property
     def token(self) -> Path:
@@ -80,6 +92,11 @@ class StatePaths:
         return self.root / DISCOVERY_FILE
 
     @property
+    def deliveries(self) -> Path:
+        """The default `file` channel root (`delivery.file_root`)."""
+        return self.root / "deliveries"
+
+    @property
     def skills(self) -> Path:
         return self.root / "skills"
 
@@ -88,38 +105,17 @@ class StatePaths:
         return self.skills / "index.json"
 
     @property
-    def skill_cache(self) -> Path:
-        """Compiled WASM modules of the daemon and `skills run`."""
+    def skills_lock(self) -> Path:
+        return self.skills / ".lock"
+
+    @property
+    def skills_cache(self) -> Path:
+        """Compiled WASM modules."""
         return self.skills / "cache"
 
     @property
-    def deliveries(self) -> Path:
-        """Default root of `file` channel targets."""
-        return self.root / "deliveries"
-
-    # -- beside the journal --------------------------------------------------------------------
-
-    @property
-    def caches(self) -> Path:
-        return self.journal.parent / "cache"
-
-    @property
-    def source_cache(self) -> Path:
-        """Parsed and validated routine files, keyed by content hash."""
-        return self.caches / "source"
-
-    @property
-    def memory_index(self) -> Path:
-        return Path(f"{self.journal}.memory.hnsw")
-
-    @property
-    def daemon_lock(self) -> Path:
-        """One daemon per SQLite journal (SPEC §11)."""
-        return Path(f"{self.journal}.lock")
-
-    @property
-    def memory_lock(self) -> Path:
-        return Path(f"{self.journal}.memory.lock")
+    def trust_store(self) -> Path:
+        return self.skills / "trust.json"
 
 
 __all__ = ["DISCOVERY_FILE", "JOURNAL_FILE", "TOKEN_FILE", "StatePaths", "default_root"]

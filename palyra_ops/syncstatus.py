@@ -1,14 +1,11 @@
-"""Sync status: does the journal hold what the routine directory says? (SPEC §5 item 5, §7 `status`)
+"""Does the journal match the directory? Synced / OutOfSync / Invalid, the last apply, the next runs.
 
-Computed here once for its three readers: `palyra-ops status` (`directory_status`, a fresh
-read-only plan), the directory watcher (`file_states` + `overall` after each reconcile, shown as
-`watcher` in `GET /console/v1/system/status`) and that API route (`watcher_status`, `last_apply`).
-The states and the rule that combines them are the same everywhere:
-
-- a file is `Invalid` when it fails validation (or cannot be read), `OutOfSync` when a change it
-  asks for is pending (not applied), else `Synced`;
-- overall: `Invalid` beats `OutOfSync` beats `Synced`. The watcher adds `Error` (the directory could
-  not be planned at all; nothing changed) and `Pending` (no reconcile yet).
+One answer for the three places that show it (SPEC §3, §5 item 5, §7): `palyra-ops status`
+(`directory_status`), the directory watcher (`file_states` + `overall`, after each reconcile) and the
+console API's `GET /console/v1/system/status` (`system_status`). They differ only in what they
+start from: status plans read-only, the watcher has just applied and reports what it left alone
+(invalid files kept at their last good version, drift), the API reads the journal and asks the
+scheduler and watcher for their own state.
 """
 
 from __future__ import annotations
@@ -16,21 +13,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import JournalError, PalyraError
-from palyra_ops.journal import Journal, open_journal
-from palyra_ops.plan import Change, Plan, PlanAction
-from palyra_ops.reconcile import plan_directory
-from palyra_ops.source import SkillsUnchecked, SourceSet, load_directory
 from palyra_ops.views.api import apply_log_view
 
-#: how many coming runs `status` lists
+if TYPE_CHECKING:
+    from palyra_ops.journal import Journal
+    from palyra_ops.plan import Change
+    from palyra_ops.source import SkillsUnchecked, SourceSet
+
+#: how many upcoming runs `status` lists
 NEXT_RUNS = 5
 
 
 class SyncState(StrEnum):
+    """Per-file and overall states (SPEC §5 item 5). `Error` only overall: the directory could not be
+    planned at all (missing, emptied, unreadable) and nothing was changed; `Pending`: not looked yet."""
+
     SYNCED = "Synced"
     OUT_OF_SYNC = "OutOfSync"
     INVALID = "Invalid"
@@ -38,40 +39,37 @@ class SyncState(StrEnum):
     PENDING = "Pending"
 
 
-#: `status --detailed-exitcode` (SPEC §7): 0 Synced, 2 OutOfSync, 1 Invalid or error
-EXIT_CODES = {SyncState.SYNCED: 0, SyncState.OUT_OF_SYNC: 2, SyncState.INVALID: 1}
+#: a file's entry: {"state": SyncState, "diagnostics": [text], "objects": ["Kind/name"]}
+FileState = dict[str, Any]
 
 
-def exit_code(state: str) -> int:
-    return EXIT_CODES.get(state, 1)
-
-
-def overall(states: Iterable[str]) -> SyncState:
-    """The state of a whole directory from its files' states (and pending changes' states)."""
-    seen = set(states)
-    if SyncState.INVALID in seen:
+def overall(files: Mapping[str, FileState], pending: Iterable[Change] = ()) -> SyncState:
+    """The directory's state: Invalid when any file is; else OutOfSync when any file is or a change is
+    still pending (a delete has no file left to mark); else Synced."""
+    states = {f["state"] for f in files.values()}
+    if SyncState.INVALID in states:
         return SyncState.INVALID
-    return SyncState.OUT_OF_SYNC if SyncState.OUT_OF_SYNC in seen else SyncState.SYNCED
-
-
-# -- per file (the watcher) -------------------------------------------------------------------------
+    if SyncState.OUT_OF_SYNC in states or any(True for _ in pending):
+        return SyncState.OUT_OF_SYNC
+    return SyncState.SYNCED
 
 
 def file_states(
     source: SourceSet,
-    plan: Plan,
     *,
+    kept: Iterable[Change] = (),
     pending: Iterable[Change] = (),
     unreadable: Mapping[str, str] | None = None,
-    shown_root: str | Path = "",
-) -> dict[str, dict[str, Any]]:
-    """relpath → {state, diagnostics, objects}, sorted by path.
+    shown_root: str | None = None,
+) -> dict[str, FileState]:
+    """Each routine file's state, sorted by path.
 
-    An invalid or unreadable file lists the objects it keeps at their last good version (the plan's
-    `kept` changes); `unreadable` (relpath → why) names paths in place of a routine file that could
-    not be loaded; `pending` are changes deliberately not applied (drift without self-heal).
+    `kept`: objects that keep their last good version (their invalid or unreadable file lists them,
+    though it could not be read for names); `pending`: changes the journal still lacks (their file
+    is OutOfSync); `unreadable`: paths that exist but are no routine file (a FIFO, a directory), with
+    why — Invalid, like a file that fails validation.
     """
-    files: dict[str, dict[str, Any]] = {
+    files: dict[str, FileState] = {
         rel: {
             "state": SyncState.SYNCED if rep.ok else SyncState.INVALID,
             "diagnostics": [d.format() for d in rep.diagnostics],
@@ -79,44 +77,21 @@ def file_states(
         }
         for rel, rep in source.files.items()
     }
+    kept = list(kept)
+    for c in kept:
+        if c.source_file in files and f"{c.kind}/{c.name}" not in files[c.source_file]["objects"]:
+            files[c.source_file]["objects"].append(f"{c.kind}/{c.name}")
     for rel, why in (unreadable or {}).items():
-        files[rel] = {"state": SyncState.INVALID, "diagnostics": [f"{Path(shown_root) / rel}: {why}"], "objects": []}
-    for c in plan.changes:
-        if c.kept and c.source_file in files:
-            objects = files[c.source_file]["objects"]
-            if f"{c.kind}/{c.name}" not in objects:
-                objects.append(f"{c.kind}/{c.name}")
+        shown = str(Path(shown_root or str(source.root)) / rel)
+        names = [f"{c.kind}/{c.name}" for c in kept if c.source_file == rel]
+        files[rel] = {"state": SyncState.INVALID, "diagnostics": [f"{shown}: {why}"], "objects": names}
     for c in pending:
         if c.source_file in files and files[c.source_file]["state"] == SyncState.SYNCED:
             files[c.source_file]["state"] = SyncState.OUT_OF_SYNC
     return dict(sorted(files.items()))
 
 
-class HasStatus(Protocol):
-    def status(self) -> dict[str, Any]: ...
-
-
-def watcher_status(watcher: HasStatus | None) -> dict[str, Any]:
-    """The watcher's status document, or the one of a daemon started without `--watch`."""
-    return watcher.status() if watcher is not None else {"enabled": False}
-
-
-# -- the journal side -------------------------------------------------------------------------------
-
-
-def last_apply(journal: Journal) -> dict[str, Any] | None:
-    """The last apply log entry as the API shows it (`views.apply_log_view`)."""
-    return apply_log_view(journal.last_apply())
-
-
-def next_runs(journal: Journal, limit: int = NEXT_RUNS) -> list[dict[str, Any]]:
-    return [
-        {"routine_id": job["routine_id"], "next_run_at": rfc3339(job["next_run_at_unix_ms"])}
-        for job in journal.upcoming_jobs(limit)
-    ]
-
-
-# -- directory vs journal (`palyra-ops status`) ----------------------------------------------------
+# -- `palyra-ops status` ----------------------------------------------------------------------------
 
 
 def directory_status(
@@ -126,71 +101,111 @@ def directory_status(
     known_skills: set[str] | SkillsUnchecked | None = None,
     clock: Clock | None = None,
 ) -> dict[str, Any]:
-    """Everything `palyra-ops status` shows, as data (also its `--output json`).
+    """Everything `palyra-ops status` shows about the directory and the journal, as data (its
+    `--output json`, docs/gitops.md); read-only: plans, never applies, creates no file."""
+    from palyra_ops.reconcile import plan_directory
+    from palyra_ops.source import load_directory
 
-    Read-only: the plan uses the caches beside the journal but writes nothing, and a journal that
-    does not exist yet reads as empty. A journal fault is raised (one line, exit 1, like every
-    command); anything wrong with the directory is reported as `Invalid`.
-    """
     report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
     source = load_directory(directory, known_skills=known_skills)
     report["warnings"] = [w.format() for w in source.warnings]
-    invalid = [r for r in source.files.values() if not r.ok]
-    if invalid or not source.ok:
+    files = file_states(source)
+    if overall(files) is SyncState.INVALID or not source.ok:
         report["state"] = SyncState.INVALID
         report["invalid_files"] = [
-            {"file": r.display, "diagnostics": [d.format() for d in r.diagnostics]} for r in invalid
+            {"file": r.display, "diagnostics": [d.format() for d in r.diagnostics]}
+            for r in source.files.values() if not r.ok
         ]
         report["diagnostics"] = [d.format() for d in source.diagnostics]
     else:
-        report.update(_plan_status(directory, journal_path, known_skills))
-    report.update(_journal_status(journal_path))
+        try:
+            plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=known_skills,
+                                     read_only=True)
+        except JournalError:
+            raise  # the journal is at fault, not the directory: one line and exit 1, like every command
+        except PalyraError as exc:
+            report["state"] = SyncState.INVALID
+            report["error"] = exc.message
+        else:
+            pending = [c for c in plan.changes if c.is_change]
+            report["state"] = overall(files, pending)
+            report["out_of_sync"] = [
+                {"kind": c.kind, "name": c.name, "action": c.action, "reason": c.reason, "file": c.source_file}
+                for c in pending
+            ]
+            report["unmanaged"] = [c.name for c in plan.changes if c.action == "unmanaged"]
+    report.update(journal_history(journal_path))
     report["checked_at"] = rfc3339((clock or SystemClock()).now_ms())
     return report
 
 
-def _plan_status(directory: Path, journal_path: Path, known_skills: set[str] | SkillsUnchecked | None) -> dict[str, Any]:
-    try:
-        plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=known_skills, read_only=True)
-    except JournalError:
-        raise  # the journal is at fault, not the directory
-    except PalyraError as exc:
-        return {"state": SyncState.INVALID, "error": exc.message}
-    pending = [c for c in plan.changes if c.is_change]
-    return {
-        "state": SyncState.OUT_OF_SYNC if pending else SyncState.SYNCED,
-        "out_of_sync": [
-            {"kind": c.kind, "name": c.name, "action": c.action, "reason": c.reason, "file": c.source_file}
-            for c in pending
-        ],
-        "unmanaged": [c.name for c in plan.changes if c.action == PlanAction.UNMANAGED],
-    }
+def journal_history(journal_path: Path) -> dict[str, Any]:
+    """The last apply (time, commit, counts) and the next runs; nothing yet without a journal."""
+    from palyra_ops.journal import open_journal
 
-
-def _journal_status(journal_path: Path) -> dict[str, Any]:
     if not journal_path.exists():
         return {"last_apply": None, "next_runs": []}
-    with open_journal(journal_path) as journal:
-        view = last_apply(journal)
+    with open_journal(journal_path) as j:
         return {
-            "serial": journal.serial(),
-            "last_apply": {"at": view["applied_at"], **{k: view[k] for k in _STATUS_APPLY_KEYS}} if view else None,
-            "next_runs": next_runs(journal),
+            "serial": j.serial(),
+            "last_apply": _last_apply_summary(j.last_apply()),
+            "next_runs": [
+                {"routine_id": job["routine_id"], "next_run_at": rfc3339(job["next_run_at_unix_ms"])}
+                for job in j.upcoming_jobs(NEXT_RUNS)
+            ],
         }
 
 
-#: the apply log fields `palyra-ops status` shows besides the time
-_STATUS_APPLY_KEYS = ("git_commit", "git_dirty", "added", "changed", "deleted")
+def _last_apply_summary(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`status`'s short form of an apply log row (the API shows the whole row: `apply_log_view`)."""
+    if not row:
+        return None
+    return {
+        "at": rfc3339(row["applied_at_ms"]),
+        "git_commit": row["git_commit"],
+        "git_dirty": bool(row["git_dirty"]) if row["git_dirty"] is not None else None,
+        "added": row["added"],
+        "changed": row["changed"],
+        "deleted": row["deleted"],
+    }
 
 
-__all__ = [
-    "EXIT_CODES",
-    "SyncState",
-    "directory_status",
-    "exit_code",
-    "file_states",
-    "last_apply",
-    "next_runs",
-    "overall",
-    "watcher_status",
-]
+# -- `GET /console/v1/system/status` ----------------------------------------------------------------
+
+
+def system_status(
+    journal: Journal,
+    *,
+    now_ms: int,
+    started_at_ms: int | None,
+    base_url: str | None,
+    scheduler: dict[str, Any] | None,
+    watcher: dict[str, Any] | None,
+    tasks: dict[str, Any],
+) -> dict[str, Any]:
+    """The running daemon's view: uptime, the scheduler's and the watcher's own status (the watcher's
+    carries its `SyncState`), the maintenance tasks, the journal's counters and the last apply."""
+    return {
+        "now": rfc3339(now_ms),
+        "daemon": {
+            "started_at": rfc3339(started_at_ms or None),
+            "uptime_seconds": (now_ms - started_at_ms) / 1000 if started_at_ms else None,
+            "base_url": base_url or None,
+        },
+        "scheduler": scheduler,
+        "watcher": watcher if watcher is not None else {"enabled": False},
+        "tasks": tasks,
+        "journal": {
+            "path": str(journal.path),
+            "lineage": journal.lineage(),
+            "serial": journal.serial(),
+            "runs_by_status": journal.count_runs_by_status(),
+            "active_runs": len(journal.active_runs()),
+            "pending_approvals": len(journal.list_approvals("pending")),
+        },
+        "last_apply": apply_log_view(journal.last_apply()),
+    }
+
+
+__all__ = ["NEXT_RUNS", "SyncState", "directory_status", "file_states", "journal_history", "overall",
+           "system_status"]

@@ -7,8 +7,6 @@ Because a reconcile always re-reads the whole directory (cheap: per-file results
 content hash), it does not matter which events arrived, how many, or in which order — an editor's
 temp-file-and-rename, a `git checkout` touching a thousand files, or an inotify queue that
 overflowed all converge to the same result. A periodic rescan covers events the OS never delivered.
-The event side (relevance, the watch, the debounce) is `palyra_ops/watch_fs.py`; the file and
-overall states come from `palyra_ops/syncstatus.py`, shared with `palyra-ops status`.
 
 Safety rules on top of the CLI path (docs/watcher.md):
 - *last-good isolation*: a file that fails validation keeps its objects exactly as last applied
@@ -28,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -39,22 +35,20 @@ from typing import Any
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError, StalePlan
-from palyra_ops.gitinfo import GitInfo, git_info
+from palyra_ops.gitinfo import GitInfo, git_info, git_lock_present, in_git_work_tree
 from palyra_ops.journal import Journal, open_journal
+from palyra_ops.lastgood import protect_paths, unreadable_paths, without_drift
 from palyra_ops.plan import Change, Plan, PlanAction
 from palyra_ops.reconcile import apply_plan, plan_directory
-from palyra_ops.source import SkillsUnchecked, SourceSet
+from palyra_ops.source import SourceSet
 from palyra_ops.syncstatus import SyncState, file_states, overall
-from palyra_ops.watch_fs import Debounce, DirectoryWatch, git_lock_present, in_git_work_tree
+from palyra_ops.watchfs import DirectoryWatch
 
 log = logging.getLogger("palyra_ops.watcher")
 
-#: the skills a routine may reference, or why that cannot be checked (palyra_ops/skillrefs.py)
-KnownSkills = set[str] | SkillsUnchecked | None
-
-#: per-file and overall states shown by `status` (SPEC §5 item 5; palyra_ops/syncstatus.py)
-SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = (
-    SyncState.SYNCED, SyncState.OUT_OF_SYNC, SyncState.INVALID, SyncState.ERROR, SyncState.PENDING)
+#: per-file and overall states shown by `status` (SPEC §5 item 5; `palyra_ops.syncstatus`)
+SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = (SyncState.SYNCED, SyncState.OUT_OF_SYNC, SyncState.INVALID,
+                                                SyncState.ERROR, SyncState.PENDING)
 
 EVENT_RELOADED = "routines.reloaded"
 EVENT_INVALID = "routines.invalid"
@@ -78,7 +72,7 @@ class ReconcileResult:
     reason: str
     started_at_ms: int
     duration_ms: int = 0
-    state: SyncState = SyncState.SYNCED
+    state: SyncState = SYNCED
     applied: bool = False
     added: int = 0
     changed: int = 0
@@ -127,79 +121,24 @@ class ReconcileResult:
         }
 
 
-# -- plan filters (kept here rather than in plan.py: they are watcher policy, not plan semantics) ----
-
-
-def is_drift_only(change: Change) -> bool:
-    """An update whose only cause is an edit outside git (the file itself did not change)."""
-    return change.action == PlanAction.UPDATE and change.reason.startswith("drift:")
-
-
-def without_drift(plan: Plan) -> tuple[Plan, list[Change]]:
-    """The plan minus drift-only updates, and those updates (so only apply/--self-heal restore them)."""
-    drift = [c for c in plan.changes if is_drift_only(c)]
-    if not drift:
-        return plan, []
-    kept = [c for c in plan.changes if not is_drift_only(c)]
-    return dataclasses.replace(plan, changes=kept), drift
-
-
-def unreadable_paths(directory: Path, source: SourceSet, plan: Plan) -> dict[str, str]:
-    """Source files of planned deletes that still exist but were not loaded, with a reason.
-
-    `load_directory` only reads regular files (and in-directory symlinks to them); a routine file
-    replaced by a FIFO, a socket or a directory simply is not seen. For the CLI that is a delete; for
-    an unattended watcher a path that is still there is far more likely a transient or broken state
-    than an intent to prune, so its objects get the same last-good protection as an invalid file.
-    """
-    out: dict[str, str] = {}
-    for c in plan.changes:
-        rel = c.source_file
-        if c.action != PlanAction.DELETE or not c.managed_before or not rel or rel in source.files or rel in out:
-            continue
-        try:
-            st = os.lstat(directory / rel)
-        except OSError:
-            continue  # really gone: prune
-        if stat.S_ISDIR(st.st_mode):
-            what = "a directory"
-        elif stat.S_ISFIFO(st.st_mode):
-            what = "a FIFO"
-        elif stat.S_ISSOCK(st.st_mode):
-            what = "a socket"
-        elif stat.S_ISREG(st.st_mode):
-            what = "a file that could not be read"
-        else:
-            what = "not a regular file"
-        out[rel] = f"{what} is in place of this routine file; its objects keep their last applied version"
-    return out
-
-
-def protect_paths(plan: Plan, reasons: dict[str, str]) -> tuple[Plan, list[Change]]:
-    """Turn planned deletes of objects from `reasons`' files into no-ops (last good stays)."""
-    if not reasons:
-        return plan, []
-    kept: list[Change] = []
-    changes: list[Change] = []
-    for c in plan.changes:
-        if c.action == PlanAction.DELETE and c.managed_before and c.source_file in reasons:
-            c = dataclasses.replace(
-                c, action=PlanAction.NO_OP, after=c.before, kept=True,
-                reason=f"kept: {c.source_file} is unreadable (last good version stays)",
-            )
-            kept.append(c)
-        changes.append(c)
-    return dataclasses.replace(plan, changes=changes), kept
-
-
 # -- the watcher ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Round:
+    """One planning round of a reconcile: the plan to apply and what the report needs besides it."""
+
+    plan: Plan
+    source: SourceSet
+    drift: list[Change]  # drift-only updates left alone (no self-heal)
+    unreadable: dict[str, str]  # paths in place of routine files that could not be read, and why
 
 
 class Watcher:
     """Keeps the journal in sync with a routine directory while the daemon runs with `--watch`.
 
-    Thread model: the watchdog observer thread only marks the `Debounce` dirty; one worker thread runs
-    every reconcile; `reconcile_now` (tests, a console "reload" button) takes the same lock, so reconciles
+    Thread model: the watchdog observer thread only calls `_mark_dirty`; one worker thread runs every
+    reconcile; `reconcile_now` (tests, a console "reload" button) takes the same lock, so reconciles
     never overlap. The watcher has its own journal connection: SQLite serialises writers and
     `apply_plan` refuses a plan made stale by a concurrent `palyra-ops apply` (then we re-plan).
     """
@@ -214,7 +153,7 @@ class Watcher:
         max_delay_ms: int = 3000,
         rescan_interval_s: float = 300,
         self_heal: bool = False,
-        known_skills: KnownSkills | Callable[[], KnownSkills] = None,
+        known_skills: Any = None,
         display_root: str | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         on_applied: Callable[[], None] | None = None,
@@ -246,21 +185,25 @@ class Watcher:
         self._journal = journal
         self._own_journal = journal is None
         self._reconcile_lock = threading.Lock()
-        self._events = Debounce(self.debounce_s, self.max_delay_s)
-        self._fs = DirectoryWatch(self.directory, self._events)
+        self._cond = threading.Condition()
+        self._dirty = False
+        self._reasons: set[str] = set()
+        self._first_event = 0.0
+        self._last_event = 0.0
         self._git_wait_since: float | None = None
         self._next_rescan = time.monotonic() + self.rescan_interval_s
         self._retry_at: float | None = None
         self._failures = 0
         self._stopping = False
         self._worker: threading.Thread | None = None
+        self.fs = DirectoryWatch(self.directory, lambda reason, immediate: self._mark_dirty(reason, immediate=immediate))
         self._in_git = in_git_work_tree(self.directory)
-        self._warned: list[str] = []
 
         self._last: ReconcileResult | None = None
         self._last_applied_at_ms: int | None = None
         self._last_invalid: dict[str, list[str]] = {}
         self._reconcile_count = 0
+        self._warned: list[str] = []
         self._totals = {"added": 0, "changed": 0, "deleted": 0, "healed": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -273,20 +216,20 @@ class Watcher:
         if self._worker is not None:
             return
         self._stopping = False
-        self._fs.start()
-        self._fs.check(reconciled=False)
+        self.fs.start()
+        self.fs.check()
         self.reconcile_now("startup")
         self._worker = threading.Thread(target=self._run, name="palyra-watcher", daemon=True)
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        with self._events.cond:
+        with self._cond:
             self._stopping = True
-            self._events.cond.notify_all()
+            self._cond.notify_all()
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
-        self._fs.stop(timeout)
+        self.fs.stop(timeout)
         with self._reconcile_lock:
             if self._journal is not None and self._own_journal:
                 self._journal.close()
@@ -307,8 +250,8 @@ class Watcher:
         """Block until no reconcile is pending or running (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._events.cond:
-                dirty = self._events.dirty
+            with self._cond:
+                dirty = self._dirty
             if not dirty and not self._reconcile_lock.locked():
                 return True
             time.sleep(0.01)
@@ -316,53 +259,72 @@ class Watcher:
 
     # -- the worker --------------------------------------------------------------------------------
 
+    def _mark_dirty(self, reason: str, *, immediate: bool = False) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if not self._dirty:
+                self._first_event = now
+                self._dirty = True
+            self._last_event = now
+            if immediate:
+                self._first_event = now - self.max_delay_s
+            self._reasons.add(reason)
+            self._cond.notify_all()
+
+    def _due_at(self) -> float:
+        return min(self._last_event + self.debounce_s, self._first_event + self.max_delay_s)
+
     def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                self._fs.check(reconciled=self._last is not None)
+                self.fs.check()
             except Exception:  # pragma: no cover - keep the worker alive whatever happens
                 log.exception("watcher: checking the directory failed")
-            with self._events.cond:
-                if self._stopping:
-                    return
-                now = time.monotonic()
-                wait = self._wait_s(now)
-                if wait is not None:
-                    self._events.cond.wait(wait)
-                    continue
-            if self._git_busy(now):
+            reasons = self._wait_until_due()
+            if reasons is None or self._git_postpones():
                 continue
+            with self._cond:
+                self._dirty = False
+                self._reasons.clear()
             try:
-                self.reconcile_now(",".join(self._events.take()))
+                self.reconcile_now(",".join(reasons))
             except Exception:  # pragma: no cover - reconcile_now already records errors
                 log.exception("watcher: reconcile failed")
 
-    def _wait_s(self, now: float) -> float | None:
-        """How long to sleep before looking again, or None when a reconcile is due now (the
-        periodic rescan and the retry after a failure count as events). Called holding `cond`."""
-        ev = self._events
-        if not ev.dirty and now >= self._next_rescan:
-            ev.force("rescan", now)
-        if not ev.dirty and self._retry_at is not None and now >= self._retry_at:
-            ev.force("retry", now)
-        if ev.dirty and now >= ev.due_at():
+    def _wait_until_due(self) -> list[str] | None:
+        """The reasons of a reconcile that is due now; else sleep until something may be (an event,
+        the debounce, the rescan or retry timer, the next directory check) and return None."""
+        with self._cond:
+            if self._stopping:
+                return None
+            now = time.monotonic()
+            for timer, reason in ((self._next_rescan, "rescan"), (self._retry_at, "retry")):
+                if not self._dirty and timer is not None and now >= timer:
+                    self._dirty, self._first_event, self._last_event = True, now - self.max_delay_s, now
+                    self._reasons.add(reason)
+            if self._dirty and now >= self._due_at():
+                return sorted(self._reasons)
+            wake = [self._next_rescan, now + ROOT_CHECK_S]
+            if self._dirty:
+                wake.append(self._due_at())
+            if self._retry_at is not None:
+                wake.append(self._retry_at)
+            self._cond.wait(max(0.0, min(wake) - now))
             return None
-        wake = [self._next_rescan, now + ROOT_CHECK_S]
-        if ev.dirty:
-            wake.append(ev.due_at())
-        if self._retry_at is not None:
-            wake.append(self._retry_at)
-        return max(0.0, min(wake) - now)
 
-    def _git_busy(self, now: float) -> bool:
-        """While git holds index.lock (up to GIT_LOCK_MAX_WAIT_S), wait for it to finish."""
+    def _git_postpones(self) -> bool:
+        """While a git command holds `index.lock`, wait another quiet period (at most
+        GIT_LOCK_MAX_WAIT_S: a crashed git leaves a stale lock behind)."""
         if not (self._in_git and git_lock_present(self.directory)):
             self._git_wait_since = None
             return False
+        now = time.monotonic()
         if self._git_wait_since is None:
             self._git_wait_since = now
         if now - self._git_wait_since < GIT_LOCK_MAX_WAIT_S:
-            self._events.postpone(now)
+            with self._cond:  # re-arm: check again after another quiet period
+                self._last_event = now
+                self._first_event = max(self._first_event, now - self.max_delay_s + self.debounce_s)
             return True
         log.warning("watcher: .git/index.lock present for %.0fs; reconciling anyway", now - self._git_wait_since)
         self._git_wait_since = None
@@ -385,15 +347,15 @@ class Watcher:
                 self._failures = 0
                 self._retry_at = None
             except PalyraError as exc:
-                result.state, result.error = SyncState.ERROR, exc.message
+                result.state, result.error = ERROR, exc.message
                 log.warning("watcher: %s", exc.message)
             except Exception as exc:  # the worker must survive a locked journal, a full disk, …
-                result.state, result.error = SyncState.ERROR, f"{type(exc).__name__}: {exc}"
+                result.state, result.error = ERROR, f"{type(exc).__name__}: {exc}"
                 self._failures += 1
                 delay = min(RETRY_MAX_S, 2.0 ** self._failures)
                 self._retry_at = time.monotonic() + delay
                 log.exception("watcher: reconcile failed; retrying in %.0fs", delay)
-            if result.state == SyncState.ERROR and self._last is not None and not result.files:
+            if result.state == ERROR and self._last is not None and not result.files:
                 result.files = self._last.files  # what we knew last; nothing changed in the journal
             result.duration_ms = int((time.perf_counter() - t0) * 1000)
             self._reconcile_count += 1
@@ -418,35 +380,23 @@ class Watcher:
                 f"routine directory {self.display_root or self.directory} {what}; "
                 "nothing changed, the last good state stays (waiting for it to come back)"
             )
-        plan, source, unreadable, drift = self._plan_and_apply(result)
+        journal = self._journal_conn()
+        for attempt in range(STALE_RETRIES + 1):
+            round_ = self._plan()
+            try:
+                self._apply(journal, round_.plan, result)
+                break
+            except StalePlan:
+                if attempt == STALE_RETRIES:
+                    raise
+                log.info("watcher: journal changed while planning; planning again")
         if result.git is None and self._in_git:
             result.git = git_info(self.directory)
-        result.unchanged = sum(1 for c in plan.changes if c.action == PlanAction.NO_OP)
-        result.kept_invalid = sorted(c.name for c in plan.changes if c.kept)
-        result.drift_pending = sorted(c.name for c in drift)
-        if self.self_heal:
-            result.healed = sorted(c.name for c in plan.changes if c.action == PlanAction.UPDATE and c.drift)
-            for name in result.healed:
-                log.warning("watcher: self-heal: %s was changed outside git; restored the git version", name)
-        result.files = file_states(source, plan, pending=drift, unreadable=unreadable,
-                                   shown_root=self.display_root or str(self.directory))
-        result.state = overall(f["state"] for f in result.files.values())
+        self._report(result, round_)
 
-    def _plan_and_apply(self, result: ReconcileResult) -> tuple[Plan, SourceSet, dict[str, str], list[Change]]:
-        """Plan and apply, planning again when another process applied in between."""
-        journal = self._journal_conn()
-        for _ in range(STALE_RETRIES):
-            try:
-                return self._plan_and_apply_once(journal, result)
-            except StalePlan:
-                log.info("watcher: journal changed while planning; planning again")
-        return self._plan_and_apply_once(journal, result)
-
-    def _plan_and_apply_once(
-        self, journal: Journal, result: ReconcileResult
-    ) -> tuple[Plan, SourceSet, dict[str, str], list[Change]]:
-        """The watcher's plan (last-good isolation; drift left alone unless self-heal), applied.
-        Returns what the status needs: the plan, the source, unreadable paths and the drift left."""
+    def _plan(self) -> _Round:
+        """validate → plan, then the watcher's own policy: unreadable paths keep their objects and,
+        without self-heal, drift is left alone."""
         plan, source = plan_directory(
             self.directory,
             self.journal_path,
@@ -462,14 +412,31 @@ class Watcher:
         drift: list[Change] = []
         if not self.self_heal:
             plan, drift = without_drift(plan)
-        if plan.has_changes:
-            applied = apply_plan(journal, plan, directory=self.directory, origin="watcher")
-            result.applied = True
-            result.added, result.changed, result.deleted = applied.added, applied.changed, applied.deleted
-            result.serial, result.git = applied.serial, applied.git
-        else:
+        return _Round(plan, source, drift, unreadable)
+
+    def _apply(self, journal: Journal, plan: Plan, result: ReconcileResult) -> None:
+        if not plan.has_changes:
             result.serial = plan.serial
-        return plan, source, unreadable, drift
+            return
+        applied = apply_plan(journal, plan, directory=self.directory, origin="watcher")
+        result.applied = True
+        result.added, result.changed, result.deleted = applied.added, applied.changed, applied.deleted
+        result.serial, result.git = applied.serial, applied.git
+
+    def _report(self, result: ReconcileResult, round_: _Round) -> None:
+        """What the reconcile left: kept, drifted and healed objects, and each file's SyncState."""
+        plan = round_.plan
+        kept = [c for c in plan.changes if c.kept]
+        result.unchanged = sum(1 for c in plan.changes if c.action is PlanAction.NO_OP)
+        result.kept_invalid = sorted(c.name for c in kept)
+        result.drift_pending = sorted(c.name for c in round_.drift)
+        if self.self_heal:
+            result.healed = sorted(c.name for c in plan.changes if c.action is PlanAction.UPDATE and c.drift)
+            for name in result.healed:
+                log.warning("watcher: self-heal: %s was changed outside git; restored the git version", name)
+        result.files = file_states(round_.source, kept=kept, pending=round_.drift, unreadable=round_.unreadable,
+                                   shown_root=self.display_root or str(self.directory))
+        result.state = overall(result.files)
 
     def _after(self, result: ReconcileResult) -> None:
         """Bookkeeping, events and callbacks, outside the reconcile lock (callbacks may be slow)."""
@@ -526,16 +493,16 @@ class Watcher:
     def status(self) -> dict[str, Any]:
         """JSON-able state for `palyra-ops status` and `GET /console/v1/system/status`."""
         last = self._last
-        with self._events.cond:
-            pending = self._events.dirty
+        with self._cond:
+            pending = self._dirty
         return {
             "enabled": True,
             "running": self.running,
             "directory": str(self.display_root or self.directory),
             "directory_present": self.directory.is_dir(),
-            "watching": self._fs.watch is not None,
-            "watch_error": self._fs.error,
-            "state": last.state if last else SyncState.PENDING,
+            "watching": self.fs.watching,
+            "watch_error": self.fs.error,
+            "state": last.state if last else PENDING,
             "pending": pending,
             "files": last.files if last else {},
             "last_reconcile_at": rfc3339(last.started_at_ms) if last else None,
@@ -552,7 +519,7 @@ class Watcher:
             "self_heal": self.self_heal,
             "debounce_ms": int(self.debounce_s * 1000),
             "rescan_interval_s": self.rescan_interval_s,
-            "events": {"seen": self._fs.handler.seen, "ignored": self._fs.handler.ignored},
+            "events": {"seen": self.fs.seen, "ignored": self.fs.ignored},
         }
 
 
@@ -566,8 +533,4 @@ __all__ = [
     "SYNCED",
     "ReconcileResult",
     "Watcher",
-    "is_drift_only",
-    "protect_paths",
-    "unreadable_paths",
-    "without_drift",
 ]

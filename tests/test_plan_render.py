@@ -1,291 +1,401 @@
-"""Plan views: `views.plan_text.render_text` (plain, coloured, verbose) and the JSON documents of
-`plan`/`apply --output json`, as golden strings.
+"""The plan's views: `render_text` (plain, colour, verbose) and the JSON view, against golden strings.
 
-The goldens were produced by the renderer before it moved out of `plan.py` (issue 11), so they pin
-the output byte for byte: scripts and people read this text, and docs/gitops.md documents the JSON.
-Colour codes are written as <G> green, <Y> yellow, <R> red, <C> cyan, <B> bold, <0> reset.
+The goldens were produced by the renderer as it was before it moved out of `plan.py` (byte for byte
+what `palyra-ops plan` printed), so a change to any line of the output shows up here, not only
+through the CLI. The plans are in-memory values (tests/plan_values.py): no directory, no journal.
 """
 
 from __future__ import annotations
 
-from palyra_ops.cli._common import as_json
-from palyra_ops.errors import Diagnostic, ValidationFailed
-from palyra_ops.gitinfo import GitInfo
-from palyra_ops.plan import Change, FieldChange, Plan, PlanAction, ScheduleChange
-from palyra_ops.reconcile import ApplyResult
-from palyra_ops.views.plan_json import applied_document, invalid_document, not_applied_document
+import io
+import json
+
+import pytest
+from plan_values import channel, plan_of, routine, snapshot, stored
+
+from palyra_ops.cli._common import WRITERS, emit
+from palyra_ops.model import Resource
+from palyra_ops.plan import Plan
+from palyra_ops.views.plan_json import apply_document, invalid_document
 from palyra_ops.views.plan_text import render_text
 
-A = PlanAction
-CODES = {"<G>": "\033[32m", "<Y>": "\033[33m", "<R>": "\033[31m", "<C>": "\033[36m", "<B>": "\033[1m", "<0>": "\033[0m"}
+
+def mixed() -> Plan:
+    """create (with DST warnings), update (fields and next fires), no-op, delete, unmanaged, a warning."""
+    old_report = routine("report", prompt="old", delivery={"channel": "old-ch"}, file="team/report.yaml")
+    new_report = routine("report", prompt="new", cron="0 10 * * *", delivery={"channel": "old-ch"},
+                         file="team/report.yaml")
+    same = routine("same")
+    desired = [routine("backup", cron="30 2 * * *", timezone="Europe/Prague", file="ops.yaml"), new_report, same]
+    snap = snapshot(stored(old_report), stored(same), stored(routine("gone", file="old.yaml")),
+                    stored(routine("api-made", file=None), managed=False, source_file=None),
+                    stored(channel("old-ch", file="channels.yaml")),
+                    jobs={"report": {"anchor_ms": None}})
+    return plan_of(desired, snap)
 
 
-def coloured(golden: str) -> str:
-    for token, code in CODES.items():
-        golden = golden.replace(token, code)
-    return golden
-
-def plan(changes, warnings=()):
-    return Plan(format_version=1, created_at="2026-03-27T12:00:00+00:00", dir="routines.d", journal_path="j.sqlite3",
-                lineage="L1", serial=7, changes=list(changes), warnings=list(warnings),
-                options={"prune_unmanaged": False, "allow_empty": False})
+def unchanged() -> Plan:
+    same = routine("same")
+    return plan_of([same], snapshot(stored(same)))
 
 
-def body(prompt, **spec):
-    return {"metadata": {"description": "hi \"there\""}, "spec": {"prompt": prompt, "enabled": True, **spec}}
+def kept() -> Plan:
+    good = routine("good", file="good.yaml")
+    return plan_of([good], snapshot(stored(good), stored(routine("kept-one", file="bad.yaml"))),
+                   protected_files={"bad.yaml"})
 
 
-def mixed():
-    return plan([
-        Change("Routine", "alpha", A.CREATE, "new in a.yaml", "a.yaml", None, body("say hello", tags=["x", "y"]),
-               schedule=ScheduleChange("Europe/Prague", [], ["2026-03-28T10:30:00+01:00", "2026-03-29T10:30:00+02:00"],
-                                       ["2026-03-29 02:00–03:00 does not exist in Europe/Prague"])),
-        Change("Routine", "beta", A.UPDATE, "changed in b.yaml", "b.yaml", body("old"), body("new"),
-               fields=[FieldChange("spec.prompt", "old", "new"), FieldChange("spec.owner", None, "ops")],
-               unchanged_fields=2, managed_before=True,
-               schedule=ScheduleChange("utc", ["2026-03-28T09:00:00+00:00"], ["2026-03-28T10:00:00+00:00"], [])),
-        Change("Routine", "gamma", A.UPDATE, "changed in g.yaml", "g.yaml", body("x"), body("x", retries=3),
-               fields=[FieldChange("spec.retries", None, 3)], unchanged_fields=1, managed_before=True),
-        Change("Channel", "team", A.DELETE, "removed from the directory (was in c.yaml)", "c.yaml",
-               {"metadata": {}, "spec": {"type": "file", "path": "out.jsonl"}}, None, managed_before=True),
-        Change("Routine", "old-sched", A.DELETE, "removed from the directory (was in o.yaml)", "o.yaml", body("bye"), None,
-               managed_before=True, schedule=ScheduleChange("utc", ["2026-03-28T09:00:00+00:00"], [], [])),
-        Change("Routine", "from-api", A.UNMANAGED, "created through the API; not in the directory, left alone", None,
-               body("api"), None, managed_before=False),
-        Change("Routine", "same", A.NO_OP, "up to date", "s.yaml", None, None, managed_before=True),
-    ], warnings=["routine 'alpha' delivers to channel 'team', which this plan deletes"])
+def small() -> Plan:
+    old = routine("report", prompt="old")
+    return plan_of([routine("report", prompt="new")], snapshot(stored(old), stored(routine("gone", file="b.yaml"))))
 
 
-def quiet():
-    return plan([
-        Change("Routine", "same", A.NO_OP, "up to date", "s.yaml", None, None, managed_before=True),
-        Change("Routine", "from-api", A.UNMANAGED, "created through the API; not in the directory, left alone", None,
-               body("api"), None, managed_before=False),
-    ])
+@pytest.mark.parametrize(("make", "verbose", "expected"), [
+    (mixed, False, "MIXED_PLAIN"),
+    (mixed, True, "MIXED_VERBOSE"),
+    (unchanged, False, "UNCHANGED_PLAIN"),
+    (unchanged, True, "UNCHANGED_VERBOSE"),
+    (kept, False, "KEPT_PLAIN"),
+    (kept, True, "KEPT_VERBOSE"),
+])
+def test_render_text_plain(make, verbose: bool, expected: str) -> None:
+    assert render_text(make(), verbose=verbose) == globals()[expected]
 
 
-def detailed():
-    """For the verbose view: what it adds (unchanged fields, deleted fields, up-to-date objects)."""
-    return plan([
-        Change("Routine", "delta", A.UPDATE, "changed in d.yaml", "d.yaml", body("before", owner="ops"),
-               body("after", owner="ops"), fields=[FieldChange("spec.prompt", "before", "after")],
-               unchanged_fields=3, managed_before=True),
-        Change("Channel", "pager", A.DELETE, "removed from the directory (was in p.yaml)", "p.yaml",
-               {"metadata": {}, "spec": {"type": "webhook", "url": "https://example.invalid/hook"}}, None,
-               managed_before=True),
-        Change("Routine", "steady", A.NO_OP, "up to date", "s.yaml", None, None, managed_before=True),
-    ])
+@pytest.mark.parametrize(("verbose", "expected"), [(False, "MIXED_COLOUR"), (True, "MIXED_COLOUR_VERBOSE")])
+def test_render_text_colour(verbose: bool, expected: str) -> None:
+    text = render_text(mixed(), colour=True, verbose=verbose)
+    assert text == globals()[expected]
+    # without the escape codes it is the plain text, line for line
+    plain = MIXED_VERBOSE if verbose else MIXED_PLAIN
+    for code in ("\033[32m", "\033[33m", "\033[31m", "\033[36m", "\033[1m", "\033[0m"):
+        text = text.replace(code, "")
+    assert text == plain
 
 
-MIXED_PLAIN = r"""palyra-ops will perform the following actions:
+def test_colour_only_on_the_lines_of_a_change() -> None:
+    lines = render_text(mixed(), colour=True).splitlines()
+    assert '\033[32m  + routine "backup"\033[0m' in lines
+    assert '\033[33m  ~ routine "report"\033[0m' in lines
+    assert '\033[31m  - routine "gone"\033[0m' in lines
+    assert '\033[36m  ? routine "api-made"\033[0m' in lines
+    assert "\033[1mPlan: 1 to add, 1 to change, 2 to delete.\033[0m" in lines
+    assert '  # routine "backup" will be created (new in ops.yaml)' in lines  # comments stay plain
 
-  # routine "alpha" will be created (new in a.yaml)
-  + routine "alpha"
-      + metadata.description = "hi \"there\""
-      + spec.enabled = true
+
+def test_hidden_field_count_is_singular_for_one() -> None:
+    def one_field(path: str) -> Resource:
+        return Resource("Channel", "c", {"metadata": {}, "spec": {"path": path}}, "a.yaml")
+
+    plan = plan_of([one_field("b.jsonl")], snapshot(stored(one_field("a.jsonl"))))
+    assert render_text(plan) == (
+        "palyra-ops will perform the following actions:\n\n"
+        '  # channel "c" will be updated in-place (changed in a.yaml)\n'
+        '  ~ channel "c"\n'
+        '      ~ spec.path: "a.jsonl" → "b.jsonl"\n'
+        "        (1 unchanged field hidden)\n\n"
+        "Plan: 0 to add, 1 to change, 0 to delete.\n"
+    )
+
+
+def test_json_view_is_the_documented_document() -> None:
+    out = io.StringIO()
+    emit(small(), "json", render_text, stream=out)
+    assert out.getvalue() == SMALL_JSON
+    assert json.loads(out.getvalue()) == small().to_json()
+
+
+def test_json_view_of_every_action_is_the_plan_file_document(tmp_path) -> None:
+    plan = mixed()
+    out = io.StringIO()
+    emit(plan, "json", render_text, stream=out)
+    doc = json.loads(out.getvalue())
+    assert [c["action"] for c in doc["changes"]] == ["create", "update", "no-op", "delete", "unmanaged", "delete"]
+    assert all("kept" not in c for c in doc["changes"])  # only ever added, and only when true
+    plan.save(tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text()) == doc
+
+
+def test_text_view_through_emit_is_render_text() -> None:
+    out = io.StringIO()
+    emit(mixed(), "text", lambda p: render_text(p), stream=out)
+    assert out.getvalue() == MIXED_PLAIN
+    assert set(WRITERS) == {"text", "json"}
+
+
+def test_invalid_and_apply_documents() -> None:
+    assert invalid_document([]) == {"format_version": 1, "error": "invalid", "diagnostics": []}
+    doc = apply_document(small(), None)
+    assert doc["applied"] is False and doc["plan"] == small().to_json()
+
+
+# -- goldens ----------------------------------------------------------------------------------------
+
+MIXED_PLAIN = '''\
+palyra-ops will perform the following actions:
+
+  # routine "backup" will be created (new in ops.yaml)
+  + routine "backup"
+      + metadata = {}
       + spec.prompt = "say hello"
-      + spec.tags = ["x", "y"]
-      next fires (Europe/Prague): 2026-03-28T10:30:00+01:00, 2026-03-29T10:30:00+02:00
-      warning: 2026-03-29 02:00–03:00 does not exist in Europe/Prague
+      + spec.trigger.kind = "schedule"
+      + spec.trigger.schedule.cron = "30 2 * * *"
+      + spec.trigger.schedule.timezone = "Europe/Prague"
+      next fires (Europe/Prague): 2026-03-28T02:30:00+01:00, 2026-03-29T03:00:00+02:00, 2026-03-30T02:30:00+02:00
+      warning: 2026-03-29: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00
+      warning: 2026-10-25: 02:30 occurs twice in Europe/Prague (DST fold); fires once, at 02:30+02:00 (fold: first)
+      warning: 2027-03-28: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00
 
-  # routine "beta" will be updated in-place (changed in b.yaml)
-  ~ routine "beta"
+  # routine "report" will be updated in-place (changed in team/report.yaml)
+  ~ routine "report"
       ~ spec.prompt: "old" → "new"
-      ~ spec.owner: (none) → "ops"
-        (2 unchanged fields hidden)
-      next fires (utc): 2026-03-28T09:00:00+00:00 → 2026-03-28T10:00:00+00:00
+      ~ spec.trigger.schedule.cron: "0 9 * * *" → "0 10 * * *"
+        (4 unchanged fields hidden)
+      next fires (utc): 2026-03-28T09:00:00+00:00, 2026-03-29T09:00:00+00:00, 2026-03-30T09:00:00+00:00 → 2026-03-28T10:00:00+00:00, 2026-03-29T10:00:00+00:00, 2026-03-30T10:00:00+00:00
 
-  # routine "gamma" will be updated in-place (changed in g.yaml)
-  ~ routine "gamma"
-      ~ spec.retries: (none) → 3
-        (1 unchanged field hidden)
+  # channel "old-ch" will be deleted (removed from the directory (was in channels.yaml))
+  - channel "old-ch"
 
-  # channel "team" will be deleted (removed from the directory (was in c.yaml))
-  - channel "team"
+  # routine "api-made" is unmanaged (created through the API; not in the directory, left alone)
+  ? routine "api-made"
 
-  # routine "old-sched" will be deleted (removed from the directory (was in o.yaml))
-  - routine "old-sched"
-      next fires (utc): 2026-03-28T09:00:00+00:00 → (never)
+  # routine "gone" will be deleted (removed from the directory (was in old.yaml))
+  - routine "gone"
 
-  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-  ? routine "from-api"
+Warning: routine 'report' delivers to channel 'old-ch', which this plan deletes
 
-Warning: routine 'alpha' delivers to channel 'team', which this plan deletes
-
-Plan: 1 to add, 2 to change, 2 to delete.
+Plan: 1 to add, 1 to change, 2 to delete.
 1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
-"""
-
-DETAILED_VERBOSE = r"""palyra-ops will perform the following actions:
-
-  # routine "delta" will be updated in-place (changed in d.yaml)
-  ~ routine "delta"
-      ~ spec.prompt: "before" → "after"
-        metadata.description = "hi \"there\""
-        spec.enabled = true
-        spec.owner = "ops"
-
-  # channel "pager" will be deleted (removed from the directory (was in p.yaml))
-  - channel "pager"
-      - metadata = {}
-      - spec.type = "webhook"
-      - spec.url = "https://example.invalid/hook"
-
-  # routine "steady" is up to date (up to date)
-    routine "steady"
-
-Plan: 0 to add, 1 to change, 1 to delete.
-"""
+'''
 
 
-MIXED_COLOUR = r"""palyra-ops will perform the following actions:
+MIXED_VERBOSE = '''\
+palyra-ops will perform the following actions:
 
-  # routine "alpha" will be created (new in a.yaml)
-<G>  + routine "alpha"<0>
-<G>      + metadata.description = "hi \"there\""<0>
-<G>      + spec.enabled = true<0>
-<G>      + spec.prompt = "say hello"<0>
-<G>      + spec.tags = ["x", "y"]<0>
-      next fires (Europe/Prague): 2026-03-28T10:30:00+01:00, 2026-03-29T10:30:00+02:00
-<Y>      warning: 2026-03-29 02:00–03:00 does not exist in Europe/Prague<0>
+  # routine "backup" will be created (new in ops.yaml)
+  + routine "backup"
+      + metadata = {}
+      + spec.prompt = "say hello"
+      + spec.trigger.kind = "schedule"
+      + spec.trigger.schedule.cron = "30 2 * * *"
+      + spec.trigger.schedule.timezone = "Europe/Prague"
+      next fires (Europe/Prague): 2026-03-28T02:30:00+01:00, 2026-03-29T03:00:00+02:00, 2026-03-30T02:30:00+02:00
+      warning: 2026-03-29: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00
+      warning: 2026-10-25: 02:30 occurs twice in Europe/Prague (DST fold); fires once, at 02:30+02:00 (fold: first)
+      warning: 2027-03-28: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00
 
-  # routine "beta" will be updated in-place (changed in b.yaml)
-<Y>  ~ routine "beta"<0>
-<Y>      ~ spec.prompt: "old" → "new"<0>
-<Y>      ~ spec.owner: (none) → "ops"<0>
-        (2 unchanged fields hidden)
-      next fires (utc): 2026-03-28T09:00:00+00:00 → 2026-03-28T10:00:00+00:00
+  # routine "report" will be updated in-place (changed in team/report.yaml)
+  ~ routine "report"
+      ~ spec.prompt: "old" → "new"
+      ~ spec.trigger.schedule.cron: "0 9 * * *" → "0 10 * * *"
+        metadata = {}
+        spec.delivery.channel = "old-ch"
+        spec.trigger.kind = "schedule"
+        spec.trigger.schedule.timezone = "utc"
+      next fires (utc): 2026-03-28T09:00:00+00:00, 2026-03-29T09:00:00+00:00, 2026-03-30T09:00:00+00:00 → 2026-03-28T10:00:00+00:00, 2026-03-29T10:00:00+00:00, 2026-03-30T10:00:00+00:00
 
-  # routine "gamma" will be updated in-place (changed in g.yaml)
-<Y>  ~ routine "gamma"<0>
-<Y>      ~ spec.retries: (none) → 3<0>
-        (1 unchanged field hidden)
-
-  # channel "team" will be deleted (removed from the directory (was in c.yaml))
-<R>  - channel "team"<0>
-
-  # routine "old-sched" will be deleted (removed from the directory (was in o.yaml))
-<R>  - routine "old-sched"<0>
-      next fires (utc): 2026-03-28T09:00:00+00:00 → (never)
-
-  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-<C>  ? routine "from-api"<0>
-
-<Y>Warning: routine 'alpha' delivers to channel 'team', which this plan deletes<0>
-
-<B>Plan: 1 to add, 2 to change, 2 to delete.<0>
-1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
-"""
-
-QUIET_PLAIN = r"""  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-  ? routine "from-api"
-
-No changes. The journal matches the directory.
-1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
-"""
-
-QUIET_PLAIN_VERBOSE = r"""  # routine "same" is up to date (up to date)
+  # routine "same" is up to date (up to date)
     routine "same"
 
-  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-  ? routine "from-api"
+  # channel "old-ch" will be deleted (removed from the directory (was in channels.yaml))
+  - channel "old-ch"
+      - metadata = {}
+      - spec.path = "out.jsonl"
+      - spec.type = "file"
+
+  # routine "api-made" is unmanaged (created through the API; not in the directory, left alone)
+  ? routine "api-made"
+
+  # routine "gone" will be deleted (removed from the directory (was in old.yaml))
+  - routine "gone"
+      - metadata = {}
+      - spec.prompt = "say hello"
+      - spec.trigger.kind = "schedule"
+      - spec.trigger.schedule.cron = "0 9 * * *"
+      - spec.trigger.schedule.timezone = "utc"
+
+Warning: routine 'report' delivers to channel 'old-ch', which this plan deletes
+
+Plan: 1 to add, 1 to change, 2 to delete.
+1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
+'''
+
+
+MIXED_COLOUR = '''\
+palyra-ops will perform the following actions:
+
+  # routine "backup" will be created (new in ops.yaml)
+\033[32m  + routine "backup"\033[0m
+\033[32m      + metadata = {}\033[0m
+\033[32m      + spec.prompt = "say hello"\033[0m
+\033[32m      + spec.trigger.kind = "schedule"\033[0m
+\033[32m      + spec.trigger.schedule.cron = "30 2 * * *"\033[0m
+\033[32m      + spec.trigger.schedule.timezone = "Europe/Prague"\033[0m
+      next fires (Europe/Prague): 2026-03-28T02:30:00+01:00, 2026-03-29T03:00:00+02:00, 2026-03-30T02:30:00+02:00
+\033[33m      warning: 2026-03-29: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00\033[0m
+\033[33m      warning: 2026-10-25: 02:30 occurs twice in Europe/Prague (DST fold); fires once, at 02:30+02:00 (fold: first)\033[0m
+\033[33m      warning: 2027-03-28: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00\033[0m
+
+  # routine "report" will be updated in-place (changed in team/report.yaml)
+\033[33m  ~ routine "report"\033[0m
+\033[33m      ~ spec.prompt: "old" → "new"\033[0m
+\033[33m      ~ spec.trigger.schedule.cron: "0 9 * * *" → "0 10 * * *"\033[0m
+        (4 unchanged fields hidden)
+      next fires (utc): 2026-03-28T09:00:00+00:00, 2026-03-29T09:00:00+00:00, 2026-03-30T09:00:00+00:00 → 2026-03-28T10:00:00+00:00, 2026-03-29T10:00:00+00:00, 2026-03-30T10:00:00+00:00
+
+  # channel "old-ch" will be deleted (removed from the directory (was in channels.yaml))
+\033[31m  - channel "old-ch"\033[0m
+
+  # routine "api-made" is unmanaged (created through the API; not in the directory, left alone)
+\033[36m  ? routine "api-made"\033[0m
+
+  # routine "gone" will be deleted (removed from the directory (was in old.yaml))
+\033[31m  - routine "gone"\033[0m
+
+\033[33mWarning: routine 'report' delivers to channel 'old-ch', which this plan deletes\033[0m
+
+\033[1mPlan: 1 to add, 1 to change, 2 to delete.\033[0m
+1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
+'''
+
+
+MIXED_COLOUR_VERBOSE = '''\
+palyra-ops will perform the following actions:
+
+  # routine "backup" will be created (new in ops.yaml)
+\033[32m  + routine "backup"\033[0m
+\033[32m      + metadata = {}\033[0m
+\033[32m      + spec.prompt = "say hello"\033[0m
+\033[32m      + spec.trigger.kind = "schedule"\033[0m
+\033[32m      + spec.trigger.schedule.cron = "30 2 * * *"\033[0m
+\033[32m      + spec.trigger.schedule.timezone = "Europe/Prague"\033[0m
+      next fires (Europe/Prague): 2026-03-28T02:30:00+01:00, 2026-03-29T03:00:00+02:00, 2026-03-30T02:30:00+02:00
+\033[33m      warning: 2026-03-29: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00\033[0m
+\033[33m      warning: 2026-10-25: 02:30 occurs twice in Europe/Prague (DST fold); fires once, at 02:30+02:00 (fold: first)\033[0m
+\033[33m      warning: 2027-03-28: 02:30 does not exist in Europe/Prague (DST gap); fires at 03:00+02:00\033[0m
+
+  # routine "report" will be updated in-place (changed in team/report.yaml)
+\033[33m  ~ routine "report"\033[0m
+\033[33m      ~ spec.prompt: "old" → "new"\033[0m
+\033[33m      ~ spec.trigger.schedule.cron: "0 9 * * *" → "0 10 * * *"\033[0m
+        metadata = {}
+        spec.delivery.channel = "old-ch"
+        spec.trigger.kind = "schedule"
+        spec.trigger.schedule.timezone = "utc"
+      next fires (utc): 2026-03-28T09:00:00+00:00, 2026-03-29T09:00:00+00:00, 2026-03-30T09:00:00+00:00 → 2026-03-28T10:00:00+00:00, 2026-03-29T10:00:00+00:00, 2026-03-30T10:00:00+00:00
+
+  # routine "same" is up to date (up to date)
+    routine "same"
+
+  # channel "old-ch" will be deleted (removed from the directory (was in channels.yaml))
+\033[31m  - channel "old-ch"\033[0m
+\033[31m      - metadata = {}\033[0m
+\033[31m      - spec.path = "out.jsonl"\033[0m
+\033[31m      - spec.type = "file"\033[0m
+
+  # routine "api-made" is unmanaged (created through the API; not in the directory, left alone)
+\033[36m  ? routine "api-made"\033[0m
+
+  # routine "gone" will be deleted (removed from the directory (was in old.yaml))
+\033[31m  - routine "gone"\033[0m
+\033[31m      - metadata = {}\033[0m
+\033[31m      - spec.prompt = "say hello"\033[0m
+\033[31m      - spec.trigger.kind = "schedule"\033[0m
+\033[31m      - spec.trigger.schedule.cron = "0 9 * * *"\033[0m
+\033[31m      - spec.trigger.schedule.timezone = "utc"\033[0m
+
+\033[33mWarning: routine 'report' delivers to channel 'old-ch', which this plan deletes\033[0m
+
+\033[1mPlan: 1 to add, 1 to change, 2 to delete.\033[0m
+1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
+'''
+
+
+UNCHANGED_PLAIN = '''\
+No changes. The journal matches the directory.
+'''
+
+
+UNCHANGED_VERBOSE = '''\
+  # routine "same" is up to date (up to date)
+    routine "same"
 
 No changes. The journal matches the directory.
-1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
-"""
+'''
 
-QUIET_COLOUR = r"""  # routine "from-api" is unmanaged (created through the API; not in the directory, left alone)
-<C>  ? routine "from-api"<0>
+
+KEPT_PLAIN = '''\
+No changes. The journal matches the directory.
+'''
+
+
+KEPT_VERBOSE = '''\
+  # routine "good" is up to date (up to date)
+    routine "good"
+
+  # routine "kept-one" is up to date (kept: bad.yaml is invalid (last good version stays))
+    routine "kept-one"
 
 No changes. The journal matches the directory.
-1 unmanaged object(s) left alone (use --prune-unmanaged to delete them).
-"""
+'''
 
-CHANGES_JSON = r"""{
+
+SMALL_JSON = '''\
+{
   "format_version": 1,
   "created_at": "2026-03-27T12:00:00+00:00",
   "dir": "routines.d",
   "journal": {
     "path": "j.sqlite3",
-    "lineage": "L1",
-    "serial": 7
+    "lineage": "lineage-1",
+    "serial": 3
   },
   "options": {
     "prune_unmanaged": false,
     "allow_empty": false
   },
   "summary": {
-    "add": 1,
+    "add": 0,
     "change": 1,
-    "delete": 0,
+    "delete": 1,
     "unchanged": 0,
     "unmanaged": 0
   },
   "has_changes": true,
-  "warnings": [
-    "routine 'alpha' delivers to channel 'team', which this plan deletes"
-  ],
+  "warnings": [],
   "changes": [
     {
       "kind": "Routine",
-      "name": "alpha",
-      "action": "create",
-      "reason": "new in a.yaml",
-      "source_file": "a.yaml",
-      "drift": false,
-      "managed_before": null,
-      "before": null,
-      "after": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
-        "spec": {
-          "prompt": "say hello",
-          "enabled": true,
-          "tags": [
-            "x",
-            "y"
-          ]
-        }
-      },
-      "fields": [],
-      "unchanged_fields": 0,
-      "schedule": {
-        "timezone": "Europe/Prague",
-        "before": [],
-        "after": [
-          "2026-03-28T10:30:00+01:00",
-          "2026-03-29T10:30:00+02:00"
-        ],
-        "notes": [
-          "2026-03-29 02:00–03:00 does not exist in Europe/Prague"
-        ]
-      }
-    },
-    {
-      "kind": "Routine",
-      "name": "beta",
+      "name": "report",
       "action": "update",
-      "reason": "changed in b.yaml",
-      "source_file": "b.yaml",
+      "reason": "changed in a.yaml",
+      "source_file": "a.yaml",
       "drift": false,
       "managed_before": true,
       "before": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
+        "metadata": {},
         "spec": {
           "prompt": "old",
-          "enabled": true
+          "trigger": {
+            "kind": "schedule",
+            "schedule": {
+              "cron": "0 9 * * *",
+              "timezone": "utc"
+            }
+          }
         }
       },
       "after": {
-        "metadata": {
-          "description": "hi \"there\""
-        },
+        "metadata": {},
         "spec": {
           "prompt": "new",
-          "enabled": true
+          "trigger": {
+            "kind": "schedule",
+            "schedule": {
+              "cron": "0 9 * * *",
+              "timezone": "utc"
+            }
+          }
         }
       },
       "fields": [
@@ -293,78 +403,37 @@ CHANGES_JSON = r"""{
           "path": "spec.prompt",
           "before": "old",
           "after": "new"
-        },
-        {
-          "path": "spec.owner",
-          "before": null,
-          "after": "ops"
         }
       ],
-      "unchanged_fields": 2,
-      "schedule": {
-        "timezone": "utc",
-        "before": [
-          "2026-03-28T09:00:00+00:00"
-        ],
-        "after": [
-          "2026-03-28T10:00:00+00:00"
-        ],
-        "notes": []
-      }
+      "unchanged_fields": 4,
+      "schedule": null
+    },
+    {
+      "kind": "Routine",
+      "name": "gone",
+      "action": "delete",
+      "reason": "removed from the directory (was in b.yaml)",
+      "source_file": "b.yaml",
+      "drift": false,
+      "managed_before": true,
+      "before": {
+        "metadata": {},
+        "spec": {
+          "prompt": "say hello",
+          "trigger": {
+            "kind": "schedule",
+            "schedule": {
+              "cron": "0 9 * * *",
+              "timezone": "utc"
+            }
+          }
+        }
+      },
+      "after": null,
+      "fields": [],
+      "unchanged_fields": 0,
+      "schedule": null
     }
   ]
 }
-"""
-
-
-def test_text_plain() -> None:
-    assert render_text(mixed()) == MIXED_PLAIN
-
-
-def test_text_verbose_shows_unchanged_fields_deleted_fields_and_up_to_date_objects() -> None:
-    assert render_text(detailed(), verbose=True) == DETAILED_VERBOSE
-    assert render_text(detailed()) == (
-        'palyra-ops will perform the following actions:\n\n'
-        '  # routine "delta" will be updated in-place (changed in d.yaml)\n  ~ routine "delta"\n'
-        '      ~ spec.prompt: "before" → "after"\n        (3 unchanged fields hidden)\n\n'
-        '  # channel "pager" will be deleted (removed from the directory (was in p.yaml))\n  - channel "pager"\n\n'
-        'Plan: 0 to add, 1 to change, 1 to delete.\n')
-
-
-def _plain(text: str) -> str:
-    for code in CODES.values():
-        text = text.replace(code, "")
-    return text
-
-
-def test_text_coloured() -> None:
-    assert render_text(mixed(), colour=True) == coloured(MIXED_COLOUR)
-    verbose = render_text(detailed(), colour=True, verbose=True)
-    assert _plain(verbose) == DETAILED_VERBOSE  # the colour codes are all that differs
-    assert coloured('<R>      - spec.type = "webhook"<0>\n') in verbose  # deleted fields in the delete colour
-    assert '\n        spec.enabled = true\n' in verbose  # unchanged fields stay plain
-    assert '\n    routine "steady"\n' in verbose  # no colour for an up-to-date object
-
-
-def test_text_without_changes() -> None:
-    assert render_text(quiet()) == QUIET_PLAIN
-    assert render_text(quiet(), verbose=True) == QUIET_PLAIN_VERBOSE
-    assert render_text(quiet(), colour=True) == coloured(QUIET_COLOUR)
-    assert render_text(plan([])) == "No changes. The journal matches the directory.\n"
-
-
-def test_json_view_of_a_plan_is_the_documented_document() -> None:
-    changes = plan(mixed().changes[:2], mixed().warnings)  # a create with fires and notes, an update with fields
-    assert as_json(changes) == CHANGES_JSON
-    assert Plan.from_json(mixed().to_json()) == mixed()
-
-
-def test_json_documents_of_an_invalid_directory_and_of_apply() -> None:
-    diag = Diagnostic(file="routines.d/a.yaml", line=3, column=7, path="spec.prompt", message="is required")
-    assert invalid_document(ValidationFailed([diag])) == {
-        "format_version": 1, "error": "invalid", "diagnostics": [diag.to_json()]}
-    assert not_applied_document(quiet()) == {"applied": False, "plan": quiet().to_json()}
-    result = ApplyResult(added=1, changed=2, deleted=0, serial=8, git=GitInfo(commit="abc123", dirty=True))
-    assert applied_document(result) == {"applied": True, "added": 1, "changed": 2, "deleted": 0, "serial": 8,
-                                        "git_commit": "abc123", "git_dirty": True}
-    assert applied_document(ApplyResult(0, 0, 1, 9, None))["git_commit"] is None
+'''

@@ -1,72 +1,78 @@
-"""`StatePaths`: the state root and the journal resolved once (SPEC §4), and the layout below them.
-
-The files' owners compute their own names from the root or the journal; these tests hold the two
-views to each other, so a move on either side is caught here rather than as a lost token or cache.
-"""
+"""StatePaths: where palyra-ops keeps its state (SPEC §4), built once and handed down from the CLI."""
 
 from __future__ import annotations
 
-import ast
+import re
 from pathlib import Path
 
 import pytest
 
-import palyra_ops
 from palyra_ops.errors import JournalUnsupported
 from palyra_ops.statepaths import StatePaths, default_root
 
+PACKAGE = Path(__file__).resolve().parent.parent / "palyra_ops"
 
-def test_root_from_palyra_state_root_then_xdg_then_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_root_from_the_environment() -> None:
     assert default_root({"PALYRA_STATE_ROOT": "/srv/p", "XDG_STATE_HOME": "/x"}) == Path("/srv/p")
     assert default_root({"XDG_STATE_HOME": "/x"}) == Path("/x/palyra")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_root({}) == tmp_path / ".local" / "state" / "palyra"
+    assert default_root({}) == Path.home() / ".local" / "state" / "palyra"
 
 
-def test_journal_from_flag_then_palyra_journal_then_the_root() -> None:
+def test_journal_is_the_flag_else_the_environment_else_beside_the_root() -> None:
     env = {"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": "/data/j.sqlite3"}
-    assert StatePaths.resolve(journal=Path("/flag/j.sqlite3"), env=env).journal == Path("/flag/j.sqlite3")
-    assert StatePaths.resolve(env=env).journal == Path("/data/j.sqlite3")
-    assert StatePaths.resolve(env={"PALYRA_STATE_ROOT": "/srv/p"}).journal == Path("/srv/p/journal.sqlite3")
-    assert StatePaths.resolve(root=Path("/cfg"), env=env).root == Path("/cfg")  # a config file's state_root wins
+    assert StatePaths.from_env(env=env).journal == Path("/data/j.sqlite3")
+    assert StatePaths.from_env(env=env, journal=Path("/flag.sqlite3")).journal == Path("/flag.sqlite3")
+    assert StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p"}).journal == Path("/srv/p/journal.sqlite3")
+    # a config file's state root wins over the environment's, as `daemon --config` has it
+    assert StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p"}, root=Path("/etc-root")).root == Path("/etc-root")
 
 
-def test_a_journal_url_is_refused_only_where_the_journal_is_used() -> None:
-    paths = StatePaths.resolve(env={"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": "postgresql://db/palyra"})
-    assert paths.token == Path("/srv/p/token")  # `skills`, `token` still work
+def test_a_url_journal_is_refused_only_where_the_journal_is_used() -> None:
+    paths = StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": "postgresql://db/x"})
+    assert paths.token == Path("/srv/p/token")  # `token`, `skills` need no journal: they still work
     with pytest.raises(JournalUnsupported, match="PostgreSQL journals are not supported yet"):
-        paths.journal  # noqa: B018
+        _ = paths.journal
 
 
-def test_layout_agrees_with_each_files_owner(tmp_path: Path) -> None:
+def test_the_files_agree_with_the_modules_that_own_them(tmp_path: Path) -> None:
+    from palyra_ops import skillrefs
     from palyra_ops.client import DISCOVERY_FILE
+    from palyra_ops.daemon import token_path
     from palyra_ops.journal import DaemonLock
     from palyra_ops.memory.index import index_path_for
     from palyra_ops.reconcile import cache_dir_for
-    from palyra_ops.skillrefs import INDEX
     from palyra_ops.skills.sandbox import default_cache_dir
     from palyra_ops.skills.store import SkillStore
+    from palyra_ops.skills.truststore import TRUST_FILE
 
-    paths = StatePaths.resolve(root=tmp_path / "state", journal=tmp_path / "elsewhere" / "j.sqlite3", env={})
+    paths = StatePaths(tmp_path / "state", tmp_path / "data" / "j.sqlite3")
+    assert paths.token == token_path(paths.root)
     assert paths.discovery == paths.root / DISCOVERY_FILE
-    assert paths.daemon_lock == DaemonLock(paths.journal).path
+    assert paths.skills_index == SkillStore(paths.root).index_path == paths.root / skillrefs.INDEX
+    assert paths.skills_cache == default_cache_dir(paths.root)
+    assert paths.trust_store == paths.skills / TRUST_FILE
     assert paths.memory_index == index_path_for(paths.journal)
+    assert paths.daemon_lock == DaemonLock(paths.journal).path
     assert paths.source_cache == cache_dir_for(paths.journal)
-    assert paths.skills_index == paths.root / INDEX == SkillStore(paths.root).index_path
-    assert paths.skill_cache == default_cache_dir(paths.root)
 
 
 def test_nothing_below_the_cli_imports_the_cli() -> None:
-    """The layout runs source → … → server → cli; `daemon` and `client` used to reach back up for
-    the state root."""
-    root = Path(palyra_ops.__file__).parent
-    offenders = []
-    for path in sorted(root.rglob("*.py")):
-        if path.is_relative_to(root / "cli") or path.name == "__main__.py":  # `python -m palyra_ops` is the CLI
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            if any(n == "palyra_ops.cli" or n.startswith("palyra_ops.cli.") for n in names):
-                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    """The layout runs source → … → server → cli; `daemon.py` and `client.py` used to import
+    `cli._common.state_root` (the two arrows that ran back up)."""
+    upward = re.compile(r"\bpalyra_ops\.cli\b|from palyra_ops import cli\b")
+    offenders = [
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+        if "cli" not in p.relative_to(PACKAGE).parts[:1] and p.name != "__main__.py"
+        and upward.search(p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
+
+
+def test_the_daemon_uses_the_paths_it_is_given(tmp_path: Path) -> None:
+    from palyra_ops.config import DaemonConfig
+    from palyra_ops.daemon import Daemon
+
+    paths = StatePaths(tmp_path / "root", tmp_path / "elsewhere" / "j.sqlite3")
+    d = Daemon(DaemonConfig(), paths=paths)
+    assert (d.state_root, d.journal_path, d.lock.path) == (paths.root, paths.journal, paths.daemon_lock)

@@ -21,7 +21,7 @@ from palyra_ops.clock import FakeClock
 from palyra_ops.journal import open_journal, read_snapshot
 from palyra_ops.model import Resource
 from palyra_ops.reconcile import set_enabled, upsert_resource
-from palyra_ops.views.status_text import watcher_lines as format_status
+from palyra_ops.views.status_text import format_status
 from palyra_ops.watcher import Watcher
 
 T0 = 1_790_000_000_000  # 2026-09-21T14:13:20Z

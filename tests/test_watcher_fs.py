@@ -226,7 +226,7 @@ def test_periodic_rescan_catches_dropped_events(tmp_path: Path) -> None:
     write(live.dir, "a.yaml", routine_yaml("alpha"))
     w = live.start()
     try:
-        w._fs.observer.unschedule(w._fs.watch)  # from now on the OS "drops" every event
+        w.fs.observer.unschedule(w.fs.watch)  # from now on the OS "drops" every event
         write(live.dir, "a.yaml", routine_yaml("alpha", prompt="seen by the rescan"))
         wait_until(lambda: live.routines()["alpha"].body["spec"]["prompt"] == "seen by the rescan", 3.0, "rescan")
         assert "rescan" in w.status()["last_reconcile_reason"]

@@ -15,6 +15,7 @@ import sys
 
 from palyra_ops import __version__
 from palyra_ops.errors import PalyraError
+from palyra_ops.statepaths import StatePaths
 
 #: subcommand → the module that registers it (help order). Only the module of the command being run
 #: is imported: the daemon's, memory's and skills' modules pull in uvicorn, numpy and wasmtime, which
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command)
     try:
         args = parser.parse_args(argv)  # inside: a refused --journal URL is a one-line error too
+        args.paths = StatePaths.from_env(journal=getattr(args, "journal", None))  # handed down from here
         code = args.func(args)
     except PalyraError as exc:
         print(f"palyra-ops: {exc.message}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""Small helpers shared by CLI commands: `--output` and `emit`, colour, flags, state paths."""
+"""Small helpers shared by CLI commands: flags, where the state is, and how a result is written.
+
+Every command writes its result through `emit(value, fmt, render)`: the value is the command's
+data, `render` its text view, and the output format picks the writer. The JSON view of every command
+is the value itself (or its `to_json()`), so commands never branch on `--output`; adding a format
+(markdown, later) is one writer function in `WRITERS`.
+"""
 
 from __future__ import annotations
 
@@ -6,68 +12,85 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from palyra_ops.statepaths import StatePaths
 
 if TYPE_CHECKING:
-    from palyra_ops.source import SkillsUnchecked
+    from palyra_ops.client import ConsoleClient
 
-
-#: what `emit` draws a value with, per format: `value -> text` (the text one is the command's own)
+#: a command's text view of its value (what `--output text` prints)
 Render = Callable[[Any], str]
 
 
-def as_json(value: Any) -> str:
-    """The document every `--output json` prints: an object's `to_json()`, or the value itself."""
-    to_json = getattr(value, "to_json", None)
-    doc = to_json() if callable(to_json) else value
+@runtime_checkable
+class JsonView(Protocol):
+    """A value that knows its public JSON shape (plans, memory pages, skills, ...)."""
+
+    def to_json(self) -> Any: ...
+
+
+class Lazy:
+    """A JSON document built only if the JSON view is asked for (a plan's is as big as the directory)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+
+    def to_json(self) -> Any:
+        return self._build()
+
+
+def _write_json(value: Any, render: Render) -> str:
+    doc = value.to_json() if isinstance(value, JsonView) else value
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def nothing(_value: Any) -> str:
-    """A view that shows nothing (e.g. `apply --output json` before the outcome is known)."""
-    return ""
+def _write_text(value: Any, render: Render) -> str:
+    text = render(value)
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+#: output format → writer(value, text view) → what goes to stdout
+WRITERS: dict[str, Callable[[Any, Render], str]] = {"text": _write_text, "json": _write_json}
+
+
+def emit(value: Any, fmt: str, render: Render, *, stream: TextIO | None = None) -> None:
+    """Write a command's result in the format the user asked for (`--output`)."""
+    (stream or sys.stdout).write(WRITERS[fmt](value, render))
+
+
+def emit_progress(fmt: str, text: Callable[[], str]) -> None:
+    """A step only the text view shows (the plan before apply's question): in JSON a command prints
+    one document, at the end."""
+    if fmt == "text":
+        emit(None, fmt, lambda _: text())
 
 
 def listing(empty: str, render: Render) -> Render:
-    """The text view every list command shares: a one-line note when there are no items."""
+    """The text view of a list: `render(items)`, or the one-line `empty` note when there are none."""
     return lambda items: render(items) if items else empty
 
 
-def _text(value: Any, views: Mapping[str, Render]) -> str:
-    return views["text"](value)
-
-
-def _json(value: Any, views: Mapping[str, Render]) -> str:
-    return views.get("json", as_json)(value)
-
-
-#: the `--output` formats. A new one (markdown) is one function here and, for a command that draws
-#: it its own way, one more entry in the views it passes to `emit`; `--output` offers it at once.
-FORMATS: dict[str, Callable[[Any, Mapping[str, Render]], str]] = {"text": _text, "json": _json}
-
-
-def emit(value: Any, fmt: str, render: Render | Mapping[str, Render]) -> None:
-    """Write `value` to stdout in the format `--output` chose.
-
-    `render` is the command's text view, or a mapping format → view where a format needs its own
-    (JSON defaults to `as_json`). A view returns the text without caring for the final newline.
-    """
-    views = render if isinstance(render, Mapping) else {"text": render}
-    out = FORMATS[fmt](value, views)
-    if out and not out.endswith("\n"):
-        out += "\n"
-    sys.stdout.write(out)
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; `-` for missing values so columns never collapse."""
+    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip())
+    return "\n".join(lines)
 
 
 def add_output_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", choices=list(FORMATS), default="text", help="output format")
+    parser.add_argument("--output", "-o", choices=list(WRITERS), default="text", help="output format")
 
 
-def use_colour(stream: TextIO | None = None) -> bool:
+def use_colour(stream: Any = None) -> bool:
     """Colour only on a terminal, never with NO_COLOR set (https://no-color.org)."""
     stream = stream or sys.stdout
     if os.environ.get("NO_COLOR"):
@@ -76,9 +99,14 @@ def use_colour(stream: TextIO | None = None) -> bool:
 
 
 def state_paths(args: argparse.Namespace | None = None) -> StatePaths:
-    """The state root and journal of this command: `--journal` where it has one, else the
-    environment (SPEC §4). Built once here and handed to what the command calls."""
-    return StatePaths.resolve(journal=getattr(args, "journal", None))
+    """The command's StatePaths: built once by `main` from `--journal` and the environment."""
+    paths = getattr(args, "paths", None)
+    return paths if isinstance(paths, StatePaths) else StatePaths.from_env(journal=getattr(args, "journal", None))
+
+
+def default_journal_path() -> Path:
+    """$PALYRA_JOURNAL (SPEC §4: the same as --journal), else $PALYRA_STATE_ROOT/journal.sqlite3."""
+    return StatePaths.from_env().journal
 
 
 def journal_arg(text: str) -> Path:
@@ -92,16 +120,6 @@ def journal_arg(text: str) -> Path:
     return check_location(text)
 
 
-def command_group(
-    subparsers: argparse._SubParsersAction, name: str, help: str, *, metavar: str = "ACTION", **options: Any
-) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    """A command with required subcommands (`cron ...`, `skills ...`); they land in `<name>_command`."""
-    parser = subparsers.add_parser(name, help=help, **options)
-    sub = parser.add_subparsers(dest=f"{name}_command", metavar=metavar)
-    sub.required = True
-    return parser, sub
-
-
 def add_journal_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", type=journal_arg, default=None,
                         help="journal path (default: $PALYRA_JOURNAL, else $PALYRA_STATE_ROOT/journal.sqlite3)")
@@ -111,7 +129,43 @@ def add_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=Path("routines.d"), help="routine directory (default: routines.d)")
 
 
-def installed_skills(paths: StatePaths) -> set[str] | SkillsUnchecked:
+def connection_parent() -> argparse.ArgumentParser:
+    """`--url`/`--token` of the commands that talk to a running daemon."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--url", default=None, help="daemon URL (default: $PALYRA_URL or http://127.0.0.1:7142)")
+    parent.add_argument("--token", default=None, help="API token (default: $PALYRA_TOKEN or the state root's token file)")
+    return parent
+
+
+def client_for(args: argparse.Namespace) -> ConsoleClient:
+    from palyra_ops.client import ConsoleClient
+
+    return ConsoleClient(getattr(args, "url", None), getattr(args, "token", None))
+
+
+#: one ACTION of a command that talks to a running daemon
+Handler = Callable[["ConsoleClient", argparse.Namespace], int]
+
+
+def daemon_command(
+    subparsers: Any, name: str, help: str, dest: str, handlers: Mapping[str, Handler]
+) -> tuple[Any, argparse.ArgumentParser]:
+    """`palyra-ops NAME ACTION ...` run against a running daemon: `handlers[ACTION](client, args)` with a
+    client of the daemon `--url`/`--token` name. Returns the ACTION sub-parsers and the parent parser
+    carrying `--url`/`--token` for each action to inherit."""
+    parser = subparsers.add_parser(name, help=help)
+    sub = parser.add_subparsers(dest=dest, metavar="ACTION")
+    sub.required = True
+
+    def run(args: argparse.Namespace) -> int:
+        with client_for(args) as client:
+            return handlers[getattr(args, dest)](client, args)
+
+    parser.set_defaults(func=run)
+    return sub, connection_parent()
+
+
+def installed_skills(paths: StatePaths) -> Any:
     """The skills installed under the state root for the "referenced skill exists" check, or
     `SkillsUnchecked` saying why that check cannot run (the one rule: palyra_ops/skillrefs.py)."""
     from palyra_ops.skillrefs import known_skills

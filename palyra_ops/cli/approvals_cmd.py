@@ -10,8 +10,7 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from palyra_ops.cli._common import add_output_flag, command_group, emit, listing
-from palyra_ops.cli.cron_cmd import client_for, connection_parent, table
+from palyra_ops.cli._common import add_output_flag, daemon_command, emit, listing, table
 from palyra_ops.client import ConsoleClient
 
 API = "/console/v1"
@@ -19,9 +18,9 @@ STATES = ("pending", "approved", "denied", "cancelled", "all")
 
 
 def register(subparsers: Any) -> None:
-    conn = connection_parent()
-    parser, sub = command_group(subparsers, "approvals", "list, approve or deny pending approvals")
-
+    handlers = {"list": _list, "approve": _decide, "deny": _decide}
+    sub, conn = daemon_command(subparsers, "approvals", "list, approve or deny pending approvals",
+                               "approvals_command", handlers)
     lst = sub.add_parser("list", parents=[conn], help="approvals (pending by default)")
     lst.add_argument("--state", choices=STATES, default="pending", help="which approvals (default pending)")
     add_output_flag(lst)
@@ -29,14 +28,6 @@ def register(subparsers: Any) -> None:
         p = sub.add_parser(action, parents=[conn], help=f"{action} an approval")
         p.add_argument("approval_id", metavar="ID")
         add_output_flag(p)
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    with client_for(args) as client:
-        if args.approvals_command == "list":
-            return _list(client, args)
-        return _decide(client, args)
 
 
 def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
@@ -56,6 +47,6 @@ def _list(client: ConsoleClient, args: argparse.Namespace) -> int:
 def _decide(client: ConsoleClient, args: argparse.Namespace) -> int:
     action = args.approvals_command
     view = client.post(f"{API}/approvals/{quote(args.approval_id, safe='')}/{action}", {})
-    emit(view, args.output, lambda v: (
-        f"{v.get('state')} {v.get('kind')} approval {v.get('approval_id')} of routine {v.get('routine_id')}"))
+    emit(view, args.output, lambda v: (f"{v.get('state')} {v.get('kind')} approval {v.get('approval_id')} "
+                                       f"of routine {v.get('routine_id')}"))
     return 0

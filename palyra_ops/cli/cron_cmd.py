@@ -9,46 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from palyra_ops.cli._common import add_output_flag, command_group, emit, listing
+from palyra_ops.cli._common import add_output_flag, daemon_command, emit, listing, table
 from palyra_ops.client import ConsoleClient
 from palyra_ops.errors import PalyraError
 from palyra_ops.numbers import cli_int
 
 API = "/console/v1"
 DELIVERY_MODES = ("same_channel", "specific_channel", "local_only", "logs_only")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Columns padded to their widest cell; `-` for missing values so columns never collapse."""
-    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, v in enumerate(row):
-            widths[i] = max(widths[i], len(v))
-    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
-    for row in cells:
-        lines.append("  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip())
-    return "\n".join(lines)
-
-
-def connection_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--url", default=None, help="daemon URL (default: $PALYRA_URL or http://127.0.0.1:7142)")
-    parent.add_argument("--token", default=None, help="API token (default: $PALYRA_TOKEN or the state root's token file)")
-    return parent
-
-
-def client_for(args: argparse.Namespace) -> ConsoleClient:
-    return ConsoleClient(getattr(args, "url", None), getattr(args, "token", None))
+#: a note after a change through the API to a routine git manages
+GIT_MANAGED_NOTE = "  note: this routine is managed by git; the next `palyra-ops apply` restores the git version"
 
 
 def register(subparsers: Any) -> None:
-    conn = connection_parent()
-    parser, sub = command_group(subparsers, "cron", "add, inspect and run routines on a running daemon")
+    handlers = {"add": _add, "list": _list, "status": _status, "show": _show, "enable": _enable, "disable": _enable,
+                "run-now": _run_now, "delete": _delete, "logs": _logs}
+    sub, conn = daemon_command(subparsers, "cron", "add, inspect and run routines on a running daemon", "cron_command",
+                               handlers)
 
     add = sub.add_parser("add", parents=[conn], help="create or update a schedule routine (unmanaged)")
     add.add_argument("name", help="routine id (metadata.name)")
@@ -99,35 +78,17 @@ def register(subparsers: Any) -> None:
     logs.add_argument("--status", help="only runs with this status")
     add_output_flag(logs)
 
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    handler = {
-        "add": _add,
-        "list": _list,
-        "status": _status,
-        "show": _show,
-        "enable": _enable,
-        "disable": _enable,
-        "run-now": _run_now,
-        "delete": _delete,
-        "logs": _logs,
-    }[args.cron_command]
-    with client_for(args) as client:
-        return handler(client, args)
-
 
 # -- spec building -----------------------------------------------------------------------------------
 
 
 def build_upsert(args: argparse.Namespace) -> dict[str, Any]:
     """The upsert body for `cron add`: a schedule routine in the routine file's `spec` shape."""
-    spec: dict[str, Any] = {"trigger": {"kind": "schedule", "schedule": _schedule_arg(args)}, "prompt": args.prompt}
+    spec: dict[str, Any] = {"trigger": {"kind": "schedule", "schedule": _schedule(args)}, "prompt": args.prompt}
     if args.disabled:
         spec["enabled"] = False
-    spec.update({key: value for key, value in (("owner", args.owner), ("channel", args.channel)) if value})
-    delivery = _delivery_arg(args)
+    spec.update({k: v for k, v in (("owner", args.owner), ("channel", args.channel)) if v})
+    delivery = _delivery(args)
     if delivery:
         spec["delivery"] = delivery
     body: dict[str, Any] = {"name": args.name, "spec": spec}
@@ -136,7 +97,7 @@ def build_upsert(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _schedule_arg(args: argparse.Namespace) -> dict[str, Any]:
+def _schedule(args: argparse.Namespace) -> dict[str, Any]:
     if args.cron is not None:
         schedule: dict[str, Any] = {"cron": args.cron}
     elif args.every is not None:
@@ -148,12 +109,12 @@ def _schedule_arg(args: argparse.Namespace) -> dict[str, Any]:
     return schedule
 
 
-def _delivery_arg(args: argparse.Namespace) -> dict[str, Any] | None:
-    """`--delivery-channel` alone means `--delivery-mode specific_channel`."""
+def _delivery(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--delivery-channel` alone means `specific_channel` (the only mode that takes a channel)."""
     mode = args.delivery_mode or ("specific_channel" if args.delivery_channel else None)
     if not mode:
         return None
-    return {"mode": mode, "channel": args.delivery_channel} if args.delivery_channel else {"mode": mode}
+    return {"mode": mode, **({"channel": args.delivery_channel} if args.delivery_channel else {})}
 
 
 # -- rendering ---------------------------------------------------------------------------------------
@@ -233,18 +194,16 @@ def _routine_path(name: str, suffix: str = "") -> str:
     return f"{API}/routines/{quote(name, safe='')}{suffix}"
 
 
-_GIT_NOTE = "  note: this routine is managed by git; the next `palyra-ops apply` restores the git version"
-
-
 def _add(client: ConsoleClient, args: argparse.Namespace) -> int:
     emit(client.post(f"{API}/routines/upsert", build_upsert(args)), args.output, _added_text)
     return 0
 
 
 def _added_text(view: dict[str, Any]) -> str:
-    lines = [f"{'created' if view.get('created') else 'updated'} routine {view['name']} ({_ownership(view)})"]
+    verb = "created" if view.get("created") else "updated"
+    lines = [f"{verb} routine {view['name']} ({_ownership(view)})"]
     if view.get("drift"):
-        lines.append(_GIT_NOTE)
+        lines.append(GIT_MANAGED_NOTE)
     lines += [f"  schedule: {_schedule_text(view.get('schedule'))}", f"  next run: {_next_run(view)}"]
     return "\n".join(lines)
 
@@ -285,7 +244,7 @@ def _show(client: ConsoleClient, args: argparse.Namespace) -> int:
 def _enable(client: ConsoleClient, args: argparse.Namespace) -> int:
     enabled = args.cron_command == "enable"
     view = client.post(_routine_path(args.name, "/enabled"), {"enabled": enabled})
-    emit(view, args.output, lambda v: _enabled_text(v, enabled))
+    emit(view, args.output, lambda view: _enabled_text(view, enabled))
     return 0
 
 
@@ -294,7 +253,7 @@ def _enabled_text(view: dict[str, Any], enabled: bool) -> str:
     if enabled and not view.get("effective_enabled"):
         lines.append(f"  note: waiting for approval ({view.get('approval_state')}); see `palyra-ops approvals list`")
     if view.get("drift"):
-        lines.append(_GIT_NOTE)
+        lines.append(GIT_MANAGED_NOTE)
     if view.get("effective_enabled"):
         lines.append(f"  next run: {_next_run(view)}")
     return "\n".join(lines)
@@ -316,11 +275,15 @@ def _dispatched_text(name: str, run: dict[str, Any]) -> str:
 
 
 def _delete(client: ConsoleClient, args: argparse.Namespace) -> int:
-    emit(client.post(_routine_path(args.name, "/delete"), {}), args.output, lambda result: (
-        f"deleted routine {args.name}" + (
-            "\n  note: it is still in the routine directory; the next `palyra-ops apply` creates it again"
-            if result.get("managed") else "")))
+    emit(client.post(_routine_path(args.name, "/delete"), {}), args.output, lambda result: _deleted_text(args.name, result))
     return 0
+
+
+def _deleted_text(name: str, result: dict[str, Any]) -> str:
+    text = f"deleted routine {name}"
+    if result.get("managed"):
+        text += "\n  note: it is still in the routine directory; the next `palyra-ops apply` creates it again"
+    return text
 
 
 def _logs(client: ConsoleClient, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from palyra_ops.cli._common import add_journal_flag
+from palyra_ops.statepaths import StatePaths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from palyra_ops.config import load_config
     from palyra_ops.daemon import run_daemon
-    from palyra_ops.statepaths import StatePaths
 
     config = load_config(
         args.config,
@@ -53,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
         skills_audit_interval=args.skills_audit_interval,
         max_body_bytes=args.max_body_bytes,
     )
-    # flags over the config file over the environment; resolved once here (a journal URL refused)
-    return run_daemon(config, StatePaths.resolve(root=config.state_root, journal=config.journal))
+    # the config file may name the state root and the journal: the paths are built from it, once
+    return run_daemon(config, StatePaths.from_env(root=config.state_root, journal=config.journal))

@@ -10,27 +10,24 @@ import argparse
 import sys
 from typing import Any
 
-from palyra_ops.cli._common import add_journal_flag, add_output_flag, command_group, emit, state_paths
+from palyra_ops.cli._common import add_journal_flag, add_output_flag, default_journal_path, emit
 from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339, rfc3339
 from palyra_ops.durations import DurationRangeError, parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.memory.embedders import EmbedderSpec
-from palyra_ops.memory.maintenance import (
-    BackfillResult,
-    MaintenanceResult,
-    MemoryConfig,
-    RetentionConfig,
-    parse_size_bytes,
-)
-from palyra_ops.memory.service import ItemPage, MemoryService, SearchResult
+from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig, parse_size_bytes
+from palyra_ops.memory.service import MemoryService
 from palyra_ops.numbers import cli_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    _, sub = command_group(
-        subparsers, "memory", "memory items: add, list, search, retention, embeddings backfill",
+    parser = subparsers.add_parser(
+        "memory",
+        help="memory items: add, list, search, retention, embeddings backfill",
         description="Memory items kept from local_only deliveries and added by hand, and their embeddings index.",
     )
+    sub = parser.add_subparsers(dest="memory_command", metavar="ACTION")
+    sub.required = True
 
     p = sub.add_parser("add", help="add a memory item")
     p.add_argument("text", help="item text, or - to read it from stdin")
@@ -132,7 +129,8 @@ def _spec(args: argparse.Namespace) -> EmbedderSpec | None:
 
 
 def _service(args: argparse.Namespace, *, create: bool = False, config: MemoryConfig | None = None) -> MemoryService:
-    return MemoryService(state_paths(args).journal, _spec(args), SystemClock(), config, create=create)
+    path = args.journal or default_journal_path()
+    return MemoryService(path, _spec(args), SystemClock(), config, create=create)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -168,7 +166,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _page_text(page: ItemPage) -> str:
+def _page_text(page: Any) -> str:
     lines = [
         f"{item.id}  {rfc3339(item.created_at_ms)}  {item.routine_id or '-'}  "
         f"{'embedded' if item.embedding else 'pending':8}  {_snippet(item.text, 70)}"
@@ -193,16 +191,17 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hits_text(result: SearchResult) -> str:
-    """The hits; the notes (items not searchable yet) go to stderr beside them, as the JSON document
-    carries them inside."""
+def _hits_text(result: Any) -> str:
+    """The hits; the search's notes (e.g. an exact scan instead of the index) go to stderr, the JSON
+    view carries them in `notes`."""
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    return "\n".join(
+    lines = [
         f"{hit.score:6.3f}  {hit.item.id}  routine={hit.item.routine_id or '-'}  run={hit.item.run_id or '-'}  "
         f"{rfc3339(hit.item.created_at_ms)}  {_snippet(hit.item.text, 70)}"
         for hit in result.hits
-    ) or "no results"
+    ]
+    return "\n".join(lines or ["no results"])
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -223,19 +222,21 @@ def _vacuum(args: argparse.Namespace) -> int:
     config = MemoryConfig(retention=RetentionConfig(max_age_ms=max_age, max_items=args.max_items, max_bytes=max_bytes))
     with _service(args, config=config) as svc:
         res = svc.maintain(force_vacuum=args.force)
-    emit(res, args.output, _maintenance_text)
+    emit(res, args.output, _maintained_text)
     return 0
 
 
-def _maintenance_text(res: MaintenanceResult) -> str:
-    line = (f"deleted {res.deleted} item(s): ttl {res.deleted_ttl}, max-age {res.deleted_max_age}, "
-            f"max-items {res.deleted_max_items}, max-bytes {res.deleted_max_bytes} ({res.freed_text_bytes} text bytes)")
+def _maintained_text(res: Any) -> str:
+    text = (
+        f"deleted {res.deleted} item(s): ttl {res.deleted_ttl}, max-age {res.deleted_max_age}, "
+        f"max-items {res.deleted_max_items}, max-bytes {res.deleted_max_bytes} ({res.freed_text_bytes} text bytes)"
+    )
     v = res.vacuum
-    if v is None:
-        return line
-    if v.ran:
-        return f"{line}\nvacuum: {v.file_bytes_before} -> {v.file_bytes_after} bytes (freed {v.freed_bytes})"
-    return f"{line}\nvacuum skipped: {v.reason}"
+    if v is not None and v.ran:
+        text += f"\nvacuum: {v.file_bytes_before} -> {v.file_bytes_after} bytes (freed {v.freed_bytes})"
+    elif v is not None:
+        text += f"\nvacuum skipped: {v.reason}"
+    return text
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -243,18 +244,20 @@ def _backfill(args: argparse.Namespace) -> int:
         raise PalyraError("--batch-size must be between 1 and 2048")
     with _service(args) as svc:
         res = svc.backfill(batch_size=args.batch_size, limit=args.limit)
-    emit(res, args.output, _backfill_text)
+    emit(res, args.output, _backfilled_text)
     if res.error:
         print(f"palyra-ops: backfill stopped: {res.error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _backfill_text(res: BackfillResult) -> str:
+def _backfilled_text(res: Any) -> str:
     m = res.model
     model = f"{m.get('model')} ({m.get('dim')}d, v{m.get('version')})" if m else "?"
-    return (f"embedded {res.embedded} item(s) in {res.batches} batch(es) with {model} "
-            f"in {res.duration_ms} ms; {res.pending_after} pending; index {res.index_action}, {res.index_count} vectors")
+    return (
+        f"embedded {res.embedded} item(s) in {res.batches} batch(es) with {model} "
+        f"in {res.duration_ms} ms; {res.pending_after} pending; index {res.index_action}, {res.index_count} vectors"
+    )
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -267,14 +270,14 @@ def _stats(args: argparse.Namespace) -> int:
 def _stats_text(stats: dict[str, Any]) -> str:
     e = stats["embedder"]
     idx = stats["index"]
-    if idx.get("count") is not None:
-        index = f"{idx['path']}: {idx['count']} vectors, {idx['size']} bytes, saved {idx['saved_at']}"
-    else:
-        index = f"{idx['path']}: {'present' if idx['exists'] else 'missing'}"
     j = stats["journal"]
+    if idx.get("count") is not None:
+        index = f"index:     {idx['path']}: {idx['count']} vectors, {idx['size']} bytes, saved {idx['saved_at']}"
+    else:
+        index = f"index:     {idx['path']}: {'present' if idx['exists'] else 'missing'}"
     return "\n".join([
         f"items:     {stats['items']} ({stats['text_bytes']} text bytes), oldest {stats['oldest']}, newest {stats['newest']}",
         f"embedder:  {e['model']} ({e['dim']}d, v{e['version']}): {stats['embedded']} embedded, {stats['pending']} pending",
-        f"index:     {index}",
+        index,
         f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free",
     ])

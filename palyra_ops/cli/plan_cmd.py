@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from palyra_ops.cli._common import (
+    Lazy,
     add_dir_flag,
     add_journal_flag,
     add_output_flag,
     emit,
+    emit_progress,
     installed_skills,
-    nothing,
     print_warnings,
     state_paths,
     use_colour,
@@ -22,11 +23,10 @@ from palyra_ops.errors import PalyraError, ValidationFailed
 from palyra_ops.journal import open_journal
 from palyra_ops.plan import Plan
 from palyra_ops.reconcile import apply_plan, plan_directory
-from palyra_ops.statepaths import StatePaths
-from palyra_ops.syncstatus import directory_status, exit_code
-from palyra_ops.views import plan_json
-from palyra_ops.views.plan_text import render_text
-from palyra_ops.views.status_text import render_status
+from palyra_ops.syncstatus import SyncState, directory_status
+from palyra_ops.views.plan_json import apply_document, invalid_document
+from palyra_ops.views.plan_text import apply_text, render_text, saved_text
+from palyra_ops.views.status_text import status_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_status)
 
 
+def _journal_path(args: argparse.Namespace) -> Path:
+    return state_paths(args).journal
+
+
 def require_directory(directory: Path) -> None:
     """A mistyped --dir must not read as "no changes" (or as "delete everything")."""
     if not directory.exists() and not directory.is_symlink():
@@ -81,14 +85,14 @@ def print_diagnostics(exc: ValidationFailed) -> None:
     print(f"{n} error{'s' if n != 1 else ''}; nothing planned.", file=sys.stderr)
 
 
-def _make_plan(args: argparse.Namespace, paths: StatePaths, *, read_only: bool) -> Plan:
+def _make_plan(args: argparse.Namespace, *, read_only: bool) -> Plan:
     require_directory(args.dir)
     plan, source = plan_directory(
         args.dir,
-        paths.journal,
+        _journal_path(args),
         prune_unmanaged=args.prune_unmanaged,
         allow_empty=args.allow_empty,
-        known_skills=installed_skills(paths),
+        known_skills=installed_skills(state_paths(args)),
         read_only=read_only,
     )
     print_warnings(source.warnings)
@@ -97,14 +101,14 @@ def _make_plan(args: argparse.Namespace, paths: StatePaths, *, read_only: bool) 
 
 def run_plan(args: argparse.Namespace) -> int:
     try:
-        plan = _make_plan(args, state_paths(args), read_only=True)
+        plan = _make_plan(args, read_only=True)
     except ValidationFailed as exc:
-        emit(plan_json.invalid_document(exc), args.output, nothing)  # JSON only: the text is on stderr
+        emit(invalid_document(exc.diagnostics), args.output, lambda _: "")  # the diagnostics go to stderr
         print_diagnostics(exc)
         return 1
     if args.out:
         plan.save(args.out)
-    saved = f"\nSaved the plan to {args.out}; apply it with: palyra-ops apply {args.out}" if args.out else ""
+    saved = saved_text(args.out) if args.out else ""
     emit(plan, args.output, lambda p: render_text(p, colour=use_colour(), verbose=args.verbose) + saved)
     return 2 if args.detailed_exitcode and plan.has_changes else 0
 
@@ -122,19 +126,20 @@ def run_apply(args: argparse.Namespace) -> int:
         journal_path = args.journal or Path(plan.journal_path)
         directory = Path(plan.dir)
     else:
-        paths = state_paths(args)
         try:
-            plan = _make_plan(args, paths, read_only=False)
+            plan = _make_plan(args, read_only=False)
         except ValidationFailed as exc:
             print_diagnostics(exc)
             return 1
-        journal_path = paths.journal
+        journal_path = _journal_path(args)
         directory = args.dir
-    # the text shows the plan before asking; the JSON document is the outcome alone
-    emit(plan, args.output, {"text": lambda p: render_text(p, colour=use_colour()), "json": nothing})
+    def shown() -> str:
+        return render_text(plan, colour=use_colour())
+
     if not plan.has_changes:
-        emit(plan_json.not_applied_document(plan), args.output, nothing)
+        emit(Lazy(lambda: apply_document(plan, None)), args.output, lambda _: shown())
         return 0
+    emit_progress(args.output, shown)  # the plan before the question; JSON is one document at the end
     if not args.auto_approve:
         if not sys.stdin.isatty():
             raise PalyraError("apply needs confirmation: run it on a terminal or pass --auto-approve")
@@ -143,8 +148,7 @@ def run_apply(args: argparse.Namespace) -> int:
             return 1
     with open_journal(journal_path) as journal:
         result = apply_plan(journal, plan, directory=directory)
-    emit(plan_json.applied_document(result), args.output, lambda _: (
-        f"Apply complete! Resources: {result.added} added, {result.changed} changed, {result.deleted} deleted."))
+    emit(Lazy(lambda: apply_document(plan, result)), args.output, lambda _: apply_text(result))
     return 0
 
 
@@ -162,13 +166,16 @@ def live_daemon_status(url: str | None, token: str | None) -> dict[str, Any]:
         return {"reachable": False, "detail": exc.message}
 
 
+#: `status --detailed-exitcode` (SPEC §7): 0 Synced, 2 OutOfSync, 1 Invalid or error
+STATUS_EXIT = {SyncState.SYNCED: 0, SyncState.OUT_OF_SYNC: 2, SyncState.INVALID: 1}
+
+
 def run_status(args: argparse.Namespace) -> int:
-    paths = state_paths(args)
     require_directory(args.dir)
-    report = directory_status(args.dir, paths.journal, known_skills=installed_skills(paths))
+    report = directory_status(args.dir, _journal_path(args), known_skills=installed_skills(state_paths(args)))
     report["daemon"] = live_daemon_status(args.url, args.token)
-    emit(report, args.output, render_status)
-    return exit_code(report["state"]) if args.detailed_exitcode else 0
+    emit(report, args.output, status_text)
+    return STATUS_EXIT.get(report["state"], 1) if args.detailed_exitcode else 0
 
 
 __all__ = ["register"]

@@ -58,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     dst = {k: v for k, v in (("gap", args.gap), ("fold", args.fold)) if v is not None}
     result = preview(args.expr, args.timezone, from_ms, args.count, dst or None)
-    emit(result, args.output, lambda r: "\n".join([*r["fire_times"], *(f"note: {n}" for n in r["notes"])]))
+    emit(result, args.output, lambda r: "".join([f"{when}\n" for when in r["fire_times"]]
+                                               + [f"note: {note}\n" for note in r["notes"]]))
     return 0

@@ -6,20 +6,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from palyra_ops.cli._common import add_output_flag, as_json, command_group, emit, state_paths
+from palyra_ops.cli._common import Lazy, add_output_flag, emit, state_paths
 from palyra_ops.errors import PalyraError
+from palyra_ops.statepaths import StatePaths
 
 if TYPE_CHECKING:
-    from palyra_ops.skills.sandbox import SkillResult
-    from palyra_ops.skills.store import AuditResult, InstalledSkill, SkillStore
-    from palyra_ops.statepaths import StatePaths
+    from palyra_ops.skills.store import SkillStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    _, sub = command_group(subparsers, "skills", "manage WASM skills (install, list, audit, quarantine, ...)",
-                           metavar="SUBCOMMAND")
+    p = subparsers.add_parser("skills", help="manage WASM skills (install, list, audit, quarantine, ...)")
+    sub = p.add_subparsers(dest="skills_command", metavar="SUBCOMMAND")
+    sub.required = True
 
     s = sub.add_parser("install", help="verify a skill package (directory or .tar.gz) and install it")
     s.add_argument("path", type=Path)
@@ -27,26 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_flag(s)
     s.set_defaults(func=_install)
 
-    for name, text, func in (
-        ("list", "list installed skills", _list),
-        ("audit", "re-verify every installed skill now; quarantines failures (exit 1 if any)", _audit),
-    ):
-        s = sub.add_parser(name, help=text)
-        add_output_flag(s)
-        s.set_defaults(func=func)
+    s = sub.add_parser("list", help="list installed skills")
+    add_output_flag(s)
+    s.set_defaults(func=_list)
 
-    s = sub.add_parser("quarantine", help="stop a skill from running until released")
-    s.add_argument("skill_id")
-    s.add_argument("--reason", default="quarantined by operator")
-    s.set_defaults(func=_quarantine)
+    s = sub.add_parser("audit", help="re-verify every installed skill now; quarantines failures (exit 1 if any)")
+    add_output_flag(s)
+    s.set_defaults(func=_audit)
 
-    for name, text, func in (
-        ("release", "lift a quarantine (the skill must verify again)", _release),
-        ("remove", "uninstall a skill", _remove),
-    ):
+    for name, text in _STATE_CHANGES.items():
         s = sub.add_parser(name, help=text)
         s.add_argument("skill_id")
-        s.set_defaults(func=func)
+        if name == "quarantine":
+            s.add_argument("--reason", default="quarantined by operator")
+        s.set_defaults(func=_change_state)
 
     s = sub.add_parser("run", help="run an installed skill locally (capabilities only via --grant)")
     s.add_argument("skill_id")
@@ -82,34 +76,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_trust_list)
 
 
-def _store(paths: StatePaths | None = None) -> SkillStore:
+#: skill state changes: sub-command → help (each prints `ID: <past tense>`)
+_STATE_CHANGES = {
+    "quarantine": "stop a skill from running until released",
+    "release": "lift a quarantine (the skill must verify again)",
+    "remove": "uninstall a skill",
+}
+_DONE = {"quarantine": "quarantined", "release": "released", "remove": "removed"}
+
+
+def _paths(args: argparse.Namespace) -> StatePaths:
+    return state_paths(args)
+
+
+def _store(args: argparse.Namespace) -> SkillStore:
     """Imported lazily so `palyra-ops --help` does not load wasmtime."""
     from palyra_ops.skills.store import SkillStore
 
-    return SkillStore((paths or state_paths()).root)
+    return SkillStore(_paths(args).root)
 
 
 def _install(args: argparse.Namespace) -> int:
-    emit(_store().install(args.path, force=args.force), args.output, lambda skill: (
-        f"installed {skill.id} {skill.version} from {skill.publisher} (sha256 {skill.module_sha256[:16]}…, "
-        f"capabilities: {', '.join(skill.capabilities) or 'none'})"))
+    emit(_store(args).install(args.path, force=args.force), args.output, _installed_text)
     return 0
+
+
+def _installed_text(skill: Any) -> str:
+    caps = ", ".join(skill.capabilities) or "none"
+    return (f"installed {skill.id} {skill.version} from {skill.publisher} "
+            f"(sha256 {skill.module_sha256[:16]}…, capabilities: {caps})")
 
 
 def _list(args: argparse.Namespace) -> int:
-    emit(_store().list(), args.output, {
-        "text": _skills_table,
-        "json": lambda skills: as_json({"skills": [s.to_json() for s in skills]}),
-    })
+    skills = _store(args).list()
+    emit(Lazy(lambda: {"skills": [s.to_json() for s in skills]}), args.output, lambda _: _skills_text(skills))
     return 0
 
 
-def _skills_table(skills: list[InstalledSkill]) -> str:
+def _skills_text(skills: list[Any]) -> str:
     if not skills:
         return "no skills installed"
     rows = [("ID", "VERSION", "PUBLISHER", "STATUS", "SHA256", "CAPABILITIES")]
-    rows += [(s.id, s.version, s.publisher, s.status, s.module_sha256[:12], ", ".join(s.capabilities) or "-")
-             for s in skills]
+    for s in skills:
+        rows.append((s.id, s.version, s.publisher, s.status, s.module_sha256[:12], ", ".join(s.capabilities) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
     lines += [f"{s.id}: quarantined: {s.quarantine_reason}" for s in skills if s.quarantined]
@@ -117,39 +126,29 @@ def _skills_table(skills: list[InstalledSkill]) -> str:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    results = _store().audit()
-    emit(results, args.output, {
-        "text": _audit_text,
-        "json": lambda results: as_json({"results": [r.to_json() for r in results]}),
-    })
+    results = _store(args).audit()
+    emit(Lazy(lambda: {"results": [r.to_json() for r in results]}), args.output, lambda _: _audit_text(results))
     return 0 if all(r.ok for r in results) else 1
 
 
-def _audit_text(results: list[AuditResult]) -> str:
-    if not results:
-        return "no skills installed"
-    return "\n".join(
-        f"{r.skill_id}: ok" if r.ok
-        else f"{r.skill_id}: FAILED ({'quarantined' if r.newly_quarantined else 'still failing'}): {r.reason}"
-        for r in results
-    )
+def _audit_text(results: list[Any]) -> str:
+    lines = [] if results else ["no skills installed"]
+    for r in results:
+        tag = "quarantined" if r.newly_quarantined else "still failing"
+        lines.append(f"{r.skill_id}: ok" if r.ok else f"{r.skill_id}: FAILED ({tag}): {r.reason}")
+    return "\n".join(lines)
 
 
-def _quarantine(args: argparse.Namespace) -> int:
-    _store().quarantine(args.skill_id, args.reason)
-    print(f"{args.skill_id}: quarantined")
-    return 0
-
-
-def _release(args: argparse.Namespace) -> int:
-    _store().release(args.skill_id)
-    print(f"{args.skill_id}: released")
-    return 0
-
-
-def _remove(args: argparse.Namespace) -> int:
-    _store().remove(args.skill_id)
-    print(f"{args.skill_id}: removed")
+def _change_state(args: argparse.Namespace) -> int:
+    store = _store(args)
+    action = args.skills_command
+    if action == "quarantine":
+        store.quarantine(args.skill_id, args.reason)
+    elif action == "release":
+        store.release(args.skill_id)
+    else:
+        store.remove(args.skill_id)
+    print(f"{args.skill_id}: {_DONE[action]}")
     return 0
 
 
@@ -162,9 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         raise PalyraError(f"--input is not JSON: {exc}") from None
     if not isinstance(user_input, dict):
         raise PalyraError("--input must be a JSON object")
-    paths = state_paths()
-    store = _store(paths)
-    runner = SkillRunner(store, default_cache_dir(paths.root))
+    store = _store(args)
+    runner = SkillRunner(store, default_cache_dir(_paths(args).root))
     try:
         result = runner.run(
             args.skill_id,
@@ -180,8 +178,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_text(result: SkillResult) -> str:
-    """The skill's output as it is (a final newline of its own kept); nothing for a failed run."""
+def _run_text(result: Any) -> str:
+    """The skill's output (a dict as one JSON line); a failed run prints nothing here (the reason goes
+    to stderr)."""
     if not result.ok:
         return ""
     out = result.output
@@ -211,13 +210,13 @@ def _sign(args: argparse.Namespace) -> int:
 def _trust_add(args: argparse.Namespace) -> int:
     from palyra_ops.skills.package import key_fingerprint
 
-    key = _store().trust.add(args.publisher, args.pubkey)
+    key = _store(args).trust.add(args.publisher, args.pubkey)
     print(f"trusting {key_fingerprint(key)} for publisher {args.publisher}")
     return 0
 
 
 def _trust_remove(args: argparse.Namespace) -> int:
-    _store().trust.remove(args.publisher, args.pubkey)
+    _store(args).trust.remove(args.publisher, args.pubkey)
     what = "key" if args.pubkey else "publisher"
     print(f"removed {what} from the trust store; run `palyra-ops skills audit` to quarantine what it signed")
     return 0
@@ -226,10 +225,13 @@ def _trust_remove(args: argparse.Namespace) -> int:
 def _trust_list(args: argparse.Namespace) -> int:
     from palyra_ops.skills.package import key_fingerprint
 
-    emit(_store().trust.publishers(), args.output, {
-        "text": lambda pubs: "\n".join(f"{p}  {key_fingerprint(k)}  {k}" for p, keys in pubs.items() for k in keys)
-        if pubs else "no trusted publishers",
-        "json": lambda pubs: as_json({"publishers": {
-            p: [{"key": k, "fingerprint": key_fingerprint(k)} for k in keys] for p, keys in pubs.items()}}),
-    })
+    pubs = _store(args).trust.publishers()
+    doc = {"publishers": {p: [{"key": k, "fingerprint": key_fingerprint(k)} for k in keys] for p, keys in pubs.items()}}
+    emit(doc, args.output, _publishers_text)
     return 0
+
+
+def _publishers_text(doc: dict[str, Any]) -> str:
+    if not doc["publishers"]:
+        return "no trusted publishers"
+    return "\n".join(f"{p}  {k['fingerprint']}  {k['key']}" for p, keys in doc["publishers"].items() for k in keys)

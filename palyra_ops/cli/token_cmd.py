@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     # the token of the daemon the other commands would talk to (e.g. the one `make run` started in
     # ./.palyra), unless creating one, which is always for $PALYRA_STATE_ROOT / the default root
-    root = state_paths().root if args.create else resolve_target().state_root
+    root = state_paths(args).root if args.create else resolve_target().state_root
     if args.path:
         print(token_path(root))
         return 0

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from palyra_ops.cli._common import add_output_flag, as_json, emit, installed_skills, state_paths, use_colour
+from palyra_ops.cli._common import Lazy, add_output_flag, emit, installed_skills, state_paths, use_colour
 from palyra_ops.errors import Diagnostic, PalyraError
 from palyra_ops.source import SourceSet, load_directory
 
@@ -35,11 +35,9 @@ def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory or args.dir_flag or Path("routines.d")
     if not directory.exists() and not directory.is_symlink():
         raise PalyraError(f"routine directory {directory} does not exist")
-    source = load_directory(directory, known_skills=installed_skills(state_paths()))
-    emit(source, args.output, {
-        "text": lambda s: render_text(s, colour=use_colour(sys.stdout)),
-        "json": lambda s: as_json(to_json(s, str(directory))),
-    })
+    source = load_directory(directory, known_skills=installed_skills(state_paths(args)))
+    emit(Lazy(lambda: to_json(source, str(directory))), args.output,
+         lambda _: render_text(source, colour=use_colour(sys.stdout)))
     return 0 if source.ok else 1
 
 

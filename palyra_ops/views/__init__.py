@@ -1,12 +1,10 @@
-"""Views: how values leave palyra-ops, one module per subject and output format.
+"""What users see of palyra-ops' values, one module per view (Terraform's `views/`: the diff or the
+journal row is computed elsewhere, these only shape it for an output).
 
-- `api`: the public JSON objects of runs, routines, jobs, approvals and applies (SPEC §6), shared
-  by the HTTP API and every `--output json` of the CLI; re-exported here, so `views.run_view` is
-  what the server and the console API call.
-- `plan_text` / `plan_json`: a plan as Terraform-style text and as the documented JSON documents.
-- `status_text`: `palyra-ops status` and the watcher's state as human lines.
-
-Views only draw; what they draw is computed below them (`plan.compute_plan`, `syncstatus`).
+- `api`: the JSON objects of the console API and of every `--output json` (runs, routines, jobs,
+  approvals, apply log), re-exported here so `from palyra_ops.views import run_view` keeps working;
+- `plan_text`: a plan as Terraform-style text (`plan`, `apply`);
+- `plan_json`: a plan, an invalid directory and an apply result as the documented JSON (docs/gitops.md).
 """
 
 from palyra_ops.views.api import (

@@ -1,4 +1,4 @@
-"""JSON shapes of runs, routines, jobs and approvals, built from journal rows.
+"""JSON shapes of runs, routines, jobs and approvals, built from journal rows (the API's views).
 
 The console API and every `--output json` of the CLI show these objects, so they are the public
 contract of SPEC §6 ("a run, wherever the API or `--output json` shows one, is an object with at
@@ -14,6 +14,7 @@ from datetime import UTC, tzinfo
 from typing import Any
 
 from palyra_ops.clock import rfc3339
+from palyra_ops.schedule import resolve_zone
 
 #: statuses whose run carries a `reason` (SPEC §6: "why it was skipped, throttled, denied, failed or
 #: cancelled; null otherwise")
@@ -44,8 +45,6 @@ def zone(name: str | None) -> tzinfo:
     """
     if not name or name.lower() == "utc":
         return UTC
-    from palyra_ops.schedule import resolve_zone
-
     try:
         return resolve_zone(name)
     except ValueError:

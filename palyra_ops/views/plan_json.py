@@ -1,9 +1,8 @@
-"""The JSON documents `plan` and `apply` print with `--output json` (docs/gitops.md).
+"""The JSON documents of `plan` and `apply` (`--output json`; stable, docs/gitops.md).
 
-A plan's own document (what `plan --output json` prints) is `Plan.to_json()`, the plan file format
-(`format_version: 1`), kept beside `Plan.from_json` so a saved plan always reads back. The
-documents here wrap it or stand in for it: a directory that could not be planned, and the outcome
-of an apply.
+The plan document itself is the plan file's format, so it stays with the value (`Plan.to_json`,
+which `plan --out` saves and `apply PLANFILE` loads); this module adds the documents around it:
+the plan of an invalid directory, and what apply did.
 """
 
 from __future__ import annotations
@@ -13,21 +12,24 @@ from typing import TYPE_CHECKING, Any
 from palyra_ops.plan import FORMAT_VERSION, Plan
 
 if TYPE_CHECKING:
-    from palyra_ops.errors import ValidationFailed
+    from palyra_ops.errors import Diagnostic
     from palyra_ops.reconcile import ApplyResult
 
 
-def invalid_document(exc: ValidationFailed) -> dict[str, Any]:
-    """`plan --output json` of a directory with errors: nothing was planned."""
-    return {"format_version": FORMAT_VERSION, "error": "invalid", "diagnostics": [d.to_json() for d in exc.diagnostics]}
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """`plan --output json`: the same document `plan --out FILE` saves."""
+    return plan.to_json()
 
 
-def not_applied_document(plan: Plan) -> dict[str, Any]:
-    """`apply --output json` when the plan has no changes."""
-    return {"applied": False, "plan": plan.to_json()}
+def invalid_document(diagnostics: list[Diagnostic]) -> dict[str, Any]:
+    """`plan --output json` for a directory that does not validate: nothing planned, every diagnostic."""
+    return {"format_version": FORMAT_VERSION, "error": "invalid", "diagnostics": [d.to_json() for d in diagnostics]}
 
 
-def applied_document(result: ApplyResult) -> dict[str, Any]:
+def apply_document(plan: Plan, result: ApplyResult | None) -> dict[str, Any]:
+    """`apply --output json`: the plan when there was nothing to apply, else the counts and the commit."""
+    if result is None:
+        return {"applied": False, "plan": plan.to_json()}
     return {
         "applied": True,
         "added": result.added,
@@ -39,4 +41,4 @@ def applied_document(result: ApplyResult) -> dict[str, Any]:
     }
 
 
-__all__ = ["applied_document", "invalid_document", "not_applied_document"]
+__all__ = ["apply_document", "invalid_document", "plan_document"]

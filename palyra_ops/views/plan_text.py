@@ -1,8 +1,8 @@
-"""A plan as text, in the style people know from Terraform (SPEC §3): `+`, `~`, `-`, each changed
-field as `old → new`, the next fire times before → after, and the closing `Plan: N to add, ...`.
+"""A plan as text, in the style people know from Terraform (`+`, `~`, `-`, `Plan: N to add, ...`).
 
-Only draws: what changes and why is decided by `plan.compute_plan`. Colour is the caller's choice
-(a terminal without NO_COLOR), so the same plan renders identically in a pipe and in tests.
+The plan is a value (`palyra_ops.plan`); this module only shapes it for a terminal, like
+Terraform's `views/plan.go`: one function per part of the picture (header, one block per object,
+its fields, its next fire times, the summary), each deciding nothing about the diff itself.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from palyra_ops.model import flatten
 from palyra_ops.plan import Change, Plan, PlanAction
+
+if TYPE_CHECKING:
+    from palyra_ops.reconcile import ApplyResult
 
 _SYMBOL = {PlanAction.CREATE: "+", PlanAction.UPDATE: "~", PlanAction.DELETE: "-", PlanAction.UNMANAGED: "?",
            PlanAction.NO_OP: " "}
@@ -24,62 +27,65 @@ _VERB = {PlanAction.CREATE: "will be created", PlanAction.UPDATE: "will be updat
 _RESET = "\033[0m"
 _BOLD = "\033[1m"
 
-#: paints a line in an action's colour (or leaves it plain)
+#: colours `text` in the colour of `action` (identity without colour)
 Paint = Callable[[PlanAction, str], str]
 
 
 def _fmt(v: Any) -> str:
-    """A value as JSON text, `(none)` for a missing one; the scalar leaves that make up nearly every
-    line of a large plan skip `json.dumps`."""
-    kind = type(v)
+    # fast paths for the scalar leaves that make up nearly every line of a large plan
     if v is None:
         return "(none)"
-    if kind is str:
+    if isinstance(v, str):
         return encode_basestring(v)
-    if kind is bool:
-        return "true" if v else "false"
-    return str(v) if kind is int else json.dumps(v, ensure_ascii=False)
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    return json.dumps(v, ensure_ascii=False)
 
 
 def _painter(colour: bool) -> Paint:
-    def paint(action: PlanAction, text: str) -> str:
-        return f"{_COLOUR[action]}{text}{_RESET}" if colour and action in _COLOUR else text
-
-    return paint
+    if not colour:
+        return lambda action, text: text
+    return lambda action, text: f"{_COLOUR[action]}{text}{_RESET}" if action in _COLOUR else text
 
 
 def render_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
-    """The whole plan; `verbose` also shows up-to-date objects and unchanged fields."""
     paint = _painter(colour)
     shown = [ch for ch in plan.changes
-             if ch.is_change or ch.action == PlanAction.UNMANAGED or (verbose and ch.action == PlanAction.NO_OP)]
+             if ch.is_change or ch.action is PlanAction.UNMANAGED or (verbose and ch.action is PlanAction.NO_OP)]
     out: list[str] = []
     if any(ch.is_change for ch in shown):
         out += ["palyra-ops will perform the following actions:", ""]
     for ch in shown:
-        out += _change_lines(ch, paint, verbose)
-        out.append("")
+        out += _change_block(ch, paint, verbose)
     out += [paint(PlanAction.UPDATE, f"Warning: {w}") for w in plan.warnings]
     if plan.warnings:
         out.append("")
-    out += _summary_lines(plan, colour)
+    out += _summary(plan, colour)
     return "\n".join(out) + "\n"
 
 
-def _change_lines(ch: Change, paint: Paint, verbose: bool) -> list[str]:
+def _change_block(ch: Change, paint: Paint, verbose: bool) -> list[str]:
+    """One object: what happens and why, its fields, its next fire times, a blank line."""
     label = f'{ch.kind.lower()} "{ch.name}"'
     out = [f"  # {label} {_VERB[ch.action]} ({ch.reason})", paint(ch.action, f"  {_SYMBOL[ch.action]} {label}")]
-    if ch.action == PlanAction.CREATE and ch.after is not None:
+    if ch.action is PlanAction.CREATE and ch.after is not None:
         out += [paint(ch.action, f"      + {p} = {_fmt(v)}") for p, v in sorted(flatten(ch.after).items())]
-    elif ch.action == PlanAction.UPDATE:
-        out += _update_lines(ch, paint, verbose)
-    elif ch.action == PlanAction.DELETE and verbose and ch.before:
+    elif ch.action is PlanAction.UPDATE:
+        out += _update_fields(ch, paint, verbose)
+    elif ch.action is PlanAction.DELETE and verbose and ch.before:
         out += [paint(ch.action, f"      - {p} = {_fmt(v)}") for p, v in sorted(flatten(ch.before).items())]
-    return out + _schedule_lines(ch, paint)
+    out += _schedule_lines(ch, paint)
+    out.append("")
+    return out
 
 
-def _update_lines(ch: Change, paint: Paint, verbose: bool) -> list[str]:
-    out = [paint(ch.action, f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}") for f in ch.fields]
+def _update_fields(ch: Change, paint: Paint, verbose: bool) -> list[str]:
+    """Changed fields as `old → new`; the unchanged ones listed with --verbose, else counted."""
+    out = [paint(PlanAction.UPDATE, f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}") for f in ch.fields]
     if verbose and ch.before and ch.after:
         changed = {f.path for f in ch.fields}
         out += [f"        {p} = {_fmt(v)}" for p, v in sorted(flatten(ch.after).items()) if p not in changed]
@@ -90,11 +96,12 @@ def _update_lines(ch: Change, paint: Paint, verbose: bool) -> list[str]:
 
 
 def _schedule_lines(ch: Change, paint: Paint) -> list[str]:
+    """Next fire times before → after (after only for a create), and their DST/quiet-hours warnings."""
     s = ch.schedule
-    if s is None:
+    if not s:
         return []
     after = ", ".join(s.after) if s.after else "(never)"
-    if ch.action == PlanAction.CREATE:
+    if ch.action is PlanAction.CREATE:
         out = [f"      next fires ({s.timezone}): {after}"]
     else:
         before = ", ".join(s.before) if s.before else "(none)"
@@ -102,7 +109,7 @@ def _schedule_lines(ch: Change, paint: Paint) -> list[str]:
     return out + [paint(PlanAction.UPDATE, f"      warning: {n}") for n in s.notes]
 
 
-def _summary_lines(plan: Plan, colour: bool) -> list[str]:
+def _summary(plan: Plan, colour: bool) -> list[str]:
     s = plan.summary
     if not plan.has_changes:
         out = ["No changes. The journal matches the directory."]
@@ -114,4 +121,13 @@ def _summary_lines(plan: Plan, colour: bool) -> list[str]:
     return out
 
 
-__all__ = ["render_text"]
+def saved_text(path: object) -> str:
+    """What `plan --out FILE` adds after the plan."""
+    return f"\nSaved the plan to {path}; apply it with: palyra-ops apply {path}\n"
+
+
+def apply_text(result: ApplyResult) -> str:
+    return f"Apply complete! Resources: {result.added} added, {result.changed} changed, {result.deleted} deleted.\n"
+
+
+__all__ = ["apply_text", "render_text", "saved_text"]

@@ -1,8 +1,9 @@
-"""`palyra-ops status` as human lines: the sync state (`syncstatus.directory_status`), the last
-apply, the next runs, and the running daemon's own view (scheduler, watcher, tasks).
+"""`palyra-ops status` as text: the sync state and what is at fault, the last apply, the next runs,
+and the running daemon's own view (scheduler, watcher, maintenance tasks).
 
-The watcher's lines are drawn here too (`watcher_lines`), so the wording of a state is one place
-whether it comes from the CLI's fresh plan or from the daemon's watcher.
+The data comes from `palyra_ops.syncstatus` (and the daemon's `GET /console/v1/system/status`);
+this only words it, in one place, so the watcher's wording is the same wherever it is shown.
+Values that do not exist yet read `never`, `not yet` or `—`, never `None` (docs/gitops.md).
 """
 
 from __future__ import annotations
@@ -17,25 +18,31 @@ def _shown(value: Any, missing: str = "—") -> str:
     return missing if value is None or value == "" else str(value)
 
 
-def render_status(report: dict[str, Any]) -> str:
-    """The whole report of `palyra-ops status` (its `daemon` part included)."""
-    out = [f"State: {report['state']}  ({report['dir']} vs {report['journal']})"]
-    for f in report.get("invalid_files", []):
-        out.append(f"  invalid: {f['file']}")
-        out += [f"    {d}" for d in f["diagnostics"]]
-    if report.get("error"):
-        out.append(f"  {report['error']}")
-    out += [f"  warning: {w}" for w in report.get("warnings", [])]
-    out += [f"  {c['action']}: {c['kind'].lower()} {c['name']} ({_shown(c['reason'], 'changed')})"
-            for c in report.get("out_of_sync", [])]
-    if report.get("unmanaged"):
-        out.append(f"  unmanaged (left alone): {', '.join(report['unmanaged'])}")
-    out.append(_last_apply_line(report.get("last_apply")))
+def status_text(report: dict[str, Any]) -> str:
+    """The whole `status` report (`syncstatus.directory_status` plus `daemon`)."""
+    lines = [f"State: {report['state']}  ({report['dir']} vs {report['journal']})"]
+    lines += _sync_lines(report)
+    lines.append(_last_apply_line(report.get("last_apply")))
     if report["next_runs"]:
-        out.append("Next runs:")
-        out += [f"  {r['next_run_at']}  {r['routine_id']}" for r in report["next_runs"]]
-    out += daemon_lines(report["daemon"])
-    return "\n".join(out)
+        lines.append("Next runs:")
+        lines += [f"  {r['next_run_at']}  {r['routine_id']}" for r in report["next_runs"]]
+    lines += daemon_lines(report["daemon"])
+    return "\n".join(lines) + "\n"
+
+
+def _sync_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for f in report.get("invalid_files", []):
+        lines.append(f"  invalid: {f['file']}")
+        lines += [f"    {d}" for d in f["diagnostics"]]
+    if report.get("error"):
+        lines.append(f"  {report['error']}")
+    lines += [f"  warning: {w}" for w in report.get("warnings", [])]
+    lines += [f"  {c['action']}: {c['kind'].lower()} {c['name']} ({_shown(c['reason'], 'changed')})"
+              for c in report.get("out_of_sync", [])]
+    if report.get("unmanaged"):
+        lines.append(f"  unmanaged (left alone): {', '.join(report['unmanaged'])}")
+    return lines
 
 
 def _last_apply_line(last: dict[str, Any] | None) -> str:
@@ -47,6 +54,7 @@ def _last_apply_line(last: dict[str, Any] | None) -> str:
 
 
 def daemon_lines(daemon: dict[str, Any]) -> list[str]:
+    """The daemon's part: reachable or why not, its scheduler, its watcher, its maintenance tasks."""
     if not daemon.get("reachable"):
         return [f"Daemon: not reachable ({_shown(daemon.get('detail'))})"]
     sched = daemon.get("scheduler") or {}
@@ -58,23 +66,24 @@ def daemon_lines(daemon: dict[str, Any]) -> list[str]:
                 _shown(sched.get("running_count"), "0"), _shown(sched.get("next_due_at"), "nothing scheduled"),
             )
         )
-    lines += ["  " + line for line in watcher_lines(daemon.get("watcher") or {})]
-    lines += [f"  task {name}: {_task_text(task)}" for name, task in (daemon.get("tasks") or {}).items()
-              if isinstance(task, dict)]
+    lines.extend("  " + line for line in format_status(daemon.get("watcher") or {}))
+    lines.extend(_task_line(name, task) for name, task in (daemon.get("tasks") or {}).items() if isinstance(task, dict))
     return lines
 
 
-def _task_text(task: dict[str, Any]) -> str:
+def _task_line(name: str, task: dict[str, Any]) -> str:
     if task.get("last_run_at"):
         took = f" ({task['duration_ms']} ms)" if task.get("duration_ms") is not None else ""
         last = f"last {task['last_run_at']} {_shown(task.get('outcome'), 'running')}{took}"
     else:
         last = "not run yet"
-    return last + (f", next {task['next_run_at']}" if task.get("next_run_at") else " (disabled)")
+    nxt = f", next {task['next_run_at']}" if task.get("next_run_at") else " (disabled)"
+    return f"  task {name}: {last}{nxt}"
 
 
-def watcher_lines(status: dict[str, Any]) -> list[str]:
-    """The watcher's `status()` document (`GET /console/v1/system/status` → `watcher`) as lines."""
+def format_status(status: dict[str, Any]) -> list[str]:
+    """The directory watcher's `status()` (docs/watcher.md) as lines: its state, the files that are not
+    Synced with their diagnostics, and the drift it leaves alone."""
     if not status or not status.get("enabled"):
         return ["watcher: off (daemon started without --watch)"]
     head = f"watcher: {status['state']}"
@@ -94,5 +103,4 @@ def watcher_lines(status: dict[str, Any]) -> list[str]:
         lines.append("  drift left alone (apply or --self-heal restores git): " + ", ".join(status["drift_pending"]))
     return lines
 
-
-__all__ = ["daemon_lines", "render_status", "watcher_lines"]
+__all__ = ["daemon_lines", "format_status", "status_text"]
