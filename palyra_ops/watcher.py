@@ -40,11 +40,15 @@ from palyra_ops.journal import Journal, open_journal
 from palyra_ops.lastgood import protect_paths, unreadable_paths, without_drift
 from palyra_ops.plan import Change, Plan, PlanAction
 from palyra_ops.reconcile import apply_plan, plan_directory
-from palyra_ops.source import SourceSet
+from palyra_ops.source import SkillsUnchecked, SourceSet
 from palyra_ops.syncstatus import SyncState, file_states, overall
 from palyra_ops.watchfs import DirectoryWatch
 
 log = logging.getLogger("palyra_ops.watcher")
+
+#: the skills a routine may reference, or why that cannot be checked (palyra_ops/skillrefs.py); the
+#: daemon passes a callable so a skill installed while it runs counts at the next reconcile
+KnownSkills = set[str] | SkillsUnchecked | None
 
 #: per-file and overall states shown by `status` (SPEC §5 item 5; `palyra_ops.syncstatus`)
 SYNCED, OUT_OF_SYNC, INVALID, ERROR, PENDING = (SyncState.SYNCED, SyncState.OUT_OF_SYNC, SyncState.INVALID,
@@ -153,7 +157,7 @@ class Watcher:
         max_delay_ms: int = 3000,
         rescan_interval_s: float = 300,
         self_heal: bool = False,
-        known_skills: Any = None,
+        known_skills: KnownSkills | Callable[[], KnownSkills] = None,
         display_root: str | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         on_applied: Callable[[], None] | None = None,

@@ -17,7 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watchdog.events import FileSystemEvent
+    from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger("palyra_ops.watcher")
 
@@ -29,7 +33,7 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 WATCH_RETRY_S = 30.0
 
 
-def is_relevant(event: Any, root: str) -> bool:
+def is_relevant(event: FileSystemEvent, root: str) -> bool:
     """Only routine files (and directories that may hold them) matter; hidden entries never do.
 
     Editors' swap files (`.x.yaml.swp`), backups (`x.yaml~`), temp files of an atomic save
@@ -75,7 +79,7 @@ class _Handler:
     def __init__(self, watch: DirectoryWatch) -> None:
         self.watch = watch
 
-    def dispatch(self, event: Any) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
         try:
             self.watch.seen += 1
             if is_relevant(event, str(self.watch.directory)):
@@ -113,8 +117,8 @@ class DirectoryWatch:
     def __init__(self, directory: Path, on_change: OnChange) -> None:
         self.directory = directory
         self.on_change = on_change
-        self.observer: Any = None
-        self.watch: Any = None
+        self.observer: BaseObserver | None = None
+        self.watch: ObservedWatch | None = None
         self.error: str | None = None
         self.seen = 0
         self.ignored = 0
