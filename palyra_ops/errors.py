@@ -11,12 +11,18 @@ from dataclasses import dataclass, field
 
 
 class PalyraError(Exception):
-    """An expected failure with a message fit to show the user as-is."""
+    """An expected failure with a message fit to show the user as-is.
+
+    Errors are named by what went wrong (the classes below) and carry a machine-readable `code`
+    (HTTP error bodies, `--output json`). They carry no HTTP status: the server maps each class to
+    one (`palyra_ops.server.errors.STATUS`), so the domain never speaks HTTP.
+    """
 
     #: machine-readable code used in HTTP error bodies and JSON output
     code: str = "error"
-    #: HTTP status used when this error crosses the API
-    status: int = 400
+    #: transitional, for callers not yet raising a named error (`PalyraError(..., status=502)`):
+    #: the server honours an explicit status over its table. None for every named error.
+    status: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -31,66 +37,66 @@ class InvalidInput(PalyraError):
     """What the caller sent is malformed or out of range (a body, a parameter, a flag)."""
 
     code = "bad_request"
-    status = 400
 
 
 class NotAuthenticated(PalyraError):
     """No credential, or one that is not valid."""
 
     code = "unauthorized"
-    status = 401
+
+
+class BadSignature(NotAuthenticated):
+    """A signed webhook whose signature does not verify: the signature, not a bearer token, is its
+    credential, so the answer names no token scheme to retry with."""
+
+    code = "bad_signature"
 
 
 class PermissionDenied(PalyraError):
     """A valid caller asked for something it may not do (e.g. forging a system:daemon run)."""
 
     code = "forbidden"
-    status = 403
 
 
 class PayloadTooLarge(PalyraError):
     """A request body over the configured limit."""
 
     code = "too_large"
-    status = 413
 
 
 class BackendFailed(PalyraError):
     """The agent backend (or another upstream the daemon calls for the caller) failed."""
 
     code = "backend_error"
-    status = 502
 
 
-# the first names these had; kept until every caller uses the names above
-BadRequest = InvalidInput
-Unauthorized = NotAuthenticated
+class Unavailable(PalyraError):
+    """A part of the daemon the request needs is not running or not set up (the gateway, the memory
+    service, a webhook secret); the same request can succeed once it is."""
+
+    code = "unavailable"
 
 
 class NotFound(PalyraError):
     code = "not_found"
-    status = 404
 
 
 class Conflict(PalyraError):
     code = "conflict"
-    status = 409
 
 
 class StalePlan(PalyraError):
     code = "stale_plan"
-    status = 409
 
 
 class JournalError(PalyraError):
     """The journal cannot do what was asked for a reason outside the request (busy, full, unopenable).
 
-    503: the same request can succeed later, once the journal is free, has space or is fixed.
+    The same request can succeed later, once the journal is free, has space or is fixed.
     `path` is the journal it concerns, so every message can name it.
     """
 
     code = "journal_error"
-    status = 503
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
@@ -126,17 +132,16 @@ class JournalReadOnly(JournalUnavailable):
 
 
 class JournalUnsupported(JournalError):
-    """A journal location this build cannot use (today: any URL; SPEC §4's PostgreSQL is not here yet)."""
+    """A journal location this build cannot use (today: any URL; SPEC §4's PostgreSQL is not here yet).
+    The caller's choice, not a passing state: the server treats it as invalid input."""
 
     code = "journal_unsupported"
-    status = 400
 
 
 class DaemonAlreadyRunning(PalyraError):
     """A second daemon on a SQLite journal another live daemon holds (SPEC §11, last paragraph)."""
 
     code = "daemon_running"
-    status = 409
 
 
 @dataclass(frozen=True, order=True)
@@ -175,7 +180,6 @@ class ValidationFailed(PalyraError):
     """Raised when a routine directory has errors; carries every diagnostic, not just the first."""
 
     code = "invalid"
-    status = 422
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics)

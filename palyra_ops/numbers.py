@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from palyra_ops.clock import InstantRangeError, parse_rfc3339
+from palyra_ops.durations import DurationRangeError, parse_duration_ms
+
 _INT = re.compile(r"-?[0-9]+", re.ASCII)
 
 
@@ -47,3 +50,28 @@ def cli_int(lo: int = INT64_MIN, hi: int = INT64_MAX) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
 
     return convert
+
+
+# a `+02:00` offset sent unencoded in a query string arrives as ` 02:00` (`+` means a space there)
+_SPACED_OFFSET = re.compile(r"([0-9]) ([0-9][0-9]:?[0-9][0-9])$(?!\n)", re.ASCII)
+
+
+def parse_when(text: str, now_ms: int, what: str, *, from_query: bool = False) -> int:
+    """An instant typed by a person, as `--since` and `?since=` take it: RFC 3339 with an offset, or
+    a duration meaning that long ago (`24h`). ValueError naming `what` otherwise.
+
+    `from_query`: the text came from a query string, so an offset whose `+` became a space is read
+    back as the offset it was meant to be rather than refused.
+    """
+    try:
+        return now_ms - parse_duration_ms(text)
+    except DurationRangeError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    except ValueError:
+        pass
+    try:
+        return parse_rfc3339(_SPACED_OFFSET.sub(r"\1+\2", text) if from_query else text)
+    except InstantRangeError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is neither an RFC 3339 instant with offset nor a duration like 24h") from None

@@ -171,6 +171,37 @@ def _relative_to_root(root: Path, path: str) -> list[str]:
     return [p for p in posixpath.normpath(path).split("/") if p and p != "."]
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _open_subdir(fd: int, comp: str, path: str) -> int:
+    """The directory `comp` below the directory `fd`, created 0700 when missing; never a symlink."""
+    try:
+        return os.open(comp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+    except FileNotFoundError:
+        try:
+            os.mkdir(comp, 0o700, dir_fd=fd)
+        except FileExistsError:
+            pass
+        return os.open(comp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise TargetRefused(f"file {path}: {comp!r} is a symlink or not a directory") from None
+        raise
+
+
+def _open_file(fd: int, name: str, path: str) -> int:
+    try:
+        return os.open(name, _FILE_FLAGS, 0o600, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TargetRefused(f"file {path}: is a symlink") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            raise TargetRefused(f"file {path}: not a regular file") from None
+        raise
+
+
 def open_for_append(root: Path, path: str) -> int:
     """An O_APPEND descriptor for `path` under `root`, opened one component at a time.
 
@@ -185,33 +216,13 @@ def open_for_append(root: Path, path: str) -> int:
     if not parts:
         raise TargetRefused(f"file {path}: must name a file, not a directory")
     os.makedirs(root, mode=0o700, exist_ok=True)
-    flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    fd = os.open(root, flags_dir)
+    fd = os.open(root, _DIR_FLAGS)
     try:
         for comp in parts[:-1]:
-            try:
-                nxt = os.open(comp, flags_dir | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                try:
-                    os.mkdir(comp, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                nxt = os.open(comp, flags_dir | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise TargetRefused(f"file {path}: {comp!r} is a symlink or not a directory") from None
-                raise
+            nxt = _open_subdir(fd, comp, path)
             os.close(fd)
             fd = nxt
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            out = os.open(parts[-1], flags, 0o600, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise TargetRefused(f"file {path}: is a symlink") from None
-            if exc.errno in (errno.ENXIO, errno.EISDIR):
-                raise TargetRefused(f"file {path}: not a regular file") from None
-            raise
+        out = _open_file(fd, parts[-1], path)
     finally:
         os.close(fd)
     st = os.fstat(out)

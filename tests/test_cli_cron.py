@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-from starlette.applications import Starlette
 from test_console_api import StubGateway, StubScheduler
 
 from palyra_ops.cli import main
 from palyra_ops.clock import FakeClock, to_ms
-from palyra_ops.console_api import routes
 from palyra_ops.context import DaemonContext
 from palyra_ops.journal import open_journal
+from palyra_ops.server import create_app
 
 TOKEN = "cli-token"
 NOW = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
@@ -36,7 +35,7 @@ class Server:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(Starlette(routes=routes(ctx)), log_level="error", lifespan="off")
+        config = uvicorn.Config(create_app(ctx), log_level="error", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

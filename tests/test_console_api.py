@@ -1,6 +1,6 @@
 """Console API routes over a real temp journal (SPEC §6).
 
-The app here is a bare Starlette app around `console_api.routes(ctx)` with a real SQLite journal and
+The app here is the daemon's own `create_app(ctx)`, served in process, with a real SQLite journal and
 the real reconcile/schedule/source code; only the gateway and scheduler are stubs (they are the
 daemon's runtime, exercised end to end in test_console_e2e.py).
 """
@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from palyra_ops import reconcile
 from palyra_ops.clock import FakeClock, to_ms
-from palyra_ops.console_api import ROUTE_TABLE, routes
 from palyra_ops.context import DaemonContext
 from palyra_ops.journal import open_journal
 from palyra_ops.model import Resource
+from palyra_ops.openapi import described_routes
+from palyra_ops.server import create_app
 
 TOKEN = "console-token"
 NOW = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
@@ -64,7 +64,7 @@ class StubScheduler:
 class Api:
     """A synchronous face over httpx's ASGI transport (the project runs tests without pytest-asyncio)."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console")
 
@@ -93,7 +93,7 @@ def env(tmp_path: Path) -> Iterator[tuple[Api, DaemonContext]]:
     journal = open_journal(tmp_path / "journal.sqlite3", clock=clock)
     ctx = DaemonContext(journal=journal, clock=clock, config=None, token=TOKEN, internal_token="internal-secret",
                         gateway=StubGateway(journal), scheduler=StubScheduler(), started_at_ms=to_ms(NOW) - 60_000)
-    api = Api(Starlette(routes=routes(ctx)))
+    api = Api(create_app(ctx))
     yield api, ctx
     api.close()
     journal.close()
@@ -128,7 +128,7 @@ def _concrete(path: str) -> str:
     return path.replace("{routine_id}", "daily").replace("{approval_id}", "01J0000000000000000000000A")
 
 
-@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p, _ in ROUTE_TABLE])
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p, _ in described_routes() if p.startswith("/console/v1/")])
 def test_every_route_refuses_missing_and_wrong_token(env: tuple[Api, DaemonContext], method: str, path: str) -> None:
     api, ctx = env
     upsert(api, "daily")

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
-from starlette.routing import Route
 
 from palyra_ops import openapi
 from palyra_ops.clock import SystemClock
-from palyra_ops.console_api import ROUTE_TABLE
 from palyra_ops.context import DaemonContext
 from palyra_ops.journal import open_journal
-from palyra_ops.openapi import DOC_PATH, build_openapi, render
+from palyra_ops.openapi import DOC_PATH, build_openapi, described_routes, render
+from palyra_ops.server.operation import walk
 
 
 def test_checked_in_document_is_current() -> None:
@@ -29,7 +28,8 @@ def _described() -> set[tuple[str, str]]:
 
 
 def test_every_console_route_is_described() -> None:
-    assert {(m, p) for m, p, _ in ROUTE_TABLE} <= _described()
+    console = {(m, p) for m, p, _ in described_routes() if p.startswith("/console/v1/")}
+    assert console and console <= _described()
 
 
 def test_every_app_route_is_described(tmp_path: Path) -> None:
@@ -39,9 +39,8 @@ def test_every_app_route_is_described(tmp_path: Path) -> None:
         ctx = DaemonContext(journal=journal, clock=SystemClock(), config=None, token="t", internal_token="i")
         app = server.create_app(ctx)
         served = {
-            (method, route.path)
-            for route in app.routes
-            if isinstance(route, Route)
+            (method, path)
+            for path, route in walk(app.routes)  # into the console's Mount
             for method in (route.methods or set()) - {"HEAD"}
         }
     finally:
@@ -81,3 +80,31 @@ def test_main_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
     assert openapi.main([]) == 0
     assert capsys.readouterr().out == render()
     assert openapi.main(["--bogus"]) == 2
+
+
+def test_api_schema_files_ship_in_the_wheel_and_are_json_schemas() -> None:
+    import tomllib
+
+    cfg = tomllib.loads((DOC_PATH.parent.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "api/*.json" in cfg["package-data"]["palyra_ops._schemas"]
+    from palyra_ops.schema_files import SCHEMA_DIR
+
+    files = sorted((SCHEMA_DIR / "api").glob("*.json"))
+    assert files
+    components = build_openapi()["components"]["schemas"]
+    for path in files:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        Draft202012Validator.check_schema(schema)
+        assert path.stem in components
+
+
+def test_the_enums_the_handlers_check_are_the_ones_the_schemas_publish() -> None:
+    from palyra_ops.server.routes.approvals import APPROVAL_STATES
+    from palyra_ops.server.routes.common import RUN_STATUSES, TRIGGER_KINDS
+
+    schemas = build_openapi()["components"]["schemas"]
+    run = schemas["Run"]["properties"]
+    assert run["status"]["enum"] == list(RUN_STATUSES)
+    assert run["trigger_kind"]["enum"] == list(TRIGGER_KINDS)
+    assert schemas["DispatchRequest"]["properties"]["trigger_kind"]["enum"] == list(TRIGGER_KINDS)
+    assert schemas["Approval"]["properties"]["state"]["enum"] == list(APPROVAL_STATES)

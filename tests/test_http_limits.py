@@ -15,7 +15,7 @@ import pytest
 
 from palyra_ops.config import build_config
 from palyra_ops.errors import PalyraError
-from palyra_ops.httpbody import MAX_JSON_DEPTH, json_depth_exceeds, parse_json
+from palyra_ops.server.body import MAX_JSON_DEPTH, json_depth_exceeds, parse_json
 
 MIB = 1 << 20
 BODY_ROUTES = ("/gateway/v1/messages", "/console/v1/routines/upsert", "/console/v1/routines/dispatch",

@@ -18,6 +18,7 @@ import pytest
 from palyra_ops.errors import JournalBusy, JournalFull, JournalUnavailable, JournalUnsupported
 from palyra_ops.journal import DaemonLock, open_journal, read_snapshot
 from palyra_ops.journal.faults import busy_timeout_ms, check_location
+from palyra_ops.server.errors import http_status
 
 
 def fill_to_limit(j) -> None:
@@ -36,7 +37,7 @@ def test_a_full_journal_raises_journal_full_and_leaves_no_open_transaction(tmp_p
                 assert c.in_transaction
     assert str(j.path) in exc.value.message and "is full" in exc.value.message
     assert "\n" not in exc.value.message
-    assert exc.value.status == 503 and exc.value.code == "journal_full"
+    assert http_status(exc.value) == 503 and exc.value.code == "journal_full"
     # SQLite rolled the transaction back itself; the journal must not be left inside it
     assert not j.conn.in_transaction
     assert j.list_events() == []

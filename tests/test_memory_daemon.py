@@ -11,12 +11,11 @@ import json
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
 
 from palyra_ops.clock import SystemClock
-from palyra_ops.console_api import routes
 from palyra_ops.context import DaemonContext
 from palyra_ops.journal import open_journal
+from palyra_ops.server import create_app
 
 MEM = "/console/v1/memory"
 
@@ -183,7 +182,7 @@ def test_memory_routes_without_the_memory_service_answer_503(tmp_path: Any) -> N
     async def main() -> None:
         journal = open_journal(tmp_path / "j.sqlite3")
         ctx = DaemonContext(journal=journal, clock=SystemClock(), config=None, token="t", internal_token="i")
-        transport = httpx.ASGITransport(app=Starlette(routes=routes(ctx)))
+        transport = httpx.ASGITransport(app=create_app(ctx))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://test",
                                          headers={"Authorization": "Bearer t"}) as c:

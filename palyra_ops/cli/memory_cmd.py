@@ -11,13 +11,13 @@ import sys
 from typing import Any
 
 from palyra_ops.cli._common import add_journal_flag, add_output_flag, default_journal_path, emit
-from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339, rfc3339
-from palyra_ops.durations import DurationRangeError, parse_duration_ms
+from palyra_ops.clock import SystemClock, rfc3339
+from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.memory.embedders import EmbedderSpec
 from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig, parse_size_bytes
 from palyra_ops.memory.service import MemoryService
-from palyra_ops.numbers import cli_int
+from palyra_ops.numbers import cli_int, parse_when
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,17 +97,9 @@ def _when(flag: str, value: str | None, now_ms: int) -> int | None:
     if value is None:
         return None
     try:
-        return now_ms - parse_duration_ms(value)
-    except DurationRangeError as exc:
-        raise PalyraError(f"{flag}: {exc}") from None
-    except ValueError:
-        pass
-    try:
-        return parse_rfc3339(value)
-    except InstantRangeError as exc:
-        raise PalyraError(f"{flag}: {exc}") from None
-    except ValueError:
-        raise PalyraError(f"{flag}: {value!r} is neither an RFC 3339 instant with offset nor a duration like 24h") from None
+        return parse_when(value, now_ms, flag)
+    except ValueError as exc:
+        raise PalyraError(str(exc)) from None
 
 
 def _spec(args: argparse.Namespace) -> EmbedderSpec | None:

@@ -1,4 +1,4 @@
-"""Request bodies: a size cap for every route, and the one JSON parser for what clients send.
+"""Request bodies: a size cap for every route, and the one JSON reader for what clients send.
 
 SPEC §6: bodies are limited (1 MiB by default, configurable) and refused with 413 before they are
 read in full; malformed or too deeply nested JSON is a 400, never a 500. Both live here so every
@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from palyra_ops.errors import BadRequest, PalyraError
+from palyra_ops.errors import InvalidInput, PalyraError, PayloadTooLarge
+from palyra_ops.server.errors import error_response
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 #: the smallest cap a config may set: below this even an ordinary routine upsert would not fit
@@ -31,24 +33,11 @@ MAX_JSON_DEPTH = 64
 INTERNAL_DEPTH_MARGIN = 8
 INTERNAL_SIZE_FACTOR = 8
 
-
-class TooLarge(PalyraError):
-    code = "too_large"
-    status = 413
+NOT_AN_OBJECT = "request body must be a JSON object"
 
 
 def too_large_message(limit: int) -> str:
     return f"request body is larger than the limit of {limit} bytes (max_body_bytes in the daemon config)"
-
-
-def _reject(status: int, code: str, message: str) -> list[Message]:
-    payload = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return [
-        {"type": "http.response.start", "status": status,
-         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                     (b"connection", b"close")]},
-        {"type": "http.response.body", "body": payload},
-    ]
 
 
 class BodyLimit:
@@ -71,57 +60,60 @@ class BodyLimit:
         limit = self.max_bytes
         if scope.get("state", {}).get("auth") == "internal":
             limit *= INTERNAL_SIZE_FACTOR
-        declared: int | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    n = int(value)
-                except ValueError:
-                    n = -1
-                if n < 0 or (declared is not None and declared != n):
-                    for m in _reject(400, "bad_request", "invalid Content-Length header"):
-                        await send(m)
-                    return
-                declared = n
-        if declared is not None:
-            if declared > limit:
-                for m in _reject(413, "too_large", too_large_message(self.max_bytes)):
-                    await send(m)
-                return
-            # the server frames the body by Content-Length, so no more than `declared` can arrive
-            await self.app(scope, receive, send)
+        try:
+            declared = declared_length(scope)
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(too_large_message(self.max_bytes))
+            # a declared length frames the body (no more than that can arrive); else read up to the cap
+            body = receive if declared is not None else await _buffered(receive, limit, self.max_bytes)
+        except PalyraError as exc:  # the connection closes: the rest of the body is never read
+            await error_response(exc, {"connection": "close"})(scope, receive, send)
             return
-        # no length declared (chunked, or no body at all): read up to the cap, then replay it
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([], message), send)
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                for m in _reject(413, "too_large", too_large_message(self.max_bytes)):
-                    await send(m)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(chunks, None), send)
+        await self.app(scope, body, send)
 
 
-def _replay(chunks: list[bytes], final: Message | None) -> Receive:
-    """A `receive` that hands the buffered body over in one message, then whatever comes next."""
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length; two that disagree, or one that is not a number, is a 400."""
+    declared: int | None = None
+    for name, value in scope["headers"]:
+        if name != b"content-length":
+            continue
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if n < 0 or (declared is not None and declared != n):
+            raise InvalidInput("invalid Content-Length header")
+        declared = n
+    return declared
+
+
+async def _buffered(receive: Receive, limit: int, configured: int) -> Receive:
+    """Read a body of unknown length (chunked, or none) up to `limit`, then replay it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return _replay(message)
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise PayloadTooLarge(too_large_message(configured))
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return _replay({"type": "http.request", "body": b"".join(chunks), "more_body": False})
+
+
+def _replay(first: Message) -> Receive:
+    """A `receive` that hands over the buffered message once, then reports the disconnect."""
     sent = False
 
     async def receive() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            if final is not None:
-                return final
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return first
         return {"type": "http.disconnect"}
 
     return receive
@@ -157,11 +149,32 @@ def parse_json(raw: bytes | str, what: str = "request body", *, max_depth: int =
     try:
         value = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
-        raise BadRequest(f"{what} is nested too deeply (at most {max_depth} levels)") from None
+        raise InvalidInput(f"{what} is nested too deeply (at most {max_depth} levels)") from None
     except UnicodeDecodeError:
-        raise BadRequest(f"{what} is not valid JSON: not UTF-8") from None
+        raise InvalidInput(f"{what} is not valid JSON: not UTF-8") from None
     except ValueError as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
     if json_depth_exceeds(value, max_depth):
-        raise BadRequest(f"{what} is nested too deeply (at most {max_depth} levels)")
+        raise InvalidInput(f"{what} is nested too deeply (at most {max_depth} levels)")
     return value
+
+
+def json_object(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """A body that must be a JSON object; an empty one is refused with the same message."""
+    data = parse_json(raw, max_depth=max_depth) if raw.strip() else None
+    if not isinstance(data, dict):
+        raise InvalidInput(NOT_AN_OBJECT)
+    return data
+
+
+def json_value(raw: bytes, what: str = "request body") -> Any:
+    """A body of any JSON (an event or webhook payload); an empty one is `{}`."""
+    return parse_json(raw, what) if raw else {}
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    return json_object(await request.body())
+
+
+async def read_value(request: Request) -> Any:
+    return json_value(await request.body())

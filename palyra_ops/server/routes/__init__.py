@@ -1,0 +1,1 @@
+"""The daemon's routes, one module per area; each route declares its operation next to its handler."""

@@ -1,0 +1,44 @@
+"""The daemon about itself: scheduler, watcher, maintenance tasks, journal, last apply; and the
+OpenAPI document of this API."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from palyra_ops import syncstatus
+from palyra_ops.server.operation import ApiRoute, Operation, Reply, ref
+from palyra_ops.server.responses import JSONResponse
+from palyra_ops.server.routes.common import ctx_of
+
+
+async def system_status(request: Request) -> Response:
+    """The one `system_status` of `syncstatus` (shared with `palyra-ops status` and the watcher)."""
+    ctx = ctx_of(request)
+    return JSONResponse(syncstatus.system_status(
+        ctx.journal,
+        now_ms=ctx.clock.now_ms(),
+        started_at_ms=ctx.started_at_ms,
+        base_url=ctx.base_url,
+        scheduler=ctx.scheduler.status() if ctx.scheduler is not None else None,
+        watcher=ctx.watcher.status() if ctx.watcher is not None else None,
+        tasks=ctx.extras.get("tasks", {}),
+    ))
+
+
+async def openapi(request: Request) -> Response:
+    from palyra_ops.openapi import build_openapi  # the generator reads the route table this module is in
+
+    return JSONResponse(build_openapi())
+
+
+ROUTES = [
+    ApiRoute("/system/status", system_status, method="GET", operation=Operation(
+        summary="Scheduler health, last tick, maintenance tasks, watcher state, journal identity, last apply",
+        replies={200: Reply("Daemon status.", ref("SystemStatus"))},
+    )),
+    ApiRoute("/openapi.json", openapi, method="GET", operation=Operation(
+        summary="This document",
+        replies={200: Reply("OpenAPI 3.1 document.")},
+    )),
+]
