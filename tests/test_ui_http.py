@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ui_console import csrf_of, routine, signed_in
-
 from conftest import DaemonHandle, start_daemon
+from ui_console import csrf_of, routine, signed_in
 
 PAGES = ["/ui/", "/ui/routines/beat", "/ui/timeline", "/ui/sync", "/ui/approvals", "/ui/system",
          "/ui/live/routines", "/ui/live/routines/beat/runs", "/ui/live/routines/beat/state", "/ui/live/approvals",

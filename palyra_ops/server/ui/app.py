@@ -10,6 +10,7 @@ this middleware, not a router): the console is HTML for people, not part of the 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
@@ -46,17 +47,21 @@ SECURITY_HEADERS = {
 
 class SecurityHeaders:
     """The headers every console answer carries; pages are never cached (they show live state and a
-    CSRF token), the packaged assets may be for an hour."""
+    CSRF token), the packaged assets may be for an hour. `Server-Timing` says how long the console
+    took to answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         static = get_route_path(scope).startswith("/static/")
+        started = time.perf_counter()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                # the page's server time (gate + handler + template), for the browser's devtools and bench_ui
+                headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
                 for name, value in SECURITY_HEADERS.items():
                     headers[name] = value
                 headers["Cache-Control"] = "private, max-age=3600" if static else "no-store"

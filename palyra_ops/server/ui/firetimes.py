@@ -18,6 +18,7 @@ from typing import Any
 
 from palyra_ops import views
 from palyra_ops.clock import rfc3339
+from palyra_ops.durations import parse_duration_ms
 from palyra_ops.journal import StoredResource
 from palyra_ops.model import Routine
 from palyra_ops.schedule import Schedule, jitter_offset_ms
@@ -25,8 +26,10 @@ from palyra_ops.schedule.core import notes_for
 
 DAY_MS = 24 * 3600 * 1000
 BUCKET_MS = 5 * 60 * 1000
-BUCKETS = DAY_MS // BUCKET_MS
-#: fire times computed for one timeline at most (10,000 routines every 15 min is 960,000)
+#: five-minute buckets on wall-clock boundaries: the first starts at or before now, so 24 h spans 289
+BUCKETS = DAY_MS // BUCKET_MS + 1
+#: nominal fire times computed for one timeline at most (distinct schedules; 1,000 distinct ones
+#: every 15 min is 96,000)
 MAX_FIRES = 200_000
 #: per routine (an `every: 1s` routine alone would otherwise be 86,400)
 MAX_FIRES_PER_ROUTINE = 2_000
@@ -78,57 +81,104 @@ class Timeline:
     truncated: bool
     herds: list[Herd]
     busiest: list[tuple[str, int]] = field(default_factory=list)  # (bucket start UTC, fires)
+    #: every bucket holding a herd second (the table lists only the biggest herds)
+    herd_buckets: set[int] = field(default_factory=set)
 
     @property
     def peak(self) -> int:
         return max(self.buckets) if self.buckets else 0
 
 
+def _timing(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str] | None:
+    """A schedule routine's schedule, DST policy and jitter text, read straight from its canonical
+    spec (the same fields `Routine.from_resource` reads; a full Routine per routine would be most of
+    the page's time at 10,000)."""
+    trigger = spec.get("trigger") or {}
+    if trigger.get("kind") != "schedule" or not trigger.get("schedule"):
+        return None
+    policies = spec.get("policies") or {}
+    return trigger["schedule"], {"gap": "shift", "fold": "first", **(policies.get("dst") or {})}, \
+        str(policies.get("jitter", "0s"))
+
+
 def day_timeline(resources: list[StoredResource], jobs: dict[str, dict[str, Any]], now_ms: int) -> Timeline:
-    """Due times of every enabled schedule routine in (now, now + 24 h]."""
+    """Due times of every enabled schedule routine in (now, now + 24 h]; `start_ms` of the result is
+    the first bucket's start (now, rounded down to five minutes).
+
+    Nominal instants are computed once per distinct schedule — routines with the same schedule, DST
+    policy and (for `every`) anchor fire at the same instants, and fleets share a few dozen crons; a
+    routine without jitter then only adds its count, one with jitter gets its own due times."""
     until = now_ms + DAY_MS
+    start = now_ms - now_ms % BUCKET_MS
     buckets = [0] * BUCKETS
     per_second: Counter[int] = Counter()
     who: defaultdict[int, list[str]] = defaultdict(list)
-    total = 0
-    routines = 0
+    nominal: dict[tuple[Any, ...], list[int]] = {}
+    plain: defaultdict[tuple[Any, ...], list[str]] = defaultdict(list)  # schedule key -> routines without jitter
+    jittered: list[tuple[str, tuple[Any, ...], int]] = []
+    jitters: dict[str, int] = {}
+    computed = routines = 0
     truncated = False
     for res in resources:
         job = jobs.get(res.name)
         if job is None or not job.get("enabled", 1) or job.get("paused"):
             continue
-        routine = Routine.from_resource(res)
-        if routine.schedule is None:
+        timing = _timing(res.body.get("spec", {}))
+        if timing is None:
             continue
-        try:
-            schedule = Schedule.from_spec(routine.schedule, routine.policies.dst)
-        except Exception:  # noqa: BLE001 - a schedule that no longer parses is parked by the scheduler too
-            continue
-        budget = min(MAX_FIRES_PER_ROUTINE, MAX_FIRES - total)
-        if budget <= 0:
-            truncated = True
-            break
-        fires = schedule.fires_between(now_ms, until, job.get("anchor_ms"), limit=budget + 1)
-        if len(fires) > budget:
-            fires = fires[:budget]
-            truncated = True
+        sched, dst, jitter_text = timing
+        anchor = job.get("anchor_ms") if "every" in sched else None
+        key = (sched.get("cron"), sched.get("every"), sched.get("at"), sched.get("timezone"), dst["gap"], dst["fold"],
+               anchor)
+        if key not in nominal:
+            budget = min(MAX_FIRES_PER_ROUTINE, MAX_FIRES - computed)
+            if budget <= 0:
+                truncated = True
+                continue
+            try:
+                schedule = Schedule.from_spec(sched, dst)
+            except Exception:  # noqa: BLE001 - a schedule that no longer parses is parked by the scheduler too
+                continue
+            fires = schedule.fires_between(now_ms, until, job.get("anchor_ms"), limit=budget + 1)
+            if len(fires) > budget:
+                fires, truncated = fires[:budget], True
+            nominal[key] = fires
+            computed += len(fires)
         routines += 1
-        jitter = routine.policies.jitter_ms
-        for n in fires:
-            due = n + jitter_offset_ms(routine.name, n, jitter) if jitter else n
+        if jitter_text not in jitters:
+            jitters[jitter_text] = parse_duration_ms(jitter_text)
+        if jitters[jitter_text]:
+            jittered.append((res.name, key, jitters[jitter_text]))
+        else:
+            plain[key].append(res.name)
+    for key, names in plain.items():
+        weight = len(names)
+        for due in nominal[key]:
+            buckets[(due - start) // BUCKET_MS] += weight
+            second = due // 1000
+            per_second[second] += weight
+            if len(who[second]) < 5:
+                who[second].extend(names[: 5 - len(who[second])])
+    for name, key, jitter in jittered:
+        for n in nominal[key]:
+            due = n + jitter_offset_ms(name, n, jitter)
             if due > until:
                 continue
-            buckets[min(BUCKETS - 1, (due - now_ms) // BUCKET_MS)] += 1
+            buckets[(due - start) // BUCKET_MS] += 1
             second = due // 1000
             per_second[second] += 1
             if len(who[second]) < 5:
-                who[second].append(routine.name)
-            total += 1
-    herds = [Herd(rfc3339(s * 1000) or "", c, who[s], max(0, min(BUCKETS - 1, (s * 1000 - now_ms) // BUCKET_MS)))
-             for s, c in per_second.most_common(10) if c >= HERD_MIN]
+                who[second].append(name)
+    total = sum(buckets)
+
+    def bucket(second: int) -> int:
+        return max(0, (second * 1000 - start) // BUCKET_MS)
+
+    herds = [Herd(rfc3339(s * 1000) or "", c, who[s], bucket(s)) for s, c in per_second.most_common(10) if c >= HERD_MIN]
     ranked = sorted(range(BUCKETS), key=lambda i: (-buckets[i], i))[:5]
-    busiest = [(rfc3339(now_ms + i * BUCKET_MS) or "", buckets[i]) for i in ranked if buckets[i]]
-    return Timeline(now_ms, buckets, total, routines, truncated, herds, busiest)
+    busiest = [(rfc3339(start + i * BUCKET_MS) or "", buckets[i]) for i in ranked if buckets[i]]
+    herd_buckets = {bucket(s) for s, c in per_second.items() if c >= HERD_MIN}
+    return Timeline(start, buckets, total, routines, truncated, herds, busiest, herd_buckets)
 
 
 def svg_bars(timeline: Timeline, width: int = 960, height: int = 180) -> dict[str, Any]:
@@ -136,7 +186,7 @@ def svg_bars(timeline: Timeline, width: int = 960, height: int = 180) -> dict[st
     peak = timeline.peak or 1
     plot_h = height - 30
     bar_w = width / BUCKETS
-    herd_buckets = {h.bucket for h in timeline.herds}
+    herd_buckets = timeline.herd_buckets
     bars = []
     for i, n in enumerate(timeline.buckets):
         if not n:
@@ -149,7 +199,8 @@ def svg_bars(timeline: Timeline, width: int = 960, height: int = 180) -> dict[st
     first_hour = (timeline.start_ms // 3_600_000 + 1) * 3_600_000
     for k in range(24):
         t = first_hour + k * 3_600_000
-        x = (t - timeline.start_ms) / DAY_MS * width
+        x = (t - timeline.start_ms) / (BUCKETS * BUCKET_MS) * width
         if x <= width:
-            ticks.append({"x": round(x, 2), "label": (rfc3339(t) or "")[11:16] if k % 3 == 0 else ""})
+            label = (rfc3339(t) or "")[11:16] if k % 3 == 0 and 20 <= x <= width - 20 else ""
+            ticks.append({"x": round(x, 2), "label": label})
     return {"width": width, "height": height, "plot_h": plot_h, "bars": bars, "ticks": ticks, "peak": peak}

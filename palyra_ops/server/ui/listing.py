@@ -5,8 +5,9 @@ which costs hundreds of milliseconds at 10,000. The console keeps the routines t
 `RoutineIndex` that is rebuilt only when the journal's serial moves (every write of a routine —
 apply, upsert, enable/disable, delete — bumps it, in the same transaction), and reads job rows only
 for the routines it shows. The filter rule is the API's own (`routes.routines._listed`), so a
-filtered console page and a filtered API page list the same routines. A state filter needs every
-job's state: `Running` comes from the active runs alone; the others read the job table once.
+filtered console page and a filtered API page list the same routines. A state filter reads job rows
+one by one while they fill the page (a common state like Pending fills it in about `limit` reads) and
+falls back to one read of the whole job table for a rare one; `Running` needs only the active runs.
 
 Rows are rendered by `views.routine_view`, the API's view, so both show the same state and times.
 """
@@ -24,6 +25,8 @@ from palyra_ops.server.routes.routines import _listed, active_counts
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+#: job rows read one by one for a state filter before reading them all at once
+LOOKUPS_BEFORE_SCAN = 300
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,25 @@ class RoutineIndex:
         self._serial: int | None = None
         self._entries: list[Entry] = []
         self._names: list[str] = []
+        #: results derived from these routines (the timeline), dropped with them
+        self.memo: dict[Any, Any] = {}
 
     def entries(self, ctx: DaemonContext) -> tuple[list[Entry], list[str]]:
         journal = ctx.journal
         serial = journal.serial()  # read before the rows: a write in between only causes a rebuild
         if serial != self._serial:
+            known = {e.resource.name: e for e in self._entries}
             entries = []
             for res in journal.list_resources("Routine"):
+                old = known.get(res.name)
+                if old is not None and old.resource == res:  # unchanged: keep its decoded body
+                    entries.append(old)
+                    continue
                 spec = res.body.get("spec", {})
                 probe = {"trigger_kind": (spec.get("trigger") or {}).get("kind"), "channel": spec.get("channel")}
                 entries.append(Entry(res, spec, probe))
             self._entries, self._names, self._serial = entries, [e.resource.name for e in entries], serial
+            self.memo = {}
         return self._entries, self._names
 
 
@@ -78,9 +89,8 @@ def routine_page(ctx: DaemonContext, index: RoutineIndex, *, trigger_kind: str |
     start = bisect.bisect_right(names, after) if after else 0
     now = ctx.clock.now_ms()
     active = active_counts(ctx)
-    all_jobs = None
-    if state is not None and state != "Running":
-        all_jobs = {j["routine_id"]: j for j in journal.list_jobs()}
+    all_jobs: dict[str, dict[str, Any]] | None = None
+    lookups = 0
     rows: list[Row] = []
     next_after = None
     for entry in entries[start:]:
@@ -89,6 +99,10 @@ def routine_page(ctx: DaemonContext, index: RoutineIndex, *, trigger_kind: str |
             continue
         if state == "Running" and not active[name]:
             continue
+        if all_jobs is None and state is not None and lookups == LOOKUPS_BEFORE_SCAN:
+            # a state this page has not found many of: one read of every job beats thousands of lookups
+            all_jobs = {j["routine_id"]: j for j in journal.list_jobs()}
+        lookups += 1
         job = all_jobs.get(name) if all_jobs is not None else journal.get_job(name)
         if state is not None and views.job_state(job, active[name], now) != state:
             continue

@@ -35,7 +35,14 @@ async def timeline(request: Request) -> Response:
     entries, _ = index.entries(ctx)
     jobs = {j["routine_id"]: j for j in ctx.journal.jobs_by_trigger(("schedule",))}
     now = ctx.clock.now_ms()
-    result = await run_in_threadpool(firetimes.day_timeline, [e.resource for e in entries], jobs, now)
+    # the picture only changes with the routines (the index drops its memo), their jobs' enabled /
+    # paused / anchor, or the five-minute bucket: computed once for those, not per page view
+    key = ("timeline", now - now % firetimes.BUCKET_MS,
+           hash(tuple((j["routine_id"], j.get("enabled"), j.get("paused"), j.get("anchor_ms")) for j in jobs.values())))
+    result = index.memo.get(key)
+    if result is None:
+        result = await run_in_threadpool(firetimes.day_timeline, [e.resource for e in entries], jobs, now)
+        index.memo = {k: v for k, v in index.memo.items() if k[0] != "timeline"} | {key: result}
     return html(request, "timeline.html", tl=result, svg=firetimes.svg_bars(result), herd_min=firetimes.HERD_MIN,
                 max_fires=firetimes.MAX_FIRES, per_routine=firetimes.MAX_FIRES_PER_ROUTINE)
 
