@@ -26,7 +26,7 @@ from palyra_ops.clock import Clock
 from palyra_ops.errors import NotFound, StalePlan, ValidationFailed
 from palyra_ops.failpoints import failpoint
 from palyra_ops.gitinfo import GitInfo, git_info
-from palyra_ops.journal import Journal, StoredResource, read_snapshot
+from palyra_ops.journal import Journal, StoredResource, Txn, read_snapshot
 from palyra_ops.model import Resource, Routine
 from palyra_ops.plan import Plan, compute_plan
 from palyra_ops.schema_files import schema_path
@@ -283,7 +283,7 @@ def apply_plan(
     return ApplyResult(added, changed, deleted, new_serial, git)
 
 
-def _write_job(journal: Journal, c: Any, res: Resource, prev: StoredResource | None, now_ms: int) -> None:
+def _write_job(journal: Journal, c: Txn, res: Resource, prev: StoredResource | None, now_ms: int) -> None:
     routine = Routine.from_resource(res)
     job = journal.get_job(res.name)
     fields: dict[str, Any] = {"trigger_kind": routine.trigger_kind}
