@@ -15,6 +15,7 @@ from palyra_ops.journal.lock import DaemonLock
 from palyra_ops.journal.sqlite import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    ResourceWrite,
     Snapshot,
     SQLiteJournal,
     StoredResource,
@@ -28,6 +29,7 @@ __all__ = [
     "DaemonLock",
     "FINAL_STATUSES",
     "Journal",
+    "ResourceWrite",
     "Snapshot",
     "SQLiteJournal",
     "StoredResource",
