@@ -29,6 +29,8 @@ _COMPONENTS = "#/components/schemas/"
 #: a route that is not public answers 401; one that reads a body, 400 (bad JSON) and 413 (too large)
 _AUTH_ERRORS = (401,)
 _BODY_ERRORS = (400, 413)
+#: a path whose parameter the route's pattern does not take (a newline, say) matches no route: 404
+_PATH_ERRORS = (404,)
 
 
 def _component_ref(ref: str) -> str:
@@ -88,6 +90,8 @@ def operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     errors = statuses(*op.raises)
     if op.auth is not Auth.PUBLIC:
         errors.update(_AUTH_ERRORS)
+    if any(p.where == "path" for p in op.params):
+        errors.update(_PATH_ERRORS)
     if op.body is not None:
         out["requestBody"] = {"required": op.body_required, "content": {"application/json": {"schema": dict(op.body)}}}
         errors.update(_BODY_ERRORS)
