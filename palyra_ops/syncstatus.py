@@ -103,14 +103,13 @@ def directory_status(
 ) -> dict[str, Any]:
     """Everything `palyra-ops status` shows about the directory and the journal, as data (its
     `--output json`, docs/gitops.md); read-only: plans, never applies, creates no file."""
-    from palyra_ops.reconcile import cache_dir_for, plan_directory
-    from palyra_ops.source import load_directory
+    from palyra_ops.reconcile import load_for_plan, plan_loaded
 
     report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
     # loaded once, for the file states and the plan alike, through the caches apply and the daemon
     # keep (read-only): status costs what a no-op plan costs, not a cold validation on top of it
-    source = load_directory(directory, known_skills=known_skills, cache_dir=cache_dir_for(journal_path),
-                            cache_readonly=True)
+    loaded = load_for_plan(directory, journal_path, known_skills=known_skills, read_only=True)
+    source = loaded.source
     report["warnings"] = [w.format() for w in source.warnings]
     files = file_states(source)
     if overall(files) is SyncState.INVALID or not source.ok:
@@ -122,8 +121,7 @@ def directory_status(
         report["diagnostics"] = [d.format() for d in source.diagnostics]
     else:
         try:
-            plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=known_skills,
-                                     read_only=True, source=source)
+            plan = plan_loaded(loaded, directory, journal_path, allow_empty=True)
         except JournalError:
             raise  # the journal is at fault, not the directory: one line and exit 1, like every command
         except PalyraError as exc:

@@ -112,3 +112,23 @@ def test_status_loads_the_directory_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert report["state"] is SyncState.SYNCED and report["out_of_sync"] == []
     assert calls == [d]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == files_before  # read-only
+
+
+@pytest.mark.parametrize(("indent", "ascii_only"), [(1, True), (2, False)])
+def test_plan_json_is_written_one_change_at_a_time_as_the_same_text(tmp_path: Path, indent: int,
+                                                                     ascii_only: bool) -> None:
+    """`plan --out` (indent 1, ASCII) and `--output json` (indent 2, UTF-8) stream the document."""
+    d, j, clock = scenario(tmp_path)
+    plan, _ = plan_directory(d, j, clock=clock)
+    whole = json.dumps(plan.to_json(), indent=indent, ensure_ascii=ascii_only)
+    chunks = list(plan.iter_json(indent=indent, ensure_ascii=ascii_only))
+    assert "".join(chunks) == whole
+    assert len(chunks) == len(plan.changes) + 2
+    empty = plan_directory(d, j, clock=clock)[0]
+    empty.changes = []
+    assert "".join(empty.iter_json(indent=indent)) == json.dumps(empty.to_json(), indent=indent)
+    out = io.StringIO()
+    emit(plan, "json", render_text, stream=out)
+    assert out.getvalue() == json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n"
+    plan.save(tmp_path / "plan.json")
+    assert (tmp_path / "plan.json").read_text(encoding="utf-8") == json.dumps(plan.to_json(), indent=1) + "\n"

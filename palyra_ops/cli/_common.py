@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
@@ -33,6 +34,13 @@ class JsonView(Protocol):
     def to_json(self) -> Any: ...
 
 
+@runtime_checkable
+class JsonStream(Protocol):
+    """A value whose JSON text can be written in pieces (a plan: one change at a time)."""
+
+    def iter_json(self, *, indent: int, ensure_ascii: bool = True) -> Iterator[str]: ...
+
+
 class Lazy:
     """A JSON document built only if the JSON view is asked for (a plan's is as big as the directory)."""
 
@@ -43,7 +51,9 @@ class Lazy:
         return self._build()
 
 
-def _write_json(value: Any, render: Render) -> str:
+def _write_json(value: Any, render: Render) -> str | Iterator[str]:
+    if isinstance(value, JsonStream):
+        return chain(value.iter_json(indent=2, ensure_ascii=False), ["\n"])
     doc = value.to_json() if isinstance(value, JsonView) else value
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 

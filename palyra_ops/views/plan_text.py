@@ -86,8 +86,9 @@ def _change_block(ch: Change, paint: Paint, verbose: bool) -> list[str]:
     """One object: what happens and why, its fields, its next fire times, a blank line."""
     label = f'{ch.kind.lower()} "{ch.name}"'
     out = [f"  # {label} {_VERB[ch.action]} ({ch.reason})", paint(ch.action, f"  {_SYMBOL[ch.action]} {label}")]
-    if ch.action is PlanAction.CREATE and ch.after is not None:
-        out += [paint(ch.action, f"      + {p} = {_fmt(v)}") for p, v in sorted(flatten(ch.after).items())]
+    after = ch.after if ch.action is PlanAction.CREATE else None  # decoded once (bodies are kept as JSON)
+    if after is not None:
+        out += [paint(ch.action, f"      + {p} = {_fmt(v)}") for p, v in sorted(flatten(after).items())]
     elif ch.action is PlanAction.UPDATE:
         out += _update_fields(ch, paint, verbose)
     elif ch.action is PlanAction.DELETE and verbose and ch.before:
@@ -100,9 +101,10 @@ def _change_block(ch: Change, paint: Paint, verbose: bool) -> list[str]:
 def _update_fields(ch: Change, paint: Paint, verbose: bool) -> list[str]:
     """Changed fields as `old → new`; the unchanged ones listed with --verbose, else counted."""
     out = [paint(PlanAction.UPDATE, f"      ~ {f.path}: {_fmt(f.before)} → {_fmt(f.after)}") for f in ch.fields]
-    if verbose and ch.before and ch.after:
+    after = ch.after if verbose and ch.before else None
+    if after:
         changed = {f.path for f in ch.fields}
-        out += [f"        {p} = {_fmt(v)}" for p, v in sorted(flatten(ch.after).items()) if p not in changed]
+        out += [f"        {p} = {_fmt(v)}" for p, v in sorted(flatten(after).items()) if p not in changed]
     elif ch.unchanged_fields:
         n = ch.unchanged_fields
         out.append(f"        ({n} unchanged field{'s' if n != 1 else ''} hidden)")
