@@ -29,7 +29,7 @@ from palyra_ops.clock import Clock
 from palyra_ops.errors import NotFound, StalePlan, ValidationFailed
 from palyra_ops.failpoints import failpoint
 from palyra_ops.gitinfo import GitInfo, git_info
-from palyra_ops.journal import Journal, ResourceWrite, Snapshot, StoredResource, read_snapshot
+from palyra_ops.journal import JobRecord, Journal, ResourceWrite, Snapshot, StoredResource, Txn, read_snapshot
 from palyra_ops.model import Resource, Routine
 from palyra_ops.plan import Plan, body_source, compute_plan, schedule_from_spec
 from palyra_ops.schema_files import schema_path
@@ -335,7 +335,7 @@ class _Batch:
 
     SIZE = 4096
 
-    def __init__(self, journal: Journal, c: Any, now_ms: int, routine_ids: list[str]) -> None:
+    def __init__(self, journal: Journal, c: Txn, now_ms: int, routine_ids: list[str]) -> None:
         self.journal, self.c, self.now_ms = journal, c, now_ms
         self.jobs = journal.jobs_for(c, routine_ids) if routine_ids else {}
         self.resources: list[ResourceWrite] = []
@@ -366,11 +366,11 @@ class _Batch:
         self.resources, self.job_writes, self.deletes = [], [], []
 
 
-def _write_job(journal: Journal, c: Any, res: Resource, prev: StoredResource | None, now_ms: int) -> None:
+def _write_job(journal: Journal, c: Txn, res: Resource, prev: StoredResource | None, now_ms: int) -> None:
     journal.put_job(c, res.name, **_job_fields(journal, c, res, journal.get_job(res.name), now_ms))
 
 
-def _job_fields(journal: Journal, c: Any, res: Resource, job: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
+def _job_fields(journal: Journal, c: Txn, res: Resource, job: JobRecord | None, now_ms: int) -> dict[str, Any]:
     """The job row's new fields for `res` (and its approval, written here) given its current `job`."""
     routine = Routine.from_resource(res)
     fields: dict[str, Any] = {"trigger_kind": routine.trigger_kind}

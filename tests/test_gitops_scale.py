@@ -16,7 +16,7 @@ import palyra_ops.source.directory as source_directory
 from palyra_ops import reconcile
 from palyra_ops.cli._common import emit
 from palyra_ops.clock import FakeClock
-from palyra_ops.journal import open_journal
+from palyra_ops.journal import SQLiteJournal, open_journal
 from palyra_ops.reconcile import apply_plan, plan_directory
 from palyra_ops.syncstatus import SyncState, directory_status
 from palyra_ops.views.plan_text import iter_text, render_text
@@ -80,7 +80,7 @@ def test_apply_is_one_transaction_across_its_batches(tmp_path: Path, monkeypatch
     plan, _ = plan_directory(d, j, clock=clock)
     monkeypatch.setattr(reconcile._Batch, "SIZE", 4)
     written: list[int] = []
-    real_put_jobs = reconcile.Journal.put_jobs
+    real_put_jobs = SQLiteJournal.put_jobs
 
     def put_jobs(self: Any, c: Any, writes: Any, existing: Any) -> None:
         real_put_jobs(self, c, writes, existing)
@@ -88,7 +88,7 @@ def test_apply_is_one_transaction_across_its_batches(tmp_path: Path, monkeypatch
         if len(written) == 5:
             raise OSError("the machine dies here")
 
-    monkeypatch.setattr(reconcile.Journal, "put_jobs", put_jobs)
+    monkeypatch.setattr(SQLiteJournal, "put_jobs", put_jobs)
     with open_journal(j, clock=clock) as journal, pytest.raises(OSError):
         apply_plan(journal, plan)
     assert written[-1] > 3  # rows of several batches were in the transaction ...

@@ -1,38 +1,53 @@
-"""The journal: durable desired state, job state and run history.
+"""The journal: durable desired state, job state and run history — the only place with SQL.
 
-`open_journal` is the seam: today it returns the SQLite implementation; a PostgreSQL backend for
-several daemons on one journal would be chosen here by URL scheme without touching callers. Until
-then a URL is refused here (`JournalUnsupported`) before anything is created.
+`JournalStore` (`store.py`) is the seam every caller sees: it speaks in domain records
+(`records.py`) and owns its transactions. `open_journal` picks the store by the `--journal` value:
+a path is a SQLite file (`sqlite.py`); a `postgresql://` URL is refused (`JournalUnsupported`)
+until the PostgreSQL store lands, before anything is created.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from palyra_ops.clock import Clock
 from palyra_ops.journal.faults import check_location, check_parents, filesystem_problem
 from palyra_ops.journal.lock import DaemonLock
-from palyra_ops.journal.sqlite import (
+from palyra_ops.journal.records import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    ApplyLogRecord,
+    ApprovalRecord,
+    EventRecord,
+    JobRecord,
     ResourceWrite,
+    RunRecord,
     Snapshot,
-    SQLiteJournal,
     StoredResource,
     new_id,
 )
+from palyra_ops.journal.sqlite import SQLiteJournal
+from palyra_ops.journal.store import JournalStore, Txn
 
-Journal = SQLiteJournal
+#: what callers annotate with: any store
+Journal = JournalStore
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "ApplyLogRecord",
+    "ApprovalRecord",
     "DaemonLock",
+    "EventRecord",
     "FINAL_STATUSES",
+    "JobRecord",
     "Journal",
+    "JournalStore",
     "ResourceWrite",
+    "RunRecord",
     "Snapshot",
     "SQLiteJournal",
     "StoredResource",
+    "Txn",
     "check_location",
     "filesystem_problem",
     "new_id",
@@ -41,21 +56,22 @@ __all__ = [
 ]
 
 
-def open_journal(path: Path | str, *, clock: Clock | None = None, busy_timeout: int | None = None) -> SQLiteJournal:
-    """Open (creating and migrating as needed) the journal at `path`.
+def open_journal(location: str | os.PathLike[str], *, clock: Clock | None = None,
+                 busy_timeout: int | None = None) -> JournalStore:
+    """Open (creating and migrating as needed) the journal at `location`.
 
     Every failure the environment can cause is a `JournalError` with a one-line message; the busy
     timeout (ms) defaults to `PALYRA_JOURNAL_BUSY_TIMEOUT` or 30 s.
     """
-    return SQLiteJournal(check_location(path), clock=clock, busy_timeout=busy_timeout)
+    return SQLiteJournal(check_location(location), clock=clock, busy_timeout=busy_timeout)
 
 
-def read_snapshot(path: Path | str) -> Snapshot:
+def read_snapshot(location: str | os.PathLike[str]) -> Snapshot:
     """A snapshot without creating anything: a missing journal reads as empty with no lineage.
 
     Plan must be read-only, so planning against a journal that does not exist yet must not create it.
     """
-    p = check_location(path)
+    p = check_location(location)
     if not p.exists():
         check_parents(p)
         return Snapshot(lineage=None, serial=0, resources={}, jobs={})

@@ -1,0 +1,204 @@
+"""The journal's domain records: what every store hands its callers, whatever its engine.
+
+Rows are `TypedDict`s, not dataclasses, on purpose: the gateway, scheduler, server routes and CLI
+subscript rows (`run["status"]`, `job.get("anchor_ms")`) and pass them on as JSON. A TypedDict types
+that existing use without changing a line of it — which matters while another change splits the
+gateway into a package at the same time; turning rows into objects would have rewritten every one
+of those call sites under it. A store may carry more columns than a record names (an area's own
+migration adds one); they ride along at runtime.
+
+`StoredResource` (desired state) stays a small class because plan compares hashes without decoding
+bodies, and `Snapshot` is the value plan diffs against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypedDict
+
+from ulid import ULID
+
+#: statuses of a run that is still in flight
+ACTIVE_STATUSES = ("accepted", "running")
+FINAL_STATUSES = ("succeeded", "failed", "skipped", "throttled", "denied", "cancelled")
+
+
+class StoredResource:
+    """An object as stored; the body JSON is decoded only when looked at (plan compares hashes)."""
+
+    __slots__ = ("kind", "name", "body_json", "hash", "applied_hash", "managed", "source_file",
+                 "created_at_ms", "updated_at_ms", "_body")
+
+    def __init__(self, kind: str, name: str, body_json: str, hash: str, applied_hash: str | None,
+                 managed: bool, source_file: str | None, created_at_ms: int, updated_at_ms: int) -> None:
+        self.kind = kind
+        self.name = name
+        self.body_json = body_json
+        self.hash = hash
+        self.applied_hash = applied_hash
+        self.managed = managed
+        self.source_file = source_file
+        self.created_at_ms = created_at_ms
+        self.updated_at_ms = updated_at_ms
+        self._body: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredResource({self.kind}/{self.name}, managed={self.managed}, hash={self.hash[:8]})"
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.kind, self.name, self.body_json, self.hash, self.applied_hash, self.managed,
+                self.source_file, self.created_at_ms, self.updated_at_ms)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredResource) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self.body_json)
+        return self._body
+
+    @property
+    def drifted(self) -> bool:
+        """Managed and changed outside git (API upsert, enable/disable) since the last apply."""
+        return self.managed and self.applied_hash is not None and self.applied_hash != self.hash
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What plan diffs against: identity of the journal plus every stored object."""
+
+    lineage: str | None
+    serial: int
+    resources: dict[tuple[str, str], StoredResource]
+    jobs: dict[str, JobRecord]
+
+
+def encode_payload(value: Any) -> str:
+    """A trigger payload that is not text is stored as JSON text: a number bound as itself overflows
+    SQLite's 64-bit integers (a 20-digit integer was a 500). Text is stored as it is, because rows read
+    back (already JSON text) are handed on to retries as they are."""
+    return json.dumps(value)
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+class JobRecord(TypedDict):
+    """Runtime state of one routine (`journal_cron_jobs`); scheduled ones carry the next due time."""
+
+    routine_id: str
+    trigger_kind: str
+    enabled: int
+    approval_state: str
+    schedule_fingerprint: str | None
+    anchor_ms: int | None
+    next_run_at_unix_ms: int | None
+    next_nominal_ms: int | None
+    last_nominal_ms: int | None
+    last_run_id: str | None
+    last_status: str | None
+    last_started_at_ms: int | None
+    last_finished_at_ms: int | None
+    updated_at_ms: int
+
+
+class RunRecord(TypedDict):
+    """One attempt of one trigger (`journal_cron_runs`). `occurrence_key` (routine|nominal instant)
+    is unique per journal: inserting it is what claims a scheduled occurrence."""
+
+    run_id: str
+    routine_id: str
+    occurrence_key: str | None
+    dedupe_key: str | None
+    scheduled_at_ms: int | None
+    trigger_kind: str
+    trigger_payload: str | None
+    attempt: int
+    first_run_id: str | None
+    status: str
+    reason: str | None
+    policy_rule: str | None
+    created_at_ms: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    not_before_ms: int | None
+    output: str | None
+    delivery_status: str | None
+    delivery_error: str | None
+    skipped_count: int
+    skipped_times: str | None
+    daemon_id: str | None
+    received_at_ms: int | None
+    approval_id: str | None
+
+
+class ApprovalRecord(TypedDict):
+    approval_id: str
+    routine_id: str
+    kind: str
+    run_id: str | None
+    state: str
+    created_at_ms: int
+    decided_at_ms: int | None
+    decided_by: str | None
+
+
+class EventRecord(TypedDict):
+    """A system event the daemon emitted (kept for status and debugging)."""
+
+    id: int
+    name: str
+    payload: str | None
+    created_at_ms: int
+
+
+class ApplyLogRecord(TypedDict):
+    id: int
+    applied_at_ms: int
+    serial: int
+    source_dir: str | None
+    added: int
+    changed: int
+    deleted: int
+    git_commit: str | None
+    git_dirty: int | None
+    origin: str
+
+
+#: one claim of the scheduler: (routine_id, expected next_run_at, run rows to insert, job fields)
+Claim = tuple[str, int, list[dict[str, Any]], dict[str, Any]]
+
+
+class ResourceWrite(NamedTuple):
+    """One object for `put_resources` (apply's batched writes): `body` is its canonical JSON."""
+
+    kind: str
+    name: str
+    body: str
+    hash: str
+    managed: bool
+    applied_hash: str | None
+    source_file: str | None
+
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "ApplyLogRecord",
+    "ApprovalRecord",
+    "Claim",
+    "EventRecord",
+    "JobRecord",
+    "ResourceWrite",
+    "RunRecord",
+    "Snapshot",
+    "StoredResource",
+    "encode_payload",
+    "new_id",
+]

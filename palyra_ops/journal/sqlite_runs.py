@@ -1,0 +1,310 @@
+"""The SQLite store's runs, approvals, events, apply log and the daemon's claim path.
+
+A mixin of `SQLiteJournal` (split out to keep each room under 600 lines): it relies on the
+store's connection, lock, clock and `transaction()`. Claims and job advances share one transaction
+so a crash leaves either both or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import AbstractContextManager
+from typing import Any
+
+from palyra_ops.clock import Clock
+from palyra_ops.journal.records import (
+    ApplyLogRecord,
+    ApprovalRecord,
+    Claim,
+    EventRecord,
+    JobRecord,
+    RunRecord,
+    encode_payload,
+    new_id,
+)
+from palyra_ops.journal.sqlite_conn import SQLiteTxn, record, records
+from palyra_ops.journal.store import Txn, own_txn
+
+
+class SQLiteRuns:
+    conn: sqlite3.Connection
+    clock: Clock
+    _lock: threading.RLock
+
+    def transaction(self) -> AbstractContextManager[SQLiteTxn]:  # pragma: no cover - SQLiteJournal's
+        raise NotImplementedError
+
+    def put_job(self, c: Txn, routine_id: str, **fields: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def insert_run(self, c: Txn | None = None, **fields: Any) -> str | None:
+        """Insert a run record; returns its id, or None when its occurrence/dedupe key already exists.
+
+        The unique occurrence key is what makes a claim exclusive: a second scheduler (or a restarted
+        one) inserting the same (routine, nominal instant) gets None and must not dispatch.
+        """
+        c = own_txn(c, SQLiteTxn) if c is not None else None
+        fields.setdefault("run_id", new_id())
+        fields.setdefault("created_at_ms", self.clock.now_ms())
+        if fields.get("trigger_payload") is not None and not isinstance(fields["trigger_payload"], str):
+            fields["trigger_payload"] = encode_payload(fields["trigger_payload"])
+        if isinstance(fields.get("skipped_times"), list):
+            fields["skipped_times"] = json.dumps(fields["skipped_times"])
+        cols = ", ".join(fields)
+        marks = ", ".join("?" * len(fields))
+        sql = f"INSERT OR IGNORE INTO journal_cron_runs ({cols}) VALUES ({marks})"
+        if c is None:
+            with self.transaction() as c2:
+                cur = c2.execute(sql, tuple(fields.values()))
+        else:
+            cur = c.execute(sql, tuple(fields.values()))
+        return fields["run_id"] if cur.rowcount == 1 else None
+
+    def update_run(self, run_id: str, c: Txn | None = None, **fields: Any) -> None:
+        c = own_txn(c, SQLiteTxn) if c is not None else None
+        if fields.get("trigger_payload") is not None and not isinstance(fields["trigger_payload"], str):
+            fields["trigger_payload"] = encode_payload(fields["trigger_payload"])
+        sets = ", ".join(f"{k}=?" for k in fields)
+        sql = f"UPDATE journal_cron_runs SET {sets} WHERE run_id=?"
+        if c is None:
+            with self.transaction() as c2:
+                c2.execute(sql, (*fields.values(), run_id))
+        else:
+            c.execute(sql, (*fields.values(), run_id))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_cron_runs WHERE run_id=?", (run_id,)).fetchone()
+        return record(row, RunRecord)
+
+    def list_runs(
+        self,
+        routine_id: str | None = None,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        before_run_id: str | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; `before_run_id` pages backwards (run ids are ULIDs, so they sort by time)."""
+        where, args = [], []
+        if routine_id is not None:
+            where.append("routine_id = ?")
+            args.append(routine_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if before_run_id is not None:
+            where.append("run_id < ?")
+            args.append(before_run_id)
+        sql = "SELECT * FROM journal_cron_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY run_id DESC LIMIT ?"
+        with self._lock:
+            return records(self.conn.execute(sql, (*args, limit)), RunRecord)
+
+    def active_runs(self, routine_id: str | None = None) -> list[RunRecord]:
+        sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
+        args: tuple[Any, ...] = ()
+        if routine_id is not None:
+            sql += " AND routine_id = ?"
+            args = (routine_id,)
+        with self._lock:
+            return records(self.conn.execute(sql + " ORDER BY run_id", args), RunRecord)
+
+    def count_runs_by_status(self) -> dict[str, int]:
+        with self._lock:
+            return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM journal_cron_runs GROUP BY status")}
+
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[RunRecord]:
+        """Mark runs left active by a dead process as failed; returns them (crash recovery)."""
+        with self.transaction() as c:
+            sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
+            args: tuple[Any, ...] = ()
+            if daemon_id is not None:
+                sql += " AND (daemon_id IS NULL OR daemon_id != ?)"
+                args = (daemon_id,)
+            rows = records(c.execute(sql, args), RunRecord)
+            for r in rows:
+                c.execute(
+                    "UPDATE journal_cron_runs SET status='failed', reason=?, finished_at_ms=? WHERE run_id=?",
+                    (reason, now_ms, r["run_id"]),
+                )
+        return rows
+
+    # -- apply log -------------------------------------------------------------------------------
+
+    def add_apply_log(self, c: Txn, **fields: Any) -> None:
+        c = own_txn(c, SQLiteTxn)
+        cols = ", ".join(fields)
+        c.execute(f"INSERT INTO journal_apply_log ({cols}) VALUES ({', '.join('?' * len(fields))})", tuple(fields.values()))
+
+    def last_apply(self) -> ApplyLogRecord | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_apply_log ORDER BY id DESC LIMIT 1").fetchone()
+        return record(row, ApplyLogRecord)
+
+    def apply_log(self, limit: int = 20) -> list[ApplyLogRecord]:
+        with self._lock:
+            return records(self.conn.execute("SELECT * FROM journal_apply_log ORDER BY id DESC LIMIT ?", (limit,)),
+                           ApplyLogRecord)
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    def add_approval(self, c: Txn, *, routine_id: str, kind: str, run_id: str | None = None) -> str:
+        c = own_txn(c, SQLiteTxn)
+        approval_id = new_id()
+        c.execute(
+            "INSERT INTO journal_approvals (approval_id, routine_id, kind, run_id, state, created_at_ms) VALUES (?, ?, ?, ?, 'pending', ?)",
+            (approval_id, routine_id, kind, run_id, self.clock.now_ms()),
+        )
+        return approval_id
+
+    def cancel_pending_approvals(self, c: Txn, routine_id: str, kind: str | None = None) -> None:
+        c = own_txn(c, SQLiteTxn)
+        sql = "UPDATE journal_approvals SET state='cancelled', decided_at_ms=? WHERE routine_id=? AND state='pending'"
+        args: tuple[Any, ...] = (self.clock.now_ms(), routine_id)
+        if kind is not None:
+            sql += " AND kind=?"
+            args = (*args, kind)
+        c.execute(sql, args)
+
+    def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        with self._lock:
+            row = self.conn.execute("SELECT * FROM journal_approvals WHERE approval_id=?", (approval_id,)).fetchone()
+        return record(row, ApprovalRecord)
+
+    def list_approvals(self, state: str | None = "pending") -> list[ApprovalRecord]:
+        sql = "SELECT * FROM journal_approvals"
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state=?"
+            args = (state,)
+        with self._lock:
+            return records(self.conn.execute(sql + " ORDER BY created_at_ms", args), ApprovalRecord)
+
+    def decide_approval(self, c: Txn, approval_id: str, state: str, by: str | None) -> None:
+        c = own_txn(c, SQLiteTxn)
+        c.execute(
+            "UPDATE journal_approvals SET state=?, decided_at_ms=?, decided_by=? WHERE approval_id=?",
+            (state, self.clock.now_ms(), by, approval_id),
+        )
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def add_event(self, name: str, payload: dict[str, Any] | None = None) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO journal_events (name, payload, created_at_ms) VALUES (?, ?, ?)",
+                (name, json.dumps(payload or {}), self.clock.now_ms()),
+            )
+
+    def list_events(self, limit: int = 50) -> list[EventRecord]:
+        with self._lock:
+            return records(self.conn.execute("SELECT * FROM journal_events ORDER BY id DESC LIMIT ?", (limit,)),
+                           EventRecord)
+
+    # -- daemon runtime --------------------------------------------------------------------------
+    # Operations of the scheduler and gateway (task E). Claims and job advances share one
+    # transaction so a crash leaves either both or neither.
+
+    def claim_occurrences(
+        self, claims: list[Claim]
+    ) -> list[list[str | None] | None]:
+        """Claim due occurrences of several jobs in one write transaction.
+
+        Each claim is (routine_id, expected next_run_at, run rows, job fields). The job row is
+        compare-and-swapped on `next_run_at_unix_ms`: a scheduler that read a stale row (another
+        scheduler or an apply got there first) gets None for that job and must dispatch nothing.
+        Otherwise each run row is inserted with INSERT OR IGNORE on its occurrence key (its id, or
+        None when the occurrence was already claimed) and the job advances.
+        """
+        out: list[list[str | None] | None] = []
+        with self.transaction() as c:
+            for routine_id, expected, runs, job_fields in claims:
+                row = c.execute(
+                    "SELECT next_run_at_unix_ms, enabled FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)
+                ).fetchone()
+                if row is None or row[0] != expected or not row[1]:
+                    out.append(None)
+                    continue
+                ids = [self.insert_run(c, **r) for r in runs]
+                if job_fields:
+                    self.put_job(c, routine_id, **job_fields)
+                out.append(ids)
+        return out
+
+    def count_due(self, now_ms: int) -> int:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM journal_cron_jobs WHERE next_run_at_unix_ms IS NOT NULL"
+                " AND next_run_at_unix_ms <= ? AND enabled = 1",
+                (now_ms,),
+            ).fetchone()
+        return int(row[0])
+
+    def jobs_by_trigger(self, kinds: tuple[str, ...]) -> list[JobRecord]:
+        marks = ", ".join("?" * len(kinds))
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT * FROM journal_cron_jobs WHERE trigger_kind IN ({marks}) ORDER BY routine_id", kinds
+            ).fetchall()
+        return records(rows, JobRecord)
+
+    def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None:
+        """Attach a dedupe key to a first attempt; returns the id of the run that already holds it."""
+        with self.transaction() as c:
+            try:
+                c.execute("UPDATE journal_cron_runs SET dedupe_key=? WHERE run_id=?", (dedupe_key, run_id))
+            except sqlite3.IntegrityError:
+                row = c.execute(
+                    "SELECT run_id FROM journal_cron_runs WHERE routine_id=(SELECT routine_id FROM journal_cron_runs"
+                    " WHERE run_id=?) AND dedupe_key=? AND attempt=1",
+                    (run_id, dedupe_key),
+                ).fetchone()
+                return row[0] if row else "?"
+        return None
+
+    def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
+                           job_fields: dict[str, Any] | None) -> None:
+        """A run transition and the job's last-run summary together (one commit on the hot path)."""
+        with self.transaction() as c:
+            if run_fields:
+                self.update_run(run_id, c, **run_fields)
+            if routine_id is not None and job_fields:
+                fields = {**job_fields, "updated_at_ms": self.clock.now_ms()}
+                sets = ", ".join(f"{k}=?" for k in fields)
+                c.execute(f"UPDATE journal_cron_jobs SET {sets} WHERE routine_id=?", (*fields.values(), routine_id))
+
+    def pending_approval(self, routine_id: str, kind: str) -> ApprovalRecord | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT * FROM journal_approvals WHERE routine_id=? AND kind=? AND state='pending'"
+                " ORDER BY created_at_ms LIMIT 1",
+                (routine_id, kind),
+            ).fetchone()
+        return record(row, ApprovalRecord)
+
+    def runs_with_occurrences(self, routine_id: str) -> list[RunRecord]:
+        """Every run of a routine that claimed an occurrence, oldest first (tests and audits)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT * FROM journal_cron_runs WHERE routine_id=? AND occurrence_key IS NOT NULL"
+                " ORDER BY scheduled_at_ms, run_id",
+                (routine_id,),
+            ).fetchall()
+        return records(rows, RunRecord)
+
+    def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]:
+        """Runs in insertion order (run ids are ULIDs from wall time; a FakeClock test needs this)."""
+        sql = "SELECT * FROM journal_cron_runs"
+        args: tuple[Any, ...] = ()
+        if routine_id is not None:
+            sql += " WHERE routine_id=?"
+            args = (routine_id,)
+        with self._lock:
+            return records(self.conn.execute(sql + " ORDER BY rowid", args), RunRecord)

@@ -1,0 +1,231 @@
+"""`JournalStore`: the journal as every caller outside `journal/` sees it.
+
+The store speaks in domain records (`journal/records.py`) and owns its transactions: a caller that
+must write several things atomically (apply, an approval decision) opens `transaction()` and gets an
+opaque `Txn` handle it only hands back to the store's methods. No `sqlite3.Connection` (or psycopg
+connection) appears in any signature outside `journal/`, so the SQLite store and the PostgreSQL
+store are interchangeable behind `open_journal` and one contract suite (tests/journal_contract.py)
+holds both to the same behaviour.
+
+Records are TypedDicts rather than dataclasses deliberately (see `records.py`): the callers that
+subscript rows keep working unchanged, which matters while the gateway is being split into a
+package by a concurrent change. Converting rows to objects is a later, separate step.
+
+Several methods are the daemon's hot path (`due_jobs`, `claim_occurrences`, `update_run_and_job`):
+each is one transaction, so a crash leaves either all or none of what it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from palyra_ops.clock import Clock
+from palyra_ops.errors import JournalError
+from palyra_ops.journal.records import (
+    ApplyLogRecord,
+    ApprovalRecord,
+    Claim,
+    EventRecord,
+    JobRecord,
+    ResourceWrite,
+    RunRecord,
+    Snapshot,
+    StoredResource,
+)
+
+
+class Txn:
+    """An open write transaction of a store: opaque outside `journal/`, handed back to its methods.
+
+    Each store subclasses it (`SQLiteTxn`, `PgTxn`) and checks that a handle it is given is its
+    own (`own_txn`), so a transaction of one store passed to another fails loudly instead of
+    writing outside it. A caller never looks inside.
+    """
+
+    __slots__ = ()
+
+
+T = TypeVar("T", bound=Txn)
+
+
+def own_txn(c: Txn, kind: type[T]) -> T:
+    if not isinstance(c, kind):
+        raise TypeError(f"a {type(c).__name__} was passed where this store's {kind.__name__} belongs")
+    return c
+
+
+class JournalStore(Protocol):
+    """What a journal does, whatever holds it (a SQLite file, a PostgreSQL database)."""
+
+    clock: Clock
+
+    @property
+    def path(self) -> Path:
+        """Where the journal's side files live: the SQLite file itself (caches, index and locks
+        are written beside it)."""
+        ...
+
+    # -- lifecycle and health -------------------------------------------------------------------
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> JournalStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Txn]:
+        """One write transaction (all or nothing); nested use joins the outer one."""
+        ...
+
+    @property
+    def fault(self) -> JournalError | None:
+        """Why the last writes failed, or None while they succeed (`/healthz`)."""
+        ...
+
+    @property
+    def write_fault(self) -> JournalError | None: ...
+
+    def fault_since_ms(self) -> int | None: ...
+
+    def log_faults(self) -> None: ...
+
+    def probe_write(self) -> None:
+        """One small write that clears the fault once the journal is writable again."""
+        ...
+
+    def migrations_applied(self) -> list[str]: ...
+
+    def data_version(self) -> int:
+        """Changes when another process commits: the scheduler polls it for wake-ups."""
+        ...
+
+    def defer_checkpoints(self) -> None: ...
+
+    def checkpoint(self) -> tuple[int, int, int]: ...
+
+    def close_checkpointer(self) -> None: ...
+
+    # -- identity (plan's stale check) ------------------------------------------------------------
+
+    def lineage(self) -> str: ...
+
+    def serial(self) -> int: ...
+
+    def identity(self, c: Txn) -> tuple[str, int]: ...
+
+    def bump_serial(self, c: Txn) -> int: ...
+
+    # -- desired state ------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot: ...
+
+    def get_resource(self, kind: str, name: str) -> StoredResource | None: ...
+
+    def list_resources(self, kind: str) -> list[StoredResource]: ...
+
+    def resource_hash(self, kind: str, name: str) -> str | None: ...
+
+    def put_resource(self, c: Txn, *, kind: str, name: str, body: dict[str, Any] | str, hash: str,
+                     managed: bool, applied_hash: str | None, source_file: str | None) -> None: ...
+
+    def delete_resource(self, c: Txn, kind: str, name: str) -> None: ...
+
+    def put_resources(self, c: Txn, rows: Iterable[ResourceWrite]) -> None:
+        """`put_resource` for many objects in few statements (apply's batches), one write time."""
+        ...
+
+    def delete_resources(self, c: Txn, keys: Sequence[tuple[str, str]]) -> None:
+        """`delete_resource` for many (kind, name) at once."""
+        ...
+
+    def add_apply_log(self, c: Txn, **fields: Any) -> None: ...
+
+    def last_apply(self) -> ApplyLogRecord | None: ...
+
+    def apply_log(self, limit: int = 20) -> list[ApplyLogRecord]: ...
+
+    # -- jobs ---------------------------------------------------------------------------------------
+
+    def put_job(self, c: Txn, routine_id: str, **fields: Any) -> None: ...
+
+    def get_job(self, routine_id: str) -> JobRecord | None: ...
+
+    def jobs_for(self, c: Txn, routine_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The job rows of `routine_ids` that exist, read inside `c` in one query."""
+        ...
+
+    def put_jobs(self, c: Txn, writes: Sequence[tuple[str, dict[str, Any]]], existing: Collection[str]) -> None:
+        """`put_job` for many routines: those in `existing` updated with only their given fields, the
+        others inserted."""
+        ...
+
+    def update_job(self, routine_id: str, **fields: Any) -> None: ...
+
+    def list_jobs(self) -> list[JobRecord]: ...
+
+    def jobs_by_trigger(self, kinds: tuple[str, ...]) -> list[JobRecord]: ...
+
+    def due_jobs(self, now_ms: int, limit: int = 64) -> list[JobRecord]: ...
+
+    def next_due_ms(self) -> int | None: ...
+
+    def upcoming_jobs(self, limit: int = 10) -> list[JobRecord]: ...
+
+    def count_due(self, now_ms: int) -> int: ...
+
+    def claim_occurrences(self, claims: list[Claim]) -> list[list[str | None] | None]:
+        """Claim due occurrences in one transaction: per job a compare-and-set on its expected next
+        instant, each run inserted on its unique occurrence key; None for a job someone else moved,
+        None in the list for an occurrence already claimed."""
+        ...
+
+    # -- runs ---------------------------------------------------------------------------------------
+
+    def insert_run(self, c: Txn | None = None, **fields: Any) -> str | None: ...
+
+    def update_run(self, run_id: str, c: Txn | None = None, **fields: Any) -> None: ...
+
+    def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
+                           job_fields: dict[str, Any] | None) -> None: ...
+
+    def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None: ...
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def list_runs(self, routine_id: str | None = None, *, status: str | None = None, limit: int = 50,
+                  before_run_id: str | None = None) -> list[RunRecord]: ...
+
+    def active_runs(self, routine_id: str | None = None) -> list[RunRecord]: ...
+
+    def count_runs_by_status(self) -> dict[str, int]: ...
+
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[RunRecord]: ...
+
+    def runs_with_occurrences(self, routine_id: str) -> list[RunRecord]: ...
+
+    def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]: ...
+
+    # -- approvals and events ------------------------------------------------------------------------
+
+    def add_approval(self, c: Txn, *, routine_id: str, kind: str, run_id: str | None = None) -> str: ...
+
+    def cancel_pending_approvals(self, c: Txn, routine_id: str, kind: str | None = None) -> None: ...
+
+    def decide_approval(self, c: Txn, approval_id: str, state: str, by: str | None) -> None: ...
+
+    def get_approval(self, approval_id: str) -> ApprovalRecord | None: ...
+
+    def pending_approval(self, routine_id: str, kind: str) -> ApprovalRecord | None: ...
+
+    def list_approvals(self, state: str | None = "pending") -> list[ApprovalRecord]: ...
+
+    def add_event(self, name: str, payload: dict[str, Any] | None = None) -> None: ...
+
+    def list_events(self, limit: int = 50) -> list[EventRecord]: ...
+
+
+
+__all__ = ["JournalStore", "Txn", "own_txn"]

@@ -1,0 +1,31 @@
+"""The journal contract (tests/journal_contract.py) on every store.
+
+`journal_factory` opens handles on one fresh journal per test: a SQLite file in the test's temp dir,
+or a fresh database on the session's throwaway PostgreSQL cluster (tests/pgcluster.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from journal_contract import *  # noqa: F403 - the contract's tests, collected here
+
+from palyra_ops.journal import JournalStore, open_journal
+
+
+@pytest.fixture(params=["sqlite"])
+def journal_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., JournalStore]]:
+    opened: list[JournalStore] = []
+    location: str = str(tmp_path / "journal.sqlite3")
+
+    def factory(**kw: Any) -> JournalStore:
+        j = open_journal(location, **kw)
+        opened.append(j)
+        return j
+
+    yield factory
+    for j in opened:
+        j.close()
