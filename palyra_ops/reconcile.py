@@ -153,7 +153,9 @@ class _Desired:
         stored = self.snapshot.resources.get((kind, name))
         if (stored is not None and stored.hash == hash and stored.managed and stored.source_file == rel
                 and not stored.drifted):
-            return Resource(kind, name, source_file=rel, canonical=stored.body_json, hash=hash).compact()
+            # the stored object's own strings stand in: nothing of an unchanged object is held twice
+            return Resource(stored.kind, stored.name, source_file=stored.source_file, canonical=stored.body_json,
+                            hash=stored.hash).compact()
         return Resource.from_document(body, source_file=rel).compact()
 
     def resources(self, source: SourceSet) -> list[Resource]:

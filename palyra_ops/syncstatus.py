@@ -111,7 +111,8 @@ def directory_status(
     loaded = load_for_plan(directory, journal_path, known_skills=known_skills, read_only=True)
     source = loaded.source
     report["warnings"] = [w.format() for w in source.warnings]
-    files = file_states(source)
+    # only the states: `file_states` also lists every file's objects, which status does not show
+    files = {rel: {"state": SyncState.SYNCED if rep.ok else SyncState.INVALID} for rel, rep in source.files.items()}
     if overall(files) is SyncState.INVALID or not source.ok:
         report["state"] = SyncState.INVALID
         report["invalid_files"] = [
