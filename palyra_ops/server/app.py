@@ -21,6 +21,7 @@ from palyra_ops.server.body import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from palyra_ops.server.errors import HANDLERS
 from palyra_ops.server.operation import walk
 from palyra_ops.server.routes import approvals, events, gateway, health, memory, routines, schedule, system
+from palyra_ops.server.ui import console_mount
 
 CONSOLE_PREFIX = "/console/v1"
 
@@ -36,7 +37,7 @@ def routes() -> list[BaseRoute]:
     # no 307 from `/x/` to `/x` (in the mount either): a client must not have its POST replayed to
     # another route, and a path parameter left empty is a 404, not the listing next door
     console = Router(routes=console_routes(), redirect_slashes=False)
-    return [*health.ROUTES, *gateway.ROUTES, *events.ROUTES, Mount(CONSOLE_PREFIX, app=console)]
+    return [*health.ROUTES, *gateway.ROUTES, *events.ROUTES, Mount(CONSOLE_PREFIX, app=console), console_mount()]
 
 
 def allowed_methods(table: list[BaseRoute]) -> Callable[[str], list[str]]:

@@ -19,6 +19,13 @@ from palyra_ops.server.errors import error_response
 PUBLIC_PATHS = frozenset({"/healthz"})
 #: routes whose handler authenticates (signed webhooks); TokenAuth only notes whether a token matched
 SELF_AUTH_PREFIX = "/webhooks/"
+#: the web console (`server/ui`): a browser sends no bearer token, so its own gate checks a session
+#: cookie (and CSRF) in front of every page instead (SPEC §6: "the web console's login page")
+SESSION_AUTH_PREFIX = "/ui"
+
+
+def session_authenticated(path: str) -> bool:
+    return path == SESSION_AUTH_PREFIX or path.startswith(SESSION_AUTH_PREFIX + "/")
 
 INTERNAL = "internal"
 CONSOLE = "console"
@@ -57,7 +64,7 @@ class TokenAuth:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or session_authenticated(scope["path"]):
             await self.app(scope, receive, send)
             return
         auth = presented_credential(scope)

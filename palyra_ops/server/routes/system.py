@@ -3,19 +3,22 @@ OpenAPI document of this API."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from palyra_ops import syncstatus
+from palyra_ops.context import DaemonContext
 from palyra_ops.server.operation import ApiRoute, Operation, Reply, ref
 from palyra_ops.server.responses import JSONResponse
 from palyra_ops.server.routes.common import ctx_of
 
 
-async def system_status(request: Request) -> Response:
-    """The one `system_status` of `syncstatus` (shared with `palyra-ops status` and the watcher)."""
-    ctx = ctx_of(request)
-    return JSONResponse(syncstatus.system_status(
+def daemon_status(ctx: DaemonContext) -> dict[str, Any]:
+    """The one `system_status` of `syncstatus` (shared with `palyra-ops status`, the watcher and the
+    web console's system page)."""
+    return syncstatus.system_status(
         ctx.journal,
         now_ms=ctx.clock.now_ms(),
         started_at_ms=ctx.started_at_ms,
@@ -23,7 +26,11 @@ async def system_status(request: Request) -> Response:
         scheduler=ctx.scheduler.status() if ctx.scheduler is not None else None,
         watcher=ctx.watcher.status() if ctx.watcher is not None else None,
         tasks=ctx.extras.get("tasks", {}),
-    ))
+    )
+
+
+async def system_status(request: Request) -> Response:
+    return JSONResponse(daemon_status(ctx_of(request)))
 
 
 async def openapi(request: Request) -> Response:
