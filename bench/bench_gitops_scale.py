@@ -1,8 +1,8 @@
 """Scale of the GitOps path: the CLI's `plan`, `apply`, `status` at 10,000 and 100,000 routines.
 
 The tree is `bench_plan.py`'s generator (100 routines per file), at 10k (100 files) and 100k (1,000
-files). Every figure is one command run as its own process, as an operator runs it: wall time and
-the process's own peak RSS (`os.wait4`'s rusage of that child alone), stdout sent to a file whose
+files). Every figure is one command run as its own process, as an operator runs it: wall time, its
+CPU time and its own peak RSS (`os.wait4`'s rusage of that child alone), stdout sent to a file whose
 size is reported (the text plan of 100k creates is ~140 MB). The peer, in the same run and also as its
 own process, is a bare libyaml parse of the same files (`yaml.load_all` with CSafeLoader, the
 documents dropped as they come).
