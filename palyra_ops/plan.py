@@ -13,6 +13,7 @@ directory is pruned; objects created through the API are *unmanaged* and left al
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -68,6 +69,33 @@ class ScheduleChange:
     notes: list[str]
 
 
+class _Body:
+    """`Change.before`/`after`: a body dict, or the object it is the body of, decoded when read.
+
+    A plan of 100,000 creates must not hold 100,000 decoded bodies (~4 KB of dicts each): compute_plan
+    hands over the compact `Resource` (its canonical JSON, ~0.9 KB) and the views decode one change
+    at a time, as they write it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_source"
+
+    def __get__(self, obj: object, objtype: type | None = None) -> dict[str, Any] | None:
+        if obj is None:
+            raise AttributeError(self.slot)  # no default: the field stays a required argument
+        value = obj.__dict__[self.slot]
+        return value.body if isinstance(value, (Resource, StoredResource)) else value
+
+    def __set__(self, obj: object, value: dict[str, Any] | Resource | StoredResource | None) -> None:
+        obj.__dict__[self.slot] = value
+
+
+def body_source(change: Change, side: str) -> dict[str, Any] | Resource | StoredResource | None:
+    """What a change's `before`/`after` is read from, undecoded (apply takes a create's canonical JSON
+    from its Resource instead of decoding and encoding it again)."""
+    return change.__dict__[f"_{side}_source"]
+
+
 @dataclass
 class Change:
     kind: str
@@ -75,8 +103,8 @@ class Change:
     action: PlanAction
     reason: str
     source_file: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+    before: dict[str, Any] | None = _Body()  # type: ignore[assignment]
+    after: dict[str, Any] | None = _Body()  # type: ignore[assignment]
     fields: list[FieldChange] = field(default_factory=list)
     unchanged_fields: int = 0
     drift: bool = False
@@ -120,6 +148,9 @@ class Plan:
         return any(c.is_change for c in self.changes)
 
     def to_json(self) -> dict[str, Any]:
+        return {**self._json_head(), "changes": [_change_json(c) for c in self.changes]}
+
+    def _json_head(self) -> dict[str, Any]:
         return {
             "format_version": self.format_version,
             "created_at": self.created_at,
@@ -129,8 +160,23 @@ class Plan:
             "summary": self.summary,
             "has_changes": self.has_changes,
             "warnings": self.warnings,
-            "changes": [_change_json(c) for c in self.changes],
         }
+
+    def iter_json(self, *, indent: int, ensure_ascii: bool = True) -> Iterator[str]:
+        """`json.dumps(self.to_json(), indent=indent)`, the same text, one change at a time: the
+        document of 100,000 creates is hundreds of MB, and `plan --out`/`--output json` write it as
+        it is made instead of building it whole first."""
+        head = json.dumps({**self._json_head(), "changes": []}, indent=indent, ensure_ascii=ensure_ascii)
+        if not self.changes:
+            yield head
+            return
+        cut = head.rindex("[]")  # "changes" is the last key: the document ends `"changes": []\n}`
+        yield head[:cut] + "["
+        pad = "\n" + " " * (2 * indent)
+        for i, c in enumerate(self.changes):
+            text = json.dumps(_change_json(c), indent=indent, ensure_ascii=ensure_ascii)
+            yield ("," if i else "") + pad + text.replace("\n", pad)  # JSON text has no raw newline in a string
+        yield "\n" + " " * indent + "]" + head[cut + 2:]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -175,7 +221,9 @@ class Plan:
 
     def save(self, path: Path) -> None:
         tmp = Path(str(path) + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(self.iter_json(indent=1))
+            fh.write("\n")
         tmp.replace(path)
 
     @classmethod
@@ -290,7 +338,8 @@ def _deleted_channel_warnings(
     for c in changes:
         if c.kind != "Routine" or c.action is PlanAction.DELETE:
             continue
-        res = desired_by_key.get(("Routine", c.name)) or snapshot.resources.get(("Routine", c.name))
+        res: Resource | StoredResource | None = (desired_by_key.get(("Routine", c.name))
+                                                   or snapshot.resources.get(("Routine", c.name)))
         d = res.body["spec"].get("delivery", {}) if res is not None else {}
         warnings.extend(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes"
                         for ch in (d.get("channel"), d.get("failure_channel")) if ch in deleted)
@@ -300,7 +349,7 @@ def _deleted_channel_warnings(
 def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
     if stored is None:
         # no field list for a create: `after` is the whole object (the text renderer flattens it)
-        change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None, res.body)
+        change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None, res)
         change.schedule = _schedule_change(res, None, None, now_ms)
         return change
 
@@ -311,7 +360,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
         return Change(res.kind, res.name, PlanAction.NO_OP, "up to date", res.source_file, None, None, managed_before=True)
 
     before_flat = flatten(stored.body)
-    after_flat = flatten(res.body)
+    after_flat = flatten(res.body)  # decoded for the diff only: the change keeps `res`
     paths = sorted(set(before_flat) | set(after_flat))
     fields = [
         FieldChange(p, before_flat.get(p), after_flat.get(p))
@@ -330,7 +379,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     else:
         reason = f"moved from {stored.source_file} to {res.source_file}"
     change = Change(
-        res.kind, res.name, PlanAction.UPDATE, reason, res.source_file, stored.body, res.body,
+        res.kind, res.name, PlanAction.UPDATE, reason, res.source_file, stored.body, res,
         fields=fields, unchanged_fields=unchanged, drift=stored.drifted, managed_before=stored.managed,
     )
     change.schedule = _schedule_change(res, stored, snapshot.jobs.get(res.name), now_ms)
@@ -352,7 +401,29 @@ def schedule_of(body: dict[str, Any] | None) -> sched.Schedule | None:
     trig = spec.get("trigger", {})
     if trig.get("kind") != "schedule" or not trig.get("schedule"):
         return None
-    return sched.Schedule.from_spec(trig["schedule"], spec.get("policies", {}).get("dst"))
+    return schedule_from_spec(trig["schedule"], spec.get("policies", {}).get("dst"))
+
+
+def schedule_from_spec(spec: dict[str, Any], dst: dict[str, str] | None) -> sched.Schedule:
+    """`Schedule.from_spec`, built once per spelling: the routines of a directory share a few
+    dozen schedules, and plan and apply look at every one of them."""
+    try:
+        key = (tuple(sorted(spec.items())), tuple(sorted((dst or {}).items())) if dst is not None else None)
+        hash(key)
+    except TypeError:  # a value that is not hashable: no cache, same answer
+        return sched.Schedule.from_spec(spec, dst)
+    return _schedule_cached(key)
+
+
+@lru_cache(maxsize=1024)
+def _schedule_cached(key: tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, str], ...] | None]) -> sched.Schedule:
+    spec, dst = key
+    return sched.Schedule.from_spec(dict(spec), dict(dst) if dst is not None else None)
+
+
+@lru_cache(maxsize=1024)
+def _fingerprint(s: sched.Schedule) -> str:
+    return s.fingerprint()
 
 
 def _schedule_change(
@@ -360,11 +431,15 @@ def _schedule_change(
 ) -> ScheduleChange | None:
     if res.kind != "Routine":
         return None
-    new = schedule_of(res.body)
+    body = res.body  # decoded once here (a compact resource decodes on every read)
+    new = schedule_of(body)
     old = schedule_of(stored.body) if stored else None
     if new is None and old is None:
         return None
-    if new is not None and old is not None and new.fingerprint() == old.fingerprint():
+    if new is not None and old is None:
+        quiet = body["spec"].get("quiet_hours")
+        return _created_schedule(new, json.dumps(quiet, sort_keys=True) if quiet else None, now_ms)
+    if new is not None and old is not None and _fingerprint(new) == _fingerprint(old):
         return None  # schedule untouched: next fires do not move
     tz = (new or old).timezone  # type: ignore[union-attr]
     zone = sched.resolve_zone(tz)
@@ -377,8 +452,19 @@ def _schedule_change(
     if new is not None:
         fires = _next_n(new, now_ms, now_ms)
         after = [rfc3339(ms, zone) or "" for ms in fires]
-        notes = _notes(new, res.spec.get("quiet_hours"), now_ms)
+        notes = _notes(new, body["spec"].get("quiet_hours"), now_ms)
     return ScheduleChange(timezone=tz, before=before, after=after, notes=notes)
+
+
+@lru_cache(maxsize=4096)
+def _created_schedule(new: sched.Schedule, quiet_json: str | None, now_ms: int) -> ScheduleChange:
+    """A created routine's next fires and notes: one value shared by every create with the same
+    schedule and quiet hours (an apply of 100,000 routines has a few dozen), as plan values are never
+    changed in place."""
+    fires = _next_n(new, now_ms, now_ms)
+    zone = sched.resolve_zone(new.timezone)
+    return ScheduleChange(timezone=new.timezone, before=[], after=[rfc3339(ms, zone) or "" for ms in fires],
+                          notes=list(_notes_cached(new, quiet_json, now_ms)))
 
 
 def _next_n(s: sched.Schedule, now_ms: int, anchor_ms: int | None) -> list[int]:

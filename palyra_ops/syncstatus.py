@@ -103,13 +103,16 @@ def directory_status(
 ) -> dict[str, Any]:
     """Everything `palyra-ops status` shows about the directory and the journal, as data (its
     `--output json`, docs/gitops.md); read-only: plans, never applies, creates no file."""
-    from palyra_ops.reconcile import plan_directory
-    from palyra_ops.source import load_directory
+    from palyra_ops.reconcile import load_for_plan, plan_loaded
 
     report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
-    source = load_directory(directory, known_skills=known_skills)
+    # loaded once, for the file states and the plan alike, through the caches apply and the daemon
+    # keep (read-only): status costs what a no-op plan costs, not a cold validation on top of it
+    loaded = load_for_plan(directory, journal_path, known_skills=known_skills, read_only=True)
+    source = loaded.source
     report["warnings"] = [w.format() for w in source.warnings]
-    files = file_states(source)
+    # only the states: `file_states` also lists every file's objects, which status does not show
+    files = {rel: {"state": SyncState.SYNCED if rep.ok else SyncState.INVALID} for rel, rep in source.files.items()}
     if overall(files) is SyncState.INVALID or not source.ok:
         report["state"] = SyncState.INVALID
         report["invalid_files"] = [
@@ -119,8 +122,7 @@ def directory_status(
         report["diagnostics"] = [d.format() for d in source.diagnostics]
     else:
         try:
-            plan, _ = plan_directory(directory, journal_path, allow_empty=True, known_skills=known_skills,
-                                     read_only=True)
+            plan = plan_loaded(loaded, directory, journal_path, allow_empty=True)
         except JournalError:
             raise  # the journal is at fault, not the directory: one line and exit 1, like every command
         except PalyraError as exc:

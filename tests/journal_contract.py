@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from palyra_ops.clock import FakeClock
-from palyra_ops.journal import JournalStore, Txn, new_id
+from palyra_ops.journal import JournalStore, ResourceWrite, Txn, new_id
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -178,6 +178,32 @@ def test_put_job_updates_only_the_given_fields(journal_factory: Factory) -> None
     job = j.get_job("a")
     assert job is not None
     assert (job["next_run_at_unix_ms"], job["anchor_ms"], job["last_status"]) == (T0, T0 - 1, "succeeded")
+
+
+def test_batched_writes_do_what_the_single_ones_do(journal_factory: Factory) -> None:
+    """apply's batches (issue 14): many objects and jobs per call, inside the caller's transaction."""
+    j = journal_factory(clock=FakeClock(T0))
+    with j.transaction() as c:
+        _routine(j, c, "kept", next_run_at_unix_ms=T0, anchor_ms=T0 - 1, last_status="succeeded")
+        _routine(j, c, "gone")
+        aid = j.add_approval(c, routine_id="gone", kind="before_enable")
+    with j.transaction() as c:
+        assert sorted(j.jobs_for(c, ["kept", "gone", "new"])) == ["gone", "kept"]
+        j.put_resources(c, [ResourceWrite("Routine", n, f'{{"spec":{{"n":"{n}"}}}}', f"h2-{n}", True, f"h2-{n}", "b.yaml")
+                            for n in ("kept", "new")])
+        j.put_jobs(c, [("kept", {"enabled": 0}), ("new", {"trigger_kind": "schedule", "next_run_at_unix_ms": T0 + 5})],
+                   existing={"kept"})
+        j.delete_resources(c, [("Routine", "gone")])
+    kept, new = j.get_resource("Routine", "kept"), j.get_resource("Routine", "new")
+    assert kept is not None and (kept.hash, kept.body, kept.created_at_ms) == ("h2-kept", {"spec": {"n": "kept"}}, T0)
+    assert new is not None and (new.managed, new.applied_hash, new.source_file) == (True, "h2-new", "b.yaml")
+    kept_job, new_job = j.get_job("kept"), j.get_job("new")
+    assert kept_job is not None and (kept_job["enabled"], kept_job["next_run_at_unix_ms"], kept_job["last_status"]) == (
+        0, T0, "succeeded")  # only the given field changed
+    assert new_job is not None and (new_job["trigger_kind"], new_job["next_run_at_unix_ms"]) == ("schedule", T0 + 5)
+    assert j.get_resource("Routine", "gone") is None and j.get_job("gone") is None
+    appr = j.get_approval(aid)
+    assert appr is not None and appr["state"] == "cancelled"
 
 
 # -- claims -----------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
@@ -21,8 +22,9 @@ from palyra_ops.statepaths import StatePaths
 if TYPE_CHECKING:
     from palyra_ops.client import ConsoleClient
 
-#: a command's text view of its value (what `--output text` prints)
-Render = Callable[[Any], str]
+#: a command's text view of its value (what `--output text` prints); a view as big as the directory
+#: (a plan of 100,000 creates) may be an iterable of chunks, written as they are made
+Render = Callable[[Any], "str | Iterable[str]"]
 
 
 @runtime_checkable
@@ -30,6 +32,13 @@ class JsonView(Protocol):
     """A value that knows its public JSON shape (plans, memory pages, skills, ...)."""
 
     def to_json(self) -> Any: ...
+
+
+@runtime_checkable
+class JsonStream(Protocol):
+    """A value whose JSON text can be written in pieces (a plan: one change at a time)."""
+
+    def iter_json(self, *, indent: int, ensure_ascii: bool = True) -> Iterator[str]: ...
 
 
 class Lazy:
@@ -42,26 +51,46 @@ class Lazy:
         return self._build()
 
 
-def _write_json(value: Any, render: Render) -> str:
+def _write_json(value: Any, render: Render) -> str | Iterator[str]:
+    if isinstance(value, JsonStream):
+        return chain(value.iter_json(indent=2, ensure_ascii=False), ["\n"])
     doc = value.to_json() if isinstance(value, JsonView) else value
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def _write_text(value: Any, render: Render) -> str:
+def _write_text(value: Any, render: Render) -> str | Iterator[str]:
     text = render(value)
+    if not isinstance(text, str):
+        return _ending_in_newline(text)
     return text if not text or text.endswith("\n") else text + "\n"
 
 
-#: output format → writer(value, text view) → what goes to stdout
-WRITERS: dict[str, Callable[[Any, Render], str]] = {"text": _write_text, "json": _write_json}
+def _ending_in_newline(chunks: Iterable[str]) -> Iterator[str]:
+    last = ""
+    for chunk in chunks:
+        if chunk:
+            yield chunk
+            last = chunk
+    if last and not last.endswith("\n"):
+        yield "\n"
+
+
+#: output format → writer(value, text view) → what goes to stdout (whole, or in chunks)
+WRITERS: dict[str, Callable[[Any, Render], str | Iterator[str]]] = {"text": _write_text, "json": _write_json}
 
 
 def emit(value: Any, fmt: str, render: Render, *, stream: TextIO | None = None) -> None:
     """Write a command's result in the format the user asked for (`--output`)."""
-    (stream or sys.stdout).write(WRITERS[fmt](value, render))
+    out = stream or sys.stdout
+    written = WRITERS[fmt](value, render)
+    if isinstance(written, str):
+        out.write(written)
+    else:
+        for chunk in written:
+            out.write(chunk)
 
 
-def emit_progress(fmt: str, text: Callable[[], str]) -> None:
+def emit_progress(fmt: str, text: Callable[[], str | Iterable[str]]) -> None:
     """A step only the text view shows (the plan before apply's question): in JSON a command prints
     one document, at the end."""
     if fmt == "text":

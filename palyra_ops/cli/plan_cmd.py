@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from palyra_ops.plan import Plan
 from palyra_ops.reconcile import apply_plan, plan_directory
 from palyra_ops.syncstatus import SyncState, directory_status
 from palyra_ops.views.plan_json import apply_document, invalid_document
-from palyra_ops.views.plan_text import apply_text, render_text, saved_text
+from palyra_ops.views.plan_text import apply_text, iter_text, saved_text
 from palyra_ops.views.status_text import status_text
 
 
@@ -108,8 +110,8 @@ def run_plan(args: argparse.Namespace) -> int:
         return 1
     if args.out:
         plan.save(args.out)
-    saved = saved_text(args.out) if args.out else ""
-    emit(plan, args.output, lambda p: render_text(p, colour=use_colour(), verbose=args.verbose) + saved)
+    saved = [saved_text(args.out)] if args.out else []
+    emit(plan, args.output, lambda p: chain(iter_text(p, colour=use_colour(), verbose=args.verbose), saved))
     return 2 if args.detailed_exitcode and plan.has_changes else 0
 
 
@@ -133,8 +135,8 @@ def run_apply(args: argparse.Namespace) -> int:
             return 1
         journal_path = _journal_path(args)
         directory = args.dir
-    def shown() -> str:
-        return render_text(plan, colour=use_colour())
+    def shown() -> Iterator[str]:
+        return iter_text(plan, colour=use_colour())
 
     if not plan.has_changes:
         emit(Lazy(lambda: apply_document(plan, None)), args.output, lambda _: shown())

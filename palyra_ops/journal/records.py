@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from ulid import ULID
 
@@ -175,6 +175,18 @@ class ApplyLogRecord(TypedDict):
 Claim = tuple[str, int, list[dict[str, Any]], dict[str, Any]]
 
 
+class ResourceWrite(NamedTuple):
+    """One object for `put_resources` (apply's batched writes): `body` is its canonical JSON."""
+
+    kind: str
+    name: str
+    body: str
+    hash: str
+    managed: bool
+    applied_hash: str | None
+    source_file: str | None
+
+
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
@@ -183,6 +195,7 @@ __all__ = [
     "Claim",
     "EventRecord",
     "JobRecord",
+    "ResourceWrite",
     "RunRecord",
     "Snapshot",
     "StoredResource",

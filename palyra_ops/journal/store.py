@@ -17,6 +17,7 @@ each is one transaction, so a crash leaves either all or none of what it writes.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -29,6 +30,7 @@ from palyra_ops.journal.records import (
     Claim,
     EventRecord,
     JobRecord,
+    ResourceWrite,
     RunRecord,
     Snapshot,
     StoredResource,
@@ -131,6 +133,14 @@ class JournalStore(Protocol):
 
     def delete_resource(self, c: Txn, kind: str, name: str) -> None: ...
 
+    def put_resources(self, c: Txn, rows: Iterable[ResourceWrite]) -> None:
+        """`put_resource` for many objects in few statements (apply's batches), one write time."""
+        ...
+
+    def delete_resources(self, c: Txn, keys: Sequence[tuple[str, str]]) -> None:
+        """`delete_resource` for many (kind, name) at once."""
+        ...
+
     def add_apply_log(self, c: Txn, **fields: Any) -> None: ...
 
     def last_apply(self) -> ApplyLogRecord | None: ...
@@ -142,6 +152,15 @@ class JournalStore(Protocol):
     def put_job(self, c: Txn, routine_id: str, **fields: Any) -> None: ...
 
     def get_job(self, routine_id: str) -> JobRecord | None: ...
+
+    def jobs_for(self, c: Txn, routine_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The job rows of `routine_ids` that exist, read inside `c` in one query."""
+        ...
+
+    def put_jobs(self, c: Txn, writes: Sequence[tuple[str, dict[str, Any]]], existing: Collection[str]) -> None:
+        """`put_job` for many routines: those in `existing` updated with only their given fields, the
+        others inserted."""
+        ...
 
     def update_job(self, routine_id: str, **fields: Any) -> None: ...
 

@@ -31,7 +31,13 @@ from palyra_ops.source.file import (
     composed_documents,
     position,
 )
-from palyra_ops.source.findings import SkillsUnchecked, format_path, reference_findings, schema_path
+from palyra_ops.source.findings import (
+    SkillsUnchecked,
+    format_path,
+    reference_findings,
+    reference_stub,
+    schema_path,
+)
 
 #: bump when the cached per-file payload changes shape or meaning
 CACHE_FORMAT = 1
@@ -223,7 +229,7 @@ class _Cache:
         path = self._path(sha)
         try:
             if self._dir_ok(path.parent):
-                fsmodes.write_private(path, result.to_json())
+                fsmodes.write_private(path, result.to_json(), durable=False)  # a cache: a torn entry is a miss
         except OSError:
             pass
 
@@ -231,9 +237,13 @@ class _Cache:
 # ---------------------------------------------------------------------------------------------------
 # loading
 
-_PerFile = dict[str, tuple[str, bytes, FileResult]]  # rel → (sha256, content, result)
+_PerFile = dict[str, tuple[str, Path, FileResult]]  # rel → (sha256, path, result)
 _FileDiags = dict[str, list[Diagnostic]]
 _Display = Callable[[str], str]
+#: (kind, name, body) of each document of one file
+FileDocuments = list[tuple[str, str, dict[str, Any]]]
+#: told each file's documents as soon as the file is checked: (relative path, content sha256, documents)
+FileSink = Callable[[str, str, FileDocuments], None]
 
 
 def load_directory(
@@ -243,26 +253,34 @@ def load_directory(
     cache_dir: Path | None = None,
     known_skills: set[str] | SkillsUnchecked | None = None,
     cache_readonly: bool = False,
+    on_file: FileSink | None = None,
 ) -> SourceSet:
     """Discover, parse and validate every routine file under `root`.
 
     Never raises for bad content: every problem becomes a Diagnostic. Raises PalyraError only when
     `root` exists but is not a readable directory. A missing or empty directory is an empty set; the
     callers decide whether that is acceptable (plan has --allow-empty).
+
+    `on_file` (plan) is handed each file's documents as soon as that file is checked; the set then
+    keeps of each body only what the cross-file checks read (`reference_stub`) and lists no
+    `documents` (the caller has them): the bodies of 100,000 routines are ~400 MB of dicts, one
+    file's a few hundred KB. The caller must still look at `files[rel].ok` at the end: a cross-file
+    finding can invalidate a file after it was handed over.
     """
     # Loading builds hundreds of thousands of small acyclic containers; the cyclic GC would rescan
     # them over and over (a third of the warm path). Nothing here creates cycles, so pause it.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_directory(Path(root), display_root, cache_dir, known_skills, cache_readonly)
+        return _load_directory(Path(root), display_root, cache_dir, known_skills, cache_readonly, on_file)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
 def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None,
-                    known_skills: set[str] | SkillsUnchecked | None, cache_readonly: bool = False) -> SourceSet:
+                    known_skills: set[str] | SkillsUnchecked | None, cache_readonly: bool = False,
+                    on_file: FileSink | None = None) -> SourceSet:
     shown = str(root) if display_root is None else display_root
     result = SourceSet(root=root)
     if not root.exists() and not root.is_symlink():
@@ -280,14 +298,16 @@ def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None
     for rel, problem in refused:
         file_diags.setdefault(rel, []).append(Diagnostic(display(rel), 0, 0, "", problem, code="refused"))
     cache = _Cache(cache_dir, readonly=cache_readonly) if cache_dir is not None else None
-    per_file = _check_files(found, cache, display, file_diags)
+    per_file = _check_files(found, cache, display, file_diags, on_file)
     _cross_file(per_file, file_diags, display, known_skills, result.warnings)
-    _assemble(result, per_file, file_diags, display)
+    _assemble(result, per_file, file_diags, display, documents=on_file is None)
     return result
 
 
-def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _Display, file_diags: _FileDiags) -> _PerFile:
-    """Each file's own result, from the cache where its content was checked before."""
+def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _Display, file_diags: _FileDiags,
+                 on_file: FileSink | None = None) -> _PerFile:
+    """Each file's own result, from the cache where its content was checked before; with `on_file`,
+    the documents are handed over here and only their reference stubs kept."""
     per_file: _PerFile = {}
     for rel, path in found:
         try:
@@ -301,7 +321,12 @@ def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _
             checked = check_file(data)
             if cache is not None:
                 cache.put(sha, checked)
-        per_file[rel] = (sha, data, checked)
+        if on_file is not None:
+            if not checked.diags:
+                on_file(rel, sha, [(d.kind, d.name, d.body) for d in checked.docs if d.kind and d.name])
+            for d in checked.docs:
+                d.body = reference_stub(d.body)
+        per_file[rel] = (sha, path, checked)
         shown_rel = display(rel)
         file_diags.setdefault(rel, []).extend(
             Diagnostic(shown_rel, line, col, path_s, msg, source_line=src, code=code)
@@ -310,16 +335,18 @@ def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _
     return per_file
 
 
-def _assemble(result: SourceSet, per_file: _PerFile, file_diags: _FileDiags, display: _Display) -> None:
-    """A report per file; the documents of the files with no problem at all."""
+def _assemble(result: SourceSet, per_file: _PerFile, file_diags: _FileDiags, display: _Display,
+              documents: bool = True) -> None:
+    """A report per file; the documents of the files with no problem at all (unless an `on_file`
+    caller took them already)."""
     for rel in sorted(set(per_file) | set(file_diags)):
         diags = sorted(file_diags.get(rel, []))
-        sha, _, checked = per_file.get(rel, ("", b"", FileResult([], [])))
+        sha, _, checked = per_file.get(rel, ("", Path(), FileResult([], [])))
         names = [(d.kind, d.name) for d in checked.docs if d.kind and d.name]
         report = FileReport(rel, display(rel), sha, not diags, diags, names)
         result.files[rel] = report
         result.diagnostics.extend(diags)
-        if report.ok:
+        if report.ok and documents:
             shown_rel = display(rel)
             result.documents.extend(
                 Document(rel, shown_rel, d.index, d.line, d.column, d.kind, d.name, d.body)  # type: ignore[arg-type]
@@ -334,26 +361,38 @@ def _assemble(result: SourceSet, per_file: _PerFile, file_diags: _FileDiags, dis
 
 
 class _Locator:
-    """Positions findings in files whose documents were not composed this run (cached results)."""
+    """Positions findings in files whose documents were not composed this run (cached results).
+
+    The file is read again here, only for a file with a cross-file finding, rather than every file's
+    bytes being kept through the load (50 MB for 100,000 routines); if it changed since it was
+    checked (its sha256 differs), positions are unknown and findings sit at their document's start.
+    """
 
     def __init__(self, per_file: _PerFile, display: _Display) -> None:
         self.per_file = per_file
         self.display = display
-        self._nodes: dict[str, list[Node | None]] = {}
+        self._nodes: dict[str, tuple[list[Node | None], str]] = {}
+
+    def _composed(self, rel: str) -> tuple[list[Node | None], str]:
+        if rel not in self._nodes:
+            sha, path, _ = self.per_file[rel]
+            try:
+                data = _read(path)
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise ValueError("changed since it was checked")
+                self._nodes[rel] = (composed_documents(data.decode("utf-8")), data.decode("utf-8", errors="replace"))
+            except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
+                self._nodes[rel] = ([], "")
+        return self._nodes[rel]
 
     def locate(self, rel: str, index: int, path: tuple[Any, ...]) -> tuple[int, int, str]:
         """(line, column, source line) of `path` in document `index` of `rel`; 0, 0, "" if unknown."""
-        if rel not in self._nodes:
-            try:
-                self._nodes[rel] = composed_documents(self.per_file[rel][1].decode("utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError):
-                self._nodes[rel] = []
-        nodes = self._nodes[rel]
+        nodes, text = self._composed(rel)
         node = nodes[index] if index < len(nodes) else None
         if node is None:
             return 0, 0, ""
         line, col = position(node, path, "value")
-        return line, col, Lines(self.per_file[rel][1].decode("utf-8", errors="replace")).get(line)
+        return line, col, Lines(text).get(line)
 
     def diagnostic(self, rel: str, doc: Doc, path: tuple[Any, ...], message: str, code: str) -> Diagnostic:
         """At `path` where it can be found, else at the document's start."""

@@ -392,6 +392,30 @@ def reference_findings(
     return errors, warnings
 
 
+_NO_REFERENCES: dict[str, Any] = {}
+
+
+def reference_stub(doc: Any) -> Any:
+    """All of a loaded document that `reference_findings` reads: its spec's channel and skill
+    references. A directory loaded for plan keeps this instead of each body (plan takes the bodies
+    file by file, as canonical JSON), and the cross-file checks give the same findings from it."""
+    if not isinstance(doc, dict):
+        return doc
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        return _NO_REFERENCES
+    kept: dict[str, Any] = {}
+    delivery = spec.get("delivery")
+    if isinstance(delivery, dict):
+        refs = {k: delivery[k] for k in ("channel", "failure_channel") if k in delivery}
+        if refs:
+            kept["delivery"] = refs
+    skill = spec.get("skill")
+    if isinstance(skill, dict) and "id" in skill:
+        kept["skill"] = {"id": skill["id"]}
+    return {"spec": kept} if kept else _NO_REFERENCES
+
+
 # ---------------------------------------------------------------------------------------------------
 # one document, no file
 
