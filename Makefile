@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATE := .palyra
 LISTEN ?= 127.0.0.1:7142
 
-.PHONY: run test lint bench clean install
+.PHONY: run test lint bench clean install screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP)
 	./tools/system-deps.sh
 	$(BIN)/ruff check palyra_ops tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# The console pictures in docs/img/ come from the browser tests; a plain `make test` leaves them alone.
+screenshots: $(STAMP)
+	PALYRA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_ui_browser.py
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

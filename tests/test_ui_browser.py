@@ -3,12 +3,16 @@ Playwright (`executable_path`, never a downloaded browser), against the real dae
 
 One daemon and one browser for the module; each test has its own browser context (its own cookies).
 Waits are Playwright's auto-waiting `expect` with generous timeouts, so a loaded machine makes the
-tests slower, not flaky. The same run writes the screenshots of docs/console.md into docs/img/.
+tests slower, not flaky. The same run takes the screenshots of docs/console.md; they land in docs/img/
+when `PALYRA_UPDATE_SCREENSHOTS=1` (`make screenshots`) and in a temp dir otherwise, so a test run
+leaves the checkout clean.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,8 @@ from ui_console import routine
 expect.set_options(timeout=30_000)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+UPDATE_SCREENSHOTS = os.environ.get("PALYRA_UPDATE_SCREENSHOTS") == "1"
 XSS = '<script>window.__pwned = 1; document.title = "pwned"</script>'
 WAIT_MS = 30_000  # per wait (the expect default is 5 s)
 PAGES = ["/ui/", "/ui/routines/beat", "/ui/timeline", "/ui/sync", "/ui/approvals", "/ui/system"]
@@ -86,9 +91,17 @@ def sign_in(page: Page, d: DaemonHandle, path: str = "/ui/") -> None:
     expect(page).to_have_url(d.base_url + path)
 
 
+_SCRATCH_IMG = Path(tempfile.mkdtemp(prefix="palyra-ui-shots-"))
+
+
 def shot(page: Page, name: str) -> None:
-    IMG.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMG / f"console-{name}.png"), full_page=True)
+    """Every run takes the picture (a page that cannot render fails here); only an explicit update
+    writes docs/img, because the pictures hold times and would dirty every checkout."""
+    target = (DOCS_IMG if UPDATE_SCREENSHOTS else _SCRATCH_IMG) / f"console-{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=True)
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2_000, target
 
 
 def api(d: DaemonHandle, path: str) -> Any:
