@@ -89,6 +89,13 @@ class StalePlan(PalyraError):
     code = "stale_plan"
 
 
+class UnknownTarget(InvalidInput):
+    """A `--target`/`--exclude` that names nothing in the directory or the journal: a typo must not
+    read as "no changes"."""
+
+    code = "unknown_target"
+
+
 class JournalError(PalyraError):
     """The journal cannot do what was asked for a reason outside the request (busy, full, unopenable).
 

@@ -26,6 +26,7 @@ from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError
 from palyra_ops.journal import Snapshot, StoredResource
 from palyra_ops.model import Resource, flatten
+from palyra_ops.plan_select import Selection
 
 FORMAT_VERSION = 1
 #: how many upcoming fire times a plan shows per changed schedule
@@ -146,6 +147,11 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return any(c.is_change for c in self.changes)
+
+    @property
+    def targeted(self) -> bool:
+        """Made with `--target`/`--exclude`: it covers part of the directory only."""
+        return bool(self.options.get("targets") or self.options.get("excludes"))
 
     def to_json(self) -> dict[str, Any]:
         return {**self._json_head(), "changes": [_change_json(c) for c in self.changes]}
@@ -271,11 +277,13 @@ def compute_plan(
     allow_empty: bool = False,
     dir_exists: bool = True,
     protected_files: set[str] | None = None,
+    selection: Selection | None = None,
 ) -> Plan:
     """Diff `desired` against `snapshot`.
 
     `protected_files` are files currently invalid: their managed objects are neither pruned nor
     changed (the watcher's last-good isolation), since their desired state is unknown.
+    `selection` (`--target`/`--exclude`) narrows the plan after the full diff (`plan_select`).
     """
     now_ms = (clock or SystemClock()).now_ms()
     protected = protected_files or set()
@@ -287,7 +295,16 @@ def compute_plan(
     changes += [_not_desired(kind, name, stored, protected, prune_unmanaged)
                 for (kind, name), stored in sorted(snapshot.resources.items())
                 if (kind, name) not in desired_by_key]
-    warnings = _deleted_channel_warnings(changes, desired_by_key, snapshot)
+    options: dict[str, Any] = {"prune_unmanaged": prune_unmanaged, "allow_empty": allow_empty}
+    everything = changes
+    warnings: list[str] = []
+    if selection is not None and selection.active:
+        selection.check_known((c.kind, c.name) for c in changes)
+        keep, warnings = selection.choose([(c.kind, c.name, c.is_change, _delivers_to(c)) for c in changes])
+        changes = [c for i, c in enumerate(changes) if i in keep]
+        options.update(selection.options())
+        warnings.insert(0, selection.warning())
+    warnings += _deleted_channel_warnings(changes, everything, desired_by_key, snapshot)
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",
@@ -297,7 +314,7 @@ def compute_plan(
         serial=snapshot.serial,
         changes=changes,
         warnings=warnings,
-        options={"prune_unmanaged": prune_unmanaged, "allow_empty": allow_empty},
+        options=options,
     )
 
 
@@ -327,19 +344,34 @@ def _not_desired(kind: str, name: str, stored: StoredResource, protected: set[st
                   None, stored.body, None, managed_before=False)
 
 
+def _delivers_to(c: Change) -> list[str]:
+    """The channels a routine's planned body delivers to (a targeted routine takes them along)."""
+    if c.kind != "Routine" or not c.is_change or c.action is PlanAction.DELETE:
+        return []
+    d = (c.after or {}).get("spec", {}).get("delivery", {})
+    return [ch for ch in (d.get("channel"), d.get("failure_channel")) if isinstance(ch, str)]
+
+
 def _deleted_channel_warnings(
-    changes: list[Change], desired_by_key: dict[tuple[str, str], Resource], snapshot: Snapshot
+    changes: list[Change], everything: list[Change], desired_by_key: dict[tuple[str, str], Resource],
+    snapshot: Snapshot,
 ) -> list[str]:
-    """A deleted channel still referenced by a routine that stays would break it at run time."""
+    """A deleted channel still referenced by a routine that stays would break it at run time.
+
+    `changes` is what the plan does, `everything` the whole diff: in a targeted plan a routine the
+    plan leaves alone stays too, whatever the directory says about it."""
     deleted = {c.name for c in changes if c.kind == "Channel" and c.action is PlanAction.DELETE}
     warnings: list[str] = []
     if not deleted:
         return warnings
-    for c in changes:
-        if c.kind != "Routine" or c.action is PlanAction.DELETE:
+    deleting = {c.name for c in changes if c.kind == "Routine" and c.action is PlanAction.DELETE}
+    planned = {id(c) for c in changes}
+    for c in everything:
+        if c.kind != "Routine" or c.name in deleting:
             continue
-        res: Resource | StoredResource | None = (desired_by_key.get(("Routine", c.name))
-                                                   or snapshot.resources.get(("Routine", c.name)))
+        # what stays: the directory's version when this plan writes it, else the journal's
+        res: Resource | StoredResource | None = (desired_by_key.get(("Routine", c.name)) if id(c) in planned else None
+                                                 ) or snapshot.resources.get(("Routine", c.name))
         d = res.body["spec"].get("delivery", {}) if res is not None else {}
         warnings.extend(f"routine {c.name!r} delivers to channel {ch!r}, which this plan deletes"
                         for ch in (d.get("channel"), d.get("failure_channel")) if ch in deleted)

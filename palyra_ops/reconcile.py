@@ -32,6 +32,7 @@ from palyra_ops.gitinfo import GitInfo, git_info
 from palyra_ops.journal import JobRecord, Journal, ResourceWrite, Snapshot, StoredResource, Txn, read_snapshot
 from palyra_ops.model import Resource, Routine
 from palyra_ops.plan import Plan, body_source, compute_plan, schedule_from_spec
+from palyra_ops.plan_select import Selection
 from palyra_ops.schema_files import schema_path
 from palyra_ops.source import FileDocuments, SkillsUnchecked, SourceSet, load_directory
 
@@ -199,6 +200,7 @@ def plan_loaded(
     allow_empty: bool = False,
     isolate_invalid: bool = False,
     display_root: str | None = None,
+    selection: Selection | None = None,
 ) -> Plan:
     """Diff a loaded directory against its snapshot (see `plan_directory`)."""
     source = loaded.source
@@ -218,6 +220,7 @@ def plan_loaded(
             allow_empty=allow_empty,
             dir_exists=Path(directory).is_dir(),
             protected_files=protected,
+            selection=selection,
         )
 
 
@@ -232,17 +235,20 @@ def plan_directory(
     known_skills: set[str] | SkillsUnchecked | None = None,
     display_root: str | None = None,
     read_only: bool = False,
+    selection: Selection | None = None,
 ) -> tuple[Plan, SourceSet]:
     """Validate the directory and diff it against the journal.
 
     Invalid input raises `ValidationFailed` (nothing is planned) unless `isolate_invalid`, the
     watcher's mode, where invalid files keep their last good objects and the rest still plans.
     `read_only` (`plan`, `status`): use the caches beside the journal but never create or write them.
+    `selection`: `--target`/`--exclude` (plan_select).
     """
     loaded = load_for_plan(directory, journal_path, known_skills=known_skills, display_root=display_root,
                            read_only=read_only)
     plan = plan_loaded(loaded, directory, journal_path, clock=clock, prune_unmanaged=prune_unmanaged,
-                       allow_empty=allow_empty, isolate_invalid=isolate_invalid, display_root=display_root)
+                       allow_empty=allow_empty, isolate_invalid=isolate_invalid, display_root=display_root,
+                       selection=selection)
     return plan, loaded.source
 
 

@@ -21,9 +21,10 @@ from palyra_ops.cli._common import (
     state_paths,
     use_colour,
 )
-from palyra_ops.errors import PalyraError, ValidationFailed
+from palyra_ops.errors import PalyraError, UnknownTarget, ValidationFailed
 from palyra_ops.journal import open_journal
 from palyra_ops.plan import Plan
+from palyra_ops.plan_select import Selection
 from palyra_ops.reconcile import apply_plan, plan_directory
 from palyra_ops.syncstatus import SyncState, directory_status
 from palyra_ops.views.plan_json import apply_document, invalid_document
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune-unmanaged", action="store_true", help="also delete objects created through the API")
     p.add_argument("--allow-empty", action="store_true", help="allow deleting every managed object")
     p.add_argument("--verbose", "-v", action="store_true", help="show unchanged fields too")
+    add_target_flags(p)
     p.set_defaults(func=run_plan)
 
     a = sub.add_parser("apply", help="apply the directory (or a saved plan) to the journal")
@@ -51,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     a.add_argument("--prune-unmanaged", action="store_true")
     a.add_argument("--allow-empty", action="store_true")
+    add_target_flags(a)
     a.set_defaults(func=run_apply)
 
     s = sub.add_parser("status", help="does the journal match the directory? last apply, next runs")
@@ -62,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 when Synced, 2 when OutOfSync, 1 when Invalid or on error")
     s.set_defaults(func=run_status)
+
+
+def add_target_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", action="append", metavar="NAME", default=[],
+                        help="plan only this object (NAME or KIND/NAME, e.g. routine/daily-report); repeatable")
+    parser.add_argument("--exclude", action="append", metavar="NAME", default=[],
+                        help="leave this object out of the plan (NAME or KIND/NAME); repeatable")
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
@@ -96,6 +106,7 @@ def _make_plan(args: argparse.Namespace, *, read_only: bool) -> Plan:
         allow_empty=args.allow_empty,
         known_skills=installed_skills(state_paths(args)),
         read_only=read_only,
+        selection=Selection.from_flags(args.target, args.exclude),
     )
     print_warnings(source.warnings)
     return plan
@@ -124,6 +135,9 @@ def _confirm() -> bool:
 
 def run_apply(args: argparse.Namespace) -> int:
     if args.planfile:
+        if args.target or args.exclude:
+            raise UnknownTarget("a saved plan carries its own --target/--exclude: apply it as it is, "
+                                "or make a new plan with other targets")
         plan = Plan.load(args.planfile)
         journal_path = args.journal or Path(plan.journal_path)
         directory = Path(plan.dir)
