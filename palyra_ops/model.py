@@ -169,6 +169,14 @@ class Resource:
     def spec(self) -> dict[str, Any]:
         return self.body["spec"]
 
+    def previous_names(self) -> list[str]:
+        """A routine's `metadata.previous_names`, newest first (a rename). Looks at the canonical
+        JSON first when there is one: plan must not decode 100,000 bodies to find the few renames."""
+        if self.kind != "Routine" or (self._canonical is not None and '"previous_names"' not in self._canonical):
+            return []
+        names = self.body.get("metadata", {}).get("previous_names") or []
+        return [n for n in names if isinstance(n, str)]
+
     @classmethod
     def from_document(cls, doc: dict[str, Any], source_file: str | None = None) -> Resource:
         """Build from a validated YAML document (apiVersion/kind/metadata/spec)."""
@@ -242,6 +250,8 @@ class Routine:
     delivery: Delivery
     labels: dict[str, str]
     description: str | None
+    #: names it had before (`metadata.previous_names`): apply renames the journal's routine to this one
+    previous_names: tuple[str, ...] = ()
 
     @property
     def trigger_kind(self) -> str:
@@ -297,6 +307,7 @@ class Routine:
             delivery=delivery,
             labels=dict(meta.get("labels") or {}),
             description=meta.get("description"),
+            previous_names=tuple(meta.get("previous_names") or ()),
         )
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError
 from palyra_ops.journal import Snapshot, StoredResource
 from palyra_ops.model import Resource, flatten
+from palyra_ops.plan_moves import find_moves
 from palyra_ops.plan_select import Selection
 
 FORMAT_VERSION = 1
@@ -41,15 +43,18 @@ class PlanAction(StrEnum):
     DELETE = "delete"
     NO_OP = "no-op"
     UNMANAGED = "unmanaged"  # created through the API, not in the directory: listed, left alone
+    MOVE = "move"  # renamed with metadata.previous_names: history and schedule position follow (plan_moves)
 
     @property
     def is_change(self) -> bool:
         return self in _CHANGES
 
 
-_CHANGES = frozenset({PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE})
-#: plan summary key of each action (`Plan: N to add, N to change, N to delete.`)
+_CHANGES = frozenset({PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE, PlanAction.MOVE})
+#: plan summary key of each action (`Plan: N to add, N to change, N to delete.`); a move changes one
+#: object in place (its name, maybe more), so it counts as a change
 _SUMMARY_KEY = {PlanAction.CREATE: "add", PlanAction.UPDATE: "change", PlanAction.DELETE: "delete",
+                PlanAction.MOVE: "change",
                 PlanAction.NO_OP: "unchanged", PlanAction.UNMANAGED: "unmanaged"}
 #: the reason of an update whose only cause is an edit outside git (the watcher leaves those alone)
 DRIFT_ONLY = "drift: changed outside git since the last apply; apply restores the git version"
@@ -114,6 +119,8 @@ class Change:
     #: a no-op that keeps the object's last applied version because its file is invalid or unreadable
     #: (last-good isolation): the watcher reports these, apply has nothing to do for them
     kept: bool = False
+    #: a move's old name (action `move`): apply renames the journal's routine from it
+    moved_from: str | None = None
 
     @property
     def is_change(self) -> bool:
@@ -208,6 +215,7 @@ class Plan:
                         managed_before=c.get("managed_before"),
                         schedule=ScheduleChange(**sc) if sc else None,
                         kept=bool(c.get("kept", False)),
+                        moved_from=c.get("moved_from"),
                     )
                 )
             j = data["journal"]
@@ -260,6 +268,8 @@ def _change_json(c: Change) -> dict[str, Any]:
     }
     if c.kept:  # only ever added (docs/gitops.md): plans the CLI prints never keep anything
         d["kept"] = True
+    if c.moved_from is not None:  # only on a move (docs/plan-operator.md)
+        d["moved_from"] = c.moved_from
     return d
 
 
@@ -290,17 +300,26 @@ def compute_plan(
     desired_by_key = {(r.kind, r.name): r for r in desired}
     if not desired and not allow_empty and not protected:
         _refuse_empty(snapshot, dir, dir_exists)
-    changes = [_diff_one(res, snapshot.resources.get(key), snapshot, now_ms)
-               for key, res in sorted(desired_by_key.items())]
+    moves, move_warnings = find_moves(desired_by_key, snapshot)
+    changes: list[Change] = []
+    for key, res in sorted(desired_by_key.items()):
+        old = moves.get(key[1]) if key[0] == "Routine" else None
+        stored = snapshot.resources.get(key if old is None else ("Routine", old))
+        changes.append(_diff_one(res, stored, snapshot, now_ms, old))
+    moved_away = {("Routine", old) for old in moves.values()}
     changes += [_not_desired(kind, name, stored, protected, prune_unmanaged)
                 for (kind, name), stored in sorted(snapshot.resources.items())
-                if (kind, name) not in desired_by_key]
+                if (kind, name) not in desired_by_key and (kind, name) not in moved_away]
     options: dict[str, Any] = {"prune_unmanaged": prune_unmanaged, "allow_empty": allow_empty}
     everything = changes
-    warnings: list[str] = []
+    warnings: list[str] = move_warnings
     if selection is not None and selection.active:
-        selection.check_known((c.kind, c.name) for c in changes)
-        keep, warnings = selection.choose([(c.kind, c.name, c.is_change, _delivers_to(c)) for c in changes])
+        selection.check_known(chain(((c.kind, c.name) for c in changes),
+                                    (("Routine", c.moved_from) for c in changes if c.moved_from)))
+        keep, selected_warnings = selection.choose(
+            [(c.kind, (c.name, c.moved_from) if c.moved_from else (c.name,), c.is_change, _delivers_to(c))
+             for c in changes])
+        warnings = selected_warnings + warnings
         changes = [c for i, c in enumerate(changes) if i in keep]
         options.update(selection.options())
         warnings.insert(0, selection.warning())
@@ -378,7 +397,10 @@ def _deleted_channel_warnings(
     return warnings
 
 
-def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int) -> Change:
+def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, now_ms: int,
+              moved_from: str | None = None) -> Change:
+    """One desired object against what the journal holds under its name (or, for a move, under
+    `moved_from`)."""
     if stored is None:
         # no field list for a create: `after` is the whole object (the text renderer flattens it)
         change = Change(res.kind, res.name, PlanAction.CREATE, f"new in {res.source_file}", res.source_file, None, res)
@@ -387,7 +409,7 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
 
     moved = stored.source_file != res.source_file
     same = stored.hash == res.hash
-    if same and stored.managed and not moved and not stored.drifted:
+    if same and stored.managed and not moved and not stored.drifted and moved_from is None:
         # the common case at scale: compare hashes, decode nothing
         return Change(res.kind, res.name, PlanAction.NO_OP, "up to date", res.source_file, None, None, managed_before=True)
 
@@ -399,8 +421,14 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
         for p in paths
         if before_flat.get(p, _MISSING) != after_flat.get(p, _MISSING)
     ]
+    if any(f.before == {} or f.after == {} for f in fields):  # `metadata: {}` gaining its first key
+        fields = [f for f in fields if not _filled_in(f, paths)]
     unchanged = len(paths) - len(fields)
-    if not stored.managed:
+    if moved_from is not None:
+        reason = f"metadata.previous_names in {res.source_file}"
+        if not stored.managed:
+            reason += "; adopted: it was unmanaged, apply makes it managed"
+    elif not stored.managed:
         reason = "adopted: exists unmanaged (created through the API); apply makes it managed"
     elif stored.drifted and stored.applied_hash == res.hash:
         reason = DRIFT_ONLY
@@ -411,11 +439,19 @@ def _diff_one(res: Resource, stored: StoredResource | None, snapshot: Snapshot, 
     else:
         reason = f"moved from {stored.source_file} to {res.source_file}"
     change = Change(
-        res.kind, res.name, PlanAction.UPDATE, reason, res.source_file, stored.body, res,
-        fields=fields, unchanged_fields=unchanged, drift=stored.drifted, managed_before=stored.managed,
+        res.kind, res.name, PlanAction.MOVE if moved_from else PlanAction.UPDATE, reason, res.source_file,
+        stored.body, res, fields=fields, unchanged_fields=unchanged, drift=stored.drifted,
+        managed_before=stored.managed, moved_from=moved_from,
     )
-    change.schedule = _schedule_change(res, stored, snapshot.jobs.get(res.name), now_ms)
+    change.schedule = _schedule_change(res, stored, snapshot.jobs.get(moved_from or res.name), now_ms)
     return change
+
+
+def _filled_in(f: FieldChange, paths: list[str]) -> bool:
+    """An empty mapping on one side whose keys the other side lists: the keys are the change
+    (`metadata.previous_names: (none) → ["old"]`), not the mapping (`metadata: {} → (none)`)."""
+    return (f.before == {} and f.after is None or f.after == {} and f.before is None) and any(
+        p.startswith(f.path + ".") for p in paths)
 
 
 class _Missing:

@@ -92,30 +92,31 @@ class Selection:
                     raise UnknownTarget(f"{flag} {str(s)!r} matches no object in the directory or the journal"
                                         f"{_did_you_mean(s.name, names)}")
 
-    def choose(self, changes: Sequence[tuple[str, str, bool, Sequence[str]]]) -> tuple[set[int], list[str]]:
+    def choose(self, changes: Sequence[tuple[str, Sequence[str], bool, Sequence[str]]]) -> tuple[set[int], list[str]]:
         """Indexes of the changes the plan keeps, and the warnings selection itself has to give.
 
-        `changes`: per plan change (kind, name, is a change, channels its new body delivers to).
+        `changes`: per plan change (kind, its names — a move has its new and its old one —, is it a
+        change, the channels its new body delivers to).
         """
-        def excluded(kind: str, name: str) -> bool:
-            return any(e.matches(kind, name) for e in self.excludes)
+        def hit(sels: tuple[Selector, ...], kind: str, names: Sequence[str]) -> bool:
+            return any(s.matches(kind, n) for s in sels for n in names)
 
         if self.targets:
-            keep = {i for i, (k, n, _, _) in enumerate(changes) if any(t.matches(k, n) for t in self.targets)}
+            keep = {i for i, (k, ns, _, _) in enumerate(changes) if hit(self.targets, k, ns)}
         else:
             keep = set(range(len(changes)))
-        keep = {i for i in keep if not excluded(changes[i][0], changes[i][1])}
+        keep = {i for i in keep if not hit(self.excludes, changes[i][0], changes[i][1])}
         warnings: list[str] = []
-        channel_at = {n: i for i, (k, n, _, _) in enumerate(changes) if k == "Channel"}
+        channel_at = {ns[0]: i for i, (k, ns, _, _) in enumerate(changes) if k == "Channel"}
         for i in sorted(keep):
-            kind, name, is_change, delivers_to = changes[i]
+            kind, (name, *_), is_change, delivers_to = changes[i]
             if kind != "Routine" or not is_change:
                 continue
             for ch in delivers_to:
                 j = channel_at.get(ch)
                 if j is None or j in keep or not changes[j][2]:
                     continue
-                if excluded("Channel", ch):
+                if hit(self.excludes, "Channel", (ch,)):
                     warnings.append(f"routine {name!r} delivers to channel {ch!r}, which is excluded from this "
                                     "plan but has changes of its own")
                 elif self.targets:

@@ -298,6 +298,9 @@ def apply_plan(
         if not plan.has_changes:
             return ApplyResult(0, 0, 0, serial, git)
         todo = [ch for ch in plan.changes if ch.is_change]
+        for ch in todo:
+            if ch.moved_from is not None:  # first, so the batch below finds the job under its new name
+                journal.rename_routine(c, ch.moved_from, ch.name)
         batch = _Batch(journal, c, now_ms, [ch.name for ch in todo if ch.kind == "Routine" and ch.action != "delete"])
         for i, ch in enumerate(todo):
             if i == len(todo) // 2:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from palyra_ops.clock import FakeClock
+from palyra_ops.errors import Conflict, NotFound
 from palyra_ops.journal import JournalStore, ResourceWrite, Txn, new_id
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -133,6 +134,54 @@ def test_deleting_a_routine_drops_its_job_and_cancels_its_pending_approvals(jour
     assert j.get_resource("Routine", "a") is None and j.get_job("a") is None
     appr = j.get_approval(aid)
     assert appr is not None and appr["state"] == "cancelled" and j.list_approvals() == []
+
+
+def test_renaming_a_routine_takes_its_job_runs_and_approvals_along(journal_factory: Factory) -> None:
+    j = journal_factory(clock=FakeClock(T0))
+    with j.transaction() as c:
+        _routine(j, c, "old.name", next_run_at_unix_ms=T0 + 60_000, anchor_ms=T0, next_nominal_ms=T0 + 60_000,
+                 schedule_fingerprint="fp")
+        _routine(j, c, "other")
+        aid = j.add_approval(c, routine_id="old.name", kind="before_enable")
+    runs = [j.insert_run(**_run("old.name", T0 + i, run_id=new_id(), dedupe_key=f"k{i}")) for i in range(3)]
+    manual = j.insert_run(**_run("old.name"))
+    mine = j.insert_run(**_run("other", T0))
+    with j.transaction() as c:
+        j.rename_routine(c, "old.name", "new-name")
+    assert j.get_resource("Routine", "old.name") is None and j.get_job("old.name") is None
+    moved = j.get_resource("Routine", "new-name")
+    assert moved is not None and (moved.hash, moved.source_file, moved.created_at_ms) == ("h-old.name", "old.name.yaml", T0)
+    job = j.get_job("new-name")
+    assert job is not None and (job["next_run_at_unix_ms"], job["anchor_ms"], job["next_nominal_ms"],
+                                job["schedule_fingerprint"]) == (T0 + 60_000, T0, T0 + 60_000, "fp")
+    got = j.runs_with_occurrences("new-name")
+    assert [r["run_id"] for r in got] == runs
+    assert [r["occurrence_key"] for r in got] == [f"new-name|{T0 + i}" for i in range(3)]
+    assert [r["run_id"] for r in j.runs_in_order("new-name")] == [*runs, manual]
+    assert j.runs_in_order("old.name") == [] and [r["run_id"] for r in j.runs_in_order("other")] == [mine]
+    appr = j.get_approval(aid)
+    assert appr is not None and appr["routine_id"] == "new-name"
+    # the occurrence stays claimed under its new name
+    assert j.insert_run(**_run("new-name", T0 + 1)) is None
+    assert j.insert_run(**_run("old.name", T0 + 1)) is not None  # the old name is free
+
+
+def test_a_rename_onto_a_taken_name_or_repeated_occurrences_is_refused(journal_factory: Factory) -> None:
+    j = journal_factory(clock=FakeClock(T0))
+    with j.transaction() as c:
+        _routine(j, c, "a")
+        _routine(j, c, "b")
+    j.insert_run(**_run("a", T0))
+    j.insert_run(**_run("c", T0))  # a run of an earlier routine "c", since deleted
+    with pytest.raises(Conflict, match="cannot rename routine 'a' to 'b': a routine 'b' exists"), j.transaction() as c:
+        j.rename_routine(c, "a", "b")
+    with pytest.raises(NotFound, match="routine 'zz' does not exist"), j.transaction() as c:
+        j.rename_routine(c, "zz", "y")
+    with pytest.raises(Conflict, match="runs of an earlier routine named 'c'"), j.transaction() as c:
+        j.rename_routine(c, "a", "c")
+    # nothing moved
+    assert j.get_resource("Routine", "a") is not None and j.get_job("a") is not None
+    assert [r["occurrence_key"] for r in j.runs_with_occurrences("a")] == [f"a|{T0}"]
 
 
 def test_apply_log(journal_factory: Factory) -> None:

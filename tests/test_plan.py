@@ -205,6 +205,7 @@ def test_a_plan_file_with_an_unknown_action_is_refused() -> None:
 
 
 def test_plan_actions_are_the_documented_strings() -> None:
-    assert [a.value for a in PlanAction] == ["create", "update", "delete", "no-op", "unmanaged"]
-    assert [a for a in PlanAction if a.is_change] == [PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE]
+    assert [a.value for a in PlanAction] == ["create", "update", "delete", "no-op", "unmanaged", "move"]
+    assert [a for a in PlanAction if a.is_change] == [PlanAction.CREATE, PlanAction.UPDATE, PlanAction.DELETE,
+                                                      PlanAction.MOVE]
     assert PlanAction.NO_OP == "no-op" and f"{PlanAction.UPDATE}" == "update"

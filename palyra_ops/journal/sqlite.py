@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from palyra_ops.clock import Clock, SystemClock
-from palyra_ops.errors import JournalError
+from palyra_ops.errors import Conflict, JournalError, NotFound
 from palyra_ops.fsmodes import private_dir, private_file
 from palyra_ops.journal.faults import check_location, os_problem
 from palyra_ops.journal.migrations import all_migrations
@@ -320,6 +320,30 @@ class SQLiteJournal(SQLiteRuns):
                 "UPDATE journal_approvals SET state='cancelled', decided_at_ms=? WHERE routine_id=? AND state='pending'",
                 (self.clock.now_ms(), name),
             )
+
+    def rename_routine(self, c: Txn, old: str, new: str) -> None:
+        c = own_txn(c, SQLiteTxn)
+        if c.execute("SELECT 1 FROM journal_resources WHERE kind='Routine' AND name=?", (old,)).fetchone() is None:
+            raise NotFound(f"routine {old!r} does not exist")
+        if c.execute("SELECT 1 FROM journal_resources WHERE kind='Routine' AND name=?", (new,)).fetchone() is not None:
+            raise Conflict(f"cannot rename routine {old!r} to {new!r}: a routine {new!r} exists")
+        prefix = len(old) + 2  # occurrence keys are "routine|nominal instant"
+        try:
+            c.execute("UPDATE journal_resources SET name=? WHERE kind='Routine' AND name=?", (new, old))
+            c.execute("DELETE FROM journal_cron_jobs WHERE routine_id=?", (new,))  # a leftover row of no routine
+            c.execute("UPDATE journal_cron_jobs SET routine_id=? WHERE routine_id=?", (new, old))
+            c.execute(
+                "UPDATE journal_cron_runs SET routine_id=?1, occurrence_key=CASE"
+                " WHEN substr(occurrence_key, 1, ?3) = ?2 || '|' THEN ?1 || '|' || substr(occurrence_key, ?4)"
+                " ELSE occurrence_key END WHERE routine_id=?2",
+                (new, old, prefix - 1, prefix),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                f"cannot rename routine {old!r} to {new!r}: the journal still holds runs of an earlier routine "
+                f"named {new!r} at the same scheduled times or with the same dedupe keys"
+            ) from None
+        c.execute("UPDATE journal_approvals SET routine_id=? WHERE routine_id=?", (new, old))
 
     def bump_serial(self, c: Txn) -> int:
         c = own_txn(c, SQLiteTxn)

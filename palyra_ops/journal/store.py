@@ -141,6 +141,14 @@ class JournalStore(Protocol):
         """`delete_resource` for many (kind, name) at once."""
         ...
 
+    def rename_routine(self, c: Txn, old: str, new: str) -> None:
+        """Give routine `old` the name `new`, keeping its history (`metadata.previous_names`): the
+        object, its job row (next run, anchor, last run), its runs and their occurrence keys, and its
+        approvals all follow. Raises `Conflict` when `new` is taken, or when the journal still holds
+        runs of an earlier routine called `new` at the same scheduled instants (a key would repeat),
+        and `NotFound` when there is no routine `old`."""
+        ...
+
     def add_apply_log(self, c: Txn, **fields: Any) -> None: ...
 
     def last_apply(self) -> ApplyLogRecord | None: ...

@@ -425,6 +425,34 @@ def _unique_names(per_file: _PerFile, at: _Locator, file_diags: _FileDiags) -> l
     return sorted(name for kind, name in first if kind == "Channel")
 
 
+def _previous_names(per_file: _PerFile, at: _Locator, file_diags: _FileDiags) -> None:
+    """A routine's `metadata.previous_names` must not name a live routine, nor a previous name of
+    another one: either would make "which routine is it now" ambiguous (docs/plan-operator.md)."""
+    live: dict[str, tuple[str, Doc]] = {}
+    for rel, doc in _named_documents(per_file):
+        if doc.kind == "Routine":
+            live.setdefault(doc.name, (rel, doc))  # type: ignore[arg-type]
+    claimed: dict[str, str] = {}
+    for rel, doc in _named_documents(per_file):
+        meta = doc.body.get("metadata") if doc.kind == "Routine" and isinstance(doc.body, dict) else None
+        names = meta.get("previous_names") if isinstance(meta, dict) else None
+        for i, old in enumerate(names if isinstance(names, list) else ()):
+            if not isinstance(old, str) or old == doc.name:
+                continue  # a per-document finding already
+            if old in live:
+                other_rel, other = live[old]
+                line, col, _ = at.locate(other_rel, other.index, ("metadata", "name"))
+                where = f"{at.display(other_rel)}:{line or other.line}:{col or other.column}"
+                msg = f"{old!r} is the name of a live routine (defined at {where}); a previous name must not be in use"
+            elif old in claimed:
+                msg = f"{old!r} is already a previous name of routine {claimed[old]!r}"
+            else:
+                claimed[old] = doc.name  # type: ignore[assignment]
+                continue
+            path = ("metadata", "previous_names", i)
+            file_diags.setdefault(rel, []).append(at.diagnostic(rel, doc, path, msg, "previous_name"))
+
+
 def _cross_file(
     per_file: _PerFile,
     file_diags: _FileDiags,
@@ -439,6 +467,7 @@ def _cross_file(
     """
     at = _Locator(per_file, display)
     channels = _unique_names(per_file, at, file_diags)
+    _previous_names(per_file, at, file_diags)
     for rel in sorted(per_file):
         for doc in per_file[rel][2].docs:
             if doc.kind != "Routine" or not isinstance(doc.body, dict):

@@ -330,17 +330,32 @@ _SECTIONS: dict[Any, tuple[tuple[str, type, Callable[[Any], _Section]], ...]] = 
 }
 
 
+def _previous_names(doc: dict, schema_paths: list[tuple[Any, ...]]) -> list[Finding]:
+    """`metadata.previous_names` (a rename, docs/plan-operator.md): Routine only, never its own name.
+    Collisions with other documents' names are a cross-file check (source/directory.py)."""
+    meta = doc.get("metadata")
+    names = meta.get("previous_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or any(p[:2] == ("metadata", "previous_names") for p in schema_paths):
+        return []
+    if doc.get("kind") != "Routine":
+        return [(("metadata", "previous_names"), "key", f"only a Routine can be renamed with previous_names, "
+                                                         f"not a {doc.get('kind')}")]
+    own = meta.get("name")
+    return [(("metadata", "previous_names", i), "value", f"{own!r} is this routine's own name, not a previous one")
+            for i, n in enumerate(names) if n == own]
+
+
 def semantic_findings(doc: dict, schema_paths: list[tuple[Any, ...]]) -> list[Finding]:
     """Checks beyond JSON Schema; a subtree that already failed the schema is not checked again."""
 
     def clean(key: str) -> bool:
         return not any(p[:2] == ("spec", key) for p in schema_paths)
 
+    out: list[Finding] = _previous_names(doc, schema_paths)
     spec = doc.get("spec")
     if not isinstance(spec, dict):
-        return []
+        return out
     kind = doc.get("kind")
-    out: list[Finding] = []
     for key, wanted, check in _SECTIONS.get(kind, ()):
         value = spec.get(key)
         if isinstance(value, wanted) and clean(key):
@@ -396,14 +411,16 @@ _NO_REFERENCES: dict[str, Any] = {}
 
 
 def reference_stub(doc: Any) -> Any:
-    """All of a loaded document that `reference_findings` reads: its spec's channel and skill
-    references. A directory loaded for plan keeps this instead of each body (plan takes the bodies
+    """All of a loaded document that the cross-file checks read: its spec's channel and skill
+    references (`reference_findings`) and its `metadata.previous_names`. A directory loaded for plan keeps this instead of each body (plan takes the bodies
     file by file, as canonical JSON), and the cross-file checks give the same findings from it."""
     if not isinstance(doc, dict):
         return doc
     spec = doc.get("spec")
+    meta = doc.get("metadata")
+    previous = meta.get("previous_names") if isinstance(meta, dict) else None
     if not isinstance(spec, dict):
-        return _NO_REFERENCES
+        return {"metadata": {"previous_names": previous}} if previous else _NO_REFERENCES
     kept: dict[str, Any] = {}
     delivery = spec.get("delivery")
     if isinstance(delivery, dict):
@@ -413,7 +430,10 @@ def reference_stub(doc: Any) -> Any:
     skill = spec.get("skill")
     if isinstance(skill, dict) and "id" in skill:
         kept["skill"] = {"id": skill["id"]}
-    return {"spec": kept} if kept else _NO_REFERENCES
+    stub: dict[str, Any] = {"spec": kept} if kept else {}
+    if previous:  # the cross-file rename check reads them too
+        stub["metadata"] = {"previous_names": previous}
+    return stub or _NO_REFERENCES
 
 
 # ---------------------------------------------------------------------------------------------------

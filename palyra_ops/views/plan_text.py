@@ -19,11 +19,12 @@ if TYPE_CHECKING:
     from palyra_ops.reconcile import ApplyResult
 
 _SYMBOL = {PlanAction.CREATE: "+", PlanAction.UPDATE: "~", PlanAction.DELETE: "-", PlanAction.UNMANAGED: "?",
-           PlanAction.NO_OP: " "}
+           PlanAction.NO_OP: " ", PlanAction.MOVE: "~"}
 _COLOUR = {PlanAction.CREATE: "\033[32m", PlanAction.UPDATE: "\033[33m", PlanAction.DELETE: "\033[31m",
-           PlanAction.UNMANAGED: "\033[36m"}
+           PlanAction.UNMANAGED: "\033[36m", PlanAction.MOVE: "\033[33m"}
 _VERB = {PlanAction.CREATE: "will be created", PlanAction.UPDATE: "will be updated in-place",
-         PlanAction.DELETE: "will be deleted", PlanAction.UNMANAGED: "is unmanaged", PlanAction.NO_OP: "is up to date"}
+         PlanAction.DELETE: "will be deleted", PlanAction.UNMANAGED: "is unmanaged", PlanAction.NO_OP: "is up to date",
+         PlanAction.MOVE: "has moved"}
 _RESET = "\033[0m"
 _BOLD = "\033[1m"
 
@@ -85,11 +86,15 @@ def _lines(lines: list[str]) -> str:
 def _change_block(ch: Change, paint: Paint, verbose: bool) -> list[str]:
     """One object: what happens and why, its fields, its next fire times, a blank line."""
     label = f'{ch.kind.lower()} "{ch.name}"'
-    out = [f"  # {label} {_VERB[ch.action]} ({ch.reason})", paint(ch.action, f"  {_SYMBOL[ch.action]} {label}")]
+    if ch.action is PlanAction.MOVE:  # Terraform's wording for a `moved` block
+        head = f'  # {ch.kind.lower()} "{ch.moved_from}" has moved to "{ch.name}" ({ch.reason})'
+    else:
+        head = f"  # {label} {_VERB[ch.action]} ({ch.reason})"
+    out = [head, paint(ch.action, f"  {_SYMBOL[ch.action]} {label}")]
     after = ch.after if ch.action is PlanAction.CREATE else None  # decoded once (bodies are kept as JSON)
     if after is not None:
         out += [paint(ch.action, f"      + {p} = {_fmt(v)}") for p, v in sorted(flatten(after).items())]
-    elif ch.action is PlanAction.UPDATE:
+    elif ch.action in (PlanAction.UPDATE, PlanAction.MOVE):
         out += _update_fields(ch, paint, verbose)
     elif ch.action is PlanAction.DELETE and verbose and ch.before:
         out += [paint(ch.action, f"      - {p} = {_fmt(v)}") for p, v in sorted(flatten(ch.before).items())]
