@@ -18,6 +18,7 @@ EXPECTED: dict[type[e.PalyraError], int] = {
     e.NotFound: 404, e.Conflict: 409, e.StalePlan: 409, e.DaemonAlreadyRunning: 409, e.PayloadTooLarge: 413,
     e.ValidationFailed: 422, e.BackendFailed: 502, e.Unavailable: 503, e.JournalError: 503, e.JournalBusy: 503,
     e.JournalUnavailable: 503, e.JournalFull: 503, e.JournalReadOnly: 503, e.JournalUnsupported: 400,
+    e.UnknownTarget: 400,
 }
 
 
