@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     add_output_flag(lst)
     for action in ("approve", "deny"):
         p = sub.add_parser(action, parents=[conn], help=f"{action} an approval")
-        p.add_argument("approval_id", metavar="ID")
+        p.add_argument("approval_id", metavar="ID", help="approval id (from `approvals list`)")
         add_output_flag(p)
 
 

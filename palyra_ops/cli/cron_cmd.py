@@ -46,7 +46,8 @@ def register(subparsers: Any) -> None:
     add_output_flag(add)
 
     lst = sub.add_parser("list", parents=[conn], help="list routines")
-    lst.add_argument("--trigger-kind", choices=["schedule", "hook", "webhook", "system_event", "manual"])
+    lst.add_argument("--trigger-kind", choices=["schedule", "hook", "webhook", "system_event", "manual"],
+                     help="only routines with this trigger kind")
     lst.add_argument("--enabled", choices=["true", "false"], help="only enabled / disabled routines")
     lst.add_argument("--channel", help="only routines with this origin or delivery channel")
     add_output_flag(lst)
@@ -55,25 +56,25 @@ def register(subparsers: Any) -> None:
     add_output_flag(status)
 
     show = sub.add_parser("show", parents=[conn], help="one routine: definition and state")
-    show.add_argument("name")
+    show.add_argument("name", help="routine name")
     add_output_flag(show)
 
     for action, text in (("enable", "enable a routine"), ("disable", "disable a routine")):
         p = sub.add_parser(action, parents=[conn], help=text)
-        p.add_argument("name")
+        p.add_argument("name", help="routine name")
         add_output_flag(p)
 
     run_now = sub.add_parser("run-now", parents=[conn], help="dispatch a run now (manual trigger)")
-    run_now.add_argument("name")
+    run_now.add_argument("name", help="routine name")
     run_now.add_argument("--dedupe-key", help="drop the run when one with this key exists")
     add_output_flag(run_now)
 
     delete = sub.add_parser("delete", parents=[conn], help="delete a routine")
-    delete.add_argument("name")
+    delete.add_argument("name", help="routine name")
     add_output_flag(delete)
 
     logs = sub.add_parser("logs", parents=[conn], help="a routine's runs, newest first")
-    logs.add_argument("name")
+    logs.add_argument("name", help="routine name")
     logs.add_argument("--limit", type=cli_int(), default=20, help="how many runs (1-500, default 20)")
     logs.add_argument("--status", help="only runs with this status")
     add_output_flag(logs)

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allow a non-loopback listen address (only behind TLS termination)")
     p.add_argument("--backend", choices=["echo", "http", "openai"], default=None, help="agent backend (default echo)")
     p.add_argument("--backend-url", default=None, help="URL of the http/openai backend")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                   help="log verbosity (default info)")
     p.add_argument("--skills-audit-interval", default=None,
                    help="re-verify installed skills this often (default 6h; 0 disables)")
     p.add_argument("--max-body-bytes", default=None, type=int,

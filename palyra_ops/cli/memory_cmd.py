@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_search)
 
     p = sub.add_parser("delete", help="delete items by id")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="+", metavar="ID", help="memory item id (one or more)")
     _common(p)
     p.set_defaults(func=_delete)
 
@@ -80,7 +80,7 @@ def _common(p: argparse.ArgumentParser, embedder: bool = False) -> None:
     add_output_flag(p)
     if embedder:
         g = p.add_argument_group("embedder (default: the one the daemon last used, else hashing)")
-        g.add_argument("--embedder", choices=["hashing", "openai"], default=None)
+        g.add_argument("--embedder", choices=["hashing", "openai"], default=None, help="embedding provider")
         g.add_argument("--embed-model", default=None, help="model name for --embedder openai")
         g.add_argument("--embed-url", default=None, help="base URL of an OpenAI-compatible API (…/v1)")
         g.add_argument("--embed-dim", type=cli_int(), default=None, help="vector dimensions")

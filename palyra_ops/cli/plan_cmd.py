@@ -51,8 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_journal_flag(a)
     add_output_flag(a)
     a.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
-    a.add_argument("--prune-unmanaged", action="store_true")
-    a.add_argument("--allow-empty", action="store_true")
+    a.add_argument("--prune-unmanaged", action="store_true",
+                   help="also delete unmanaged routines (created by the API or `cron add`) missing from the directory")
+    a.add_argument("--allow-empty", action="store_true",
+                   help="allow a directory with no routines (which deletes every managed routine)")
     add_target_flags(a)
     a.set_defaults(func=run_apply)
 

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     s = sub.add_parser("install", help="verify a skill package (directory or .tar.gz) and install it")
-    s.add_argument("path", type=Path)
+    s.add_argument("path", type=Path, help="skill package: a directory or a .tar.gz")
     s.add_argument("--force", action="store_true", help="allow installing a lower version")
     add_output_flag(s)
     s.set_defaults(func=_install)
@@ -37,26 +37,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name, text in _STATE_CHANGES.items():
         s = sub.add_parser(name, help=text)
-        s.add_argument("skill_id")
+        s.add_argument("skill_id", help="installed skill id")
         if name == "quarantine":
-            s.add_argument("--reason", default="quarantined by operator")
+            s.add_argument("--reason", default="quarantined by operator",
+                           help="why, recorded with the quarantine (default: quarantined by operator)")
         s.set_defaults(func=_change_state)
 
     s = sub.add_parser("run", help="run an installed skill locally (capabilities only via --grant)")
-    s.add_argument("skill_id")
+    s.add_argument("skill_id", help="installed skill id")
     s.add_argument("--input", default="{}", help="JSON object passed as the skill's `input`")
-    s.add_argument("--prompt", default="")
+    s.add_argument("--prompt", default="", help="text passed as the skill's `prompt` (default empty)")
     s.add_argument("--grant", action="append", default=[], metavar="CAP", help="grant a declared capability")
     add_output_flag(s)
     s.set_defaults(func=_run)
 
     s = sub.add_parser("keygen", help="create an Ed25519 publisher key (PEM, mode 0600); prints the public key")
-    s.add_argument("keyfile", type=Path)
+    s.add_argument("keyfile", type=Path, help="where to write the private key (PEM)")
     s.set_defaults(func=_keygen)
 
     s = sub.add_parser("sign", help="sign a package directory with a publisher key (writes skill.sig)")
-    s.add_argument("dir", type=Path)
-    s.add_argument("--key", type=Path, required=True)
+    s.add_argument("dir", type=Path, help="skill package directory to sign")
+    s.add_argument("--key", type=Path, required=True, help="publisher private key (PEM, from `skills keygen`)")
     s.add_argument("--archive", type=Path, default=None, help="also write the signed package as .tar.gz")
     s.set_defaults(func=_sign)
 
@@ -64,12 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tsub = t.add_subparsers(dest="trust_command", metavar="SUBCOMMAND")
     tsub.required = True
     s = tsub.add_parser("add", help="trust PUBKEY (ed25519:<base64>) for PUBLISHER")
-    s.add_argument("publisher")
-    s.add_argument("pubkey")
+    s.add_argument("publisher", help="publisher name")
+    s.add_argument("pubkey", help="public key, ed25519:<base64>")
     s.set_defaults(func=_trust_add)
     s = tsub.add_parser("remove", help="revoke a key, or the whole publisher without PUBKEY")
-    s.add_argument("publisher")
-    s.add_argument("pubkey", nargs="?")
+    s.add_argument("publisher", help="publisher name")
+    s.add_argument("pubkey", nargs="?", help="the key to revoke (default: every key of PUBLISHER)")
     s.set_defaults(func=_trust_remove)
     s = tsub.add_parser("list", help="list trusted publishers and key fingerprints")
     add_output_flag(s)

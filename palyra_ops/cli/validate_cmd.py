@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Validate every *.yaml/*.yml file under DIR (default routines.d). Nothing is applied.",
     )
     parser.add_argument("directory", nargs="?", type=Path, metavar="DIR", help="routine directory (default: routines.d)")
-    parser.add_argument("--dir", dest="dir_flag", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", dest="dir_flag", type=Path, default=None, help="routine directory (same as DIR)")
     add_output_flag(parser)
     parser.set_defaults(func=run)
 
