@@ -20,17 +20,12 @@ class PalyraError(Exception):
 
     #: machine-readable code used in HTTP error bodies and JSON output
     code: str = "error"
-    #: transitional, for callers not yet raising a named error (`PalyraError(..., status=502)`):
-    #: the server honours an explicit status over its table. None for every named error.
-    status: int | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        if status is not None:
-            self.status = status
 
 
 class InvalidInput(PalyraError):
@@ -68,6 +63,12 @@ class BackendFailed(PalyraError):
     """The agent backend (or another upstream the daemon calls for the caller) failed."""
 
     code = "backend_error"
+
+
+class DispatchFailed(BackendFailed):
+    """The loopback call to the daemon's own gateway failed on every try (the run was not received)."""
+
+    code = "dispatch_failed"
 
 
 class Unavailable(PalyraError):

@@ -9,6 +9,7 @@ import pytest
 
 from palyra_ops.clock import to_ms
 from palyra_ops.errors import Conflict, NotFound, PalyraError
+from palyra_ops.server.errors import http_status
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 S = 1000
@@ -361,10 +362,10 @@ def test_spoofed_system_daemon_message_is_refused(runtime_factory) -> None:
         msg = rt.gateway.message_for(rt.gateway.routine("m"), trigger_kind="manual")
         with pytest.raises(PalyraError) as e:
             await rt.gateway.handle_message(msg, internal=False)
-        assert e.value.status == 403
+        assert http_status(e.value) == 403
         with pytest.raises(PalyraError) as e:
             await rt.gateway.handle_message({**msg, "principal": "user:alice"}, internal=False)
-        assert e.value.status == 403 and "dispatched by system:daemon only" in e.value.message
+        assert http_status(e.value) == 403 and "dispatched by system:daemon only" in e.value.message
         assert rt.runs() == []
 
     run(main)

@@ -27,7 +27,7 @@ from conftest import settle
 
 from palyra_ops.clock import SystemClock, to_ms
 from palyra_ops.context import DaemonContext
-from palyra_ops.errors import PalyraError
+from palyra_ops.errors import DispatchFailed, PalyraError
 from palyra_ops.gateway import Gateway, Loopback, loopback_keepalive_s
 from palyra_ops.journal import open_journal
 from palyra_ops.model import Resource
@@ -252,8 +252,7 @@ def test_a_final_dispatch_failure_emits_routine_failed(runtime_factory) -> None:
         rt.routine("r", trigger={"kind": "schedule", "schedule": {"every": "1m"}})
 
         async def broken(msg: dict[str, Any]) -> dict[str, Any]:
-            raise PalyraError("loopback call failed 4 times: ReadError: [Errno 104] Connection reset by peer",
-                              code="dispatch_failed", status=502)
+            raise DispatchFailed("loopback call failed 4 times: ReadError: [Errno 104] Connection reset by peer")
 
         rt.scheduler.send = broken
         rt.clock.set(to_ms(T0) + 60_000)

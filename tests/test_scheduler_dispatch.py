@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from palyra_ops.clock import to_ms
-from palyra_ops.errors import PalyraError
+from palyra_ops.errors import Unavailable
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -17,7 +17,7 @@ def test_a_failed_dispatch_is_recorded_on_the_claimed_run(runtime_factory) -> No
         rt.routine("r", trigger={"kind": "schedule", "schedule": {"every": "1m"}})
 
         async def refuse(msg):
-            raise PalyraError("gateway answered HTTP 503", status=503)
+            raise Unavailable("gateway answered HTTP 503")
 
         rt.scheduler.send = refuse
         rt.clock.set(to_ms(T0) + 60_000)

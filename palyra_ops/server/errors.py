@@ -81,9 +81,8 @@ def class_status(cls: type[PalyraError]) -> int:
 
 
 def http_status(exc: PalyraError) -> int:
-    """The status of a domain error: an explicit transitional `status` if the raiser gave one, else
-    its class's."""
-    return exc.status if exc.status is not None else class_status(type(exc))
+    """The status of a domain error: its class's (the domain never names one)."""
+    return class_status(type(exc))
 
 
 def statuses(*errors: type[PalyraError]) -> set[int]:
