@@ -35,6 +35,6 @@ def test_every_action_of_every_subcommand_has_help() -> None:
 
 
 def test_version_everywhere() -> None:
-    for args in (["--version"], ["skills", "trust", "add", "--version"]):
+    for args in (["--version"], ["skills", "trust", "add", "--version"], ["completion", "--version"]):
         out = run_cli(*args)
         assert (out.returncode, out.stdout, out.stderr) == (0, f"palyra-ops {__version__}\n", ""), args

@@ -32,6 +32,7 @@ COMMANDS = {
     "approvals": "approvals_cmd",
     "skills": "skills_cmd",
     "memory": "memory_cmd",
+    "completion": "completion_cmd",
 }
 
 
@@ -50,6 +51,7 @@ SUMMARIES = {
     "approvals": "list, approve or deny pending approvals",
     "skills": "manage WASM skills (install, list, audit, quarantine, ...)",
     "memory": "memory items: add, list, search, retention, embeddings backfill",
+    "completion": "print a shell completion script (bash, zsh or fish)",
 }
 
 
