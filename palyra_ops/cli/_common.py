@@ -120,9 +120,19 @@ def add_output_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def use_colour(stream: Any = None) -> bool:
-    """Colour only on a terminal, never with NO_COLOR set (https://no-color.org)."""
+    """Whether a text view may colour its output, decided once here for every command.
+
+    In the order Python 3.13's own colouring uses: `NO_COLOR` set to anything non-empty means no colour
+    (https://no-color.org, and it wins: a user who asked for none never gets escapes); `FORCE_COLOR`
+    non-empty (other than `0`) means colour even when piped (https://force-color.org: CI logs, `less -R`);
+    else colour only on a terminal whose TERM is not `dumb`.
+    """
     stream = stream or sys.stdout
     if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return True
+    if os.environ.get("TERM") == "dumb":
         return False
     return hasattr(stream, "isatty") and stream.isatty()
 
