@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from pgcluster import pg_cluster, pg_url  # noqa: F401 - the session's throwaway PostgreSQL (tests/pgcluster.py)
 
 from palyra_ops.clock import FakeClock
 

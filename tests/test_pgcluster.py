@@ -1,0 +1,25 @@
+"""The tests' own PostgreSQL (tests/pgcluster.py) starts, answers, and hands out separate databases."""
+
+from __future__ import annotations
+
+import psycopg
+from pgcluster import PgCluster
+
+
+def test_the_cluster_answers_select_1(pg_cluster: PgCluster) -> None:
+    with psycopg.connect(pg_cluster.url(), connect_timeout=10) as conn:
+        row = conn.execute("select 1").fetchone()
+    assert row == (1,)
+
+
+def test_each_test_gets_a_fresh_empty_database(pg_url: str, pg_cluster: PgCluster) -> None:
+    with psycopg.connect(pg_url, connect_timeout=10, autocommit=True) as conn:
+        tables = conn.execute("select count(*) from pg_tables where schemaname = 'public'").fetchone()
+        conn.execute("create table t (x int)")
+    assert tables == (0,)
+    other = pg_cluster.create_database()
+    try:
+        with psycopg.connect(other, connect_timeout=10) as conn:
+            assert conn.execute("select to_regclass('public.t')").fetchone() == (None,)
+    finally:
+        pg_cluster.drop_database(other)
