@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from palyra_ops.answers import answer_error
 from palyra_ops.errors import PalyraError
 from palyra_ops.statepaths import DISCOVERY_FILE, TOKEN_FILE, default_root
 
@@ -238,6 +239,6 @@ def _error_from(resp: httpx.Response) -> PalyraError:
     for d in details:
         where = d.get("path") or ""
         lines.append(f"  {where}: {d.get('message')}" if where else f"  {d.get('message')}")
-    err = PalyraError("\n".join(lines), code=code, status=resp.status_code)
+    err = answer_error(resp.status_code, code, "\n".join(lines))
     err.details = details  # type: ignore[attr-defined]
     return err

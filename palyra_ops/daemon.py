@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -49,6 +49,9 @@ from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
 from palyra_ops.statepaths import TOKEN_FILE, StatePaths
+
+if TYPE_CHECKING:
+    from palyra_ops.watcher import Watcher
 
 log = logging.getLogger("palyra_ops.daemon")
 
@@ -154,8 +157,8 @@ class Daemon:
     def _services(self, ctx: DaemonContext) -> None:
         """Maintenance tasks, and the memory and skills services when they are available (each optional)."""
         m = self.maintenance
-        ctx.extras["tasks"] = m.health
-        ctx.extras["maintenance"] = m
+        ctx.tasks = m.health
+        ctx.maintenance = m
         journal = ctx.journal
         journal.defer_checkpoints()
         m.add("journal.checkpoint", 1000, journal.checkpoint)
@@ -196,8 +199,8 @@ class Daemon:
             loop.call_soon_threadsafe(fire)
 
         runner = SkillRunner(store, default_cache_dir(self.state_root), on_quarantine=emit)
-        ctx.extras["skill_store"] = store
-        ctx.extras["skill_runner"] = runner
+        ctx.skill_store = store
+        ctx.skill_runner = runner
 
         def audited(results: Any) -> None:
             for r in results or []:
@@ -226,7 +229,7 @@ class Daemon:
         # no embedder configured: keep the one the journal last backfilled with (None), not the default
         embedder = mc.embedder if mc.embedder != EmbedderSpec() else None
         memory = MemoryService(self.journal_path, clock=self.clock, embedder=embedder, config=mc)
-        ctx.extras["memory"] = memory
+        ctx.memory = memory
 
         m = self.maintenance
         pending: set[asyncio.Future[Any]] = set()  # strong references until each emit is done
@@ -253,10 +256,10 @@ class Daemon:
         m.add("memory.maintain", mc.maintenance_interval_ms, memory.maintain,
               on_result=lambda r: emit("memory.maintain", r, True))
         backfill = OutOfProcessBackfill(memory, mc.batch_size)
-        ctx.extras["memory_backfill"] = backfill
+        ctx.memory_backfill = backfill
         m.add("memory.backfill", mc.backfill_interval_ms, backfill, on_result=lambda r: emit("memory.backfill", r, False))
 
-    async def _start_watcher(self, ctx: DaemonContext, gateway: Gateway, scheduler: Scheduler) -> Any:
+    async def _start_watcher(self, ctx: DaemonContext, gateway: Gateway, scheduler: Scheduler) -> Watcher:
         """`--watch`: reconcile the routine directory on save; its events reach system_event routines."""
         from palyra_ops.watcher import Watcher
 
@@ -304,20 +307,20 @@ class Daemon:
                         r["run_id"], r["routine_id"], RESTART_REASON)
         ctx = DaemonContext(journal=journal, clock=self.clock, config=self.config, token=token,
                             internal_token=secrets.token_urlsafe(32), started_at_ms=self.clock.now_ms())
-        ctx.extras["recovered_runs"] = [r["run_id"] for r in recovered]
-        ctx.extras["daemon_id"] = self.daemon_id
+        ctx.recovered_runs = [r["run_id"] for r in recovered]
+        ctx.daemon_id = self.daemon_id
         self.ctx = ctx
         self._services(ctx)
         scheduler_ref: list[Scheduler] = []
         gateway = Gateway(
             journal, self.clock,
             backend=make_backend(self.config.backend),
-            deliverer=Deliverer(journal, self.clock, memory=ctx.extras.get("memory"),
+            deliverer=Deliverer(journal, self.clock, memory=ctx.memory,
                                 file_root=(self.config.delivery.file_root or self.state_root / "deliveries").absolute(),
                                 allow_link_local=self.config.delivery.allow_link_local_targets),
             daemon_id=self.daemon_id,
-            skill_runner=ctx.extras.get("skill_runner"),
-            skill_store=ctx.extras.get("skill_store"),
+            skill_runner=ctx.skill_runner,
+            skill_store=ctx.skill_store,
             on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
         )
         scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
@@ -372,7 +375,7 @@ class Daemon:
         log.info("stopping: scheduler, then active runs, then the server")
         await scheduler.stop()
         self.maintenance.stop()
-        backfill = ctx.extras.get("memory_backfill")
+        backfill = ctx.memory_backfill
         if backfill is not None:
             backfill.stop()
         sched_task.cancel()
@@ -384,11 +387,11 @@ class Daemon:
         await gateway.shutdown(SHUTDOWN_REASON)
         server.should_exit = True
         await asyncio.gather(serve_task, return_exceptions=True)
-        runner = ctx.extras.get("skill_runner")
+        runner = ctx.skill_runner
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.close()
-        memory = ctx.extras.get("memory")
+        memory = ctx.memory
         if memory is not None:
             with contextlib.suppress(Exception):
                 memory.close()

@@ -34,11 +34,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from palyra_ops.clock import Clock, rfc3339
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import Journal
+from palyra_ops.metrics import Metrics
 from palyra_ops.model import Routine
 from palyra_ops.schedule import Schedule, jitter_offset_ms, resolve_misfire
 
@@ -52,6 +53,41 @@ MAX_ENUMERATED = 1_000_000
 #: back-off of the loop while the journal cannot be written (or a tick keeps failing)
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 8.0
+
+
+class Dispatcher(Protocol):
+    """What the scheduler needs of the gateway: the seam between claiming a run and running it.
+
+    `palyra_ops.gateway.Gateway` is the one implementation; the scheduler never imports it, so the
+    arrow runs one way (gateway → scheduler is never needed) and a test can stand in its own.
+    """
+
+    metrics: Metrics
+    #: waits until a journal instant (the gateway's injected clock: FakeClock tests drive it)
+    sleep_until: Callable[[int], Awaitable[None]]
+
+    def routine(self, name: str) -> Routine | None: ...
+
+    def message_for(self, routine: Routine, *, trigger_kind: str, payload: Any = None, dedupe_key: str | None = None,
+                    run_id: str | None = None, scheduled_at_ms: int | None = None, due_at_ms: int | None = None,
+                    catch_up: bool = False) -> dict[str, Any]: ...
+
+    async def send(self, message: dict[str, Any]) -> dict[str, Any]: ...
+
+    def dispatch_failed(self, message: dict[str, Any], exc: BaseException) -> dict[str, Any] | None: ...
+
+    def record_run(self, run_id: str, fields: dict[str, Any], routine_id: str | None,
+                   job_fields: dict[str, Any] | None) -> bool: ...
+
+    def active_count(self) -> int: ...
+
+    def unwritten_count(self) -> int: ...
+
+    def flush_unwritten(self) -> int: ...
+
+    def transport_counts(self) -> tuple[int, int]:
+        """Loopback calls sent again after a transport failure, and calls that failed every try."""
+        ...
 
 
 @dataclass
@@ -81,7 +117,7 @@ class Scheduler:
         journal: Journal,
         clock: Clock,
         *,
-        gateway: Any,
+        gateway: Dispatcher,
         daemon_id: str = "",
         batch: int = BATCH,
         idle_cap_ms: int = IDLE_CAP_MS,
@@ -127,13 +163,14 @@ class Scheduler:
     def status(self) -> dict[str, Any]:
         now = self.clock.now_ms()
         nxt = self.journal.next_due_ms()
+        retries, failures = self.gateway.transport_counts()
         return {
             "running": self.running,
             "last_tick_at": rfc3339(self.last_tick_ms),
             "last_tick_ms": self.last_tick_ms,
             "ticks": self.ticks,
             "due_backlog": self.journal.count_due(now),
-            "running_count": self.gateway.active_count() if self.gateway is not None else 0,
+            "running_count": self.gateway.active_count(),
             "dispatching": len(self._dispatching),
             "next_due_at": rfc3339(nxt),
             "next_due_ms": nxt,
@@ -144,8 +181,8 @@ class Scheduler:
             "fault": self.fault,
             "backoff_s": self.backoff_s,
             # loopback calls sent again after a transport failure / failed on every try
-            "loopback_retries_total": getattr(getattr(self.gateway, "loopback", None), "retries", 0),
-            "loopback_failures_total": getattr(getattr(self.gateway, "loopback", None), "failures", 0),
+            "loopback_retries_total": retries,
+            "loopback_failures_total": failures,
         }
 
     async def run_forever(self) -> None:
@@ -188,7 +225,7 @@ class Scheduler:
 
     def _recover(self) -> None:
         """While a fault stands: write the held run records, or probe, before claiming anything."""
-        if self.gateway is not None and self.gateway.unwritten_count():
+        if self.gateway.unwritten_count():
             self.gateway.flush_unwritten()
         elif self.fault is not None or self.journal.write_fault is not None:
             self.journal.probe_write()

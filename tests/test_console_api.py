@@ -486,11 +486,11 @@ def test_approvals_list_and_decide(env: tuple[Api, DaemonContext]) -> None:
 def test_system_status(env: tuple[Api, DaemonContext]) -> None:
     api, ctx = env
     upsert(api, "daily")
-    ctx.extras["tasks"] = {"memory.retention": {"last_run": "2026-03-01T07:25:00+00:00", "ok": True}}
+    ctx.tasks = {"memory.retention": {"last_run": "2026-03-01T07:25:00+00:00", "ok": True}}
     data = api.get("/console/v1/system/status").json()
     assert data["scheduler"] == StubScheduler().status()
     assert data["watcher"] == {"enabled": False}
-    assert data["tasks"] == ctx.extras["tasks"]
+    assert data["tasks"] == ctx.tasks
     assert data["daemon"]["started_at"] == "2026-03-01T07:29:00+00:00"
     assert data["daemon"]["uptime_seconds"] == 60.0
     assert data["journal"]["serial"] == 1

@@ -53,7 +53,7 @@ def test_no_error_can_carry_a_status_of_its_own() -> None:
 ])
 def test_the_loopback_turns_a_gateway_answer_back_into_its_domain_error(status: int, code: str | None,
                                                                           cls: type[e.PalyraError]) -> None:
-    from palyra_ops.gateway.loopback import answer_error
+    from palyra_ops.answers import answer_error
 
     exc = answer_error(status, code, "m")
     assert type(exc) is cls and exc.message == "m" and exc.code == (code or cls.code)

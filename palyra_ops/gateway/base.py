@@ -172,6 +172,10 @@ class GatewayState:
                            channel=routine.channel, owner=routine.owner)
         return bool(d.allowed), f"{d.reason} ({d.rule})"
 
+    def transport_counts(self) -> tuple[int, int]:
+        lb = self.loopback
+        return (lb.retries, lb.failures) if lb is not None else (0, 0)
+
     def active_count(self) -> int:
         return len(self._current)
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from palyra_ops import errors
+from palyra_ops.answers import answer_error
 
 #: transport failures after which the gateway may not have received the whole request. Retrying
 #: them is safe because the gateway is idempotent by run id (a repeat gets the first receipt).
@@ -50,34 +51,6 @@ def describe_error(exc: BaseException) -> str:
             return f"{type(exc).__name__}: {text}"
         cur = cur.__cause__ or cur.__context__
     return f"{type(exc).__name__} (the transport gave no detail)"
-
-
-def _by_code() -> dict[str, type[errors.PalyraError]]:
-    out: dict[str, type[errors.PalyraError]] = {}
-    for cls in vars(errors).values():
-        if isinstance(cls, type) and issubclass(cls, errors.PalyraError) and cls is not errors.ValidationFailed:
-            out.setdefault(cls.code, cls)
-    return out
-
-
-#: the gateway's error codes back to the classes that raised them (the server rendered them)
-ERRORS_BY_CODE = _by_code()
-#: an answer with a code this client does not know is judged by its status
-ERRORS_BY_STATUS: dict[int, type[errors.PalyraError]] = {
-    400: errors.InvalidInput, 401: errors.NotAuthenticated, 403: errors.PermissionDenied, 404: errors.NotFound,
-    409: errors.Conflict, 413: errors.PayloadTooLarge, 503: errors.Unavailable,
-}
-
-
-def answer_error(status: int, code: str | None, message: str) -> errors.PalyraError:
-    """The domain error an error answer of the gateway stands for, so a caller of `dispatch` (the
-    console route behind `cron run-now`) answers with the status the gateway chose, without any HTTP
-    status travelling through the domain."""
-    cls = ERRORS_BY_CODE.get(code or "") or ERRORS_BY_STATUS.get(status, errors.BackendFailed)
-    exc = cls(message)
-    if code:
-        exc.code = code
-    return exc
 
 
 class Loopback:

@@ -37,7 +37,7 @@ UNTIL = Param("until", "query", "Only items created before this: RFC 3339, or a 
 
 
 def memory_of(ctx: DaemonContext) -> Any:
-    memory = ctx.extras.get("memory")
+    memory = ctx.memory
     if memory is None:
         raise Unavailable("the memory service is not running in this daemon")
     return memory

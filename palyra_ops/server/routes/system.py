@@ -25,7 +25,7 @@ def daemon_status(ctx: DaemonContext) -> dict[str, Any]:
         base_url=ctx.base_url,
         scheduler=ctx.scheduler.status() if ctx.scheduler is not None else None,
         watcher=ctx.watcher.status() if ctx.watcher is not None else None,
-        tasks=ctx.extras.get("tasks", {}),
+        tasks=ctx.tasks,
     )
 
 

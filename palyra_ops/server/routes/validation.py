@@ -20,7 +20,7 @@ def document_problems(doc: dict[str, Any], ctx: DaemonContext) -> list[tuple[str
     """Every problem of the upserted document, worded as `palyra-ops validate` words it (the same
     `source.check_document`), its channel and skill references checked against the journal and the
     installed skills instead of a directory."""
-    store = ctx.extras.get("skill_store") or ctx.extras.get("skills")
+    store = ctx.skill_store
     skills = store.ids() if store is not None and hasattr(store, "ids") else None
     channels = {r.name for r in ctx.journal.list_resources("Channel")}
     return check_document(doc, channels=channels, skills=skills, where="in the journal")

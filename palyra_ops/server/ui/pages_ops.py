@@ -48,7 +48,7 @@ async def timeline(request: Request) -> Response:
 
 
 def _known_skills(ctx: Any) -> set[str] | None:
-    store = ctx.extras.get("skill_store")
+    store = ctx.skill_store
     return store.ids() if store is not None else None
 
 
@@ -124,7 +124,7 @@ async def deny(request: Request) -> Response:
 
 
 def _skills(ctx: Any) -> list[dict[str, Any]]:
-    store = ctx.extras.get("skill_store")
+    store = ctx.skill_store
     return [s.to_json() for s in store.list()] if store is not None else []
 
 
@@ -143,7 +143,7 @@ async def system(request: Request) -> Response:
     status = daemon_status(ctx)
     now = ctx.clock.now_ms()
     return html(request, "system.html", st=status, lag_ms=_lag_ms(status, now), skills=_skills(ctx),
-                daemon_id=ctx.extras.get("daemon_id"))
+                daemon_id=ctx.daemon_id)
 
 
 ROUTES = [
