@@ -166,6 +166,27 @@ class QuietHours:
         """Start inclusive, end exclusive."""
         return self._window_at(instant_ms) is not None
 
+    def windows_between(self, after_ms: int, until_ms: int) -> list[tuple[int, int]]:
+        """Every window [start, end) that overlaps (after_ms, until_ms], in order.
+
+        The same per-date resolution as `contains`, done once for a range: the forecast tests
+        hundreds of thousands of instants against a few windows (palyra_ops/forecast.py).
+        """
+        start, end = _minutes(self.start), _minutes(self.end)
+        lo, hi = max(after_ms, MIN_INSTANT_MS), min(until_ms, MAX_INSTANT_MS)
+        if start == end or hi < lo:
+            return []
+        zone = resolve_zone(self.timezone)
+        out: list[tuple[int, int]] = []
+        first_day = (lo + offset_ms(zone, lo)) // DAY_MS - 1
+        last_day = (hi + offset_ms(zone, hi)) // DAY_MS + 1
+        for d in range(first_day, last_day + 1):
+            s = _first_instant(zone, d * 1440 + start)
+            e = _first_instant(zone, (d if start < end else d + 1) * 1440 + end)
+            if e > after_ms and s <= until_ms:
+                out.append((s, e))
+        return out
+
     def window_end_after(self, instant_ms: int) -> int:
         """When the window holding `instant_ms` ends (the deferred run time); the instant itself if none."""
         window = self._window_at(instant_ms)

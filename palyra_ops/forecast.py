@@ -1,0 +1,421 @@
+"""Forecast: every routine's runs over a window, the busiest seconds, herds, and routines that never run.
+
+Pure (SPEC §12): routines, a window and a start instant in, a `Forecast` value out; the caller reads
+the clock. The instants come from the scheduler's own pieces (`Schedule.next_after`/`fires_between`
+with the routine's DST policy and `every` anchor, `jitter_offset_ms` for the due time, `QuietHours`
+for the quiet-hours gate), so a forecast says what the daemon will do, not a re-derivation of it.
+
+What a run is here, per SPEC §5: a scheduled trigger is dispatched at its due time (nominal instant +
+the routine's deterministic jitter); inside quiet hours it is skipped (`action: skip`), or with
+`action: defer` the first trigger of a window runs once at the window's end and the rest of that
+window are skipped (the gateway keeps one deferred run per routine). Runtime gates that depend on
+history (cooldown, concurrency, approval) are not forecast.
+
+Cost is bounded by sharing: nominal instants are computed once per distinct schedule (fleets share a
+few dozen), `every` progressions are numpy ranges, counting is one `bincount` over the window's seconds,
+and only routines with jitter or quiet hours get per-routine arrays. A 10,000-routine fleet over 24 h
+takes well under a second (bench/bench_forecast.py, figures in bench/README.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from palyra_ops.clock import MAX_INSTANT_MS
+from palyra_ops.errors import PalyraError
+from palyra_ops.model import Routine
+from palyra_ops.schedule import QuietHours, Schedule, compile_cron, jitter_offset_ms
+from palyra_ops.schedule.cron import CronError
+from palyra_ops.schedule.zones import resolve_zone, zone_label
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+DEFAULT_HOURS = 24
+MAX_HOURS = 24 * 7
+#: runs due in one second from which that second is a herd (SPEC §12)
+DEFAULT_HERD_MIN = 10
+DEFAULT_TOP = 5
+#: how far ahead "can never run" looks for one fire time outside quiet hours (a year and DST both ways)
+NEVER_HORIZON_MS = 400 * DAY_MS
+#: ... and how many fire times it tests at most (an `every: 1m` routine tests a day, not a year)
+NEVER_MAX_FIRES = 5_000
+#: herd seconds whose members are listed (the biggest first); more are counted, not listed
+MAX_HERD_SECONDS = 500
+#: jitter values a suggestion is rounded up to (ms): what an operator would write
+NICE_JITTER_MS = tuple(s * 1000 for s in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800,
+                                          3600, 7200, 10800, 14400, 21600, 43200))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What the forecast reads of one enabled schedule routine (the fields `plan_job` and the
+    quiet-hours gate read of a `Routine`)."""
+
+    name: str
+    schedule: Mapping[str, Any]
+    dst: Mapping[str, str]
+    jitter_ms: int = 0
+    quiet_hours: Mapping[str, Any] | None = None
+    anchor_ms: int | None = None  # the job's `every` anchor; None: as if applied at the start
+
+    @classmethod
+    def of(cls, routine: Routine, job: Mapping[str, Any] | None = None) -> Timing | None:
+        """None for a routine the scheduler never fires on its own (disabled, paused, not a schedule)."""
+        if routine.schedule is None or not routine.enabled:
+            return None
+        if job is not None and (not job.get("enabled", 1) or job.get("paused")):
+            return None
+        return cls(routine.name, routine.schedule, routine.policies.dst, routine.policies.jitter_ms,
+                   routine.quiet_hours, job.get("anchor_ms") if job else None)
+
+
+@dataclass
+class RoutineRuns:
+    """One routine's runs in the window: dispatch instants (ms, ascending) and what quiet hours did."""
+
+    name: str
+    timezone: str
+    jitter_ms: int
+    due: np.ndarray  # int64 instants the scheduler dispatches a run at
+    nominal: np.ndarray  # int64 nominal instants of the `due` runs that are not deferrals
+    quiet_skipped: int = 0  # triggers dropped by quiet hours (skip, or a window already deferred)
+    deferred: int = 0  # runs moved to a quiet window's end
+    key: tuple[Any, ...] = ()
+
+
+@dataclass
+class Second:
+    """A second of the window and the runs due in it."""
+
+    at_ms: int
+    runs: int
+    routines: list[str]  # distinct, in name order
+
+
+@dataclass
+class Herd:
+    """Routines due together in one or more seconds (the same set each time), and a jitter to spread them."""
+
+    runs: int  # runs due in the herd's biggest second
+    seconds: list[int]  # the herd's seconds (ms, ascending)
+    routines: list[str]
+    jitter_ms: int | None  # suggested `policies.jitter` for its routines; None when jitter cannot help
+    max_after: int | None  # the most runs of these routines in any second with that jitter
+    note: str = ""
+
+
+@dataclass
+class NeverRuns:
+    """A routine that will not run: one warning instead of one quiet-hours line per fire time."""
+
+    name: str
+    kind: str  # "no_date" | "past" | "no_fire" | "quiet_hours" | "invalid"
+    message: str
+
+
+@dataclass
+class Forecast:
+    start_ms: int
+    end_ms: int
+    herd_min: int
+    routines: list[RoutineRuns]
+    busiest: list[Second]
+    herds: list[Herd]
+    never: list[NeverRuns]
+    herd_seconds: int = 0  # all seconds at or above herd_min (herds lists at most MAX_HERD_SECONDS)
+    skipped: int = 0  # routines the forecast does not cover (not schedule, disabled, paused)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(len(r.due) for r in self.routines)
+
+    @property
+    def hours(self) -> int:
+        return (self.end_ms - self.start_ms) // HOUR_MS
+
+
+# -- building ----------------------------------------------------------------------------------------
+
+
+def forecast(timings: Iterable[Timing], start_ms: int, hours: int = DEFAULT_HOURS, *,
+             herd_min: int = DEFAULT_HERD_MIN, top: int = DEFAULT_TOP, skipped: int = 0) -> Forecast:
+    """The runs of `timings` in (start_ms, start_ms + hours], their busiest seconds and herds, and
+    the routines among them that can never run."""
+    if not 1 <= hours <= MAX_HOURS:
+        raise PalyraError(f"hours must be between 1 and {MAX_HOURS}, got {hours}")
+    end_ms = start_ms + hours * HOUR_MS
+    nominal: dict[tuple[Any, ...], np.ndarray | NeverRuns] = {}
+    schedules: dict[tuple[Any, ...], Schedule] = {}
+    runs: list[RoutineRuns] = []
+    never: list[NeverRuns] = []
+    for t in timings:
+        key = _key(t)
+        if key not in nominal:
+            nominal[key] = _nominal(t, key, start_ms, end_ms, schedules)
+        fires = nominal[key]
+        if isinstance(fires, NeverRuns):
+            never.append(NeverRuns(t.name, fires.kind, f"routine \"{t.name}\" {fires.message}"))
+            continue
+        r = _runs(t, key, fires, start_ms, end_ms)
+        runs.append(r)
+        if t.quiet_hours is not None and not _runs_outside_quiet(r, t, schedules[key], start_ms):
+            never.append(NeverRuns(t.name, "quiet_hours", _quiet_message(t)))
+    seconds, owners, counts = _count(runs, start_ms, end_ms)
+    busiest = _busiest(runs, seconds, owners, counts, start_ms, top)
+    herds, herd_seconds = _herds(runs, seconds, owners, counts, start_ms, herd_min, schedules)
+    return Forecast(start_ms, end_ms, herd_min, runs, busiest, herds, never, herd_seconds, skipped)
+
+
+def _key(t: Timing) -> tuple[Any, ...]:
+    s = t.schedule
+    anchor = t.anchor_ms if s.get("every") is not None else None
+    return (s.get("cron"), s.get("every"), s.get("at"), s.get("timezone") or "utc",
+            t.dst.get("gap") or "shift", t.dst.get("fold") or "first", anchor)
+
+
+def _nominal(t: Timing, key: tuple[Any, ...], start_ms: int, end_ms: int,
+             schedules: dict[tuple[Any, ...], Schedule]) -> np.ndarray | NeverRuns:
+    """Nominal instants in the window for one distinct schedule, or why it never fires."""
+    try:
+        sched = Schedule.from_spec(dict(t.schedule), dict(t.dst))
+    except PalyraError as exc:
+        return _unusable(t, exc)
+    schedules[key] = sched
+    anchor = start_ms if t.anchor_ms is None else t.anchor_ms
+    first = sched.next_after(start_ms, anchor)
+    if first is None:
+        if sched.at_ms is not None:
+            return NeverRuns(t.name, "past", f"will never run again: its at time {t.schedule.get('at')} is in the past")
+        return NeverRuns(t.name, "no_fire", f"can never run: {_describe(t)} has no fire time after the start")
+    if first > end_ms:
+        return np.empty(0, dtype=np.int64)
+    if sched.every_ms is not None:  # the arithmetic of fires_between, as one numpy range
+        return np.arange(first, min(end_ms, MAX_INSTANT_MS) + 1, sched.every_ms, dtype=np.int64)
+    fires = sched.fires_between(start_ms, end_ms, anchor, limit=MAX_HOURS * 60 + 1)
+    return np.array(fires, dtype=np.int64)
+
+
+def _unusable(t: Timing, exc: PalyraError) -> NeverRuns:
+    cron = t.schedule.get("cron")
+    if isinstance(cron, str):
+        try:
+            if compile_cron(cron).never:
+                return NeverRuns(t.name, "no_date", f"can never run: cron {cron!r} matches no date in any year")
+        except CronError:
+            pass
+    return NeverRuns(t.name, "invalid", f"can never run: its schedule is unusable: {exc.message}")
+
+
+def _describe(t: Timing) -> str:
+    s = t.schedule
+    kind = next((k for k in ("cron", "every", "at") if s.get(k) is not None), "schedule")
+    return f"{kind} {s.get(kind)!r}" + (f" in {s['timezone']}" if s.get("timezone") else "")
+
+
+@lru_cache(maxsize=1024)
+def _windows(qh: QuietHours, after_ms: int, until_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = qh.windows_between(after_ms, until_ms)
+    return (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
+
+
+def _quiet(q: Mapping[str, Any]) -> QuietHours:
+    return _quiet_cached(tuple(sorted(q.items())))
+
+
+@lru_cache(maxsize=1024)
+def _quiet_cached(items: tuple[tuple[str, Any], ...]) -> QuietHours:
+    return QuietHours.from_spec(dict(items))
+
+
+def _window_index(instants: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each instant the index of the quiet window [start, end) holding it, else -1."""
+    if not len(starts) or not len(instants):
+        return np.full(len(instants), -1, dtype=np.int64)
+    idx = np.searchsorted(starts, instants, side="right") - 1
+    inside = (idx >= 0) & (instants < ends[np.maximum(idx, 0)])
+    return np.where(inside, idx, -1)
+
+
+def _jittered(name: str, nominal: np.ndarray, jitter_ms: int) -> np.ndarray:
+    if not jitter_ms or not len(nominal):
+        return nominal
+    return nominal + np.fromiter((jitter_offset_ms(name, int(n), jitter_ms) for n in nominal),
+                                 dtype=np.int64, count=len(nominal))
+
+
+def _runs(t: Timing, key: tuple[Any, ...], fires: np.ndarray, start_ms: int, end_ms: int) -> RoutineRuns:
+    tz = t.schedule.get("timezone") or "utc"
+    due = _jittered(t.name, fires, t.jitter_ms)
+    nominal = fires
+    if t.jitter_ms and len(due):  # a due time jittered past the window's end runs after it
+        keep = due <= end_ms
+        due, nominal = due[keep], fires[keep]
+    r = RoutineRuns(t.name, tz, t.jitter_ms, due, nominal, key=key)
+    if t.quiet_hours is None or not len(due):
+        return r
+    qh = _quiet(t.quiet_hours)
+    starts, ends = _windows(qh, start_ms - DAY_MS, end_ms + DAY_MS)
+    idx = _window_index(due, starts, ends)
+    inside = idx >= 0
+    if not inside.any():
+        return r
+    r.due, r.nominal = due[~inside], nominal[~inside]
+    if qh.action == "defer":
+        windows = np.unique(idx[inside])
+        r.deferred = len(windows)
+        r.quiet_skipped = int(inside.sum()) - len(windows)
+        later = ends[windows]
+        later = later[later <= end_ms]
+        r.due = np.sort(np.concatenate([r.due, later]))
+    else:
+        r.quiet_skipped = int(inside.sum())
+    return r
+
+
+def _runs_outside_quiet(r: RoutineRuns, t: Timing, sched: Schedule, start_ms: int) -> bool:
+    """Does the routine run at least once, within NEVER_HORIZON_MS? (skip windows only: a deferred
+    trigger still runs.)"""
+    if len(r.due) or _quiet(t.quiet_hours or {}).action == "defer":
+        return True
+    anchor = start_ms if t.anchor_ms is None else t.anchor_ms
+    until = start_ms + NEVER_HORIZON_MS
+    fires = np.array(sched.fires_between(start_ms, until, anchor, limit=NEVER_MAX_FIRES), dtype=np.int64)
+    if not len(fires):
+        return True  # no fire in the horizon at all (a yearly or far `at`): not the quiet hours' doing
+    due = _jittered(t.name, fires, t.jitter_ms)
+    starts, ends = _windows(_quiet(t.quiet_hours or {}), start_ms - DAY_MS, int(due.max()) + DAY_MS)
+    return bool((_window_index(due, starts, ends) < 0).any())
+
+
+def _quiet_message(t: Timing) -> str:
+    qh = _quiet(t.quiet_hours or {})
+    window = f"{qh.start}–{qh.end} {zone_label(qh.timezone, resolve_zone(qh.timezone))}"
+    return (f"routine \"{t.name}\" can never run: every fire time of its {_describe(t)} in the next "
+            f"{NEVER_HORIZON_MS // DAY_MS} days falls in quiet hours {window} (action skip); "
+            "move the schedule or the window, or use action: defer")
+
+
+# -- counting ----------------------------------------------------------------------------------------
+
+
+def _count(runs: list[RoutineRuns], start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run's second (relative to the window's first), its routine's index, and runs per second."""
+    base = start_ms // 1000
+    width = end_ms // 1000 - base + 1
+    lengths = np.fromiter((len(r.due) for r in runs), dtype=np.int64, count=len(runs))
+    if not lengths.sum():
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.zeros(width, dtype=np.int64)
+    seconds = np.concatenate([r.due for r in runs if len(r.due)]) // 1000 - base
+    owners = np.repeat(np.arange(len(runs), dtype=np.int64), lengths)
+    return seconds, owners, np.bincount(seconds, minlength=width)
+
+
+def _members(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray,
+             wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """Routine indexes due in each wanted second (relative seconds), distinct and ascending."""
+    pick = np.isin(seconds, wanted)
+    secs, who = seconds[pick], owners[pick]
+    order = np.lexsort((who, secs))
+    secs, who = secs[order], who[order]
+    out: dict[int, np.ndarray] = {}
+    bounds = np.flatnonzero(np.diff(secs)) + 1
+    for part_s, part_w in zip(np.split(secs, bounds), np.split(who, bounds), strict=True):
+        if len(part_s):
+            out[int(part_s[0])] = np.unique(part_w)
+    return out
+
+
+def _names(runs: list[RoutineRuns], idx: np.ndarray) -> list[str]:
+    return sorted(runs[int(i)].name for i in idx)
+
+
+def _busiest(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, counts: np.ndarray,
+             start_ms: int, top: int) -> list[Second]:
+    if not counts.any() or top <= 0:
+        return []
+    ranked = np.argsort(-counts, kind="stable")[:top]
+    ranked = ranked[counts[ranked] > 0]
+    members = _members(runs, seconds, owners, ranked)
+    base = start_ms // 1000
+    return [Second((base + int(s)) * 1000, int(counts[s]), _names(runs, members[int(s)])) for s in ranked]
+
+
+def _herds(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, counts: np.ndarray,
+           start_ms: int, herd_min: int, schedules: dict[tuple[Any, ...], Schedule]) -> tuple[list[Herd], int]:
+    """Herd seconds grouped by who is in them: an hourly herd is one herd with 24 seconds."""
+    hot = np.flatnonzero(counts >= herd_min)
+    if not len(hot):
+        return [], 0
+    listed = hot[np.argsort(-counts[hot], kind="stable")[:MAX_HERD_SECONDS]]
+    members = _members(runs, seconds, owners, np.sort(listed))
+    groups: dict[bytes, list[int]] = {}
+    for s, who in members.items():
+        groups.setdefault(who.tobytes(), []).append(s)
+    base = start_ms // 1000
+    herds = []
+    for blob, secs in groups.items():
+        who = np.frombuffer(blob, dtype=np.int64)
+        secs.sort()
+        biggest = int(max(counts[s] for s in secs))
+        first = (base + secs[0]) * 1000
+        jitter, after, note = suggest_jitter([runs[int(i)] for i in who], first, herd_min, schedules)
+        herds.append(Herd(biggest, [(base + s) * 1000 for s in secs], _names(runs, who), jitter, after, note))
+    herds.sort(key=lambda h: (-h.runs, h.seconds[0]))
+    return herds, len(hot)
+
+
+# -- the jitter suggestion ---------------------------------------------------------------------------
+
+
+def suggest_jitter(members: list[RoutineRuns], second_ms: int, herd_min: int,
+                   schedules: dict[tuple[Any, ...], Schedule]) -> tuple[int | None, int | None, str]:
+    """A `policies.jitter` that spreads a herd of N runs due in one second, and what it achieves.
+
+    Jitter delays each occurrence by a deterministic amount in [0, J] (`jitter_offset_ms`: SHA-256 of
+    routine and nominal instant, so roughly uniform), which spreads N runs over J/1 s + 1 seconds.
+    Aiming at one run per second on average gives J = (N - 1) s, rounded up to a value an operator
+    would write (5s, 30s, 1m, 5m, ...). Two limits apply: J stays below half the shortest interval
+    between two fire times of any member (a longer jitter would let one occurrence overtake the
+    next), and at least 1 s. The result is then checked with the scheduler's own `jitter_offset_ms`
+    on the herd's actual nominal instants: `max_after` is the most runs left in any one second.
+    Deferred runs (quiet hours' end) are not jittered, so a herd of those gets no suggestion.
+    """
+    nominal: list[tuple[str, int]] = []
+    for r in members:
+        hit = np.flatnonzero(r.nominal // 1000 == second_ms // 1000)
+        if len(hit):
+            nominal.append((r.name, int(r.nominal[hit[0]])))
+    if len(nominal) < 2:
+        return None, None, "runs deferred to the end of quiet hours; jitter does not spread them"
+    target = (len(nominal) - 1) * 1000
+    cap = _shortest_gap(members, schedules) // 2
+    jitter = next((n for n in NICE_JITTER_MS if n >= target), target)
+    note = ""
+    if jitter > cap:
+        jitter = max((n for n in NICE_JITTER_MS if n <= cap), default=max(cap, 1000))
+        note = "capped at half the shortest interval between fire times"
+    due = [(n + jitter_offset_ms(name, n, jitter)) // 1000 for name, n in nominal]
+    after = int(np.bincount(np.array(due, dtype=np.int64) - min(due)).max())
+    return jitter, after, note
+
+
+def _shortest_gap(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], Schedule]) -> int:
+    gaps: dict[tuple[Any, ...], int] = {}
+    for r in members:
+        if r.key in gaps:
+            continue
+        fires = np.unique(r.nominal)
+        if len(fires) >= 2:
+            gaps[r.key] = int(np.diff(fires).min())
+        elif len(fires) == 1 and r.key in schedules:
+            nxt = schedules[r.key].next_after(int(fires[0]), r.key[-1] if r.key[-1] is not None else int(fires[0]))
+            gaps[r.key] = (nxt - int(fires[0])) if nxt is not None else DAY_MS
+        else:
+            gaps[r.key] = DAY_MS
+    return min(gaps.values(), default=DAY_MS)
