@@ -20,6 +20,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 from palyra_ops.durations import parse_duration_ms
+from palyra_ops.enums import Concurrency, DeliveryMode, Misfire, SilentPolicy
 from palyra_ops.schema_files import load_schema
 
 KINDS = ("Routine", "Channel", "Policy")
@@ -215,8 +216,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Policies:
-    concurrency: str = "forbid"
-    misfire: str = "fire_once"
+    concurrency: Concurrency = Concurrency.FORBID
+    misfire: Misfire = Misfire.FIRE_ONCE
     misfire_grace_ms: int = 30_000
     max_catch_up: int = 3
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -228,11 +229,11 @@ class Policies:
 
 @dataclass(frozen=True)
 class Delivery:
-    mode: str = "logs_only"
+    mode: DeliveryMode = DeliveryMode.LOGS_ONLY
     channel: str | None = None
     failure_mode: str | None = None
     failure_channel: str | None = None
-    silent_policy: str = "noisy"
+    silent_policy: SilentPolicy = SilentPolicy.NOISY
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,8 @@ class Routine:
         p = spec.get("policies", {})
         retry = p.get("retry", {})
         policies = Policies(
-            concurrency=p.get("concurrency", "forbid"),
-            misfire=p.get("misfire", "fire_once"),
+            concurrency=Concurrency(p.get("concurrency", Concurrency.FORBID)),
+            misfire=Misfire(p.get("misfire", Misfire.FIRE_ONCE)),
             misfire_grace_ms=_ms(p.get("misfire_grace", "30s")),
             max_catch_up=int(p.get("max_catch_up", 3)),
             retry=RetryPolicy(int(retry.get("max_attempts", 1)), _ms(retry.get("backoff", "10s"))),
@@ -286,11 +287,11 @@ class Routine:
         )
         d = spec.get("delivery", {})
         delivery = Delivery(
-            mode=d.get("mode", "logs_only"),
+            mode=DeliveryMode(d.get("mode", DeliveryMode.LOGS_ONLY)),
             channel=d.get("channel"),
             failure_mode=d.get("failure_mode"),
             failure_channel=d.get("failure_channel"),
-            silent_policy=d.get("silent_policy", "noisy"),
+            silent_policy=SilentPolicy(d.get("silent_policy", SilentPolicy.NOISY)),
         )
         meta = body.get("metadata", {})
         return cls(

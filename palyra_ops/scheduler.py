@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.enums import Misfire
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import Journal
 from palyra_ops.metrics import Metrics
@@ -360,19 +361,11 @@ class Scheduler:
         }
 
         grace = p.misfire_grace_ms
-        missed = [n for n in due if now - due_at(n) > grace]
-        on_time = [n for n in due if now - due_at(n) <= grace]
-        if not missed:
-            run_times, skipped = on_time, []
-        elif p.misfire == "ignore":
-            skipped = resolve_misfire("ignore", missed, p.max_catch_up).skipped
-            run_times = on_time
-        else:
-            d = resolve_misfire(p.misfire, due, p.max_catch_up)
-            run_times, skipped = d.run, d.skipped
+        d = resolve_misfire(p.misfire, [n for n in due if now - due_at(n) > grace], p.max_catch_up,
+                            on_time=[n for n in due if now - due_at(n) <= grace])
+        run_times, skipped, catch_up = d.run, d.skipped, d.in_order
         skipped_count = len(skipped) + skipped_extra
         listed = skipped[-MAX_LISTED_SKIPS:]
-        catch_up = p.misfire == "catch_up" and len(run_times) > 1
 
         def row(n: int, **extra: Any) -> dict[str, Any]:
             return {
@@ -387,7 +380,7 @@ class Scheduler:
                 **extra,
             }
 
-        if p.misfire == "ignore" and skipped_count:
+        if p.misfire == Misfire.IGNORE and skipped_count:
             # nothing runs for the missed times; one skipped record keyed on the latest says what was dropped
             n = skipped[-1]
             plan.runs.append(row(

@@ -195,3 +195,23 @@ def test_retry_delay_doubles_and_caps_at_60s() -> None:
     assert retry_delay_ms(90_000, 1) == 60_000
     assert retry_delay_ms(1, 10_000) == 60_000
     assert retry_delay_ms(0, 3) == 0
+
+
+def test_resolve_misfire_owns_the_whole_decision_on_time_and_late() -> None:
+    # nothing late: the on-time instants run, in order; a catch_up pair goes out one after the other
+    d = resolve_misfire("catch_up", [], 3, on_time=[2000, 1000])
+    assert (d.run, d.skipped, d.in_order) == ([1000, 2000], [], True)
+    # ignore: the late ones are skipped, the on-time one still runs
+    d = resolve_misfire("ignore", [1000, 2000], 3, on_time=[3000])
+    assert (d.run, d.skipped, d.in_order) == ([3000], [1000, 2000], False)
+    # fire_once: one run (the latest instant, on time or not) stands for all
+    d = resolve_misfire("fire_once", [1000, 2000], 3, on_time=[3000])
+    assert (d.run, d.skipped, d.in_order) == ([3000], [1000, 2000], False)
+    # catch_up within max_catch_up replays late and on-time instants in order
+    d = resolve_misfire("catch_up", [1000], 3, on_time=[2000])
+    assert (d.run, d.skipped, d.in_order) == ([1000, 2000], [], True)
+    # a catch-up backlog beyond max_catch_up collapses like fire_once
+    d = resolve_misfire("catch_up", [1000, 2000, 3000], 3, on_time=[4000])
+    assert (d.run, d.skipped, d.in_order) == ([4000], [1000, 2000, 3000], False)
+    with pytest.raises(ValueError, match="unknown misfire policy 'sometimes'"):
+        resolve_misfire("sometimes", [], 3)

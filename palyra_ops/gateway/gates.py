@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any
 
 from palyra_ops.durations import format_duration_ms
+from palyra_ops.enums import ApprovalMode, Concurrency, QuietAction
 from palyra_ops.errors import JournalError, PalyraError
 from palyra_ops.gateway.base import GATES, GatewayState
 from palyra_ops.model import Routine
@@ -44,7 +45,7 @@ class Gates(GatewayState):
                 return self._stop(run, routine, "skipped", why, gate="disabled")
             self.metrics.gate("disabled", "pass")
 
-        if first <= 1 and routine.approval == "before_first_run":
+        if first <= 1 and routine.approval == ApprovalMode.BEFORE_FIRST_RUN:
             state = job.get("approval_state", "none")
             if state == "denied":
                 return self._stop(run, routine, "denied", "approval_denied: the first run was denied", gate="approval",
@@ -88,7 +89,7 @@ class Gates(GatewayState):
         if first <= 4 and routine.quiet_hours:
             qh = QuietHours.from_spec(routine.quiet_hours)
             if qh.contains(now):
-                if qh.action != "defer":
+                if qh.action != QuietAction.DEFER:
                     return self._stop(run, routine, "skipped", "quiet_hours", gate="quiet_hours")
                 if rid in self._deferred:
                     return self._stop(run, routine, "skipped",
@@ -139,13 +140,13 @@ class Gates(GatewayState):
             self.metrics.gate("concurrency", "queued")
             return run
         policy = routine.policies.concurrency
-        if policy == "allow":
+        if policy == Concurrency.ALLOW:
             self.metrics.gate("concurrency", "pass")
             return self._start(run, routine)
-        if policy == "forbid":
+        if policy == Concurrency.FORBID:
             return self._stop(run, routine, "skipped", f"concurrency: forbid (run {active[0]} is active)",
                               gate="concurrency", rule=run.get("policy_rule"))
-        if policy == "replace":
+        if policy == Concurrency.REPLACE:
             for task in list(self._active.get(rid, {}).values()):
                 cur = self._current.get(task)
                 if cur is not None:
@@ -153,7 +154,7 @@ class Gates(GatewayState):
                 task.cancel()
             self.metrics.gate("concurrency", "replace")
             return self._start(run, routine)
-        if policy == "queue_one":
+        if policy == Concurrency.QUEUE_ONE:
             queued = self._queued.get(rid)
             if queued is not None:
                 return self._stop(run, routine, "skipped",

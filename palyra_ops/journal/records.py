@@ -19,9 +19,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from ulid import ULID
 
-#: statuses of a run that is still in flight
-ACTIVE_STATUSES = ("accepted", "running")
-FINAL_STATUSES = ("succeeded", "failed", "skipped", "throttled", "denied", "cancelled")
+from palyra_ops.enums import ACTIVE_STATUSES, FINAL_STATUSES
 
 
 class StoredResource:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from palyra_ops.clock import MAX_INSTANT_MS, MIN_INSTANT_MS
 from palyra_ops.durations import duration_problem
+from palyra_ops.enums import Misfire, QuietAction
 from palyra_ops.errors import PalyraError
 from palyra_ops.schedule.zones import DAY_MS, check_timezone, offset_ms, resolve_wall, resolve_zone
 
 RETRY_CAP_MS = 60_000
-QUIET_ACTIONS = ("skip", "defer")
-MISFIRE_POLICIES = ("fire_once", "ignore", "catch_up")
+QUIET_ACTIONS = tuple(QuietAction)
+MISFIRE_POLICIES = tuple(Misfire)
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])", re.ASCII)  # fullmatch: no "22:00\n", no "٢٢:00"
 
 
@@ -49,26 +51,34 @@ def retry_delay_ms(backoff_ms: int, attempt: int) -> int:
 class MisfireDecision:
     run: list[int]  # nominal instants to run now, in order
     skipped: list[int]  # nominal instants recorded as skipped (misfire)
+    #: the runs are a catch-up backlog: they go out one after the other, in order (a property of
+    #: how they run, not of which instants; left out of equality)
+    in_order: bool = field(default=False, compare=False)
 
 
-def resolve_misfire(policy: str, missed: list[int], max_catch_up: int) -> MisfireDecision:
-    """Decide what to do with occurrences that are already later than their misfire grace.
+def resolve_misfire(policy: str, missed: list[int], max_catch_up: int, *,
+                    on_time: Sequence[int] = ()) -> MisfireDecision:
+    """The whole misfire decision for a job's due instants: `missed` are later than their grace,
+    `on_time` are not (the scheduler splits them by its clock; everything else is decided here).
 
-    fire_once: one run stands for all of them (the latest, since it is the nearest to "now" and its
-    inputs are the freshest); ignore: none run; catch_up: each runs in order when there are at most
-    `max_catch_up`, else the backlog collapses like fire_once (a long outage should not unleash a
-    burst of stale runs).
+    Nothing missed: the on-time instants run. ignore: the missed ones are skipped, the on-time ones
+    run. fire_once: one run stands for all of them (the latest, since it is the nearest to "now" and
+    its inputs are the freshest); catch_up: each runs in order when there are at most `max_catch_up`,
+    else the backlog collapses like fire_once (a long outage should not unleash a burst of stale runs).
     """
+    if policy not in MISFIRE_POLICIES:
+        raise ValueError(f"unknown misfire policy {policy!r} (expected one of {', '.join(MISFIRE_POLICIES)})")
     missed = sorted(missed)
+    due = sorted([*missed, *on_time])
     if not missed:
-        return MisfireDecision(run=[], skipped=[])
-    if policy == "ignore":
-        return MisfireDecision(run=[], skipped=list(missed))
-    if policy == "catch_up" and len(missed) <= max_catch_up:
-        return MisfireDecision(run=list(missed), skipped=[])
-    if policy in ("fire_once", "catch_up"):
-        return MisfireDecision(run=[missed[-1]], skipped=list(missed[:-1]))
-    raise ValueError(f"unknown misfire policy {policy!r} (expected one of {', '.join(MISFIRE_POLICIES)})")
+        run, skipped = due, []
+    elif policy == Misfire.IGNORE:
+        run, skipped = sorted(on_time), missed
+    elif policy == Misfire.CATCH_UP and len(due) <= max_catch_up:
+        run, skipped = due, []
+    else:  # fire_once, or a catch-up backlog too long to replay
+        run, skipped = [due[-1]], due[:-1]
+    return MisfireDecision(run=run, skipped=skipped, in_order=policy == Misfire.CATCH_UP and len(run) > 1)
 
 
 def check_policies(policies: dict) -> list[tuple[tuple[str, ...], str]]:

@@ -7,10 +7,11 @@ from typing import Any
 from starlette.requests import Request
 
 from palyra_ops.context import DaemonContext
+from palyra_ops.enums import TriggerKind
 from palyra_ops.errors import NotFound, Unavailable
 from palyra_ops.journal import StoredResource
 
-TRIGGER_KINDS = ("schedule", "hook", "webhook", "system_event", "manual")
+TRIGGER_KINDS = tuple(TriggerKind)
 RUN_STATUSES = ("accepted", "running", "succeeded", "failed", "skipped", "throttled", "denied", "cancelled",
                 "awaiting_approval")
 
