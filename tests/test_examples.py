@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import wasmtime
+import yaml
 from conftest import REPO, free_port
 
 from palyra_ops.journal import open_journal
@@ -180,10 +181,14 @@ def test_personal_assistant(example: Example) -> None:
         assert "Ask me three short questions about my day" in out  # `memory list` shows the kept output
 
 
+#: examples that are not a routine set but show how to run palyra-ops somewhere (tested below)
+TOOLING = {"ci"}
+
+
 def test_every_example_is_tested_and_complete() -> None:
     tested = {"sre-reports", "webhook-automation", "personal-assistant"}
-    assert set(EXAMPLES) == tested
-    for name in EXAMPLES:
+    assert set(EXAMPLES) == tested | TOOLING
+    for name in sorted(tested):
         d = REPO / "examples" / name
         assert (d / "README.md").exists() and (d / "palyra.yaml").exists() and (d / "routines.d").is_dir()
 
@@ -191,3 +196,118 @@ def test_every_example_is_tested_and_complete() -> None:
 @pytest.mark.parametrize("wat", sorted((REPO / "examples").glob("*/skills/*/*.wat")), ids=lambda p: p.parent.name)
 def test_shipped_wasm_is_the_wat_compiled(wat: Path) -> None:
     assert wat.with_suffix(".wasm").read_bytes() == wasmtime.wat2wasm(wat.read_text())
+
+
+# -- examples/ci: the pull-request plan workflow -------------------------------------------------------
+
+WORKFLOW = REPO / "examples" / "ci" / "palyra-plan.yml"
+#: what the workflow's `${{ ... }}` expressions stand for in this test (a `vars.X || 'default'` is its default)
+EXPRESSIONS = {"github.token": "test-token", "github.event.pull_request.number": "7",
+               "vars.PALYRA_OPS_VERSION": ""}
+FAKE_GH = """#!/bin/sh
+# a stand-in gh: records each call and the body it was given; --edit-last fails until a comment exists
+echo "$*" >> "$GH_LOG"
+case "$*" in *--edit-last*) [ -e "$GH_LOG.posted" ] || { echo "no comments found" >&2; exit 1; } ;; esac
+touch "$GH_LOG.posted"
+while [ $# -gt 0 ]; do [ "$1" = --body-file ] && cat "$2" > "$GH_LOG.body"; shift; done
+exit 0
+"""
+
+
+def _expression(expr: str, outputs: dict[str, str]) -> str:
+    expr = expr.strip()
+    if expr.startswith("steps.plan.outputs."):
+        return outputs.get(expr.rsplit(".", 1)[1], "")
+    if (m := re.fullmatch(r"vars\.\w+ \|\| '([^']*)'", expr)) is not None:
+        return m.group(1)
+    return EXPRESSIONS[expr]
+
+
+def _resolve(value: str, outputs: dict[str, str]) -> str:
+    return re.sub(r"\$\{\{(.*?)\}\}", lambda m: _expression(m.group(1), outputs), str(value))
+
+
+def _palyra_commands(script: str) -> list[list[str]]:
+    """Every `palyra-ops ...` command line of a run script, as argv (up to a redirection or operator)."""
+    import shlex
+
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        words = shlex.split(line.strip(), comments=True) if "palyra-ops " in line else []
+        if words[:1] == ["palyra-ops"]:
+            argv = []
+            for w in words[1:]:
+                if w in (">", "2>", "|", "||", "&&", ";") or w.startswith((">", "2>")):
+                    break
+                argv.append(w)
+            commands.append(argv)
+    return commands
+
+
+def _run_workflow(cwd: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Run the workflow's `run` steps in order, as GitHub does (bash -eo pipefail, env, step outputs)."""
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    job = doc["jobs"]["plan"]
+    outputs: dict[str, str] = {}
+    ran = []
+    for step in job["steps"]:
+        if "run" not in step or step["name"] == "Install palyra-ops":  # palyra-ops is on PATH already
+            continue
+        if "if" in step and not outputs.get("exitcode"):
+            continue
+        out_file = cwd / "github_output"
+        out_file.write_text("")
+        step_env = {**env, "GITHUB_OUTPUT": str(out_file)}
+        step_env.update({k: _resolve(v, outputs) for k, v in {**doc["env"], **step.get("env", {})}.items()})
+        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=cwd,
+                              env=step_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{step['name']}:\n{done.stdout}\n{done.stderr}"
+        outputs.update(line.split("=", 1) for line in out_file.read_text().splitlines())
+        ran.append(step["name"])
+    return ran, outputs
+
+
+def test_ci_workflow_parses_and_names_real_commands() -> None:
+    from palyra_ops.cli import build_parser
+
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    assert doc[True] == {"pull_request": {"paths": ["routines.d/**", ".github/workflows/palyra-plan.yml"]}}  # `on:`
+    assert doc["permissions"] == {"contents": "read", "pull-requests": "write"}
+    steps = doc["jobs"]["plan"]["steps"]
+    commands = [argv for s in steps if "run" in s for argv in _palyra_commands(s["run"])]
+    assert [argv[0] for argv in commands] == ["validate", "plan"]
+    parser = build_parser(full=True)
+    for argv in commands:
+        args = parser.parse_args([os.path.expandvars(w) for w in argv])  # SystemExit on an unknown flag
+        assert args.command == argv[0]
+    assert "--output" in commands[1] and "markdown" in commands[1] and "--detailed-exitcode" in commands[1]
+    install = next(s for s in steps if s.get("name") == "Install palyra-ops")
+    assert '"palyra-ops${PALYRA_OPS_VERSION:+==$PALYRA_OPS_VERSION}"' in install["run"]
+
+
+def test_ci_workflow_posts_the_plan(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "examples" / "personal-assistant" / "routines.d", tmp_path / "routines.d")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("palyra-ops", f'#!/bin/sh\nexec "{sys.executable}" -m palyra_ops "$@"\n'), ("gh", FAKE_GH)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    gh_log = tmp_path / "gh.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "FORCE_COLOR"))}
+    env.update({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO), "GH_LOG": str(gh_log),
+                "PALYRA_STATE_ROOT": str(tmp_path / "state")})
+    ran, outputs = _run_workflow(tmp_path, env)
+    assert ran == ["Validate", "Plan", "Comment on the pull request"] and outputs == {"exitcode": "2"}
+    assert gh_log.read_text() == "pr comment 7 --body-file comment.md --edit-last\npr comment 7 --body-file comment.md\n"
+    body = Path(f"{gh_log}.body").read_text()
+    assert body.startswith("<!-- palyra-ops plan -->\n### palyra-ops plan: ")
+    assert "to add, 0 to change, 0 to delete" in body and '| `+` | routine "evening-journal" | create |' in body
+    assert body.endswith("<sub>palyra-ops plan exit code: 2 (0 no changes, 2 changes, 1 error)</sub>\n")
+    # after an apply the same workflow reports no changes (exit 0), updating its comment
+    subprocess.run(["palyra-ops", "apply", "--dir", "routines.d", "--journal", ".palyra/journal.sqlite3",
+                    "--auto-approve"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    ran, outputs = _run_workflow(tmp_path, env)
+    assert outputs == {"exitcode": "0"}
+    assert gh_log.read_text().splitlines()[-1] == "pr comment 7 --body-file comment.md --edit-last"
+    assert Path(f"{gh_log}.body").read_text().startswith(
+        "<!-- palyra-ops plan -->\n### palyra-ops plan: no changes\n\nThe journal matches the directory.\n")

@@ -3,7 +3,9 @@
 Every command writes its result through `emit(value, fmt, render)`: the value is the command's
 data, `render` its text view, and the output format picks the writer. The JSON view of every command
 is the value itself (or its `to_json()`), so commands never branch on `--output`; adding a format
-(markdown, later) is one writer function in `WRITERS`.
+for every command is one writer function in `WRITERS`. A format only one command has (plan's
+markdown) is that command's view, passed to `emit` in `views` and offered with
+`add_output_flag(parser, extra=...)`.
 """
 
 from __future__ import annotations
@@ -79,10 +81,12 @@ def _ending_in_newline(chunks: Iterable[str]) -> Iterator[str]:
 WRITERS: dict[str, Callable[[Any, Render], str | Iterator[str]]] = {"text": _write_text, "json": _write_json}
 
 
-def emit(value: Any, fmt: str, render: Render, *, stream: TextIO | None = None) -> None:
-    """Write a command's result in the format the user asked for (`--output`)."""
+def emit(value: Any, fmt: str, render: Render, *, stream: TextIO | None = None,
+         views: Mapping[str, Render] | None = None) -> None:
+    """Write a command's result in the format the user asked for (`--output`): `views[fmt]` when the
+    command has a view of its own for that format, else the common writer."""
     out = stream or sys.stdout
-    written = WRITERS[fmt](value, render)
+    written = _write_text(value, views[fmt]) if views and fmt in views else WRITERS[fmt](value, render)
     if isinstance(written, str):
         out.write(written)
     else:
@@ -115,8 +119,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def add_output_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", choices=list(WRITERS), default="text", help="output format")
+def add_output_flag(parser: argparse.ArgumentParser, *, extra: Sequence[str] = ()) -> None:
+    """`--output text|json`, plus the formats in `extra` the command has views of its own for."""
+    parser.add_argument("--output", "-o", choices=[*WRITERS, *extra], default="text", help="output format")
 
 
 def use_colour(stream: Any = None) -> bool:

@@ -28,6 +28,7 @@ from palyra_ops.plan_select import Selection
 from palyra_ops.reconcile import apply_plan, plan_directory
 from palyra_ops.syncstatus import SyncState, directory_status
 from palyra_ops.views.plan_json import apply_document, invalid_document
+from palyra_ops.views.plan_markdown import invalid_markdown, iter_markdown
 from palyra_ops.views.plan_text import apply_text, iter_text, saved_text
 from palyra_ops.views.status_text import status_text
 
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="show what apply would change")
     add_dir_flag(p)
     add_journal_flag(p)
-    add_output_flag(p)
+    add_output_flag(p, extra=("markdown",))  # markdown: for a pull-request comment (docs/plan-operator.md)
     p.add_argument("--out", type=Path, help="save the plan to this file for a later `apply PLANFILE`")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when the plan has changes")
     p.add_argument("--prune-unmanaged", action="store_true", help="also delete objects created through the API")
@@ -118,13 +119,16 @@ def run_plan(args: argparse.Namespace) -> int:
     try:
         plan = _make_plan(args, read_only=True)
     except ValidationFailed as exc:
-        emit(invalid_document(exc.diagnostics), args.output, lambda _: "")  # the diagnostics go to stderr
+        found = exc.diagnostics
+        emit(invalid_document(found), args.output, lambda _: "",  # the diagnostics go to stderr
+             views={"markdown": lambda _: invalid_markdown(found)})
         print_diagnostics(exc)
         return 1
     if args.out:
         plan.save(args.out)
     saved = [saved_text(args.out)] if args.out else []
-    emit(plan, args.output, lambda p: chain(iter_text(p, colour=use_colour(), verbose=args.verbose), saved))
+    emit(plan, args.output, lambda p: chain(iter_text(p, colour=use_colour(), verbose=args.verbose), saved),
+         views={"markdown": iter_markdown})
     return 2 if args.detailed_exitcode and plan.has_changes else 0
 
 

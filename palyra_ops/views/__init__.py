@@ -5,6 +5,7 @@ journal row is computed elsewhere, these only shape it for an output).
   approvals, apply log), re-exported here so `from palyra_ops.views import run_view` keeps working;
 - `plan_text`: a plan as Terraform-style text (`plan`, `apply`);
 - `plan_json`: a plan, an invalid directory and an apply result as the documented JSON (docs/gitops.md).
+- `plan_markdown`: a plan as markdown for a pull-request comment (`plan --output markdown`).
 """
 
 from palyra_ops.views.api import (
