@@ -508,9 +508,11 @@ def run_daemon(config: DaemonConfig, paths: StatePaths | None = None) -> int:
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (a dependency on POSIX): the daemon is one event loop carrying the
-    server, the scheduler and every loopback call, so a faster loop is throughput for all of them."""
+    server, the scheduler and every loopback call, so a faster loop is throughput for all of them.
+    Its requirement is marked `sys_platform != 'win32'` (uvloop has no Windows build), so this guard
+    is the platform's, not a module that might be missing from the package."""
     try:
         import uvloop
-    except ImportError:
+    except ImportError:  # pragma: no cover - Windows
         return None
     return uvloop.new_event_loop

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from palyra_ops.journal import memory as _memory
+
 Migration = tuple[str, Callable[[sqlite3.Connection], None]]
 
 
@@ -133,12 +135,7 @@ def _daemon_runtime(conn: sqlite3.Connection) -> None:
 def all_migrations() -> list[Migration]:
     """Every migration in apply order; area-owned lists are appended after the core."""
     migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime)]
-    try:
-        from palyra_ops.journal import memory as _memory
-
-        migrations.extend(_wrap(m) for m in getattr(_memory, "MIGRATIONS", []))
-    except ImportError:
-        pass
+    migrations.extend(_wrap(m) for m in _memory.MIGRATIONS)
     return migrations
 
 
