@@ -31,7 +31,8 @@ from palyra_ops.errors import PalyraError
 from palyra_ops.model import Routine
 from palyra_ops.schedule import QuietHours, Schedule, compile_cron, jitter_offset_ms
 from palyra_ops.schedule.cron import CronError
-from palyra_ops.schedule.zones import resolve_zone, zone_label
+from palyra_ops.schedule.policies import jitter_offsets_ms
+from palyra_ops.schedule.zones import resolve_zone, transitions_between, zone_label
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -44,8 +45,12 @@ DEFAULT_TOP = 5
 NEVER_HORIZON_MS = 400 * DAY_MS
 #: ... and how many fire times it tests at most (an `every: 1m` routine tests a day, not a year)
 NEVER_MAX_FIRES = 5_000
-#: herd seconds whose members are listed (the biggest first); more are counted, not listed
+#: herd seconds whose members are looked at (the biggest first); more are counted, not listed
 MAX_HERD_SECONDS = 500
+#: herds listed, each with its jitter suggestion (the biggest first)
+MAX_HERDS = 20
+#: a never-runs check of a cron looks at this long after its first fire, plus around each DST change
+NEVER_SAMPLE_MS = 14 * DAY_MS
 #: jitter values a suggestion is rounded up to (ms): what an operator would write
 NICE_JITTER_MS = tuple(s * 1000 for s in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800,
                                           3600, 7200, 10800, 14400, 21600, 43200))
@@ -81,10 +86,12 @@ class RoutineRuns:
     name: str
     timezone: str
     jitter_ms: int
-    due: np.ndarray  # int64 instants the scheduler dispatches a run at
-    nominal: np.ndarray  # int64 nominal instants of the `due` runs that are not deferrals
+    due: np.ndarray  # int64 instants the scheduler dispatches a run at, ascending (deferred runs too)
+    #: the scheduled (not deferred) runs: due instants ascending, and each one's nominal instant
+    scheduled_due: np.ndarray
+    scheduled_nominal: np.ndarray
     quiet_skipped: int = 0  # triggers dropped by quiet hours (skip, or a window already deferred)
-    deferred: int = 0  # runs moved to a quiet window's end
+    deferred: int = 0  # triggers moved to a quiet window's end (that run may fall after the window)
     key: tuple[Any, ...] = ()
 
 
@@ -125,9 +132,10 @@ class Forecast:
     herd_min: int
     routines: list[RoutineRuns]
     busiest: list[Second]
-    herds: list[Herd]
+    herds: list[Herd]  # the biggest MAX_HERDS
     never: list[NeverRuns]
-    herd_seconds: int = 0  # all seconds at or above herd_min (herds lists at most MAX_HERD_SECONDS)
+    herd_seconds: int = 0  # all seconds at or above herd_min
+    herd_groups: int = 0  # herds found among the biggest MAX_HERD_SECONDS herd seconds (`herds` lists some)
     skipped: int = 0  # routines the forecast does not cover (not schedule, disabled, paused)
 
     @property
@@ -163,12 +171,14 @@ def forecast(timings: Iterable[Timing], start_ms: int, hours: int = DEFAULT_HOUR
             continue
         r = _runs(t, key, fires, start_ms, end_ms)
         runs.append(r)
-        if t.quiet_hours is not None and not _runs_outside_quiet(r, t, schedules[key], start_ms):
-            never.append(NeverRuns(t.name, "quiet_hours", _quiet_message(t)))
+        if t.quiet_hours is not None and not len(r.due):
+            checked = _never_in_quiet(t, schedules[key], start_ms)
+            if checked:
+                never.append(NeverRuns(t.name, "quiet_hours", _quiet_message(t, checked)))
     seconds, owners, counts = _count(runs, start_ms, end_ms)
     busiest = _busiest(runs, seconds, owners, counts, start_ms, top)
-    herds, herd_seconds = _herds(runs, seconds, owners, counts, start_ms, herd_min, schedules)
-    return Forecast(start_ms, end_ms, herd_min, runs, busiest, herds, never, herd_seconds, skipped)
+    herds, herd_seconds, groups = _herds(runs, seconds, owners, counts, start_ms, herd_min, schedules)
+    return Forecast(start_ms, end_ms, herd_min, runs, busiest, herds, never, herd_seconds, groups, skipped)
 
 
 def _key(t: Timing) -> tuple[Any, ...]:
@@ -244,8 +254,7 @@ def _window_index(instants: np.ndarray, starts: np.ndarray, ends: np.ndarray) ->
 def _jittered(name: str, nominal: np.ndarray, jitter_ms: int) -> np.ndarray:
     if not jitter_ms or not len(nominal):
         return nominal
-    return nominal + np.fromiter((jitter_offset_ms(name, int(n), jitter_ms) for n in nominal),
-                                 dtype=np.int64, count=len(nominal))
+    return nominal + np.array(jitter_offsets_ms(name, nominal.tolist(), jitter_ms), dtype=np.int64)
 
 
 def _runs(t: Timing, key: tuple[Any, ...], fires: np.ndarray, start_ms: int, end_ms: int) -> RoutineRuns:
@@ -254,8 +263,9 @@ def _runs(t: Timing, key: tuple[Any, ...], fires: np.ndarray, start_ms: int, end
     nominal = fires
     if t.jitter_ms and len(due):  # a due time jittered past the window's end runs after it
         keep = due <= end_ms
-        due, nominal = due[keep], fires[keep]
-    r = RoutineRuns(t.name, tz, t.jitter_ms, due, nominal, key=key)
+        order = np.argsort(due[keep], kind="stable")
+        due, nominal = due[keep][order], fires[keep][order]
+    r = RoutineRuns(t.name, tz, t.jitter_ms, due, due, nominal, key=key)
     if t.quiet_hours is None or not len(due):
         return r
     qh = _quiet(t.quiet_hours)
@@ -264,39 +274,67 @@ def _runs(t: Timing, key: tuple[Any, ...], fires: np.ndarray, start_ms: int, end
     inside = idx >= 0
     if not inside.any():
         return r
-    r.due, r.nominal = due[~inside], nominal[~inside]
+    r.due = r.scheduled_due = due[~inside]
+    r.scheduled_nominal = nominal[~inside]
     if qh.action == "defer":
         windows = np.unique(idx[inside])
         r.deferred = len(windows)
         r.quiet_skipped = int(inside.sum()) - len(windows)
         later = ends[windows]
-        later = later[later <= end_ms]
-        r.due = np.sort(np.concatenate([r.due, later]))
+        r.due = np.sort(np.concatenate([r.scheduled_due, later[later <= end_ms]]))
     else:
         r.quiet_skipped = int(inside.sum())
     return r
 
 
-def _runs_outside_quiet(r: RoutineRuns, t: Timing, sched: Schedule, start_ms: int) -> bool:
-    """Does the routine run at least once, within NEVER_HORIZON_MS? (skip windows only: a deferred
-    trigger still runs.)"""
-    if len(r.due) or _quiet(t.quiet_hours or {}).action == "defer":
-        return True
+def _never_in_quiet(t: Timing, sched: Schedule, start_ms: int) -> int:
+    """How many days ahead were checked when every due time in them falls in skip-quiet hours; 0 when
+    the routine runs (or defers, which runs) at least once.
+
+    Exact without listing a year of fire times: a cron matches the same times of day on every day it
+    matches, and quiet hours are the same times of day every day, so which of its fires are quiet can
+    only change where a UTC offset does (either zone). A cron is therefore checked over two weeks from
+    its first fire and around each DST change in NEVER_HORIZON_MS; an `every` (whose time of day
+    drifts) over all its fire times, at most NEVER_MAX_FIRES. With jitter the sample is conclusive
+    only when each [nominal, nominal + jitter] lies inside one window; else every fire is checked.
+    """
+    qh = _quiet(t.quiet_hours or {})
+    if qh.action == "defer":
+        return 0
     anchor = start_ms if t.anchor_ms is None else t.anchor_ms
-    until = start_ms + NEVER_HORIZON_MS
-    fires = np.array(sched.fires_between(start_ms, until, anchor, limit=NEVER_MAX_FIRES), dtype=np.int64)
-    if not len(fires):
-        return True  # no fire in the horizon at all (a yearly or far `at`): not the quiet hours' doing
-    due = _jittered(t.name, fires, t.jitter_ms)
-    starts, ends = _windows(_quiet(t.quiet_hours or {}), start_ms - DAY_MS, int(due.max()) + DAY_MS)
-    return bool((_window_index(due, starts, ends) < 0).any())
+    horizon = start_ms + NEVER_HORIZON_MS
+    first = sched.next_after(start_ms, anchor)
+    if first is None or first > horizon:
+        return 0  # no fire in the horizon at all (a yearly or far `at`): not the quiet hours' doing
+    if sched.every_ms is not None:
+        last = min(horizon, first + (NEVER_MAX_FIRES - 1) * sched.every_ms)
+        nominal = np.arange(first, last + 1, sched.every_ms, dtype=np.int64)
+    else:
+        parts = [sched.fires_between(start_ms, min(horizon, first + NEVER_SAMPLE_MS), anchor, limit=NEVER_MAX_FIRES)]
+        zones = {sched.timezone, qh.timezone}
+        for tr in sorted({x for z in zones for x in transitions_between(resolve_zone(z), start_ms, horizon)}):
+            parts.append(sched.fires_between(max(start_ms, tr - 2 * DAY_MS), min(horizon, tr + 2 * DAY_MS), anchor,
+                                             limit=NEVER_MAX_FIRES))
+        nominal = np.unique(np.array([f for part in parts for f in part], dtype=np.int64))
+        last = horizon
+    starts, ends = _windows(qh, start_ms - DAY_MS, last + t.jitter_ms + DAY_MS)
+    if (_window_index(_jittered(t.name, nominal, t.jitter_ms), starts, ends) < 0).any():
+        return 0
+    if t.jitter_ms and sched.every_ms is None:
+        lo, hi = _window_index(nominal, starts, ends), _window_index(nominal + t.jitter_ms, starts, ends)
+        if not (lo == hi).all():  # some due time could leave the window on a day not sampled: check all
+            nominal = np.array(sched.fires_between(start_ms, horizon, anchor, limit=NEVER_MAX_FIRES), dtype=np.int64)
+            last = int(nominal[-1])
+            if (_window_index(_jittered(t.name, nominal, t.jitter_ms), starts, ends) < 0).any():
+                return 0
+    return max(1, -(-(last - start_ms) // DAY_MS))
 
 
-def _quiet_message(t: Timing) -> str:
+def _quiet_message(t: Timing, days: int) -> str:
     qh = _quiet(t.quiet_hours or {})
     window = f"{qh.start}–{qh.end} {zone_label(qh.timezone, resolve_zone(qh.timezone))}"
     return (f"routine \"{t.name}\" can never run: every fire time of its {_describe(t)} in the next "
-            f"{NEVER_HORIZON_MS // DAY_MS} days falls in quiet hours {window} (action skip); "
+            f"{days} days falls in quiet hours {window} (action skip); "
             "move the schedule or the window, or use action: defer")
 
 
@@ -347,27 +385,26 @@ def _busiest(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, c
 
 
 def _herds(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, counts: np.ndarray,
-           start_ms: int, herd_min: int, schedules: dict[tuple[Any, ...], Schedule]) -> tuple[list[Herd], int]:
+           start_ms: int, herd_min: int, schedules: dict[tuple[Any, ...], Schedule]) -> tuple[list[Herd], int, int]:
     """Herd seconds grouped by who is in them: an hourly herd is one herd with 24 seconds."""
     hot = np.flatnonzero(counts >= herd_min)
     if not len(hot):
-        return [], 0
+        return [], 0, 0
     listed = hot[np.argsort(-counts[hot], kind="stable")[:MAX_HERD_SECONDS]]
     members = _members(runs, seconds, owners, np.sort(listed))
     groups: dict[bytes, list[int]] = {}
     for s, who in members.items():
         groups.setdefault(who.tobytes(), []).append(s)
     base = start_ms // 1000
+    ranked = sorted(((int(max(counts[s] for s in secs)), sorted(secs), blob) for blob, secs in groups.items()),
+                    key=lambda g: (-g[0], g[1][0]))
     herds = []
-    for blob, secs in groups.items():
+    for biggest, secs, blob in ranked[:MAX_HERDS]:
         who = np.frombuffer(blob, dtype=np.int64)
-        secs.sort()
-        biggest = int(max(counts[s] for s in secs))
         first = (base + secs[0]) * 1000
         jitter, after, note = suggest_jitter([runs[int(i)] for i in who], first, herd_min, schedules)
         herds.append(Herd(biggest, [(base + s) * 1000 for s in secs], _names(runs, who), jitter, after, note))
-    herds.sort(key=lambda h: (-h.runs, h.seconds[0]))
-    return herds, len(hot)
+    return herds, len(hot), len(groups)
 
 
 # -- the jitter suggestion ---------------------------------------------------------------------------
@@ -388,9 +425,9 @@ def suggest_jitter(members: list[RoutineRuns], second_ms: int, herd_min: int,
     """
     nominal: list[tuple[str, int]] = []
     for r in members:
-        hit = np.flatnonzero(r.nominal // 1000 == second_ms // 1000)
-        if len(hit):
-            nominal.append((r.name, int(r.nominal[hit[0]])))
+        i = int(np.searchsorted(r.scheduled_due, second_ms))
+        if i < len(r.scheduled_due) and r.scheduled_due[i] // 1000 == second_ms // 1000:
+            nominal.append((r.name, int(r.scheduled_nominal[i])))
     if len(nominal) < 2:
         return None, None, "runs deferred to the end of quiet hours; jitter does not spread them"
     target = (len(nominal) - 1) * 1000
@@ -410,7 +447,7 @@ def _shortest_gap(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], S
     for r in members:
         if r.key in gaps:
             continue
-        fires = np.unique(r.nominal)
+        fires = np.unique(r.scheduled_nominal)
         if len(fires) >= 2:
             gaps[r.key] = int(np.diff(fires).min())
         elif len(fires) == 1 and r.key in schedules:

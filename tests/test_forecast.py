@@ -151,6 +151,17 @@ def test_routine_always_in_quiet_hours_is_one_warning_not_one_per_fire() -> None
     assert (len(late.due), late.quiet_skipped) == (0, 7)
 
 
+def test_never_runs_check_sees_a_dst_change_months_ahead_and_jitter() -> None:
+    """05:30 UTC is 06:30 in Prague's winter (quiet) and 07:30 in its summer (not): it does run."""
+    f = forecast([timing("summer", cron="30 5 * * *", quiet=QUIET),
+                  timing("late-jitter", cron="0 23 * * *", timezone="Europe/Prague", quiet=QUIET, jitter_ms=30 * 60_000),
+                  timing("edge-jitter", cron="50 6 * * *", timezone="Europe/Prague", quiet=QUIET, jitter_ms=30 * 60_000),
+                  timing("every", every="24h", anchor=START - 3 * H, quiet=QUIET)], START, 24)
+    assert sorted(n.name for n in f.never) == ["every", "late-jitter"]
+    every = next(n for n in f.never if n.name == "every")
+    assert "in the next 400 days" in every.message
+
+
 def test_deferred_quiet_hours_run_once_at_the_window_end() -> None:
     quiet = {**QUIET, "action": "defer"}
     f = forecast([timing("late", cron="0,30 23 * * *", timezone="Europe/Prague", quiet=quiet)], START, 36)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from palyra_ops.clock import MAX_INSTANT_MS, MIN_INSTANT_MS
@@ -33,8 +33,15 @@ def jitter_offset_ms(routine_id: str, nominal_ms: int, jitter_ms: int) -> int:
     """
     if jitter_ms <= 0:
         return 0
-    digest = hashlib.sha256(f"{routine_id}\x00{nominal_ms}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (jitter_ms + 1)
+    return jitter_offsets_ms(routine_id, (nominal_ms,), jitter_ms)[0]
+
+
+def jitter_offsets_ms(routine_id: str, nominal_ms: Iterable[int], jitter_ms: int) -> list[int]:
+    """`jitter_offset_ms` of many occurrences of one routine (the forecast hashes a day of them)."""
+    if jitter_ms <= 0:
+        return [0 for _ in nominal_ms]
+    prefix, sha, modulus = f"{routine_id}\x00".encode(), hashlib.sha256, jitter_ms + 1
+    return [int.from_bytes(sha(prefix + str(n).encode()).digest()[:8], "big") % modulus for n in nominal_ms]
 
 
 def retry_delay_ms(backoff_ms: int, attempt: int) -> int:
