@@ -32,14 +32,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from palyra_ops.clock import Clock, rfc3339
 from palyra_ops.enums import Misfire
 from palyra_ops.errors import JournalError
-from palyra_ops.journal import Journal
+from palyra_ops.journal import JobRecord, Journal
+from palyra_ops.journal.records import JobFields, NewRun
+from palyra_ops.messages import RunMessage
 from palyra_ops.metrics import Metrics
 from palyra_ops.model import Routine
 from palyra_ops.schedule import Schedule, jitter_offset_ms, resolve_misfire
@@ -71,14 +73,18 @@ class Dispatcher(Protocol):
 
     def message_for(self, routine: Routine, *, trigger_kind: str, payload: Any = None, dedupe_key: str | None = None,
                     run_id: str | None = None, scheduled_at_ms: int | None = None, due_at_ms: int | None = None,
-                    catch_up: bool = False) -> dict[str, Any]: ...
+                    catch_up: bool = False) -> RunMessage: ...
 
-    async def send(self, message: dict[str, Any]) -> dict[str, Any]: ...
+    async def send(self, message: RunMessage) -> Mapping[str, object]:
+        """Deliver the message to the gateway (the loopback call); returns the run's receipt."""
+        ...
 
-    def dispatch_failed(self, message: dict[str, Any], exc: BaseException) -> dict[str, Any] | None: ...
+    def dispatch_failed(self, message: RunMessage, exc: BaseException) -> RunMessage | None:
+        """Finalize a claimed run whose call failed; the next attempt's message if it retries."""
+        ...
 
-    def record_run(self, run_id: str, fields: dict[str, Any], routine_id: str | None,
-                   job_fields: dict[str, Any] | None) -> bool: ...
+    def record_run(self, run_id: str, fields: Mapping[str, object], routine_id: str | None,
+                   job_fields: JobFields | None) -> bool: ...
 
     def active_count(self) -> int: ...
 
@@ -97,9 +103,9 @@ class JobPlan:
 
     routine_id: str
     expected_next: int
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    job_fields: dict[str, Any] = field(default_factory=dict)
-    dispatch: list[tuple[dict[str, Any], bool]] = field(default_factory=list)  # (message, catch_up)
+    runs: list[NewRun] = field(default_factory=list)
+    job_fields: JobFields = field(default_factory=lambda: JobFields())
+    dispatch: list[tuple[RunMessage, bool]] = field(default_factory=list)  # (message, catch_up)
 
 
 async def _sleep_until_wall(t: float) -> None:
@@ -124,7 +130,7 @@ class Scheduler:
         idle_cap_ms: int = IDLE_CAP_MS,
         poll_ms: int = 250,
         max_in_flight: int = 64,
-        send: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        send: Callable[[RunMessage], Awaitable[Mapping[str, object]]] | None = None,
         lead_ms: int = 0,
     ) -> None:
         self.journal = journal
@@ -307,7 +313,7 @@ class Scheduler:
         self._schedules[routine.name] = (key, s)
         return s
 
-    def plan_job(self, job: dict[str, Any], now: int) -> JobPlan | None:
+    def plan_job(self, job: JobRecord, now: int) -> JobPlan | None:
         rid = job["routine_id"]
         expected = job["next_run_at_unix_ms"]
         plan = JobPlan(rid, expected)
@@ -367,8 +373,8 @@ class Scheduler:
         skipped_count = len(skipped) + skipped_extra
         listed = skipped[-MAX_LISTED_SKIPS:]
 
-        def row(n: int, **extra: Any) -> dict[str, Any]:
-            return {
+        def row(n: int, **extra: Any) -> NewRun:
+            return {  # type: ignore[typeddict-item]  # extra holds NewRun keys only
                 "routine_id": rid,
                 "occurrence_key": f"{rid}|{n}",
                 "scheduled_at_ms": n,
@@ -393,7 +399,7 @@ class Scheduler:
             self.gateway.metrics.gate("misfire", "skipped")
             skipped_count = 0
         for i, n in enumerate(run_times):
-            extra: dict[str, Any] = {}
+            extra: dict[str, int | list[int]] = {}
             if i == 0 and skipped_count:
                 extra = {"skipped_count": skipped_count, "skipped_times": listed}
             plan.runs.append(row(n, **extra))
@@ -404,7 +410,7 @@ class Scheduler:
 
     # -- dispatch ---------------------------------------------------------------------------------
 
-    def _launch(self, to_send: list[tuple[dict[str, Any], bool]]) -> None:
+    def _launch(self, to_send: list[tuple[RunMessage, bool]]) -> None:
         if any(c for _, c in to_send):
             # catch-up runs of one routine go out in order, one call after the other
             task = asyncio.ensure_future(self._send_in_order([m for m, _ in to_send]))
@@ -417,7 +423,7 @@ class Scheduler:
         self._dispatching.add(task)
         task.add_done_callback(self._dispatching.discard)
 
-    async def _send_in_order(self, msgs: list[dict[str, Any]]) -> None:
+    async def _send_in_order(self, msgs: list[RunMessage]) -> None:
         for i, m in enumerate(msgs):
             try:
                 await self._send_one(m)
@@ -426,10 +432,11 @@ class Scheduler:
                     self._not_sent(rest, "daemon_shutdown", status="cancelled")
                 raise
 
-    async def _send_one(self, msg: dict[str, Any]) -> None:
+    async def _send_one(self, msg: RunMessage) -> None:
         try:
             if self.lead_ms:
-                due = msg.get("trigger", {}).get("due_at_ms")
+                trigger = msg.get("trigger")
+                due = trigger["due_at_ms"] if trigger is not None else None
                 if due is not None:
                     await _sleep_until_wall(due / 1000)
             while True:
@@ -451,10 +458,10 @@ class Scheduler:
             self._not_sent(msg, "daemon_shutdown", status="cancelled")
             raise
 
-    def _not_sent(self, msg: dict[str, Any], reason: str, status: str = "failed") -> None:
+    def _not_sent(self, msg: RunMessage, reason: str, status: str = "failed") -> None:
         """Finalize a claimed run the gateway never took (it would otherwise wait for a restart)."""
         try:
-            run = self.journal.get_run(msg["run_id"])
+            run = self.journal.get_run(msg["run_id"]) if msg.get("run_id") else None
         except JournalError:
             run = None
         if run is not None and run["status"] == "accepted" and run.get("received_at_ms") is None:

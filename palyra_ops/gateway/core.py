@@ -39,6 +39,7 @@ from palyra_ops.gateway.execution import Execution
 from palyra_ops.gateway.gates import Gates
 from palyra_ops.gateway.loopback import describe_error
 from palyra_ops.journal import new_id
+from palyra_ops.messages import RunMessage, TriggerInfo
 from palyra_ops.model import Routine
 from palyra_ops.schedule import retry_delay_ms
 
@@ -82,7 +83,7 @@ class Gateway(Gates, Execution, Approvals):
 
     def message_for(self, routine: Routine, *, trigger_kind: str, payload: Any = None, dedupe_key: str | None = None,
                     run_id: str | None = None, scheduled_at_ms: int | None = None, due_at_ms: int | None = None,
-                    catch_up: bool = False) -> dict[str, Any]:
+                    catch_up: bool = False) -> RunMessage:
         return {
             "principal": DAEMON_PRINCIPAL,
             "device_id": DAEMON_DEVICE_ID,
@@ -96,7 +97,7 @@ class Gateway(Gates, Execution, Approvals):
                         "due_at_ms": due_at_ms, "catch_up": catch_up},
         }
 
-    async def send(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, message: RunMessage) -> dict[str, Any]:
         """Through the loopback HTTP call when the server runs; in-process otherwise (unit tests)."""
         if self.loopback is not None:
             if not message.get("run_id"):
@@ -221,7 +222,7 @@ class Gateway(Gates, Execution, Approvals):
         return await self.gates_or_fail(run, routine, dedupe_key=str(dedupe) if dedupe else None,
                                         catch_up=bool(trigger.get("catch_up")))
 
-    def dispatch_failed(self, message: dict[str, Any], exc: BaseException) -> dict[str, Any] | None:
+    def dispatch_failed(self, message: RunMessage, exc: BaseException) -> RunMessage | None:
         """A claimed run whose loopback call failed even after the Loopback's own retries.
 
         The run is finalized `failed` with a real reason (`dispatch_failed: ReadError: ...`, never
@@ -263,7 +264,11 @@ class Gateway(Gates, Execution, Approvals):
         except JournalError:
             return None
         assert nid is not None
-        trigger = {**(message.get("trigger") or {}), "due_at_ms": None, "catch_up": False}
+        prior = message.get("trigger")
+        trigger: TriggerInfo = {"kind": prior["kind"] if prior else run["trigger_kind"],
+                                "payload": prior["payload"] if prior else None,
+                                "scheduled_at_ms": prior["scheduled_at_ms"] if prior else run.get("scheduled_at_ms"),
+                                "due_at_ms": None, "catch_up": False}
         return {**message, "run_id": nid, "trigger": trigger, "not_before_ms": not_before}
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -81,7 +82,7 @@ class Loopback:
         self.retries = 0
         self.failures = 0
 
-    async def post(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def post(self, message: Mapping[str, object]) -> dict[str, Any]:
         content = json.dumps(message).encode()
         last: Exception | None = None
         for delay in (None, *RETRY_DELAYS_S):

@@ -169,8 +169,42 @@ class ApplyLogRecord(TypedDict):
     origin: str
 
 
+class NewRun(TypedDict, total=False):
+    """A run row to insert (a claim, a retry attempt): the columns of `RunRecord` the writer knows;
+    the store fills the id and the rest. `skipped_times` is a list here, JSON in the row."""
+
+    routine_id: str
+    occurrence_key: str
+    scheduled_at_ms: int | None
+    trigger_kind: str
+    trigger_payload: object
+    status: str
+    attempt: int
+    first_run_id: str | None
+    not_before_ms: int | None
+    policy_rule: str | None
+    daemon_id: str
+    created_at_ms: int
+    finished_at_ms: int
+    reason: str
+    skipped_count: int
+    skipped_times: list[int]
+
+
+class JobFields(TypedDict, total=False):
+    """Columns of `JobRecord` a claim or a run transition moves (the rest stay as they are)."""
+
+    next_run_at_unix_ms: int | None
+    next_nominal_ms: int | None
+    last_nominal_ms: int | None
+    last_run_id: str | None
+    last_status: str | None
+    last_started_at_ms: int | None
+    last_finished_at_ms: int | None
+
+
 #: one claim of the scheduler: (routine_id, expected next_run_at, run rows to insert, job fields)
-Claim = tuple[str, int, list[dict[str, Any]], dict[str, Any]]
+Claim = tuple[str, int, list[NewRun], JobFields]
 
 
 class ResourceWrite(NamedTuple):
@@ -191,6 +225,8 @@ __all__ = [
     "ApplyLogRecord",
     "ApprovalRecord",
     "Claim",
+    "JobFields",
+    "NewRun",
     "EventRecord",
     "JobRecord",
     "ResourceWrite",
