@@ -29,6 +29,12 @@ POINT_ELSEWHERE = ("point the CLI at it with --url/PALYRA_URL (and --token/PALYR
                    "or PALYRA_STATE_ROOT=<the daemon's state root>")
 
 
+class DaemonUnreachable(PalyraError):
+    """No daemon answers at the address, or the connection broke (`cron logs --follow` stops on it)."""
+
+    code = "unreachable"
+
+
 @dataclass(frozen=True)
 class Target:
     """Which daemon the CLI talks to, and why (for error messages)."""
@@ -185,12 +191,14 @@ class ConsoleClient:
                 method, path, json=json, params=clean, headers={"Authorization": f"Bearer {token}"}
             )
         except httpx.ConnectError:
-            raise PalyraError(
+            raise DaemonUnreachable(
                 f"no daemon at {self.url} ({_where_looked(self.target)}): start one with `palyra-ops daemon` "
                 f"(or `make run`), or {POINT_ELSEWHERE}"
             ) from None
         except httpx.TimeoutException:
             raise PalyraError(f"the daemon at {self.url} did not answer in time") from None
+        except httpx.TransportError as exc:  # the connection broke (a daemon shutting down mid-request)
+            raise DaemonUnreachable(f"request to {self.url} failed: {exc}") from None
         except httpx.HTTPError as exc:
             raise PalyraError(f"request to {self.url} failed: {exc}") from None
         if resp.status_code >= 400:

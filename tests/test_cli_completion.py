@@ -50,7 +50,8 @@ def test_bash_script_is_valid_and_completes_commands(scripts: dict[str, Path]) -
     assert _bash_complete(scripts["bash"], "cron", "l") == ["list", "logs"]
     assert _bash_complete(scripts["bash"], "skills", "trust", "") == ["add", "remove", "list"]
     assert _bash_complete(scripts["bash"], "plan", "--ou") == ["--output", "--out"]
-    assert _bash_complete(scripts["bash"], "plan", "--output", "") == ["text", "json"]
+    assert _bash_complete(scripts["bash"], "plan", "--output", "") == ["text", "json", "markdown"]
+    assert _bash_complete(scripts["bash"], "apply", "--output", "") == ["text", "json"]
     assert _bash_complete(scripts["bash"], "completion", "") == ["bash", "zsh", "fish"]
 
 
@@ -83,7 +84,7 @@ def test_fish_script_completes_commands(scripts: dict[str, Path]) -> None:
     assert complete("palyra-ops cr") == ["cron"]
     assert complete("palyra-ops cron l") == ["list", "logs"]
     assert complete("palyra-ops cron logs --li") == ["--limit"]
-    assert sorted(complete("palyra-ops plan --output ")) == ["json", "text"]
+    assert sorted(complete("palyra-ops plan --output ")) == ["json", "markdown", "text"]
 
 
 def test_unknown_shell_is_a_usage_error() -> None:

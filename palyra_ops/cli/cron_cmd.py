@@ -77,6 +77,11 @@ def register(subparsers: Any) -> None:
     logs.add_argument("name", help="routine name")
     logs.add_argument("--limit", type=cli_int(), default=20, help="how many runs (1-500, default 20)")
     logs.add_argument("--status", help="only runs with this status")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="after the last runs, keep printing new runs and status changes (oldest first, one line "
+                           "each; JSON lines with -o json) until Ctrl-C or the daemon stops")
+    logs.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
+                      help="with --follow: how often to ask the daemon (0.1-60, default 1)")
     add_output_flag(logs)
 
 
@@ -290,6 +295,20 @@ def _deleted_text(name: str, result: dict[str, Any]) -> str:
 def _logs(client: ConsoleClient, args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 500:
         raise PalyraError(f"--limit must be between 1 and 500, got {args.limit}")
+    if args.follow:
+        from palyra_ops.cli.follow import follow_runs
+
+        return follow_runs(client, _routine_path(args.name, "/runs"), args)
     page = client.get(_routine_path(args.name, "/runs"), limit=args.limit, status=args.status)
     emit(page.get("items", []), args.output, listing(f"no runs of {args.name} yet", runs_table))
     return 0
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 60 seconds, got {text}")
+    return value
