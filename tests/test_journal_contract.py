@@ -16,10 +16,13 @@ from journal_contract import *  # noqa: F403 - the contract's tests, collected h
 from palyra_ops.journal import JournalStore, open_journal
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def journal_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., JournalStore]]:
     opened: list[JournalStore] = []
-    location: str = str(tmp_path / "journal.sqlite3")
+    if request.param == "postgresql":
+        location: str = request.getfixturevalue("pg_url")
+    else:
+        location = str(tmp_path / "journal.sqlite3")
 
     def factory(**kw: Any) -> JournalStore:
         j = open_journal(location, **kw)

@@ -110,21 +110,26 @@ def test_busy_timeout_comes_from_the_environment(monkeypatch) -> None:
         busy_timeout_ms()
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://user@db.example:5432/palyra", "postgres://x/y", "postgresql:///palyra",
-    "sqlite:///tmp/j.sqlite3", "file:j.sqlite3",
-])
+@pytest.mark.parametrize("url", ["sqlite:///tmp/j.sqlite3", "file:j.sqlite3", "mysql://db/x"])
 def test_url_shaped_journals_are_refused_and_nothing_is_created(tmp_path, monkeypatch, url) -> None:
+    """Only PostgreSQL URLs name a journal (tests/test_journal_postgres.py); any other URL shape is
+    refused rather than taken for a relative path (which once created a directory `sqlite:`)."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(JournalUnsupported) as exc:
         open_journal(url)
-    assert exc.value.message.startswith(f"journal {url}: ")
-    if url.startswith("postgres"):
-        assert "PostgreSQL journals are not supported yet" in exc.value.message
+    assert exc.value.message.startswith(f"journal {url}: looks like a ")
     with pytest.raises(JournalUnsupported):
         read_snapshot(url)
     with pytest.raises(JournalUnsupported):
         DaemonLock(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_postgresql_journal_has_no_lock_file(tmp_path, monkeypatch) -> None:
+    """Several daemons share a PostgreSQL journal (SPEC §11): the SQLite lock file refuses the URL."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JournalUnsupported, match="journal postgresql://x/y: "):
+        DaemonLock("postgresql://x/y")
     assert list(tmp_path.iterdir()) == []
 
 

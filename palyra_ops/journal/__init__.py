@@ -2,8 +2,9 @@
 
 `JournalStore` (`store.py`) is the seam every caller sees: it speaks in domain records
 (`records.py`) and owns its transactions. `open_journal` picks the store by the `--journal` value:
-a path is a SQLite file (`sqlite.py`); a `postgresql://` URL is refused (`JournalUnsupported`)
-until the PostgreSQL store lands, before anything is created.
+a path is a SQLite file (`sqlite.py`); a `postgresql://` (or `postgres://`) URL is a PostgreSQL
+database (`postgres.py`, for several daemons on one journal: SPEC §11). The PostgreSQL driver is
+imported only when a URL is given, so SQLite users never pay for it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 
 from palyra_ops.clock import Clock
-from palyra_ops.journal.faults import check_location, check_parents, filesystem_problem
+from palyra_ops.journal.faults import check_location, check_parents, filesystem_problem, is_postgres_url
 from palyra_ops.journal.lock import DaemonLock
 from palyra_ops.journal.records import (
     ACTIVE_STATUSES,
@@ -50,6 +51,7 @@ __all__ = [
     "Txn",
     "check_location",
     "filesystem_problem",
+    "is_postgres_url",
     "new_id",
     "open_journal",
     "read_snapshot",
@@ -60,9 +62,14 @@ def open_journal(location: str | os.PathLike[str], *, clock: Clock | None = None
                  busy_timeout: int | None = None) -> JournalStore:
     """Open (creating and migrating as needed) the journal at `location`.
 
-    Every failure the environment can cause is a `JournalError` with a one-line message; the busy
-    timeout (ms) defaults to `PALYRA_JOURNAL_BUSY_TIMEOUT` or 30 s.
+    `location` is a SQLite file path or a `postgresql://` URL. Every failure the environment can
+    cause (no such directory, server unreachable, wrong password) is a `JournalError` with a
+    one-line message; SQLite's busy timeout (ms) defaults to `PALYRA_JOURNAL_BUSY_TIMEOUT` or 30 s.
     """
+    if is_postgres_url(location):
+        from palyra_ops.journal.postgres import PgJournal
+
+        return PgJournal(str(location), clock=clock)
     return SQLiteJournal(check_location(location), clock=clock, busy_timeout=busy_timeout)
 
 
@@ -71,6 +78,9 @@ def read_snapshot(location: str | os.PathLike[str]) -> Snapshot:
 
     Plan must be read-only, so planning against a journal that does not exist yet must not create it.
     """
+    if is_postgres_url(location):
+        with open_journal(location) as pj:
+            return pj.snapshot()
     p = check_location(location)
     if not p.exists():
         check_parents(p)

@@ -16,6 +16,7 @@ Also here: how long a connection waits for the write lock (`PALYRA_JOURNAL_BUSY_
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -51,6 +52,18 @@ BUSY_TIMEOUT_ENV = "PALYRA_JOURNAL_BUSY_TIMEOUT"
 #: `scheme:` at the start of the first path component: `postgresql://…`, `sqlite:x`, `file:x`
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
 _POSTGRES = {"postgres", "postgresql", "pgsql"}
+_PG_URL = re.compile(r"^postgres(ql)?://", re.I)
+
+
+def is_postgres_url(location: object) -> bool:
+    """`--journal` names a PostgreSQL journal when it is a `postgresql://` or `postgres://` URL
+    (a str: a Path would have folded its `//`)."""
+    return isinstance(location, str) and _PG_URL.match(location) is not None
+
+
+def redact(url: str) -> str:
+    """A URL as it may be shown (messages, logs, status): any password replaced by `***`."""
+    return re.sub(r"^([a-zA-Z]+://[^/:@]*):[^@/]*@", r"\1:***@", url)
 
 
 def busy_timeout_ms(explicit: int | None = None) -> int:
@@ -70,6 +83,19 @@ def busy_timeout_ms(explicit: int | None = None) -> int:
         return parse_duration_ms(text)
     except ValueError as exc:
         raise PalyraError(f"{BUSY_TIMEOUT_ENV}: {exc}") from None
+
+
+def side_path(url: str, state_root: Path | None = None) -> Path:
+    """Where this process keeps the side files of a PostgreSQL journal (memory index, caches):
+    a name under the state root derived from the URL without its password, so two journals on two
+    databases never share them."""
+    from palyra_ops.statepaths import default_root  # statepaths imports this module
+
+    root = state_root if state_root is not None else default_root(os.environ)
+    shown = redact(url)
+    tail = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in shown.split("://", 1)[-1])[:60]
+    digest = hashlib.sha256(shown.encode()).hexdigest()[:10]
+    return root / f"postgres-{tail}-{digest}.journal"
 
 
 def check_location(location: str | os.PathLike[str]) -> Path:
@@ -289,6 +315,9 @@ __all__ = [
     "check_location",
     "check_parents",
     "filesystem_problem",
+    "is_postgres_url",
+    "redact",
+    "side_path",
     "open_problem",
     "os_problem",
     "translate",

@@ -98,7 +98,7 @@ class FaultState:
 
     _LABELS = {"write": "writes", "checkpoint": "WAL checkpoints"}
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path | str, clock: Clock) -> None:
         self.path = path
         self.clock = clock
         self.faults: dict[str, tuple[JournalError, int]] = {}

@@ -1,0 +1,104 @@
+"""PostgreSQL plumbing of the PostgreSQL store: the pool, the Txn handle, errors as journal errors.
+
+Connections come from a `psycopg_pool.ConnectionPool` in autocommit mode; every multi-statement write
+is an explicit transaction on one pooled connection (`PgTxn`). `prepare_threshold=None` turns off
+server-side prepared statements, so the store is safe behind a transaction-mode pooler (PgBouncer),
+where consecutive statements may reach different server connections.
+
+Environmental failures (server down or restarting, unreachable, disk full, read-only standby) become
+named `JournalError`s with one line naming the journal (without its password), exactly as the SQLite
+store's faults do; constraint violations stay psycopg errors, because the store catches those itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar, cast
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.rows import DictRow
+
+from palyra_ops.errors import JournalBusy, JournalError, JournalFull, JournalReadOnly, JournalUnavailable
+from palyra_ops.journal.faults import redact
+from palyra_ops.journal.store import Txn
+
+R = TypeVar("R")
+
+#: the columns only the PostgreSQL store keeps (insertion order of runs); never handed to callers
+_PRIVATE = frozenset({"seq"})
+
+#: the database's clock in ms, as SQL: due times are judged by it (SPEC §11)
+DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+_COLUMN = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def columns(fields: Mapping[str, Any]) -> list[str]:
+    """Field names as SQL columns: callers pass record keys, never user text; anything else is a bug."""
+    bad = [k for k in fields if not _COLUMN.fullmatch(k)]
+    if bad:
+        raise ValueError(f"not a journal column: {bad[0]!r}")
+    return list(fields)
+
+
+def record(row: Mapping[str, Any] | None, kind: type[R]) -> R | None:
+    """A row as the domain record `kind` (a TypedDict), or None."""
+    if row is None:
+        return None
+    return cast(R, {k: v for k, v in row.items() if k not in _PRIVATE})
+
+
+def records(rows: Iterable[Mapping[str, Any]], kind: type[R]) -> list[R]:
+    return [cast(R, {k: v for k, v in r.items() if k not in _PRIVATE}) for r in rows]
+
+
+class PgTxn(Txn):
+    """The PostgreSQL store's transaction handle: one pooled connection inside BEGIN … COMMIT.
+
+    Callers outside `journal/` only hand it back to the store's methods; the store's own modules
+    use `execute`.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[DictRow]:
+        return self.conn.execute(sql, params)  # type: ignore[arg-type] - the store's own SQL
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an expected error inside (a unique violation the store turns into
+        an answer) rolls back only this part, and the caller's transaction stays usable."""
+        with self.conn.transaction():
+            yield
+
+
+def translate(exc: BaseException, where: str) -> JournalError | None:
+    """The journal error for an environmental failure, or None for one the caller must see as is."""
+    from psycopg_pool import PoolTimeout
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+    if isinstance(exc, PoolTimeout):
+        return JournalUnavailable(f"journal {where}: cannot reach the database ({first})", path=where)
+    if isinstance(exc, pgerrors.DiskFull | pgerrors.OutOfMemory):
+        return JournalFull(f"journal {where}: the database server is out of space ({first})", path=where)
+    if isinstance(exc, pgerrors.ReadOnlySqlTransaction):
+        return JournalReadOnly(f"journal {where}: the database is read-only ({first})", path=where)
+    if isinstance(exc, pgerrors.LockNotAvailable | pgerrors.QueryCanceled):
+        return JournalBusy(f"journal {where}: busy ({first})", path=where)
+    if isinstance(exc, pgerrors.InvalidCatalogName):
+        return JournalUnavailable(f"journal {where}: {first}", path=where)
+    if isinstance(exc, pgerrors.InsufficientPrivilege | pgerrors.InvalidAuthorizationSpecification
+                  | pgerrors.InvalidPassword):
+        return JournalUnavailable(f"journal {where}: {first}", path=where)
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return JournalUnavailable(f"journal {where}: cannot reach the database ({first})", path=where)
+    return None
+
+
+__all__ = ["DB_NOW_MS", "PgTxn", "columns", "record", "records", "redact", "translate"]

@@ -1,0 +1,286 @@
+"""The PostgreSQL store's runs, approvals, events, apply log and the daemon's claim path.
+
+A mixin of `PgJournal` (split out to keep each module under 600 lines): it relies on the store's
+`transaction()`, `_one`/`_all` reads, clock and `put_job`.
+
+The claim path is what makes several daemons on one journal exactly-once (SPEC §11), in one
+transaction per batch: the batch's job rows are locked `FOR UPDATE SKIP LOCKED` (a job another daemon
+is claiming right now is skipped, not waited for), each is compared-and-set on the next instant the
+caller expected and must be due by the database's clock, the run rows go in with `ON CONFLICT DO
+NOTHING` on the unique occurrence key, and the jobs advance. Dispatch happens after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow
+
+from palyra_ops.clock import Clock
+from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records
+from palyra_ops.journal.records import (
+    ApplyLogRecord,
+    ApprovalRecord,
+    Claim,
+    EventRecord,
+    RunRecord,
+    encode_payload,
+    new_id,
+)
+from palyra_ops.journal.store import Txn, own_txn
+
+
+def _run_row(fields: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    fields.setdefault("run_id", new_id())
+    fields.setdefault("created_at_ms", now_ms)
+    if fields.get("trigger_payload") is not None and not isinstance(fields["trigger_payload"], str):
+        fields["trigger_payload"] = encode_payload(fields["trigger_payload"])
+    if isinstance(fields.get("skipped_times"), list):
+        fields["skipped_times"] = json.dumps(fields["skipped_times"])
+    return fields
+
+
+def _insert_sql(cols: list[str]) -> str:
+    return (f"INSERT INTO journal_cron_runs ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
+            " ON CONFLICT DO NOTHING RETURNING run_id")
+
+
+class PgRuns:
+    clock: Clock
+    #: how far ahead of the database's clock a due time may be claimed (the scheduler's lead, 5 ms)
+    DB_LEAD_MS = 10
+
+    def transaction(self) -> AbstractContextManager[PgTxn]:  # pragma: no cover - PgJournal's
+        raise NotImplementedError
+
+    def _one(self, sql: str, params: Any = None) -> DictRow | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _all(self, sql: str, params: Any = None) -> list[DictRow]:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def insert_run(self, c: Txn | None = None, **fields: Any) -> str | None:
+        """Insert a run; its id, or None when its occurrence (or dedupe) key is already taken."""
+        t = own_txn(c, PgTxn) if c is not None else None
+        fields = _run_row(fields, self.clock.now_ms())
+        sql = _insert_sql(columns(fields))
+        if t is None:
+            with self.transaction() as t2:
+                row = t2.execute(sql, tuple(fields.values())).fetchone()
+        else:
+            row = t.execute(sql, tuple(fields.values())).fetchone()
+        return row["run_id"] if row is not None else None
+
+    def update_run(self, run_id: str, c: Txn | None = None, **fields: Any) -> None:
+        t = own_txn(c, PgTxn) if c is not None else None
+        if fields.get("trigger_payload") is not None and not isinstance(fields["trigger_payload"], str):
+            fields["trigger_payload"] = encode_payload(fields["trigger_payload"])
+        if not fields:
+            return
+        sql = f"UPDATE journal_cron_runs SET {', '.join(f'{k}=%s' for k in columns(fields))} WHERE run_id=%s"
+        if t is None:
+            with self.transaction() as t2:
+                t2.execute(sql, (*fields.values(), run_id))
+        else:
+            t.execute(sql, (*fields.values(), run_id))
+
+    def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
+                           job_fields: dict[str, Any] | None) -> None:
+        """A run transition and the job's last-run summary in one commit (the hot path)."""
+        with self.transaction() as t:
+            if run_fields:
+                self.update_run(run_id, t, **run_fields)
+            if routine_id is not None and job_fields:
+                fields = {**job_fields, "updated_at_ms": self.clock.now_ms()}
+                t.execute(f"UPDATE journal_cron_jobs SET {', '.join(f'{k}=%s' for k in columns(fields))}"
+                          " WHERE routine_id=%s", (*fields.values(), routine_id))
+
+    def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None:
+        """Attach a dedupe key to a first attempt; the id of the run already holding it, else None."""
+        with self.transaction() as t:
+            try:
+                with t.savepoint():
+                    t.execute("UPDATE journal_cron_runs SET dedupe_key=%s WHERE run_id=%s", (dedupe_key, run_id))
+            except psycopg.errors.UniqueViolation:
+                row = t.execute(
+                    "SELECT run_id FROM journal_cron_runs WHERE routine_id=(SELECT routine_id FROM journal_cron_runs"
+                    " WHERE run_id=%s) AND dedupe_key=%s AND attempt=1", (run_id, dedupe_key)).fetchone()
+                return row["run_id"] if row else "?"
+        return None
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return record(self._one("SELECT * FROM journal_cron_runs WHERE run_id=%s", (run_id,)), RunRecord)
+
+    def list_runs(self, routine_id: str | None = None, *, status: str | None = None, limit: int = 50,
+                  before_run_id: str | None = None) -> list[RunRecord]:
+        """Newest first; `before_run_id` pages backwards (run ids are ULIDs, so they sort by time)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, op, val in (("routine_id", "=", routine_id), ("status", "=", status), ("run_id", "<", before_run_id)):
+            if val is not None:
+                where.append(f"{col} {op} %s")
+                args.append(val)
+        sql = "SELECT * FROM journal_cron_runs" + (" WHERE " + " AND ".join(where) if where else "")
+        return records(self._all(sql + " ORDER BY run_id DESC LIMIT %s", (*args, limit)), RunRecord)
+
+    def active_runs(self, routine_id: str | None = None) -> list[RunRecord]:
+        sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
+        args: tuple[Any, ...] = ()
+        if routine_id is not None:
+            sql += " AND routine_id = %s"
+            args = (routine_id,)
+        return records(self._all(sql + " ORDER BY run_id", args), RunRecord)
+
+    def count_runs_by_status(self) -> dict[str, int]:
+        return {r["status"]: int(r["n"]) for r in
+                self._all("SELECT status, COUNT(*) AS n FROM journal_cron_runs GROUP BY status")}
+
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[RunRecord]:
+        """Mark runs left active by a dead process as failed; returns them as they were."""
+        with self.transaction() as t:
+            sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
+            args: tuple[Any, ...] = ()
+            if daemon_id is not None:
+                sql += " AND (daemon_id IS NULL OR daemon_id != %s)"
+                args = (daemon_id,)
+            rows = records(t.execute(sql + " ORDER BY seq FOR UPDATE", args), RunRecord)
+            if rows:
+                t.execute("UPDATE journal_cron_runs SET status='failed', reason=%s, finished_at_ms=%s"
+                          " WHERE run_id = ANY(%s)", (reason, now_ms, [r["run_id"] for r in rows]))
+        return rows
+
+    def runs_with_occurrences(self, routine_id: str) -> list[RunRecord]:
+        return records(self._all("SELECT * FROM journal_cron_runs WHERE routine_id=%s AND occurrence_key IS NOT NULL"
+                                 " ORDER BY scheduled_at_ms, run_id", (routine_id,)), RunRecord)
+
+    def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]:
+        """Runs in insertion order (the private `seq`: PostgreSQL has no rowid)."""
+        if routine_id is None:
+            return records(self._all("SELECT * FROM journal_cron_runs ORDER BY seq"), RunRecord)
+        return records(self._all("SELECT * FROM journal_cron_runs WHERE routine_id=%s ORDER BY seq", (routine_id,)),
+                       RunRecord)
+
+    # -- the claim path ------------------------------------------------------------------------------
+
+    def claim_occurrences(self, claims: list[Claim]) -> list[list[str | None] | None]:
+        """Claim due occurrences of several jobs in one transaction (module docstring).
+
+        Per claim (routine_id, expected next_run_at, run rows, job fields): None when the job is
+        locked by another claimer, gone, disabled, moved off `expected`, or not yet due by the
+        database's clock; else the ids of its runs, None for an occurrence already claimed.
+        """
+        if not claims:
+            return []
+        with self.transaction() as t:
+            locked = {r["routine_id"]: r for r in t.execute(
+                f"SELECT routine_id, next_run_at_unix_ms, enabled, next_run_at_unix_ms <= {DB_NOW_MS} + %s AS due"
+                " FROM journal_cron_jobs WHERE routine_id = ANY(%s) ORDER BY routine_id FOR UPDATE SKIP LOCKED",
+                (self.DB_LEAD_MS, [cl[0] for cl in claims]))}
+            now = self.clock.now_ms()
+            won: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
+            for routine_id, expected, runs, job_fields in claims:
+                row = locked.get(routine_id)
+                if row is None or row["next_run_at_unix_ms"] != expected or not row["enabled"] or not row["due"]:
+                    continue
+                won.append((routine_id, [_run_row(dict(r), now) for r in runs], job_fields))
+            inserted = self._insert_many(t, [r for _, runs, _ in won for r in runs])
+            self._advance_many(t, [(rid, fields) for rid, _, fields in won if fields])
+        by_job = {rid: [r["run_id"] if r["run_id"] in inserted else None for r in runs] for rid, runs, _ in won}
+        return [by_job.get(cl[0]) if cl[0] in by_job else None for cl in claims]
+
+    @staticmethod
+    def _insert_many(t: PgTxn, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert run rows in pipelined batches (one per shape of columns); the ids that went in."""
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(columns(r)), []).append(tuple(r.values()))
+        inserted: set[str] = set()
+        with t.conn.cursor() as cur:
+            for cols, params in groups.items():
+                cur.executemany(_insert_sql(list(cols)), params, returning=True)
+                while True:
+                    inserted.update(row["run_id"] for row in cur.fetchall())
+                    if not cur.nextset():
+                        break
+        return inserted
+
+    def _advance_many(self, t: PgTxn, writes: list[tuple[str, dict[str, Any]]]) -> None:
+        """The claimed jobs' new state (their rows exist: they were locked above)."""
+        now = self.clock.now_ms()
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for routine_id, given in writes:
+            fields = {**given, "updated_at_ms": now}
+            groups.setdefault(tuple(columns(fields)), []).append((*fields.values(), routine_id))
+        with t.conn.cursor() as cur:
+            for cols, params in groups.items():
+                cur.executemany(f"UPDATE journal_cron_jobs SET {', '.join(f'{k}=%s' for k in cols)}"
+                                " WHERE routine_id=%s", params)
+
+    # -- apply log -----------------------------------------------------------------------------------
+
+    def add_apply_log(self, c: Txn, **fields: Any) -> None:
+        t = own_txn(c, PgTxn)
+        cols = columns(fields)
+        t.execute(f"INSERT INTO journal_apply_log ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                  tuple(fields.values()))
+
+    def last_apply(self) -> ApplyLogRecord | None:
+        return record(self._one("SELECT * FROM journal_apply_log ORDER BY id DESC LIMIT 1"), ApplyLogRecord)
+
+    def apply_log(self, limit: int = 20) -> list[ApplyLogRecord]:
+        return records(self._all("SELECT * FROM journal_apply_log ORDER BY id DESC LIMIT %s", (limit,)),
+                       ApplyLogRecord)
+
+    # -- approvals -------------------------------------------------------------------------------------
+
+    def add_approval(self, c: Txn, *, routine_id: str, kind: str, run_id: str | None = None) -> str:
+        t = own_txn(c, PgTxn)
+        approval_id = new_id()
+        t.execute("INSERT INTO journal_approvals (approval_id, routine_id, kind, run_id, state, created_at_ms)"
+                  " VALUES (%s, %s, %s, %s, 'pending', %s)", (approval_id, routine_id, kind, run_id, self.clock.now_ms()))
+        return approval_id
+
+    def cancel_pending_approvals(self, c: Txn, routine_id: str, kind: str | None = None) -> None:
+        t = own_txn(c, PgTxn)
+        sql = "UPDATE journal_approvals SET state='cancelled', decided_at_ms=%s WHERE routine_id=%s AND state='pending'"
+        args: tuple[Any, ...] = (self.clock.now_ms(), routine_id)
+        if kind is not None:
+            sql += " AND kind=%s"
+            args = (*args, kind)
+        t.execute(sql, args)
+
+    def decide_approval(self, c: Txn, approval_id: str, state: str, by: str | None) -> None:
+        own_txn(c, PgTxn).execute("UPDATE journal_approvals SET state=%s, decided_at_ms=%s, decided_by=%s"
+                                  " WHERE approval_id=%s", (state, self.clock.now_ms(), by, approval_id))
+
+    def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        return record(self._one("SELECT * FROM journal_approvals WHERE approval_id=%s", (approval_id,)), ApprovalRecord)
+
+    def pending_approval(self, routine_id: str, kind: str) -> ApprovalRecord | None:
+        return record(self._one("SELECT * FROM journal_approvals WHERE routine_id=%s AND kind=%s AND state='pending'"
+                                " ORDER BY created_at_ms, approval_id LIMIT 1", (routine_id, kind)), ApprovalRecord)
+
+    def list_approvals(self, state: str | None = "pending") -> list[ApprovalRecord]:
+        if state is None:
+            return records(self._all("SELECT * FROM journal_approvals ORDER BY created_at_ms, approval_id"),
+                           ApprovalRecord)
+        return records(self._all("SELECT * FROM journal_approvals WHERE state=%s ORDER BY created_at_ms, approval_id",
+                                 (state,)), ApprovalRecord)
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def add_event(self, name: str, payload: dict[str, Any] | None = None) -> None:
+        with self.transaction() as t:
+            t.execute("INSERT INTO journal_events (name, payload, created_at_ms) VALUES (%s, %s, %s)",
+                      (name, json.dumps(payload or {}), self.clock.now_ms()))
+
+    def list_events(self, limit: int = 50) -> list[EventRecord]:
+        return records(self._all("SELECT * FROM journal_events ORDER BY id DESC LIMIT %s", (limit,)), EventRecord)
+
+
+__all__ = ["PgRuns"]
