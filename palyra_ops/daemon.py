@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from palyra_ops import sdnotify
 from palyra_ops.backends import make_backend
 from palyra_ops.client import remove_discovery, write_discovery
 from palyra_ops.clock import Clock, SystemClock
@@ -501,6 +502,7 @@ def run_daemon(config: DaemonConfig, paths: StatePaths | None = None) -> int:
 
     def ready(url: str) -> None:
         print(f"palyra-ops daemon listening on {url} (journal {daemon.journal_path})", file=sys.stderr, flush=True)
+        sdnotify.daemon_ready(asyncio.get_running_loop())  # systemd Type=notify: READY=1, then watchdog pings
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(daemon.serve(ready=ready))

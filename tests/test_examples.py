@@ -182,7 +182,7 @@ def test_personal_assistant(example: Example) -> None:
 
 
 #: examples that are not a routine set but show how to run palyra-ops somewhere (tested below)
-TOOLING = {"ci"}
+TOOLING = {"ci", "deploy"}
 
 
 def test_every_example_is_tested_and_complete() -> None:
@@ -311,3 +311,62 @@ def test_ci_workflow_posts_the_plan(tmp_path: Path) -> None:
     assert gh_log.read_text().splitlines()[-1] == "pr comment 7 --body-file comment.md --edit-last"
     assert Path(f"{gh_log}.body").read_text().startswith(
         "<!-- palyra-ops plan -->\n### palyra-ops plan: no changes\n\nThe journal matches the directory.\n")
+
+
+# -- examples/deploy: the systemd unit -------------------------------------------------------------------
+
+UNIT = REPO / "examples" / "deploy" / "palyra-ops.service"
+
+
+def _unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """A unit file as section → key → values (a key may repeat), comments and blank lines left out."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_deploy_unit_is_hardened_type_notify() -> None:
+    import shlex
+
+    from palyra_ops.cli import build_parser
+    from palyra_ops.config import load_config
+
+    service = _unit(UNIT.read_text())["Service"]
+    one = {k: v[-1] for k, v in service.items()}
+    assert (one["Type"], one["NotifyAccess"], one["WatchdogSec"], one["Restart"]) == ("notify", "main", "30s", "on-failure")
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID",
+                "LockPersonality"):
+        assert one[key] == "yes", key
+    assert (one["ProtectSystem"], one["ReadWritePaths"], one["StateDirectory"]) == ("strict", "/var/lib/palyra-ops", "palyra-ops")
+    assert one["Environment"] == "PALYRA_STATE_ROOT=/var/lib/palyra-ops"  # the state dir is the writable one
+    assert one["CapabilityBoundingSet"] == "" and one["User"] != "root" and "MemoryDenyWriteExecute" not in one
+    argv = shlex.split(one["ExecStart"])
+    assert argv[0].endswith("/palyra-ops")
+    args = build_parser(full=True).parse_args(argv[1:])  # a real command line of the real CLI
+    assert (args.command, str(args.config)) == ("daemon", "/etc/palyra-ops/palyra.yaml")
+    config = load_config(REPO / "examples" / "deploy" / "palyra.yaml")  # the daemon's own checks
+    assert (config.listen, str(config.dir), config.watch) == ("127.0.0.1:7142", "/srv/palyra-ops/routines.d", True)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_deploy_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own parser: an unknown key or a bad value is reported on stderr (its exit code is 0)."""
+    exe = tmp_path / "palyra-ops"  # ExecStart must name an existing executable
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m palyra_ops "$@"\n')
+    exe.chmod(0o755)
+    unit = tmp_path / "palyra-ops.service"
+    unit.write_text(UNIT.read_text().replace("/opt/palyra-ops/venv/bin/palyra-ops", str(exe)))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
+    problems = [line for line in done.stderr.splitlines() if line.strip()]
+    assert (done.returncode, problems) == (0, [])
