@@ -61,6 +61,7 @@ def test_zsh_script_names_every_command(scripts: dict[str, Path]) -> None:
     for name in COMMANDS:
         assert f"\n    {name}:'" in text, name
     assert "\n    logs:'" in text and "--detailed-exitcode" in text
+    assert "\n    completion:'print a shell completion script (bash, zsh or fish)'\n" in text  # the one-line help
     if shutil.which("zsh"):
         check = subprocess.run(["zsh", "-n", str(scripts["zsh"])], capture_output=True, text=True, timeout=60)
         assert (check.returncode, check.stderr) == (0, "")

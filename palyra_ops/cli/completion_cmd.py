@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         import shtab
 
+        _short_descriptions(parser)
         text = shtab.complete(parser, shell=args.shell)
     print(text, end="")
     return 0
@@ -54,6 +55,18 @@ def _mark_paths(parser: argparse.ArgumentParser) -> None:
                 continue
             if _is_path(action):
                 action.complete = _DIRECTORY if action.dest in _DIRECTORY_DESTS else _FILE  # type: ignore[attr-defined]
+
+
+def _short_descriptions(parser: argparse.ArgumentParser) -> None:
+    """shtab's zsh menu shows a subcommand's `description` when it has one (a paragraph for some):
+    show the one-line help `palyra-ops --help` lists instead."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {c.dest: c.help for c in action._choices_actions}
+            for name, child in action.choices.items():
+                if helps.get(name):
+                    child.description = helps[name]
+                _short_descriptions(child)
 
 
 def _is_path(action: argparse.Action) -> bool:
