@@ -224,6 +224,8 @@ class Policies:
     jitter_ms: int = 0
     cooldown_ms: int = 0
     timeout_ms: int = 600_000
+    #: pause the routine after this many consecutive failed runs (None: never)
+    pause_after_failures: int | None = None
     dst: dict[str, str] = field(default_factory=lambda: {"gap": "shift", "fold": "first"})
 
 
@@ -283,6 +285,7 @@ class Routine:
             jitter_ms=_ms(p.get("jitter", "0s")),
             cooldown_ms=_ms(p.get("cooldown", "0s")),
             timeout_ms=_ms(p.get("timeout", "10m")),
+            pause_after_failures=p.get("pause_after_failures"),
             dst={"gap": "shift", "fold": "first", **p.get("dst", {})},
         )
         d = spec.get("delivery", {})

@@ -27,6 +27,7 @@ from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError
 from palyra_ops.journal import Snapshot, StoredResource
 from palyra_ops.model import Resource, flatten
+from palyra_ops.pause import paused_warnings
 from palyra_ops.plan_moves import find_moves
 from palyra_ops.plan_select import Selection
 
@@ -324,6 +325,7 @@ def compute_plan(
         options.update(selection.options())
         warnings.insert(0, selection.warning())
     warnings += _deleted_channel_warnings(changes, everything, desired_by_key, snapshot)
+    warnings += paused_warnings(snapshot.jobs, {c.name for c in changes if c.kind == "Routine"})
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",

@@ -146,15 +146,20 @@ def journal_history(journal_path: Path) -> dict[str, Any]:
     from palyra_ops.journal import open_journal
 
     if not journal_path.exists():
-        return {"last_apply": None, "next_runs": []}
+        return {"last_apply": None, "next_runs": [], "paused": []}
     with open_journal(journal_path) as j:
         return {
             "serial": j.serial(),
             "last_apply": _last_apply_summary(j.last_apply()),
             "next_runs": [
-                {"routine_id": job["routine_id"], "next_run_at": rfc3339(job["next_run_at_unix_ms"])}
+                {"routine_id": job["routine_id"], "next_run_at": rfc3339(job["next_run_at_unix_ms"]),
+                 "paused": bool(job.get("paused"))}
                 for job in j.upcoming_jobs(NEXT_RUNS)
             ],
+            # runtime state, never drift (SPEC §12): shown beside the sync state, not in it
+            "paused": [{"routine_id": job["routine_id"], "note": job.get("pause_note"), "by": job.get("paused_by"),
+                        "since": rfc3339(job.get("paused_at_ms"))}
+                       for job in j.list_jobs() if job.get("paused")],
         }
 
 

@@ -63,7 +63,7 @@ def test_directory_status_follows_the_directory_and_the_journal(tmp_path: Path) 
     assert (rep["state"], rep["out_of_sync"], rep["serial"]) == ("Synced", [], 1)
     assert rep["last_apply"] == {"at": "2026-11-27T12:00:00+00:00", "git_commit": None, "git_dirty": None,
                                  "added": 1, "changed": 0, "deleted": 0}
-    assert rep["next_runs"] == [{"routine_id": "alpha", "next_run_at": "2026-11-28T09:00:00+00:00"}]
+    assert rep["next_runs"] == [{"routine_id": "alpha", "next_run_at": "2026-11-28T09:00:00+00:00", "paused": False}]
 
     write(d, "b.yaml", BAD)
     rep = directory_status(d, j, clock=clock)

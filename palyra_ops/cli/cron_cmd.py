@@ -25,7 +25,7 @@ GIT_MANAGED_NOTE = "  note: this routine is managed by git; the next `palyra-ops
 
 def register(subparsers: Any) -> None:
     handlers = {"add": _add, "list": _list, "status": _status, "show": _show, "enable": _enable, "disable": _enable,
-                "run-now": _run_now, "delete": _delete, "logs": _logs}
+                "pause": _pause, "resume": _pause, "run-now": _run_now, "delete": _delete, "logs": _logs}
     sub, conn = daemon_command(subparsers, "cron", "add, inspect and run routines on a running daemon", "cron_command",
                                handlers)
 
@@ -63,6 +63,15 @@ def register(subparsers: Any) -> None:
         p = sub.add_parser(action, parents=[conn], help=text)
         p.add_argument("name", help="routine name")
         add_output_flag(p)
+
+    p = sub.add_parser("pause", parents=[conn], help="pause a routine: its due times are recorded as skipped "
+                                                      "(paused) until it is resumed")
+    p.add_argument("name", help="routine name")
+    p.add_argument("--note", help="why it is paused (shown by status, plan, logs and the console)")
+    add_output_flag(p)
+    p = sub.add_parser("resume", parents=[conn], help="resume a paused routine from its next due time")
+    p.add_argument("name", help="routine name")
+    add_output_flag(p)
 
     run_now = sub.add_parser("run-now", parents=[conn], help="dispatch a run now (manual trigger)")
     run_now.add_argument("name", help="routine name")
@@ -169,6 +178,8 @@ def show_text(view: dict[str, Any]) -> str:
         ("enabled", f"{str(view.get('enabled')).lower()} (effective {str(view.get('effective_enabled')).lower()}, "
                     f"approval {view.get('approval_state')})"),
         ("state", view.get("state")),
+        *([("paused", (view["pause"].get("note") or "-") + f" (by {view['pause'].get('by')}, {view['pause'].get('at')})")]
+          if view.get("pause") else []),
         ("next run", _next_run(view)),
         ("last run", last_text),
         ("owner", view.get("owner")),
@@ -262,6 +273,25 @@ def _enabled_text(view: dict[str, Any], enabled: bool) -> str:
         lines.append(GIT_MANAGED_NOTE)
     if view.get("effective_enabled"):
         lines.append(f"  next run: {_next_run(view)}")
+    return "\n".join(lines)
+
+
+def _pause(client: ConsoleClient, args: argparse.Namespace) -> int:
+    if args.cron_command == "pause":
+        view = client.post(_routine_path(args.name, "/pause"), {"note": args.note} if args.note else {})
+    else:
+        view = client.post(_routine_path(args.name, "/resume"), {})
+    emit(view, args.output, _paused_text)
+    return 0
+
+
+def _paused_text(view: dict[str, Any]) -> str:
+    pause = view.get("pause")
+    if pause:
+        lines = [f"paused routine {view['name']}" + (f": {pause['note']}" if pause.get("note") else "")]
+        lines.append("  its due times are recorded as skipped (paused); `palyra-ops cron resume` starts it again")
+    else:
+        lines = [f"resumed routine {view['name']}", f"  next run: {_next_run(view)}"]
     return "\n".join(lines)
 
 

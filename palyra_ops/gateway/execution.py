@@ -13,7 +13,9 @@ from palyra_ops.delivery import DeliveryResult
 from palyra_ops.durations import format_duration_ms
 from palyra_ops.errors import JournalError
 from palyra_ops.gateway.base import GatewayState, SkillDenied, log, log_finished
+from palyra_ops.journal.records import JobFields
 from palyra_ops.model import Routine
+from palyra_ops.pause import PAUSED_EVENT, note_failure
 from palyra_ops.policy import authorize_skill
 from palyra_ops.schedule import retry_delay_ms
 
@@ -244,7 +246,9 @@ class Execution(GatewayState):
         if res is not None:
             fields["delivery_status"] = res.status
             fields["delivery_error"] = res.error
-        job = {"last_run_id": run["run_id"], "last_status": status, "last_finished_at_ms": now}
+        job: JobFields = {"last_run_id": run["run_id"], "last_status": status, "last_finished_at_ms": now}
+        if status == "succeeded" and final:
+            job["consecutive_failures"] = 0  # pause_after_failures counts failures in a row
         skill_rule = run.pop("skill_rule", None)
         if skill_rule is not None:
             # a skill refusal names the rule that refused it; a skill run that executed names both the
@@ -275,6 +279,15 @@ class Execution(GatewayState):
             return
         self._spawn(self._emit_quietly("routine.failed", {"routine_id": routine.name, "run_id": run["run_id"],
                                                           "reason": reason}))
+        try:
+            paused = note_failure(self.journal, routine.name, routine.policies.pause_after_failures)
+        except JournalError as exc:
+            log.warning("routine %s: failure not counted for pause_after_failures: %s", routine.name, exc.message)
+            return
+        if paused is not None:
+            log.warning("routine %s paused: %s", routine.name, paused.note)
+            self._spawn(self._emit_quietly(PAUSED_EVENT, {"routine_id": routine.name, "run_id": run["run_id"],
+                                                          "note": paused.note, "by": paused.by}))
 
     def emit_system_event(self, name: str, payload: dict[str, Any]) -> None:
         """Fire-and-forget `emit_event` for services on the loop (skill quarantine, ...): a failure to

@@ -14,6 +14,7 @@ from palyra_ops.enums import ApprovalMode, Concurrency, QuietAction
 from palyra_ops.errors import JournalError, PalyraError
 from palyra_ops.gateway.base import GATES, GatewayState
 from palyra_ops.model import Routine
+from palyra_ops.pause import OPERATOR_TRIGGERS, PauseState
 from palyra_ops.schedule import QuietHours
 
 
@@ -43,6 +44,8 @@ class Gates(GatewayState):
                 elif job.get("approval_state") == "denied" and routine.approval == "before_enable":
                     why = "disabled: before_enable approval was denied"
                 return self._stop(run, routine, "skipped", why, gate="disabled")
+            if job.get("paused") and run.get("trigger_kind") not in OPERATOR_TRIGGERS:
+                return self._stop(run, routine, "skipped", PauseState.of(job).reason(), gate="paused")
             self.metrics.gate("disabled", "pass")
 
         if first <= 1 and routine.approval == ApprovalMode.BEFORE_FIRST_RUN:

@@ -132,9 +132,19 @@ def _daemon_runtime(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX journal_cron_jobs_trigger ON journal_cron_jobs (trigger_kind)")
 
 
+def _pause(conn: sqlite3.Connection) -> None:
+    """Pause is runtime state of a job (SPEC §12), never part of the routine's definition: plan
+    shows it, apply leaves it alone. `consecutive_failures` counts final failures since the last
+    success, for `policies.pause_after_failures`."""
+    for col in ("paused INTEGER NOT NULL DEFAULT 0", "pause_note TEXT", "paused_by TEXT", "paused_at_ms INTEGER",
+                "consecutive_failures INTEGER NOT NULL DEFAULT 0"):
+        conn.execute(f"ALTER TABLE journal_cron_jobs ADD COLUMN {col}")
+
+
 def all_migrations() -> list[Migration]:
     """Every migration in apply order; area-owned lists are appended after the core."""
-    migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime)]
+    migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime),
+                                   ("0003_pause", _pause)]
     migrations.extend(_wrap(m) for m in _memory.MIGRATIONS)
     return migrations
 

@@ -104,6 +104,11 @@ class JobRecord(TypedDict):
     last_started_at_ms: int | None
     last_finished_at_ms: int | None
     updated_at_ms: int
+    paused: int
+    pause_note: str | None
+    paused_by: str | None
+    paused_at_ms: int | None
+    consecutive_failures: int
 
 
 class RunRecord(TypedDict):
@@ -201,6 +206,7 @@ class JobFields(TypedDict, total=False):
     last_status: str | None
     last_started_at_ms: int | None
     last_finished_at_ms: int | None
+    consecutive_failures: int
 
 
 #: one claim of the scheduler: (routine_id, expected next_run_at, run rows to insert, job fields)

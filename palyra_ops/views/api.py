@@ -187,6 +187,9 @@ def routine_view(
         "channel": spec.get("channel"),
         "enabled": bool(spec.get("enabled", True)),
         "effective_enabled": bool(job.get("enabled", 1)) if job else bool(spec.get("enabled", True)),
+        "paused": bool(job.get("paused")) if job else False,
+        "pause": ({"note": job.get("pause_note"), "by": job.get("paused_by"), "at": rfc3339(job.get("paused_at_ms"))}
+                  if job and job.get("paused") else None),
         "approval_state": job.get("approval_state", "none") if job else "none",
         "state": job_state(job, active_runs, now_ms),
         "active_runs": active_runs,

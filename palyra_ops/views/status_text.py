@@ -25,7 +25,12 @@ def status_text(report: dict[str, Any]) -> str:
     lines.append(_last_apply_line(report.get("last_apply")))
     if report["next_runs"]:
         lines.append("Next runs:")
-        lines += [f"  {r['next_run_at']}  {r['routine_id']}" for r in report["next_runs"]]
+        lines += [f"  {r['next_run_at']}  {r['routine_id']}" + ("  (paused: recorded as skipped)" if r.get("paused") else "")
+                  for r in report["next_runs"]]
+    if report.get("paused"):
+        lines.append("Paused (runtime state; `palyra-ops cron resume NAME`):")
+        lines += [f"  {p['routine_id']}" + (f": {p['note']}" if p.get("note") else "")
+                  + f"  (by {_shown(p.get('by'))} since {_shown(p.get('since'))})" for p in report["paused"]]
     lines += daemon_lines(report["daemon"])
     return "\n".join(lines) + "\n"
 

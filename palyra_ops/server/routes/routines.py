@@ -1,4 +1,4 @@
-"""Routines and their runs (SPEC §6): list, one, upsert, dispatch, enable, delete, runs.
+"""Routines and their runs (SPEC §6, §12): list, one, upsert, dispatch, enable, pause/resume, delete, runs.
 
 Handlers are thin on purpose: parse the request, call the library (`reconcile`, the gateway and
 scheduler on the `DaemonContext`), render with `views`. Anything that decides what the journal
@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from palyra_ops import reconcile, views
+from palyra_ops import pause, reconcile, views
 from palyra_ops.context import DaemonContext
 from palyra_ops.errors import Conflict, InvalidInput, NotFound, Unavailable, ValidationFailed
 from palyra_ops.server.body import read_object
@@ -145,6 +145,33 @@ async def set_enabled(request: Request) -> Response:
     return JSONResponse(routine_detail(ctx, routine_id))
 
 
+MAX_NOTE = 500
+
+
+async def pause_routine(request: Request) -> Response:
+    ctx = ctx_of(request)
+    routine_id = request.path_params["routine_id"]
+    payload = await read_object(request)
+    note = payload.get("note")
+    if set(payload) - {"note"} or not (note is None or isinstance(note, str)):
+        raise InvalidInput('body must be {} or {"note": "why"}')
+    if note is not None and len(note) > MAX_NOTE:
+        raise InvalidInput(f"note: at most {MAX_NOTE} characters")
+    pause.pause(ctx.journal, routine_id, note=note, by="console")
+    wake(ctx)
+    return JSONResponse(routine_detail(ctx, routine_id))
+
+
+async def resume_routine(request: Request) -> Response:
+    ctx = ctx_of(request)
+    routine_id = request.path_params["routine_id"]
+    if await read_object(request):
+        raise InvalidInput("body must be {}")
+    pause.resume(ctx.journal, routine_id)
+    wake(ctx)
+    return JSONResponse(routine_detail(ctx, routine_id))
+
+
 async def delete_routine(request: Request) -> Response:
     ctx = ctx_of(request)
     routine_id = request.path_params["routine_id"]
@@ -216,6 +243,26 @@ ROUTINE_ROUTES = [
         params=(ROUTINE_ID,),
         body={"type": "object", "required": ["enabled"], "additionalProperties": False,
               "properties": {"enabled": {"type": "boolean"}}},
+        replies={200: Reply("The routine after the change.", ref("RoutineDetail"))},
+        raises=(InvalidInput, NotFound),
+    )),
+    ApiRoute("/routines/{routine_id}/pause", pause_routine, method="POST", operation=Operation(
+        summary="Pause a routine",
+        description="It stays scheduled; each due time is recorded as a skipped run (reason `paused: NOTE`) "
+                    "until it is resumed. A manual dispatch and a backfill still run. Pause is runtime state: "
+                    "plan and status show it, apply leaves it alone. Pausing again replaces the note.",
+        params=(ROUTINE_ID,),
+        body={"type": "object", "additionalProperties": False,
+              "properties": {"note": {"type": "string", "maxLength": MAX_NOTE}}},
+        replies={200: Reply("The routine after the change.", ref("RoutineDetail"))},
+        raises=(InvalidInput, NotFound),
+    )),
+    ApiRoute("/routines/{routine_id}/resume", resume_routine, method="POST", operation=Operation(
+        summary="Resume a paused routine",
+        description="The next due time runs as usual; times due while it was paused are not replayed "
+                    "(`palyra-ops backfill` runs them on purpose). Resuming a routine that is not paused changes nothing.",
+        params=(ROUTINE_ID,),
+        body={"type": "object", "additionalProperties": False, "properties": {}},
         replies={200: Reply("The routine after the change.", ref("RoutineDetail"))},
         raises=(InvalidInput, NotFound),
     )),

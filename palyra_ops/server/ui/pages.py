@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from palyra_ops import pause as pausing
 from palyra_ops import reconcile, views
 from palyra_ops.errors import Conflict, InvalidInput
 from palyra_ops.server.params import query_int
@@ -112,11 +113,6 @@ def _runs(ctx: Any, name: str, status: str | None) -> list[dict[str, Any]]:
     return [views.run_view(r) for r in ctx.journal.list_runs(name, status=status, limit=RUNS_SHOWN)]
 
 
-def _pause_supported(ctx: Any) -> bool:
-    """Pause/resume (SPEC §12) is runtime state of the journal; shown once the journal has it."""
-    return callable(getattr(ctx.journal, "set_paused", None))
-
-
 @page
 async def routine_page_view(request: Request) -> Response:
     ctx = ctx_of(request)
@@ -130,7 +126,7 @@ async def routine_page_view(request: Request) -> Response:
         request, "routine.html", r=detail, job=job or {}, yaml_text=definition_yaml(stored),
         runs=_runs(ctx, name, status), status=status, statuses=RUN_STATUSES,
         upcoming=firetimes.upcoming(stored, job, ctx.clock.now_ms()),
-        last_apply=last_apply, pause_supported=_pause_supported(ctx),
+        last_apply=last_apply,
     )
 
 
@@ -187,10 +183,11 @@ async def _set_paused(request: Request, paused: bool) -> Response:
     ctx = ctx_of(request)
     name = request.path_params["name"]
     routine_of(ctx, name)
-    if not _pause_supported(ctx):
-        raise InvalidInput("this journal has no pause/resume yet")
     note = request.scope["state"]["ui_form"].get("note") or None
-    ctx.journal.set_paused(name, paused, note=note if paused else None, by="console")
+    if paused:
+        pausing.pause(ctx.journal, name, note=note, by="console")
+    else:
+        pausing.resume(ctx.journal, name)
     wake(ctx)
     return done(request, f"/routines/{name}", f"{name} {'paused' if paused else 'resumed'}")
 
