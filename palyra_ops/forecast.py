@@ -19,14 +19,15 @@ takes well under a second (bench/bench_forecast.py, figures in bench/README.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from palyra_ops.clock import MAX_INSTANT_MS
+from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.model import Routine
 from palyra_ops.schedule import QuietHours, Schedule, compile_cron, jitter_offset_ms
@@ -34,6 +35,8 @@ from palyra_ops.schedule.cron import CronError
 from palyra_ops.schedule.policies import jitter_offsets_ms
 from palyra_ops.schedule.zones import resolve_zone, transitions_between, zone_label
 
+#: the few jitter spellings of a directory, parsed once each
+duration_ms = lru_cache(maxsize=256)(parse_duration_ms)
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 DEFAULT_HOURS = 24
@@ -77,6 +80,18 @@ class Timing:
             return None
         return cls(routine.name, routine.schedule, routine.policies.dst, routine.policies.jitter_ms,
                    routine.quiet_hours, job.get("anchor_ms") if job else None)
+
+    @classmethod
+    def of_body(cls, name: str, body: Mapping[str, Any], anchor_ms: int | None = None) -> Timing | None:
+        """`of(Routine.from_resource(...))` reading only these fields (plan does this for every routine:
+        the full model is most of the cost at 10,000). tests/test_forecast.py holds the two equal."""
+        spec = body.get("spec") or {}
+        trigger = spec.get("trigger") or {}
+        if trigger.get("kind") != "schedule" or not trigger.get("schedule") or not spec.get("enabled", True):
+            return None
+        p = spec.get("policies") or {}
+        return cls(name, trigger["schedule"], {"gap": "shift", "fold": "first", **(p.get("dst") or {})},
+                   duration_ms(p.get("jitter", "0s")), spec.get("quiet_hours"), anchor_ms)
 
 
 @dataclass
@@ -456,3 +471,80 @@ def _shortest_gap(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], S
         else:
             gaps[r.key] = DAY_MS
     return min(gaps.values(), default=DAY_MS)
+
+
+# -- plan's warnings -----------------------------------------------------------------------------------
+
+#: herds plan warns about (the biggest first); `palyra-ops forecast` lists them all
+PLAN_HERDS = 5
+#: above this many planned routines plan leaves the forecast to `palyra-ops forecast` (it would cost
+#: a few seconds at 100,000, where plan itself is tuned to a few seconds)
+PLAN_MAX_ROUTINES = 20_000
+_QUIET_NOTE = " falls in quiet hours "  # schedule.core.notes_for's per-fire quiet-hours note
+
+
+def names_text(routines: Sequence[str], show: int = 5) -> str:
+    head = ", ".join(routines[:show])
+    return head + (f" and {len(routines) - show} more" if len(routines) > show else "")
+
+
+def describe_herd(h: Herd) -> str:
+    """One line for a herd: the forecast's text view and plan's warning."""
+    from palyra_ops.clock import rfc3339
+    from palyra_ops.durations import format_duration_ms
+
+    when = rfc3339(h.seconds[0])
+    at = f"at {when}" if len(h.seconds) == 1 else f"in {len(h.seconds)} seconds of the window, first {when}"
+    head = f"{h.runs} runs due in the same second {at} ({names_text(h.routines)})"
+    if h.jitter_ms is None:
+        return f"{head}: {h.note}"
+    tail = f"; {h.note}" if h.note else ""
+    return (f"{head}: set policies.jitter: {format_duration_ms(h.jitter_ms)} on them "
+            f"(at most {h.max_after} in any second then{tail})")
+
+
+def plan_warnings(everything: Sequence[Any], selected: Sequence[Any], desired: Mapping[tuple[str, str], Any],
+                  jobs: Mapping[str, Any], now_ms: int) -> list[str]:
+    """Herds and never-runs among the routines a plan covers, as plan warnings (SPEC §12).
+
+    Only when the plan changes a routine, and only about herds holding a changed routine and
+    changed routines that never run, so an unchanged fleet does not repeat the same warnings on every
+    plan. `selected` are the changes the plan keeps (`--target`/`--exclude`), `everything` all of
+    them: a targeted routine joining a herd of untargeted ones is still warned about. The forecast is
+    of the whole desired state over the next 24 h: a routine whose schedule changes
+    counts `every` from now (apply re-anchors it), others from their job's anchor. A never-runs
+    routine's per-fire quiet-hours notes are dropped from its schedule preview: the one warning says it.
+    """
+    routines = [c for c in everything if c.kind == "Routine" and c.action not in ("delete", "unmanaged")]
+    changed = {c.name for c in selected if c.kind == "Routine" and c.is_change and c.action != "delete"}
+    if not changed:
+        return []
+    if len(routines) > PLAN_MAX_ROUTINES:
+        return [f"no forecast for {len(routines)} routines in one plan (more than {PLAN_MAX_ROUTINES}); "
+                "run `palyra-ops forecast` for herds and routines that never run"]
+    timings = []
+    for c in routines:
+        res = desired.get(("Routine", c.name))
+        if res is None:  # a kept object (its file is invalid): what it will do is unknown
+            continue
+        job = jobs.get(c.moved_from or c.name)
+        if job is not None and job.get("paused"):
+            continue
+        keeps_anchor = job is not None and c.schedule is None  # apply keeps the anchor of an untouched schedule
+        t = Timing.of_body(c.name, res.body, job.get("anchor_ms") if keeps_anchor and job else None)
+        if t is not None:
+            timings.append(t)
+    # herds of routines without jitter: no hashing, nominal instants shared per schedule (a cold plan
+    # of 10,000 must stay cheap); routines with a jitter are spread already, `forecast` counts them too
+    f = forecast([t for t in timings if not t.jitter_ms], now_ms, DEFAULT_HOURS)
+    quiet = forecast([t for t in timings if t.name in changed and t.quiet_hours], now_ms, DEFAULT_HOURS)
+    never = {n.name: n for n in quiet.never}
+    for c in routines:
+        if c.name in never and c.schedule is not None:
+            c.schedule = replace(c.schedule, notes=[n for n in c.schedule.notes if _QUIET_NOTE not in n])
+    herds = [h for h in f.herds if changed.intersection(h.routines)]
+    out = [n.message for n in never.values()]
+    out += [f"herd: {describe_herd(h)}" for h in herds[:PLAN_HERDS]]
+    if len(herds) > PLAN_HERDS:
+        out.append(f"{len(herds) - PLAN_HERDS} more herds hold routines of this plan; see `palyra-ops forecast`")
+    return out

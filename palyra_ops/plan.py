@@ -25,6 +25,7 @@ from typing import Any
 from palyra_ops import schedule as sched
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError
+from palyra_ops.forecast import plan_warnings
 from palyra_ops.journal import Snapshot, StoredResource
 from palyra_ops.model import Resource, flatten
 from palyra_ops.pause import paused_warnings
@@ -326,6 +327,7 @@ def compute_plan(
         warnings.insert(0, selection.warning())
     warnings += _deleted_channel_warnings(changes, everything, desired_by_key, snapshot)
     warnings += paused_warnings(snapshot.jobs, {c.name for c in changes if c.kind == "Routine"})
+    warnings += plan_warnings(everything, changes, desired_by_key, snapshot.jobs, now_ms)  # herds, never-runs
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",

@@ -281,3 +281,52 @@ def test_cli_journal_uses_the_jobs_anchor(fleet: Path, tmp_path: Path, capsys: p
     beat = next(r for r in doc["routines"] if r["name"] == "beat")
     # every 7m from the apply at 23:50: 23:57, 00:04, ...
     assert beat["fire_times"][:2] == ["2026-12-04T00:04:00+00:00", "2026-12-04T00:11:00+00:00"]
+
+
+# -- plan's warning ------------------------------------------------------------------------------------
+
+
+def test_plan_warns_of_a_herd_and_a_never_running_routine_once(fleet: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    code = main(["plan", "--dir", str(fleet), "--journal", str(journal)])
+    out = capsys.readouterr().out
+    assert code == 0
+    warnings = [line for line in out.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith('Warning: routine "late" can never run: every fire time of its cron')
+    assert warnings[1].startswith("Warning: herd: 12 runs due in the same second at ")
+    assert "set policies.jitter: 15s on them" in warnings[1]
+    assert "falls in quiet hours 22:00–07:00 Europe/Prague; it will be skipped" not in out  # not once per fire
+    doc = json.loads(subprocess.run([sys.executable, "-m", "palyra_ops", "plan", "--dir", str(fleet), "--journal",
+                                     str(journal), "-o", "json"], capture_output=True, text=True, timeout=120,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout)
+    assert [w.split(":")[0] for w in doc["warnings"]] == ['routine "late" can never run', "herd"]
+
+
+def test_plan_warns_only_about_what_it_changes(fleet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    assert main(["apply", "--dir", str(fleet), "--journal", str(journal), "--auto-approve"]) == 0
+    capsys.readouterr()
+    assert main(["plan", "--dir", str(fleet), "--journal", str(journal)]) == 0
+    assert "Warning:" not in capsys.readouterr().out  # an unchanged fleet is not nagged on every plan
+    write(fleet, "beat.yaml", routine_yaml("beat", cron=None, every="8m"))
+    assert main(["plan", "--dir", str(fleet), "--journal", str(journal)]) == 0
+    assert "Warning:" not in capsys.readouterr().out  # beat is in no herd and runs
+    write(fleet, "beat.yaml", routine_yaml("beat"))  # now at 09:00 with the others
+    assert main(["plan", "--dir", str(fleet), "--journal", str(journal), "--target", "beat"]) == 0
+    out = capsys.readouterr().out
+    assert "Warning: herd: 13 runs due in the same second at " in out and "never run" not in out
+
+
+def test_timing_of_body_reads_what_the_routine_model_reads(fleet: Path) -> None:
+    from palyra_ops.model import Routine
+    from palyra_ops.source import iter_documents, load_directory
+
+    docs = list(iter_documents(load_directory(fleet), "Routine"))
+    assert len(docs) == 14
+    for doc in docs:
+        assert Timing.of_body(doc.name, doc.body) == Timing.of(Routine.from_resource(doc))
+    off = {"spec": {"enabled": False, "trigger": {"kind": "schedule", "schedule": {"cron": "* * * * *"}}}}
+    assert Timing.of_body("off", off) is None
+    assert Timing.of_body("hook", {"spec": {"trigger": {"kind": "manual"}}}) is None

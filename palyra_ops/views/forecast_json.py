@@ -65,7 +65,7 @@ def forecast_document(f: Forecast) -> dict[str, Any]:
             "routines": len(f.routines),
             "runs": f.total_runs,
             "not_forecast": f.skipped,
-            "herds": len(f.herds),
+            "herds": f.herd_groups,
             "herd_seconds": f.herd_seconds,
             "never_runs": len(f.never),
         },

@@ -6,28 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from palyra_ops.clock import rfc3339
-from palyra_ops.durations import format_duration_ms
-from palyra_ops.forecast import Forecast, Herd
+from palyra_ops.forecast import Forecast, describe_herd, names_text
 
-#: routine names shown for one second or herd before "and N more"
-SHOW_NAMES = 5
-
-
-def names(routines: list[str], show: int = SHOW_NAMES) -> str:
-    head = ", ".join(routines[:show])
-    return head + (f" and {len(routines) - show} more" if len(routines) > show else "")
-
-
-def herd_line(h: Herd) -> str:
-    """The one-line form plan shows as a warning too."""
-    when = rfc3339(h.seconds[0])
-    at = f"at {when}" if len(h.seconds) == 1 else f"in {len(h.seconds)} seconds of the window, first {when}"
-    head = f"{h.runs} runs due in the same second {at} ({names(h.routines)})"
-    if h.jitter_ms is None:
-        return f"{head}: {h.note}"
-    tail = f"; {h.note}" if h.note else ""
-    return (f"{head}: set policies.jitter: {format_duration_ms(h.jitter_ms)} on them "
-            f"(at most {h.max_after} in any second then{tail})")
+names = names_text
+herd_line = describe_herd
 
 
 def forecast_text(f: Forecast) -> Iterator[str]:
@@ -41,11 +23,12 @@ def forecast_text(f: Forecast) -> Iterator[str]:
         for s in f.busiest:
             plural = "s" if s.runs != 1 else " "
             yield f"  {rfc3339(s.at_ms)}  {s.runs:>6} run{plural}  {names(s.routines)}\n"
-    yield f"\nHerds ({f.herd_min} or more runs due in the same second): {len(f.herds) or 'none'}\n"
+    yield f"\nHerds ({f.herd_min} or more runs due in the same second): {f.herd_groups or 'none'}\n"
     for h in f.herds:
         yield f"  {herd_line(h)}\n"
-    if f.herd_seconds > sum(len(h.seconds) for h in f.herds):
-        yield f"  ({f.herd_seconds} herd seconds in all; the biggest are listed)\n"
+    if f.herd_groups > len(f.herds):
+        yield (f"  ... and {f.herd_groups - len(f.herds)} smaller herds ({f.herd_seconds} seconds with "
+               f"{f.herd_min} or more runs in all)\n")
     if f.never:
         yield "\nNever runs:\n"
         for n in f.never:
