@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from palyra_ops.clock import MAX_INSTANT_MS
-from palyra_ops.durations import parse_duration_ms
+from palyra_ops.durations import format_duration_ms, parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.model import Routine
 from palyra_ops.schedule import QuietHours, Schedule, compile_cron, jitter_offset_ms
@@ -432,32 +432,42 @@ def suggest_jitter(members: list[RoutineRuns], second_ms: int, herd_min: int,
     Jitter delays each occurrence by a deterministic amount in [0, J] (`jitter_offset_ms`: SHA-256 of
     routine and nominal instant, so roughly uniform), which spreads N runs over J/1 s + 1 seconds.
     Aiming at one run per second on average gives J = (N - 1) s, rounded up to a value an operator
-    would write (5s, 30s, 1m, 5m, ...). Two limits apply: J stays below half the shortest interval
-    between two fire times of any member (a longer jitter would let one occurrence overtake the
-    next), and at least 1 s. The result is then checked with the scheduler's own `jitter_offset_ms`
-    on the herd's actual nominal instants: `max_after` is the most runs left in any one second.
-    Deferred runs (quiet hours' end) are not jittered, so a herd of those gets no suggestion.
+    would write (5s, 30s, 1m, 5m, ...). A routine's jitter should stay below half the interval between
+    two of its fire times (a longer one lets an occurrence overtake the next), so members that fire
+    more often than every 2 J get half their interval instead (rounded down, at least 1 s) and the note
+    says how many. The result is then checked with the scheduler's own `jitter_offset_ms` on the
+    herd's actual nominal instants: `max_after` is the most runs left in any one second. Deferred
+    runs (quiet hours' end) are not jittered, so a herd of those gets no suggestion.
     """
-    nominal: list[tuple[str, int]] = []
+    picked: list[tuple[str, int, tuple[Any, ...]]] = []
     for r in members:
         i = int(np.searchsorted(r.scheduled_due, second_ms))
         if i < len(r.scheduled_due) and r.scheduled_due[i] // 1000 == second_ms // 1000:
-            nominal.append((r.name, int(r.scheduled_nominal[i])))
-    if len(nominal) < 2:
+            picked.append((r.name, int(r.scheduled_nominal[i]), r.key))
+    if len(picked) < 2:
         return None, None, "runs deferred to the end of quiet hours; jitter does not spread them"
-    target = (len(nominal) - 1) * 1000
-    cap = _shortest_gap(members, schedules) // 2
+    target = (len(picked) - 1) * 1000
     jitter = next((n for n in NICE_JITTER_MS if n >= target), target)
-    note = ""
-    if jitter > cap:
-        jitter = max((n for n in NICE_JITTER_MS if n <= cap), default=max(cap, 1000))
-        note = "capped at half the shortest interval between fire times"
-    due = [(n + jitter_offset_ms(name, n, jitter)) // 1000 for name, n in nominal]
+    gaps = _gaps(members, schedules)
+    own = {key: _capped(jitter, gap // 2) for key, gap in gaps.items()}
+    due = [(n + jitter_offset_ms(name, n, own[key])) // 1000 for name, n, key in picked]
     after = int(np.bincount(np.array(due, dtype=np.int64) - min(due)).max())
+    shorter = sum(1 for _, _, key in picked if own[key] < jitter)
+    if shorter == len(picked):
+        return max(own[key] for _, _, key in picked), after, "capped at half the interval between fire times"
+    note = (f"{shorter} of them fire more often than every {format_duration_ms(2 * jitter)}: "
+            "give those half their interval") if shorter else ""
     return jitter, after, note
 
 
-def _shortest_gap(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], Schedule]) -> int:
+def _capped(jitter: int, cap: int) -> int:
+    if jitter <= cap:
+        return jitter
+    return max((n for n in NICE_JITTER_MS if n <= cap), default=max(cap, 1000))
+
+
+def _gaps(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], Schedule]) -> dict[tuple[Any, ...], int]:
+    """The shortest interval between two nominal fire times, per distinct schedule of the members."""
     gaps: dict[tuple[Any, ...], int] = {}
     for r in members:
         if r.key in gaps:
@@ -470,7 +480,7 @@ def _shortest_gap(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], S
             gaps[r.key] = (nxt - int(fires[0])) if nxt is not None else DAY_MS
         else:
             gaps[r.key] = DAY_MS
-    return min(gaps.values(), default=DAY_MS)
+    return gaps
 
 
 # -- plan's warnings -----------------------------------------------------------------------------------
@@ -491,7 +501,6 @@ def names_text(routines: Sequence[str], show: int = 5) -> str:
 def describe_herd(h: Herd) -> str:
     """One line for a herd: the forecast's text view and plan's warning."""
     from palyra_ops.clock import rfc3339
-    from palyra_ops.durations import format_duration_ms
 
     when = rfc3339(h.seconds[0])
     at = f"at {when}" if len(h.seconds) == 1 else f"in {len(h.seconds)} seconds of the window, first {when}"

@@ -330,3 +330,16 @@ def test_timing_of_body_reads_what_the_routine_model_reads(fleet: Path) -> None:
     off = {"spec": {"enabled": False, "trigger": {"kind": "schedule", "schedule": {"cron": "* * * * *"}}}}
     assert Timing.of_body("off", off) is None
     assert Timing.of_body("hook", {"spec": {"trigger": {"kind": "manual"}}}) is None
+
+
+def test_herd_members_that_fire_often_get_half_their_interval() -> None:
+    herd = [timing(f"daily-{i:02d}", cron="0 9 * * *") for i in range(40)]
+    herd += [timing(f"often-{i}", cron="* * * * *") for i in range(3)]
+    f = forecast(herd, START, 24)
+    nine_ms = parse_rfc3339("2026-12-04T09:00:00Z")
+    nine = next(h for h in f.herds if h.seconds == [nine_ms])
+    assert nine.runs == 43 and nine.jitter_ms == 60_000
+    assert nine.note == "3 of them fire more often than every 2m: give those half their interval"
+    due = [(nine_ms + jitter_offset_ms(t.name, nine_ms, 60_000 if t.name.startswith("daily") else 30_000)) // 1000
+           for t in herd]
+    assert nine.max_after == max(due.count(s) for s in due)
