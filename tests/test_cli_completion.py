@@ -62,17 +62,16 @@ def test_zsh_script_names_every_command(scripts: dict[str, Path]) -> None:
         assert f"\n    {name}:'" in text, name
     assert "\n    logs:'" in text and "--detailed-exitcode" in text
     assert "\n    completion:'print a shell completion script (bash, zsh or fish)'\n" in text  # the one-line help
-    if shutil.which("zsh"):
-        check = subprocess.run(["zsh", "-n", str(scripts["zsh"])], capture_output=True, text=True, timeout=60)
-        assert (check.returncode, check.stderr) == (0, "")
+    assert shutil.which("zsh"), "zsh is missing: tools/system-deps.sh installs it"
+    check = subprocess.run(["zsh", "-n", str(scripts["zsh"])], capture_output=True, text=True, timeout=60)
+    assert (check.returncode, check.stderr) == (0, "")
 
 
 def test_fish_script_completes_commands(scripts: dict[str, Path]) -> None:
     text = scripts["fish"].read_text()
     for name in COMMANDS:
         assert f"-a '{name}'" in text, name
-    if not shutil.which("fish"):
-        return
+    assert shutil.which("fish"), "fish is missing: tools/system-deps.sh installs it"
     check = subprocess.run(["fish", "-n", str(scripts["fish"])], capture_output=True, text=True, timeout=60)
     assert (check.returncode, check.stderr) == (0, "")
 

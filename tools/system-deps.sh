@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond Python: PostgreSQL's server binaries (the HA tests start
-# a throwaway cluster of their own) and Chromium (the web console is tested in a real headless browser).
+# a throwaway cluster of their own), Chromium (the web console is tested in a real headless browser),
+# zsh, fish and systemd-analyze (completion scripts and the systemd unit are checked by the real tools).
 # Installs what is missing with apt when run as root; otherwise prints the command and fails, so a
 # missing part is never silently skipped.
 set -euo pipefail
@@ -12,6 +13,12 @@ fi
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
     missing+=(chromium)
 fi
+# the completion tests syntax-check the zsh and fish scripts with the real shells; the deploy example's
+# unit is checked with systemd-analyze
+for tool in zsh fish; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
