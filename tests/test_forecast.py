@@ -343,3 +343,18 @@ def test_herd_members_that_fire_often_get_half_their_interval() -> None:
     due = [(nine_ms + jitter_offset_ms(t.name, nine_ms, 60_000 if t.name.startswith("daily") else 30_000)) // 1000
            for t in herd]
     assert nine.max_after == max(due.count(s) for s in due)
+
+
+def test_cli_text_of_an_empty_and_a_single_routine_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "routines.d"
+    d.mkdir()
+    assert main(["forecast", "--dir", str(d), "--from", "2026-12-04T00:00:00Z", "--hours", "1"]) == 0
+    assert capsys.readouterr().out == ("Forecast 2026-12-04T00:00:00+00:00 to 2026-12-04T01:00:00+00:00 (1 h): "
+                                       "0 routines, 0 runs.\n\nHerds (10 or more runs due in the same second): none\n")
+    write(d, "a.yaml", routine_yaml("one", cron="30 0 * * *"), routine_yaml("hook", cron=None, every="1h").replace(
+        "kind: schedule\n    schedule:\n      every: 1h\n", "kind: manual\n"))
+    assert main(["forecast", "--dir", str(d), "--from", "2026-12-04T00:00:00Z", "--hours", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Forecast 2026-12-04T00:00:00+00:00 to 2026-12-04T01:00:00+00:00 (1 h): 1 routine, 1 run.\n"
+                          "Not forecast: 1 routine (not on a schedule, disabled or paused).\n")
+    assert "  2026-12-04T00:30:00+00:00       1 run   one\n" in out

@@ -14,10 +14,11 @@ herd_line = describe_herd
 
 def forecast_text(f: Forecast) -> Iterator[str]:
     hours = f"{f.hours:g} h"
-    yield (f"Forecast {rfc3339(f.start_ms)} to {rfc3339(f.end_ms)} ({hours}): {len(f.routines)} routines, "
-           f"{f.total_runs} runs.\n")
+    n, runs = len(f.routines), f.total_runs
+    yield (f"Forecast {rfc3339(f.start_ms)} to {rfc3339(f.end_ms)} ({hours}): {n} routine{'s' if n != 1 else ''}, "
+           f"{runs} run{'s' if runs != 1 else ''}.\n")
     if f.skipped:
-        yield f"Not forecast: {f.skipped} routines (not on a schedule, disabled or paused).\n"
+        yield f"Not forecast: {f.skipped} routine{'s' if f.skipped != 1 else ''} (not on a schedule, disabled or paused).\n"
     if f.busiest:
         yield "\nBusiest seconds:\n"
         for s in f.busiest:
