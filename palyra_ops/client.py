@@ -45,13 +45,14 @@ class Target:
     looked_in: tuple[Path, ...] = ()
 
 
-def write_discovery(state_root: Path, url: str, *, journal: Path, pid: int | None = None) -> Path:
+def write_discovery(state_root: Path, url: str, *, journal: Path | str, pid: int | None = None) -> Path:
     """The daemon's address for CLIs in other shells: `<state_root>/daemon.json`, 0600."""
     from palyra_ops.fsmodes import write_private
+    from palyra_ops.journal.faults import is_postgres_url, redact
 
     path = Path(state_root) / DISCOVERY_FILE
     doc = {"url": url, "pid": pid or os.getpid(), "state_root": str(Path(state_root).resolve()),
-           "journal": str(Path(journal).resolve())}
+           "journal": redact(journal) if is_postgres_url(journal) else str(Path(journal).resolve())}
     write_private(path, json.dumps(doc, indent=2) + "\n")
     return path
 

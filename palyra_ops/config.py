@@ -102,7 +102,7 @@ class WatcherConfig:
 class DaemonConfig:
     host: str = "127.0.0.1"
     port: int = 7142
-    journal: Path | None = None  # None: $PALYRA_STATE_ROOT/journal.sqlite3
+    journal: Path | str | None = None  # None: $PALYRA_STATE_ROOT/journal.sqlite3; str: a postgresql:// URL
     dir: Path | None = Path("routines.d")
     watch: bool = False
     allow_remote: bool = False
@@ -324,20 +324,22 @@ class _Merge:
         except PalyraError as exc:
             raise PalyraError(f"{self.src.where(('listen',))}: {exc.message}") from None
 
-    def paths(self) -> tuple[Path | None, Path, Path | None]:
-        """(journal, routine dir, state root); a flag as given, a file's value relative to the file."""
+    def paths(self) -> tuple[Path | str | None, Path, Path | None]:
+        """(journal, routine dir, state root); a flag as given, a file's value relative to the file
+        (a `postgresql://` URL as it is)."""
+        from palyra_ops.journal.faults import journal_location
+
         journal = self.flags.get("journal")
         if journal is None and self.data.get("journal"):
-            from palyra_ops.journal.faults import check_location
-
-            journal = self.rel(check_location(str(self.data["journal"])))  # a URL is refused, not taken for a path
+            loc = journal_location(str(self.data["journal"]))  # another URL is refused, not taken for a path
+            journal = loc if isinstance(loc, str) else self.rel(loc)
         dir_ = self.flags.get("dir")
         if dir_ is None and self.data.get("dir"):
             dir_ = self.rel(self.data["dir"])
         state_root = self.flags.get("state_root")
         if state_root is None and self.data.get("state_root"):
             state_root = self.rel(self.data["state_root"])
-        return (Path(journal) if journal is not None else None, Path(dir_) if dir_ is not None else Path("routines.d"),
+        return (journal_location(journal) if journal is not None else None, Path(dir_) if dir_ is not None else Path("routines.d"),
                 Path(state_root) if state_root is not None else None)
 
     def backend(self) -> BackendConfig:

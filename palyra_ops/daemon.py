@@ -46,6 +46,7 @@ from palyra_ops.errors import PalyraError
 from palyra_ops.fsmodes import private_dir
 from palyra_ops.gateway import Gateway, Loopback, loopback_keepalive_s
 from palyra_ops.journal import DaemonLock, Journal, new_id, open_journal
+from palyra_ops.journal.faults import redact
 from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
@@ -142,7 +143,7 @@ class Daemon:
         self.paths = paths or StatePaths.from_env(root=config.state_root, journal=config.journal)
         self.state_root = self.paths.root
         self.journal_path = self.paths.journal
-        self.lock = DaemonLock(self.journal_path)
+        self.lock = DaemonLock(self.paths.side_base)  # PostgreSQL: one daemon per journal and state root
         self.daemon_id = new_id()
         self.maintenance = MaintenanceTasks(self.clock)
         self.server: _Server | None = None
@@ -226,6 +227,8 @@ class Daemon:
         from palyra_ops.memory.embedders import EmbedderSpec
         from palyra_ops.memory.service import MemoryService
 
+        if self.paths.is_postgres:
+            raise PalyraError("memory is not kept in a PostgreSQL journal yet (docs/ha.md)")
         mc = self.config.memory  # the whole `memory:` section (retention, intervals, vacuum, embedder)
         # no embedder configured: keep the one the journal last backfilled with (None), not the default
         embedder = mc.embedder if mc.embedder != EmbedderSpec() else None
@@ -501,7 +504,7 @@ def run_daemon(config: DaemonConfig, paths: StatePaths | None = None) -> int:
     daemon = Daemon(config, paths=paths)
 
     def ready(url: str) -> None:
-        print(f"palyra-ops daemon listening on {url} (journal {daemon.journal_path})", file=sys.stderr, flush=True)
+        print(f"palyra-ops daemon listening on {url} (journal {redact(str(daemon.journal_path))})", file=sys.stderr, flush=True)
         sdnotify.daemon_ready(asyncio.get_running_loop())  # systemd Type=notify: READY=1, then watchdog pings
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -111,9 +111,12 @@ def _schema_fingerprint() -> str:
     return hashlib.sha256(schema_path().read_bytes() + Path(model.__file__).read_bytes()).hexdigest()
 
 
-def cache_dir_for(journal_path: Path) -> Path:
-    """Parsed+validated files are cached beside the journal, keyed by content hash."""
-    return Path(journal_path).parent / "cache" / "source"
+def cache_dir_for(journal_path: Path | str) -> Path:
+    """Parsed+validated files are cached beside the journal (a PostgreSQL journal's: under the
+    state root, `StatePaths.source_cache`), keyed by content hash."""
+    from palyra_ops.journal.faults import side_base
+
+    return side_base(journal_path).parent / "cache" / "source"
 
 
 @dataclass

@@ -56,30 +56,45 @@ class StatePaths:
     # -- the journal and what lives beside it ------------------------------------------------------
 
     @property
-    def journal(self) -> Path:
-        """The journal's path; a URL-shaped location is refused here (JournalUnsupported, one line)."""
-        from palyra_ops.journal.faults import check_location
+    def journal(self) -> Path | str:
+        """The journal: a SQLite file's path, or a `postgresql://` URL as text (SPEC §4). Any other
+        URL shape is refused here (JournalUnsupported, one line)."""
+        from palyra_ops.journal.faults import journal_location
 
-        return check_location(self.journal_location)
+        return journal_location(self.journal_location)
+
+    @property
+    def is_postgres(self) -> bool:
+        from palyra_ops.journal.faults import is_postgres_url
+
+        return is_postgres_url(self.journal_location)
+
+    @property
+    def side_base(self) -> Path:
+        """What the side files below are named after: the SQLite file, or for a PostgreSQL journal a
+        name under the state root (`journal.faults.side_path`), never a directory called `postgresql:`."""
+        from palyra_ops.journal.faults import side_base
+
+        return side_base(self.journal, self.root)
 
     @property
     def daemon_lock(self) -> Path:
-        """One daemon per journal (`journal/lock.py`)."""
-        return Path(f"{self.journal}.lock")
+        """One daemon per journal (`journal/lock.py`); on PostgreSQL, one per journal and state root."""
+        return Path(f"{self.side_base}.lock")
 
     @property
     def memory_lock(self) -> Path:
-        return Path(f"{self.journal}.memory.lock")
+        return Path(f"{self.side_base}.memory.lock")
 
     @property
     def memory_index(self) -> Path:
         """The hnswlib index (a rebuildable cache) and its `.json` sidecar beside it."""
-        return Path(f"{self.journal}.memory.hnsw")
+        return Path(f"{self.side_base}.memory.hnsw")
 
     @property
     def source_cache(self) -> Path:
         """Parsed + validated routine files and canonical hashes, keyed by content hash."""
-        return self.journal.parent / "cache" / "source"
+        return self.side_base.parent / "cache" / "source"
 
     # -- under the state root ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import JournalError, PalyraError
+from palyra_ops.journal.faults import redact
 from palyra_ops.views.api import apply_log_view
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def directory_status(
     `--output json`, docs/gitops.md); read-only: plans, never applies, creates no file."""
     from palyra_ops.reconcile import load_for_plan, plan_loaded
 
-    report: dict[str, Any] = {"dir": str(directory), "journal": str(journal_path)}
+    report: dict[str, Any] = {"dir": str(directory), "journal": redact(str(journal_path))}
     # loaded once, for the file states and the plan alike, through the caches apply and the daemon
     # keep (read-only): status costs what a no-op plan costs, not a cold validation on top of it
     loaded = load_for_plan(directory, journal_path, known_skills=known_skills, read_only=True)
@@ -141,11 +142,11 @@ def directory_status(
     return report
 
 
-def journal_history(journal_path: Path) -> dict[str, Any]:
+def journal_history(journal_path: Path | str) -> dict[str, Any]:
     """The last apply (time, commit, counts) and the next runs; nothing yet without a journal."""
-    from palyra_ops.journal import open_journal
+    from palyra_ops.journal import is_postgres_url, open_journal
 
-    if not journal_path.exists():
+    if not is_postgres_url(journal_path) and not Path(journal_path).exists():
         return {"last_apply": None, "next_runs": [], "paused": []}
     with open_journal(journal_path) as j:
         return {

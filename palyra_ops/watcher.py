@@ -37,6 +37,7 @@ from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError, StalePlan
 from palyra_ops.gitinfo import GitInfo, git_info, git_lock_present, in_git_work_tree
 from palyra_ops.journal import Journal, open_journal
+from palyra_ops.journal.faults import journal_location
 from palyra_ops.lastgood import protect_paths, unreadable_paths, without_drift
 from palyra_ops.plan import Change, Plan, PlanAction
 from palyra_ops.reconcile import apply_plan, plan_directory
@@ -150,7 +151,7 @@ class Watcher:
     def __init__(
         self,
         directory: Path,
-        journal_path: Path,
+        journal_path: Path | str,
         *,
         clock: Clock | None = None,
         debounce_ms: int = 150,
@@ -175,7 +176,7 @@ class Watcher:
         if rescan_interval_s <= 0:
             raise PalyraError("watcher: rescan interval must be positive")
         self.directory = Path(directory).absolute()
-        self.journal_path = Path(journal_path)
+        self.journal_path = journal_location(journal_path)  # a postgresql:// URL stays text
         self.clock: Clock = clock or SystemClock()
         self.debounce_s = debounce_ms / 1000
         self.max_delay_s = max_delay_ms / 1000

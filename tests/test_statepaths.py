@@ -29,10 +29,22 @@ def test_journal_is_the_flag_else_the_environment_else_beside_the_root() -> None
 
 
 def test_a_url_journal_is_refused_only_where_the_journal_is_used() -> None:
-    paths = StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": "postgresql://db/x"})
+    paths = StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": "mysql://db/x"})
     assert paths.token == Path("/srv/p/token")  # `token`, `skills` need no journal: they still work
-    with pytest.raises(JournalUnsupported, match="PostgreSQL journals are not supported yet"):
+    with pytest.raises(JournalUnsupported, match="looks like a mysql: URL"):
         _ = paths.journal
+
+
+def test_a_postgresql_journal_is_its_url_and_its_side_files_live_under_the_state_root() -> None:
+    url = "postgresql://ops:pw@db.internal:5432/palyra"
+    paths = StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": url})
+    assert paths.journal == url and paths.is_postgres
+    side = paths.side_base
+    assert side.parent == Path("/srv/p") and "pw" not in side.name and side.name.startswith("postgres-ops")
+    assert paths.daemon_lock == Path(f"{side}.lock") and paths.memory_index == Path(f"{side}.memory.hnsw")
+    assert paths.source_cache == Path("/srv/p/cache/source")
+    other = StatePaths.from_env(env={"PALYRA_STATE_ROOT": "/srv/p", "PALYRA_JOURNAL": url.replace("palyra", "b")})
+    assert other.side_base != side  # two databases never share side files
 
 
 def test_the_files_agree_with_the_modules_that_own_them(tmp_path: Path) -> None:

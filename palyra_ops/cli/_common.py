@@ -148,25 +148,27 @@ def state_paths(args: argparse.Namespace | None = None) -> StatePaths:
     return paths if isinstance(paths, StatePaths) else StatePaths.from_env(journal=getattr(args, "journal", None))
 
 
-def default_journal_path() -> Path:
+def default_journal_path() -> Path | str:
     """$PALYRA_JOURNAL (SPEC §4: the same as --journal), else $PALYRA_STATE_ROOT/journal.sqlite3."""
     return StatePaths.from_env().journal
 
 
-def journal_arg(text: str) -> Path:
-    """`--journal` as typed: a URL is refused here, before any command creates anything beside it.
+def journal_arg(text: str) -> Path | str:
+    """`--journal` as typed: a SQLite path, or a `postgresql://` URL kept as text; any other URL is
+    refused here, before any command creates anything beside it.
 
     Raises JournalUnsupported (a PalyraError, which argparse lets through) so the user gets the one
     line `main` prints for every expected failure, not a usage message.
     """
-    from palyra_ops.journal.faults import check_location
+    from palyra_ops.journal.faults import journal_location
 
-    return check_location(text)
+    return journal_location(text)
 
 
 def add_journal_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", type=journal_arg, default=None,
-                        help="journal path (default: $PALYRA_JOURNAL, else $PALYRA_STATE_ROOT/journal.sqlite3)")
+                        help="journal: a SQLite file path or a postgresql:// URL (default: $PALYRA_JOURNAL, "
+                             "else $PALYRA_STATE_ROOT/journal.sqlite3)")
 
 
 def add_dir_flag(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from palyra_ops.cli._common import (
 )
 from palyra_ops.errors import PalyraError, UnknownTarget, ValidationFailed
 from palyra_ops.journal import open_journal
+from palyra_ops.journal.faults import journal_location
 from palyra_ops.plan import Plan
 from palyra_ops.plan_select import Selection
 from palyra_ops.reconcile import apply_plan, plan_directory
@@ -145,7 +146,7 @@ def run_apply(args: argparse.Namespace) -> int:
             raise UnknownTarget("a saved plan carries its own --target/--exclude: apply it as it is, "
                                 "or make a new plan with other targets")
         plan = Plan.load(args.planfile)
-        journal_path = args.journal or Path(plan.journal_path)
+        journal_path = args.journal or journal_location(plan.journal_path)
         directory = Path(plan.dir)
     else:
         try:

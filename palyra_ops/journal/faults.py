@@ -98,11 +98,33 @@ def side_path(url: str, state_root: Path | None = None) -> Path:
     return root / f"postgres-{tail}-{digest}.journal"
 
 
+#: a journal as `--journal` / $PALYRA_JOURNAL give it: a SQLite file's path, or a PostgreSQL URL (text)
+JournalLocation = Path | str
+
+
+def journal_location(location: str | os.PathLike[str]) -> JournalLocation:
+    """A journal location as given: a `postgresql://` URL stays the text it is (a Path would fold its
+    `//`); anything else must be a SQLite file's path (`check_location`)."""
+    if is_postgres_url(location):
+        assert isinstance(location, str)
+        return location
+    return check_location(location)
+
+
+def side_base(location: JournalLocation, state_root: Path | None = None) -> Path:
+    """The name the journal's side files (lock, memory index, source cache) are written beside:
+    the SQLite file itself, or a PostgreSQL journal's `side_path` under the state root."""
+    if isinstance(location, str) and is_postgres_url(location):
+        return side_path(location, state_root)
+    return check_location(location)
+
+
 def check_location(location: str | os.PathLike[str]) -> Path:
     """The journal path for `location`, or JournalUnsupported when it is URL-shaped.
 
-    SPEC §4 lets `--journal` be a `postgresql://` URL; until that backend exists a URL must be
-    refused, not taken for a relative path (which silently created a directory `postgresql:`).
+    A URL must be refused where a file is needed, not taken for a relative path (which silently
+    created a directory `postgresql:`). A PostgreSQL URL is a journal (`journal_location`), but not
+    a file: this is for the places that need one (the SQLite store, the daemon's lock file).
     A file whose name really starts with `word:` can still be given as `./word:…`.
     """
     text = os.fspath(location)
@@ -112,8 +134,8 @@ def check_location(location: str | os.PathLike[str]) -> Path:
         scheme = m.group(1).lower()
         if scheme in _POSTGRES:
             raise JournalUnsupported(
-                f"journal {text}: PostgreSQL journals are not supported yet; give the path of a SQLite file",
-                path=text)
+                f"journal {redact(text)}: is a PostgreSQL URL, and the path of a SQLite file is needed here",
+                path=redact(text))
         raise JournalUnsupported(
             f"journal {text}: looks like a {scheme}: URL, and only SQLite file paths are supported "
             f"(write ./{text} for a file whose name has a colon)", path=text)
@@ -315,8 +337,11 @@ __all__ = [
     "check_location",
     "check_parents",
     "filesystem_problem",
+    "JournalLocation",
     "is_postgres_url",
+    "journal_location",
     "redact",
+    "side_base",
     "side_path",
     "open_problem",
     "os_problem",

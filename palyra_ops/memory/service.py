@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
-from palyra_ops.errors import NotFound, PalyraError
+from palyra_ops.errors import JournalUnsupported, NotFound, PalyraError
 from palyra_ops.fsmodes import open_private
 from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, db_file_bytes
 from palyra_ops.journal.sqlite import connect
@@ -163,6 +163,11 @@ class MemoryService:
         create: bool = True,
         index_params: IndexParams | None = None,
     ) -> None:
+        from palyra_ops.journal.faults import is_postgres_url, redact
+
+        if is_postgres_url(journal_path):  # memory items in PostgreSQL are not done yet (docs/ha.md)
+            raise JournalUnsupported(f"journal {redact(str(journal_path))}: memory is not kept in a PostgreSQL "
+                                     "journal yet; use a SQLite journal for memory", path=redact(str(journal_path)))
         self.journal_path = Path(journal_path)
         self.clock = clock or SystemClock()
         self.config = config or MemoryConfig()
