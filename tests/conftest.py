@@ -173,11 +173,13 @@ def _wait_ready(h: DaemonHandle, timeout: float = 20.0) -> None:
 
 
 def start_daemon(tmp: Path, *, config: dict[str, Any] | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, umask: int | None = None) -> DaemonHandle:
+                 env: dict[str, str] | None = None, umask: int | None = None,
+                 journal: str | None = None) -> DaemonHandle:
+    """`journal`: a `postgresql://` URL instead of the state root's SQLite file."""
     state_root = tmp / "state"
     rdir = tmp / "routines.d"
     rdir.mkdir(parents=True, exist_ok=True)
-    journal = state_root / "journal.sqlite3"
+    journal = journal or state_root / "journal.sqlite3"
     port = free_port()
     paths = SimpleNamespace(state_root=state_root, journal=journal, dir=rdir, cwd=tmp, log=tmp / "daemon.log",
                             config=None, port=port, umask=umask)

@@ -44,6 +44,31 @@ def columns(fields: Mapping[str, Any]) -> list[str]:
     return list(fields)
 
 
+#: SQL types of the columns the batched statements send as arrays; a column not named here (an
+#: area's own) makes the store fall back to one statement per row, never guess a type
+_INTEGER = frozenset({"attempt", "skipped_count", "enabled", "managed", "paused", "consecutive_failures"})
+_TEXT = frozenset({
+    "run_id", "routine_id", "occurrence_key", "dedupe_key", "trigger_kind", "trigger_payload", "first_run_id",
+    "status", "reason", "policy_rule", "output", "delivery_status", "delivery_error", "skipped_times", "daemon_id",
+    "approval_id", "approval_state", "schedule_fingerprint", "last_run_id", "last_status", "pause_note", "paused_by",
+})
+
+
+def array_types(cols: Iterable[str]) -> list[str] | None:
+    """The array element type of each column (`unnest(%s::bigint[], …)`), or None if one is unknown."""
+    out = []
+    for c in cols:
+        if c.endswith("_ms"):
+            out.append("bigint")
+        elif c in _INTEGER:
+            out.append("integer")
+        elif c in _TEXT:
+            out.append("text")
+        else:
+            return None
+    return out
+
+
 def record(row: Mapping[str, Any] | None, kind: type[R]) -> R | None:
     """A row as the domain record `kind` (a TypedDict), or None."""
     if row is None:
@@ -101,4 +126,4 @@ def translate(exc: BaseException, where: str) -> JournalError | None:
     return None
 
 
-__all__ = ["DB_NOW_MS", "PgTxn", "columns", "record", "records", "redact", "translate"]
+__all__ = ["DB_NOW_MS", "PgTxn", "array_types", "columns", "record", "records", "redact", "translate"]
