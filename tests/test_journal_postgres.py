@@ -19,8 +19,10 @@ from pgcluster import PgCluster, _free_port
 from palyra_ops.clock import FakeClock
 from palyra_ops.errors import JournalUnavailable
 from palyra_ops.journal import JournalStore, open_journal, read_snapshot
+from palyra_ops.journal.migrations import all_migrations
 from palyra_ops.journal.postgres import PgJournal
 from palyra_ops.journal.postgres_conn import PgTxn
+from palyra_ops.journal.postgres_schema import pg_migrations
 
 
 def test_a_postgresql_url_opens_the_postgresql_store(pg_url: str, tmp_path: Path, monkeypatch) -> None:
@@ -44,6 +46,19 @@ def test_the_postgresql_store_satisfies_the_protocol(pg_url: str) -> None:
                 continue
             want = list(inspect.signature(member).parameters)[1:]
             assert list(inspect.signature(getattr(j, name)).parameters) == want, name
+
+
+def test_the_postgresql_migrations_mirror_sqlite_s_core_steps(pg_url: str, tmp_path: Path) -> None:
+    """Same step names, and every job/run column SQLite has exists on PostgreSQL (a core migration
+    added to one store only would show up here, not as a KeyError in the daemon)."""
+    core = [name for name, _ in all_migrations() if name < "0100"]  # 01xx and up are areas' (memory)
+    assert [name for name, _ in pg_migrations()] == core
+    with open_journal(tmp_path / "j.sqlite3") as lite, open_journal(pg_url) as pg:
+        for table in ("journal_cron_jobs", "journal_cron_runs", "journal_resources", "journal_approvals"):
+            lite_cols = {r[1] for r in lite.conn.execute(f"PRAGMA table_info({table})")}  # type: ignore[attr-defined]
+            pg_cols = {r["column_name"] for r in pg._all(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))}
+            assert lite_cols == pg_cols - {"seq"}, table
 
 
 def test_an_unreachable_server_is_one_line_naming_the_journal_without_its_password(tmp_path, monkeypatch) -> None:
@@ -85,7 +100,7 @@ def test_two_processes_opening_a_new_database_at_once_migrate_it_once(pg_url: st
     try:
         assert errors == [] and len(opened) == 4
         assert {j.lineage() for j in opened} == {opened[0].lineage()}
-        assert opened[0].migrations_applied() == ["0001_core", "0002_daemon_runtime"]
+        assert opened[0].migrations_applied() == [name for name, _ in pg_migrations()]
     finally:
         for j in opened:
             j.close()

@@ -125,9 +125,17 @@ def _daemon_runtime(c: PgTxn) -> None:
     c.execute("CREATE INDEX journal_cron_jobs_trigger ON journal_cron_jobs (trigger_kind)")
 
 
+def _pause(c: PgTxn) -> None:
+    """SQLite's 0003: pause is job state (SPEC §12); `consecutive_failures` for pause_after_failures."""
+    c.execute("ALTER TABLE journal_cron_jobs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0,"
+              " ADD COLUMN pause_note TEXT, ADD COLUMN paused_by TEXT, ADD COLUMN paused_at_ms BIGINT,"
+              " ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0")
+
+
 def pg_migrations() -> list[PgMigration]:
-    """Every PostgreSQL migration in apply order."""
-    return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime)]
+    """Every PostgreSQL migration in apply order: the core steps of `migrations.all_migrations`,
+    same names (tests/test_journal_postgres.py checks they stay in step)."""
+    return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime), ("0003_pause", _pause)]
 
 
 __all__ = ["MIGRATION_LOCK", "PgMigration", "pg_migrations"]
