@@ -296,6 +296,36 @@ def test_an_occurrence_is_claimed_once(journal_factory: Factory) -> None:
     assert len(j.runs_with_occurrences("a")) == 2
 
 
+def test_claimed_instants_are_the_occurrences_in_a_range(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a")
+        _routine(j, c, "b")
+    for n in (T0, T0 + 60_000, T0 + 120_000):
+        j.insert_run(**_run("a", n))
+    j.insert_run(**_run("b", T0 + 60_000))
+    j.insert_run(**_run("a"))  # a manual run: no occurrence, never counts
+    assert j.claimed_instants("a", T0, T0 + 60_000) == {T0, T0 + 60_000}
+    assert j.claimed_instants("a", T0 + 1, T0 + 200_000) == {T0 + 60_000, T0 + 120_000}
+    assert j.claimed_instants("b", T0, T0 + 200_000) == {T0 + 60_000}
+    assert j.claimed_instants("zz", T0, T0 + 200_000) == set()
+
+
+def test_pause_state_is_job_state_that_put_job_leaves_alone(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a", next_run_at_unix_ms=T0)
+    job = j.get_job("a")
+    assert job is not None and (job["paused"], job["pause_note"], job["consecutive_failures"]) == (0, None, 0)
+    j.update_job("a", paused=1, pause_note="db migration", paused_by="user:ops", paused_at_ms=T0, consecutive_failures=2)
+    with j.transaction() as c:  # what apply writes for an edited routine
+        j.put_job(c, "a", next_run_at_unix_ms=T0 + 60_000, anchor_ms=T0)
+    job = j.get_job("a")
+    assert job is not None
+    assert (job["paused"], job["pause_note"], job["paused_by"], job["paused_at_ms"], job["consecutive_failures"]) == (
+        1, "db migration", "user:ops", T0, 2)
+
+
 def test_two_handles_racing_for_the_same_batch_claim_each_occurrence_once(journal_factory: Factory) -> None:
     """Two schedulers on one journal (two processes in production): each reads the due jobs, then
     both claim. The compare-and-set and the occurrence key leave every occurrence with one owner."""

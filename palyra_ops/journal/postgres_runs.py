@@ -158,6 +158,12 @@ class PgRuns:
         return records(self._all("SELECT * FROM journal_cron_runs WHERE routine_id=%s AND occurrence_key IS NOT NULL"
                                  " ORDER BY scheduled_at_ms, run_id", (routine_id,)), RunRecord)
 
+    def claimed_instants(self, routine_id: str, start_ms: int, end_ms: int) -> set[int]:
+        rows = self._all("SELECT scheduled_at_ms FROM journal_cron_runs WHERE routine_id=%s"
+                         " AND occurrence_key IS NOT NULL AND scheduled_at_ms BETWEEN %s AND %s",
+                         (routine_id, start_ms, end_ms))
+        return {int(r["scheduled_at_ms"]) for r in rows}
+
     def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]:
         """Runs in insertion order (the private `seq`: PostgreSQL has no rowid)."""
         if routine_id is None:

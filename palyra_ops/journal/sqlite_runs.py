@@ -299,6 +299,15 @@ class SQLiteRuns:
             ).fetchall()
         return records(rows, RunRecord)
 
+    def claimed_instants(self, routine_id: str, start_ms: int, end_ms: int) -> set[int]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT scheduled_at_ms FROM journal_cron_runs WHERE routine_id=? AND occurrence_key IS NOT NULL"
+                " AND scheduled_at_ms BETWEEN ? AND ?",
+                (routine_id, start_ms, end_ms),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
     def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]:
         """Runs in insertion order (run ids are ULIDs from wall time; a FakeClock test needs this)."""
         sql = "SELECT * FROM journal_cron_runs"

@@ -214,6 +214,11 @@ class JournalStore(Protocol):
 
     def runs_with_occurrences(self, routine_id: str) -> list[RunRecord]: ...
 
+    def claimed_instants(self, routine_id: str, start_ms: int, end_ms: int) -> set[int]:
+        """Nominal instants in [start_ms, end_ms] that already have a run on their occurrence key
+        (scheduled, skipped or backfilled): what a backfill must not run again."""
+        ...
+
     def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]: ...
 
     # -- approvals and events ------------------------------------------------------------------------
