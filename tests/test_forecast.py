@@ -358,3 +358,35 @@ def test_cli_text_of_an_empty_and_a_single_routine_directory(tmp_path: Path, cap
     assert out.startswith("Forecast 2026-12-04T00:00:00+00:00 to 2026-12-04T01:00:00+00:00 (1 h): 1 routine, 1 run.\n"
                           "Not forecast: 1 routine (not on a schedule, disabled or paused).\n")
     assert "  2026-12-04T00:30:00+00:00       1 run   one\n" in out
+
+
+def test_forecast_is_what_the_scheduler_then_does(runtime_factory: Any) -> None:
+    """A real scheduler and gateway on a fake clock run 8 h; their started runs are the forecast's."""
+    import asyncio
+
+    from palyra_ops.model import Routine
+
+    async def main() -> None:
+        rt = runtime_factory(START)
+        sched = {"kind": "schedule"}
+        rt.routine("jit", trigger={**sched, "schedule": {"cron": "*/20 * * * *"}}, policies={"jitter": "2m"})
+        rt.routine("beat", trigger={**sched, "schedule": {"every": "45m"}})
+        rt.routine("night", trigger={**sched, "schedule": {"cron": "10 * * * *"}}, quiet_hours=QUIET)
+        rt.routine("later", trigger={**sched, "schedule": {"cron": "40 */2 * * *"}},
+                   quiet_hours={**QUIET, "action": "defer"})
+        snap = rt.journal.snapshot()
+        timings = [Timing.of(Routine.from_resource(r), snap.jobs[name]) for (_, name), r in snap.resources.items()]
+        f = forecast([t for t in timings if t is not None], START, 8)
+        await rt.run_until(START + 8 * H)
+        for name in ("jit", "beat", "night", "later"):
+            started = [r["started_at_ms"] for r in rt.runs(name) if r["status"] == "succeeded"]
+            assert started == fires(f, name), name
+        assert fires(f, "later") == [START + 6 * H, START + 6 * H + 40 * 60_000]  # deferred to 07:00 Prague, then 06:40Z
+        # the 08:00 run of jit is jittered past the window
+        assert len(fires(f, "jit")) == 23 and len(fires(f, "beat")) == 10 and len(fires(f, "night")) == 2
+        night = next(r for r in f.routines if r.name == "night")
+        skipped = [r for r in rt.runs("night") if r["status"] == "skipped"]
+        assert night.quiet_skipped == len(skipped) == 6  # 00:10Z..05:10Z are 01:10..06:10 in Prague
+        await rt.close()
+
+    asyncio.run(main())
