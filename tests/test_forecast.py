@@ -281,6 +281,14 @@ def test_cli_journal_uses_the_jobs_anchor(fleet: Path, tmp_path: Path, capsys: p
     beat = next(r for r in doc["routines"] if r["name"] == "beat")
     # every 7m from the apply at 23:50: 23:57, 00:04, ...
     assert beat["fire_times"][:2] == ["2026-12-04T00:04:00+00:00", "2026-12-04T00:11:00+00:00"]
+    from palyra_ops.pause import pause
+
+    with open_journal(journal, clock=FakeClock(applied)) as j:
+        pause(j, "beat", note="maintenance", by="test")
+    assert main(["forecast", "--journal", str(journal), "--from", "2026-12-04T00:00:00Z", "--hours", "1",
+                 "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "beat" not in [r["name"] for r in doc["routines"]] and doc["summary"]["not_forecast"] == 1  # paused
 
 
 # -- plan's warning ------------------------------------------------------------------------------------
