@@ -531,6 +531,14 @@ def plan_warnings(everything: Sequence[Any], selected: Sequence[Any], desired: M
     if len(routines) > PLAN_MAX_ROUTINES:
         return [f"no forecast for {len(routines)} routines in one plan (more than {PLAN_MAX_ROUTINES}); "
                 "run `palyra-ops forecast` for herds and routines that never run"]
+    try:
+        return _plan_warnings(routines, changed, desired, jobs, now_ms)
+    except Exception as exc:  # noqa: BLE001 - advisory: a plan (and the watcher's reconcile) must not fail for it
+        return [f"no forecast: {exc}"]
+
+
+def _plan_warnings(routines: list[Any], changed: set[str], desired: Mapping[tuple[str, str], Any],
+                   jobs: Mapping[str, Any], now_ms: int) -> list[str]:
     timings = []
     for c in routines:
         res = desired.get(("Routine", c.name))
