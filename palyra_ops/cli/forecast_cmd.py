@@ -62,7 +62,7 @@ def _start(text: str | None) -> int:
                           "(e.g. 2026-03-29T00:00:00+01:00)") from None
 
 
-def timings_from_directory(directory: Path, journal: Path | None = None) -> tuple[list[Timing], int]:
+def timings_from_directory(directory: Path, journal: Path | str | None = None) -> tuple[list[Timing], int]:
     """The directory's enabled schedule routines, and how many routines are not forecast.
 
     Files already checked by an `apply` come from the source cache beside `journal` (read only, as
@@ -88,11 +88,12 @@ def timings_from_directory(directory: Path, journal: Path | None = None) -> tupl
     return out, skipped
 
 
-def timings_from_journal(journal: Path) -> tuple[list[Timing], int]:
-    """The journal's routines as the scheduler sees them (a missing journal is refused, not created)."""
-    from palyra_ops.journal import read_snapshot
+def timings_from_journal(journal: Path | str) -> tuple[list[Timing], int]:
+    """The journal's routines as the scheduler sees them (a missing SQLite journal is refused, not
+    created; a PostgreSQL URL is read as it is)."""
+    from palyra_ops.journal import is_postgres_url, read_snapshot
 
-    if not journal.exists():
+    if not is_postgres_url(journal) and not Path(journal).exists():
         raise PalyraError(f"journal {journal} does not exist")
     snap = read_snapshot(journal)
     out: list[Timing] = []
