@@ -19,6 +19,18 @@ class TriggerKind(StrEnum):
     MANUAL = "manual"
 
 
+class RunTrigger(StrEnum):
+    """What started a run: a routine's own trigger kinds, and `backfill` (an operator running past
+    instants on purpose, SPEC §12)."""
+
+    SCHEDULE = "schedule"
+    HOOK = "hook"
+    WEBHOOK = "webhook"
+    SYSTEM_EVENT = "system_event"
+    MANUAL = "manual"
+    BACKFILL = "backfill"
+
+
 class Concurrency(StrEnum):
     ALLOW = "allow"
     FORBID = "forbid"

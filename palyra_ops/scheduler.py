@@ -410,6 +410,12 @@ class Scheduler:
 
     # -- dispatch ---------------------------------------------------------------------------------
 
+    def dispatch_claimed(self, messages: list[RunMessage], *, in_order: bool) -> None:
+        """Send runs claimed outside the loop (a backfill) the way claimed occurrences are sent:
+        in order one after the other when `in_order`, with the same failure handling and shutdown."""
+        if messages:
+            self._launch([(m, in_order) for m in messages])
+
     def _launch(self, to_send: list[tuple[RunMessage, bool]]) -> None:
         if any(c for _, c in to_send):
             # catch-up runs of one routine go out in order, one call after the other

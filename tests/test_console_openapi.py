@@ -100,11 +100,11 @@ def test_api_schema_files_ship_in_the_wheel_and_are_json_schemas() -> None:
 
 def test_the_enums_the_handlers_check_are_the_ones_the_schemas_publish() -> None:
     from palyra_ops.server.routes.approvals import APPROVAL_STATES
-    from palyra_ops.server.routes.common import RUN_STATUSES, TRIGGER_KINDS
+    from palyra_ops.server.routes.common import RUN_STATUSES, RUN_TRIGGERS, TRIGGER_KINDS
 
     schemas = build_openapi()["components"]["schemas"]
     run = schemas["Run"]["properties"]
     assert run["status"]["enum"] == list(RUN_STATUSES)
-    assert run["trigger_kind"]["enum"] == list(TRIGGER_KINDS)
+    assert run["trigger_kind"]["enum"] == list(RUN_TRIGGERS)
     assert schemas["DispatchRequest"]["properties"]["trigger_kind"]["enum"] == list(TRIGGER_KINDS)
     assert schemas["Approval"]["properties"]["state"]["enum"] == list(APPROVAL_STATES)

@@ -30,7 +30,7 @@ ROUTINE = "routine.schema.json"
 SPEC = "$defs/routineSpec/properties"
 CASES: list[tuple[type[StrEnum], str, str]] = [
     (enums.TriggerKind, ROUTINE, f"{SPEC}/trigger/properties/kind"),
-    (enums.TriggerKind, "api/Run.json", "properties/trigger_kind"),
+    (enums.RunTrigger, "api/Run.json", "properties/trigger_kind"),
     (enums.TriggerKind, "api/Routine.json", "properties/trigger_kind"),
     (enums.Concurrency, ROUTINE, f"{SPEC}/policies/properties/concurrency"),
     (enums.Misfire, ROUTINE, f"{SPEC}/policies/properties/misfire"),
@@ -48,6 +48,10 @@ CASES: list[tuple[type[StrEnum], str, str]] = [
 def test_enum_matches_its_schema(enum: type[StrEnum], schema: str, path: str) -> None:
     published = _at(json.loads((SCHEMAS / schema).read_text()), path)
     assert [m.value for m in enum] == published
+
+
+def test_a_run_is_started_by_a_routine_trigger_or_a_backfill() -> None:
+    assert [m.value for m in enums.RunTrigger] == [*(m.value for m in enums.TriggerKind), "backfill"]
 
 
 def test_run_statuses_split_into_active_final_and_parked() -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from palyra_ops.backends import Backend, EchoBackend
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.delivery import Deliverer
-from palyra_ops.enums import TriggerKind
+from palyra_ops.enums import RunTrigger
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import FINAL_STATUSES, Journal, new_id
 from palyra_ops.metrics import Metrics
@@ -46,7 +46,7 @@ def log_finished(routine_id: str, run: dict[str, Any], status: str, reason: str 
 
 DAEMON_PRINCIPAL = "system:daemon"
 DAEMON_DEVICE_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
-TRIGGER_KINDS = tuple(TriggerKind)
+TRIGGER_KINDS = tuple(RunTrigger)
 GATES = ("disabled", "approval", "dedupe", "cooldown", "quiet_hours", "policy", "concurrency")
 
 SleepUntil = Callable[[int], Awaitable[None]]

@@ -24,6 +24,7 @@ import asyncio
 from typing import Any
 
 from palyra_ops.backends import BackendError, ExecRequest
+from palyra_ops.enums import RunTrigger
 from palyra_ops.errors import (
     BackendFailed,
     Conflict,
@@ -185,7 +186,7 @@ class Gateway(Gates, Execution, Approvals):
             if run["status"] != "accepted" or run.get("received_at_ms") is not None or run["run_id"] in self._unwritten:
                 return self.receipt(run)  # a repeat: this gateway already has the run
             due = trigger.get("due_at_ms") or (run.get("scheduled_at_ms") if int(run.get("attempt") or 1) == 1 else None)
-            if due is not None:
+            if due is not None and kind != RunTrigger.BACKFILL:  # a backfilled instant is late on purpose
                 self.metrics.lag((now - int(due)) / 1000)
             # written with the run's first transition (one commit less on the hot path); nothing awaits
             # between here and that write, so a replayed message still sees it

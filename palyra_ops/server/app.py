@@ -20,7 +20,17 @@ from palyra_ops.server.auth import TokenAuth
 from palyra_ops.server.body import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from palyra_ops.server.errors import HANDLERS
 from palyra_ops.server.operation import walk
-from palyra_ops.server.routes import approvals, events, gateway, health, memory, routines, schedule, system
+from palyra_ops.server.routes import (
+    approvals,
+    events,
+    gateway,
+    health,
+    memory,
+    operator,
+    routines,
+    schedule,
+    system,
+)
 from palyra_ops.server.ui import console_mount
 
 CONSOLE_PREFIX = "/console/v1"
@@ -28,7 +38,7 @@ CONSOLE_PREFIX = "/console/v1"
 
 def console_routes() -> list[BaseRoute]:
     """`/console/v1/...`, literal paths before the templated ones that would also match their text."""
-    return [*routines.ROUTES, *schedule.ROUTES, *routines.ROUTINE_ROUTES, *approvals.ROUTES, *memory.ROUTES,
+    return [*routines.ROUTES, *schedule.ROUTES, *routines.ROUTINE_ROUTES, *operator.ROUTES, *approvals.ROUTES, *memory.ROUTES,
             *system.ROUTES, *events.CONSOLE_ROUTES]
 
 

@@ -7,11 +7,13 @@ from typing import Any
 from starlette.requests import Request
 
 from palyra_ops.context import DaemonContext
-from palyra_ops.enums import TriggerKind
+from palyra_ops.enums import RunTrigger, TriggerKind
 from palyra_ops.errors import NotFound, Unavailable
 from palyra_ops.journal import StoredResource
 
 TRIGGER_KINDS = tuple(TriggerKind)
+#: what can start a run: a routine trigger, or an operator's backfill
+RUN_TRIGGERS = tuple(RunTrigger)
 RUN_STATUSES = ("accepted", "running", "succeeded", "failed", "skipped", "throttled", "denied", "cancelled",
                 "awaiting_approval")
 
