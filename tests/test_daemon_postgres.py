@@ -40,3 +40,34 @@ def test_a_daemon_on_a_postgresql_journal_runs_an_every_second_routine(
     assert health.status_code == 200, health.text
     assert d.log().count("Traceback") == 0, d.log()[-3000:]
     assert "s3cret" not in d.log()
+
+
+def test_the_watcher_and_the_console_api_work_on_a_postgresql_journal(
+        daemon_factory: Callable[..., DaemonHandle], pg_url: str) -> None:
+    """`--watch` applies a written file into PostgreSQL, and the console API reads it back."""
+    d = daemon_factory(journal=pg_url, extra_args=["--watch"])
+    d.write("w.yaml", [{"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "watched"},
+                        "spec": {"prompt": "w", "trigger": EVERY_1S}}])
+    d.wait_for(lambda: len([r for r in d.runs("watched") if r["status"] == "succeeded"]) >= 2, timeout=20,
+               what="two runs of the watched routine")
+    c = d.client()
+    for path in ("/console/v1/routines", "/console/v1/routines/watched", "/console/v1/routines/watched/runs",
+                 "/console/v1/cron/status", "/console/v1/system/status", "/console/v1/approvals", "/metrics"):
+        r = c.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text[:500])
+    routines = c.get("/console/v1/routines").json()
+    assert "watched" in json.dumps(routines)
+    runs = c.get("/console/v1/routines/watched/runs").json()
+    assert "succeeded" in json.dumps(runs)
+    # writes through the API: a manual run, pause and resume (job state in the same journal)
+    r = c.post("/console/v1/routines/dispatch", json={"routine_id": "watched"})
+    assert r.status_code == 202, r.text
+    d.wait_for(lambda: any(x["trigger_kind"] == "manual" and x["status"] == "succeeded" for x in d.runs("watched")),
+               timeout=15, what="the manual run")
+    assert c.post("/console/v1/routines/watched/pause", json={"note": "db work"}).status_code == 200
+    job = d.job("watched")
+    assert job is not None and job["paused"] == 1 and job["pause_note"] == "db work"
+    assert c.post("/console/v1/routines/watched/resume", json={}).status_code == 200
+    job = d.job("watched")
+    assert job is not None and job["paused"] == 0
+    assert d.log().count("Traceback") == 0, d.log()[-3000:]
