@@ -64,6 +64,18 @@ def test_upcoming_applies_the_routines_jitter(journal: Journal) -> None:
     assert up.fires[0]["jitter_ms"] == expected - first
 
 
+def test_upcoming_notes_the_routines_quiet_hours(journal: Journal) -> None:
+    spec = {"prompt": "p", "trigger": {"kind": "schedule", "schedule": {"cron": "0 * * * *", "timezone": "utc"}},
+            "quiet_hours": {"start": "13:30", "end": "15:30", "timezone": "utc", "action": "skip"}}
+    upsert_resource(journal, Resource.from_spec("Routine", "hushed", spec))
+    up = firetimes.upcoming(journal.get_resource("Routine", "hushed"), journal.get_job("hushed"), NOW, count=4)
+    assert up is not None
+    assert [n for n in up.notes if "quiet hours" in n] == [
+        "2026-03-28T14:00:00+00:00 falls in quiet hours 13:30–15:30 UTC; it will be skipped",
+        "2026-03-28T15:00:00+00:00 falls in quiet hours 13:30–15:30 UTC; it will be skipped",
+    ]
+
+
 def test_a_herd_is_found_and_jitter_breaks_it(journal: Journal) -> None:
     for i in range(4):
         put(journal, f"herd-{i}", {"cron": "0 * * * *", "timezone": "utc"})

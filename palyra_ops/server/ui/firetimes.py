@@ -54,7 +54,7 @@ def upcoming(resource: StoredResource, job: dict[str, Any] | None, now_ms: int, 
     anchor = job.get("anchor_ms") if job else None
     nominal = schedule.next_n(now_ms, count, anchor_ms=anchor)
     jitter = routine.policies.jitter_ms
-    quiet = (resource.body.get("spec", {}).get("policies") or {}).get("quiet_hours")
+    quiet = routine.quiet_hours  # spec.quiet_hours (it is not one of the policies)
     notes = [n.message for n in notes_for(schedule, nominal, quiet, after_ms=now_ms)]
     fires = []
     for n in nominal:
