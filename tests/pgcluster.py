@@ -97,8 +97,15 @@ class PgCluster:
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (fault tests: PostgreSQL restarted)."""
+        self.stop_server()
+        self.start_server()
+
+    def stop_server(self) -> None:
+        """Stop the server but keep its data (fault tests: PostgreSQL down); `start_server` again."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
         self.running = False
+
+    def start_server(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
         self.running = True
 

@@ -8,10 +8,12 @@ what a user sees: deliveries at the one-second cadence, each occurrence once, `/
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from conftest import DaemonHandle
+from pgcluster import PgCluster
 
 EVERY_1S = {"kind": "schedule", "schedule": {"every": "1s"}}
 
@@ -71,3 +73,33 @@ def test_the_watcher_and_the_console_api_work_on_a_postgresql_journal(
     job = d.job("watched")
     assert job is not None and job["paused"] == 0
     assert d.log().count("Traceback") == 0, d.log()[-3000:]
+
+
+def test_a_daemon_rides_out_postgresql_being_down_for_a_few_seconds(
+        daemon_factory: Callable[..., DaemonHandle], pg_url: str, pg_cluster: PgCluster) -> None:
+    """The server stopped for ~3 s: the daemon keeps serving HTTP, reports the fault on `/healthz`,
+    logs no traceback, and once the server is back resumes by itself — each occurrence still once."""
+    d = daemon_factory(journal=pg_url)
+    d.write("t.yaml", [{"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": "tick"},
+                        "spec": {"prompt": "t", "trigger": EVERY_1S}}])
+    d.apply()
+    d.wait_for(lambda: len(d.runs("tick")) >= 2, timeout=15, what="two runs before the outage")
+    c = d.client(timeout=30)
+    pg_cluster.stop_server()
+    try:
+        down = d.wait_for(lambda: (r := c.get("/healthz")).status_code != 200 and r, timeout=30,
+                          what="/healthz to report the journal fault")
+        assert "journal" in down.text.lower(), down.text
+    finally:
+        time.sleep(3)  # the outage itself, not a synchronisation
+        pg_cluster.start_server()
+    before = len(d.runs("tick"))
+    d.wait_for(lambda: len([r for r in d.runs("tick") if r["status"] == "succeeded"]) >= before + 2, timeout=40,
+               what="runs to resume after the server came back")
+    d.wait_for(lambda: c.get("/healthz").status_code == 200, timeout=30, what="/healthz healthy again")
+    sched = [r["scheduled_at_ms"] for r in d.runs("tick")]
+    assert len(sched) == len(set(sched)), "an occurrence was claimed twice"
+    log = d.log()
+    assert "Traceback" not in log, log[-4000:]
+    assert "psycopg.pool" not in log  # the outage is logged once each way by the journal, not per attempt
+    assert "cannot reach the database" in log and log.count("is writable again") == 1, log[-4000:]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -40,6 +41,10 @@ from palyra_ops.journal.records import JobRecord, ResourceWrite, Snapshot, Store
 from palyra_ops.journal.sqlite_conn import FaultState
 from palyra_ops.journal.store import Txn, own_txn
 from palyra_ops.model import canonical_json
+
+# the pool logs every failed reconnect attempt (two lines, several a second while the server is
+# down); the store logs the outage itself, once when writes start failing and once when they work
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: how long a statement waits for a pooled connection (server down: fail, back off, retry)
 POOL_TIMEOUT_S = 5.0
