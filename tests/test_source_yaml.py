@@ -85,7 +85,7 @@ def test_columns_count_characters_not_bytes(tmp_path: Path) -> None:
     diags = [d.format() for d in load_directory(tmp_path, display_root="").diagnostics]
     assert diags == [
         "r.yaml:7:14: spec.policies.description: unknown field; expected one of the known fields: concurrency, "
-        "misfire, misfire_grace, max_catch_up, retry, jitter, cooldown, timeout, dst",
+        "misfire, misfire_grace, max_catch_up, pause_after_failures, retry, jitter, cooldown, timeout, dst",
         "r.yaml:7:44: spec.policies.concurrency: 'sometimes' is not one of allow, forbid, replace, queue_one",
     ]
 

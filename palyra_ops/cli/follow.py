@@ -86,7 +86,11 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def follow_runs(client: ConsoleClient, path: str, args: argparse.Namespace) -> int:
     """Print the last `--limit` runs, then every new run and status change until stopped."""
+    # SIGINT too: a process started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler, so Ctrl-C/`kill -INT` would
+    # never end the follow (the test suite run from a background job showed it)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous_int = signal.signal(signal.SIGINT, _stop_on_sigterm)
     known: dict[str, State] = {}
     floor = ""
     try:
@@ -111,3 +115,4 @@ def follow_runs(client: ConsoleClient, path: str, args: argparse.Namespace) -> i
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
