@@ -272,7 +272,7 @@ class Scheduler:
         """Claim and dispatch everything due now, batch by batch; returns the number of runs claimed."""
         total = 0
         while True:
-            now = self.clock.now_ms() + self.lead_ms
+            now = self.journal.judged_now_ms(self.clock.now_ms()) + self.lead_ms  # PostgreSQL: its clock too
             self.last_tick_ms = now - self.lead_ms
             self.ticks += 1
             jobs = self.journal.due_jobs(now, self.batch)

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 POOL_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5
 POOL_MAX = 8
+#: how often `judged_now_ms` re-measures the database's clock against ours
+SKEW_REFRESH_S = 1.0
 
 
 class PgJournal(PgRuns):
@@ -60,6 +63,8 @@ class PgJournal(PgRuns):
         self.clock = clock or SystemClock()
         self._side = side_path(url, state_root)
         self._local = threading.local()
+        self._skew_ms = 0
+        self._skew_at: float | None = None
         self._faults = FaultState(self.where, self.clock)
         kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None, "row_factory": dict_row}
         if "connect_timeout" not in url:
@@ -435,6 +440,23 @@ class PgJournal(PgRuns):
             return None
         ahead = self.clock.now_ms() - int(row["db_now"])
         return int(row["due"]) + max(0, ahead)
+
+    def judged_now_ms(self, local_ms: int) -> int:
+        """The earlier of the caller's reading and the database's clock (in the caller's terms).
+
+        The offset between this store's clock and the database's is measured at most once a second
+        (one round trip, halved); `claim_occurrences` checks every instant against the database's
+        own clock anyway, so a stale offset can delay a claim by a tick but never let one through early.
+        """
+        now = time.monotonic()
+        if self._skew_at is None or now - self._skew_at >= SKEW_REFRESH_S:
+            before = self.clock.now_ms()
+            row = self._one(f"SELECT {DB_NOW_MS} AS db_now")
+            after = self.clock.now_ms()
+            assert row is not None
+            self._skew_ms = int(row["db_now"]) - (before + after) // 2
+            self._skew_at = now
+        return min(local_ms, local_ms + self._skew_ms)
 
     def upcoming_jobs(self, limit: int = 10) -> list[JobRecord]:
         return records(self._all("SELECT * FROM journal_cron_jobs WHERE next_run_at_unix_ms IS NOT NULL AND enabled = 1"

@@ -177,21 +177,27 @@ class PgRuns:
         """Claim due occurrences of several jobs in one transaction (module docstring).
 
         Per claim (routine_id, expected next_run_at, run rows, job fields): None when the job is
-        locked by another claimer, gone, disabled, moved off `expected`, or not yet due by the
-        database's clock; else the ids of its runs, None for an occurrence already claimed.
+        locked by another claimer, gone, disabled, moved off `expected`, or it or one of the
+        instants to run is not yet due by the database's clock; else the ids of its runs, None for
+        an occurrence already claimed.
         """
         if not claims:
             return []
         with self.transaction() as t:
             locked = {r["routine_id"]: r for r in t.execute(
-                f"SELECT routine_id, next_run_at_unix_ms, enabled, next_run_at_unix_ms <= {DB_NOW_MS} + %s AS due"
+                f"SELECT routine_id, next_run_at_unix_ms, enabled, {DB_NOW_MS} + %s AS due_by"
                 " FROM journal_cron_jobs WHERE routine_id = ANY(%s) ORDER BY routine_id FOR UPDATE SKIP LOCKED",
                 (self.DB_LEAD_MS, [cl[0] for cl in claims]))}
             now = self.clock.now_ms()
             won: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
             for routine_id, expected, runs, job_fields in claims:
                 row = locked.get(routine_id)
-                if row is None or row["next_run_at_unix_ms"] != expected or not row["enabled"] or not row["due"]:
+                if row is None or row["next_run_at_unix_ms"] != expected or not row["enabled"]:
+                    continue
+                # due by the database's clock: the job, and every instant the caller would run
+                # (a caller whose clock runs ahead plans instants that have not come yet)
+                if (expected is not None and expected > row["due_by"]) or any(
+                        (r.get("scheduled_at_ms") or 0) > row["due_by"] for r in runs):
                     continue
                 won.append((routine_id, [_run_row(dict(r), now) for r in runs], job_fields))
             inserted = self._insert_many(t, [r for _, runs, _ in won for r in runs])

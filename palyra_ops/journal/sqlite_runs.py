@@ -247,6 +247,10 @@ class SQLiteRuns:
             ).fetchone()
         return int(row[0])
 
+    def judged_now_ms(self, local_ms: int) -> int:
+        """One daemon on one file: its own clock is the journal's."""
+        return local_ms
+
     def jobs_by_trigger(self, kinds: tuple[str, ...]) -> list[JobRecord]:
         marks = ", ".join("?" * len(kinds))
         with self._lock:

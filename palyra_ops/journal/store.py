@@ -184,6 +184,12 @@ class JournalStore(Protocol):
 
     def count_due(self, now_ms: int) -> int: ...
 
+    def judged_now_ms(self, local_ms: int) -> int:
+        """Now as the journal judges due times, given the caller's clock reading: that reading on
+        SQLite (one daemon, one clock); on PostgreSQL the earlier of it and the database's clock, so
+        a daemon whose clock runs ahead neither plans nor claims occurrences early (SPEC §11)."""
+        ...
+
     def claim_occurrences(self, claims: list[Claim]) -> list[list[str | None] | None]:
         """Claim due occurrences in one transaction: per job a compare-and-set on its expected next
         instant, each run inserted on its unique occurrence key; None for a job someone else moved,
