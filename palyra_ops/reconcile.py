@@ -172,7 +172,7 @@ class _Desired:
 
 def load_for_plan(
     directory: Path,
-    journal_path: Path,
+    journal_path: Path | str,
     *,
     known_skills: set[str] | SkillsUnchecked | None = None,
     display_root: str | None = None,
@@ -196,7 +196,7 @@ def load_for_plan(
 def plan_loaded(
     loaded: Loaded,
     directory: Path,
-    journal_path: Path,
+    journal_path: Path | str,
     *,
     clock: Clock | None = None,
     prune_unmanaged: bool = False,
@@ -229,7 +229,7 @@ def plan_loaded(
 
 def plan_directory(
     directory: Path,
-    journal_path: Path,
+    journal_path: Path | str,
     *,
     clock: Clock | None = None,
     prune_unmanaged: bool = False,
@@ -476,7 +476,7 @@ def delete_resource(journal: Journal, kind: str, name: str) -> None:
 
 def apply_directory(journal: Journal, directory: Path, *, origin: str = "cli", **plan_options: Any) -> tuple[Plan, ApplyResult]:
     """Plan and apply in one go (the watcher and `make run` use this)."""
-    plan, _ = plan_directory(directory, journal.path, clock=journal.clock, **plan_options)
+    plan, _ = plan_directory(directory, journal.location, clock=journal.clock, **plan_options)
     return plan, apply_plan(journal, plan, directory=directory, origin=origin)
 
 

@@ -97,7 +97,7 @@ def file_states(
 
 def directory_status(
     directory: Path,
-    journal_path: Path,
+    journal_path: Path | str,
     *,
     known_skills: set[str] | SkillsUnchecked | None = None,
     clock: Clock | None = None,
@@ -204,7 +204,7 @@ def system_status(
         "watcher": watcher if watcher is not None else {"enabled": False},
         "tasks": tasks,
         "journal": {
-            "path": str(journal.path),
+            "path": redact(str(journal.location)),
             "lineage": journal.lineage(),
             "serial": journal.serial(),
             "runs_by_status": journal.count_runs_by_status(),

@@ -56,3 +56,22 @@ def test_plan_apply_status_on_a_postgresql_journal(tmp_path: Path, pg_url: str) 
         assert [r.name for r in j.list_resources("Routine")] == ["a", "b", "c", "d"] and j.serial() == 2
 
     assert not any("postgres" in p and ":" in p for p in snapshot_tree(tmp_path)), "no directory named after the URL"
+
+
+def test_apply_directory_plans_against_the_postgresql_journal_itself(tmp_path: Path, pg_url: str,
+                                                                      monkeypatch) -> None:
+    """The watcher's path (`apply_directory`): the plan is made against the same PostgreSQL journal,
+    so a second apply sees what the first wrote — a removed file deletes, an unchanged one is kept."""
+    from palyra_ops.reconcile import apply_directory
+
+    monkeypatch.setenv("PALYRA_STATE_ROOT", str(tmp_path / "state"))
+    d = tmp_path / "routines.d"
+    write(d, "a.yaml", routine_yaml("a"))
+    write(d, "b.yaml", routine_yaml("b"))
+    with open_journal(pg_url) as j:
+        plan, _ = apply_directory(j, d, origin="test")
+        assert sorted(c.name for c in plan.changes if c.action == "create") == ["a", "b"]
+        (d / "b.yaml").unlink()
+        plan, _ = apply_directory(j, d, origin="test")
+        assert [(c.action, c.name) for c in plan.changes if c.action.is_change] == [("delete", "b")]
+        assert [r.name for r in j.list_resources("Routine")] == ["a"] and j.serial() == 2

@@ -50,6 +50,13 @@ def _insert_sql(cols: list[str]) -> str:
 
 class PgRuns:
     clock: Clock
+    url: str
+
+    @property
+    def location(self) -> str:
+        """The journal as `open_journal` was given it (the URL): what another handle on it is opened
+        with (plan's snapshot, the watcher). `path` is only the name side files are written beside."""
+        return self.url
     #: how far ahead of the database's clock a due time may be claimed (the scheduler's lead, 5 ms)
     DB_LEAD_MS = 10
 

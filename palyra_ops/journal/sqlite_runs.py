@@ -11,6 +11,7 @@ import json
 import sqlite3
 import threading
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from palyra_ops.clock import Clock
@@ -31,7 +32,14 @@ from palyra_ops.journal.store import Txn, own_txn
 class SQLiteRuns:
     conn: sqlite3.Connection
     clock: Clock
+    path: Path
     _lock: threading.RLock
+
+    @property
+    def location(self) -> Path:
+        """The journal as `open_journal` was given it: what another handle on it is opened with
+        (plan's snapshot, the watcher). For SQLite the file itself, which is also `path`."""
+        return self.path
 
     def transaction(self) -> AbstractContextManager[SQLiteTxn]:  # pragma: no cover - SQLiteJournal's
         raise NotImplementedError

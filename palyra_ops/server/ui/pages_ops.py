@@ -62,7 +62,7 @@ def sync_report(ctx: Any) -> dict[str, Any]:
     if directory is None:
         return {"source": "none", "state": None, "files": {}, "watcher": None, "error": "the daemon has no routine "
                 "directory (--dir)", "out_of_sync": [], "directory": None}
-    report = syncstatus.directory_status(Path(directory), Path(ctx.journal.path), known_skills=_known_skills(ctx),
+    report = syncstatus.directory_status(Path(directory), ctx.journal.location, known_skills=_known_skills(ctx),
                                          clock=ctx.clock)
     files = {f["file"]: {"state": syncstatus.SyncState.INVALID, "diagnostics": f["diagnostics"], "objects": []}
              for f in report.get("invalid_files", [])}
