@@ -144,9 +144,9 @@ def directory_status(
 
 def journal_history(journal_path: Path | str) -> dict[str, Any]:
     """The last apply (time, commit, counts) and the next runs; nothing yet without a journal."""
-    from palyra_ops.journal import is_postgres_url, open_journal
+    from palyra_ops.journal import journal_exists, open_journal
 
-    if not is_postgres_url(journal_path) and not Path(journal_path).exists():
+    if not journal_exists(journal_path):
         return {"last_apply": None, "next_runs": [], "paused": []}
     with open_journal(journal_path) as j:
         return {

@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 from gitops_helpers import routine_yaml, write
 from test_cli_journal_errors import run_cli, snapshot_tree
 
 from palyra_ops.journal import open_journal
+
+
+def _tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
 
 
 def test_plan_apply_status_on_a_postgresql_journal(tmp_path: Path, pg_url: str) -> None:
@@ -25,6 +31,9 @@ def test_plan_apply_status_on_a_postgresql_journal(tmp_path: Path, pg_url: str) 
     plan = run_cli(["plan", "--dir", str(d), "--detailed-exitcode"], tmp_path, env=env)
     assert plan.returncode == 2, plan.stderr
     assert "routine \"a\"" in plan.stdout or "a" in plan.stdout
+    status0 = run_cli(["status", "--dir", str(d), "--url", "http://127.0.0.1:9"], tmp_path, env=env)
+    assert status0.returncode == 0, status0.stderr
+    assert _tables(pg_url) == [], "plan and status are read-only: no tables in a database nobody applied to"
     applied = run_cli(["apply", "--dir", str(d), "--auto-approve", "--journal", pg_url], tmp_path)
     assert applied.returncode == 0, applied.stderr
     with open_journal(pg_url) as j:

@@ -52,6 +52,7 @@ __all__ = [
     "check_location",
     "filesystem_problem",
     "is_postgres_url",
+    "journal_exists",
     "new_id",
     "open_journal",
     "read_snapshot",
@@ -73,11 +74,27 @@ def open_journal(location: str | os.PathLike[str], *, clock: Clock | None = None
     return SQLiteJournal(check_location(location), clock=clock, busy_timeout=busy_timeout)
 
 
+def journal_exists(location: str | os.PathLike[str]) -> bool:
+    """Whether the journal has been created: the SQLite file exists, or the PostgreSQL database
+    holds its tables. Read-only commands (plan, status) ask first, so they never create one — no
+    file, and no tables in a database nobody has applied to yet. A server that cannot be reached is
+    a `JournalUnavailable`, as when opening."""
+    if is_postgres_url(location):
+        from palyra_ops.journal.postgres_conn import journal_exists as pg_exists
+
+        return pg_exists(str(location))
+    return check_location(location).exists()
+
+
 def read_snapshot(location: str | os.PathLike[str]) -> Snapshot:
     """A snapshot without creating anything: a missing journal reads as empty with no lineage.
 
     Plan must be read-only, so planning against a journal that does not exist yet must not create it.
     """
+    if not journal_exists(location):
+        if not is_postgres_url(location):
+            check_parents(check_location(location))
+        return Snapshot(lineage=None, serial=0, resources={}, jobs={})
     if is_postgres_url(location):
         with open_journal(location) as pj:
             return pj.snapshot()

@@ -103,6 +103,20 @@ class PgTxn(Txn):
             yield
 
 
+def journal_exists(url: str) -> bool:
+    """Whether the database at `url` holds a journal (its `journal_meta` table), read on a short
+    connection of its own without creating anything; unreachable is a journal error."""
+    where = redact(url)
+    try:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None,
+                             **({} if "connect_timeout" in url else {"connect_timeout": 5})) as conn:
+            row = conn.execute("SELECT to_regclass('journal_meta') IS NOT NULL").fetchone()
+    except psycopg.Error as exc:
+        err = translate(exc, where)
+        raise (err or JournalError(f"journal {where}: {exc}", path=where)) from None
+    return bool(row and row[0])
+
+
 def translate(exc: BaseException, where: str) -> JournalError | None:
     """The journal error for an environmental failure, or None for one the caller must see as is."""
     from psycopg_pool import PoolTimeout
