@@ -39,6 +39,7 @@ from palyra_ops.config_checks import (
 )
 from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import PalyraError
+from palyra_ops.logfmt import LOG_FORMATS
 
 DEFAULT_LISTEN = "127.0.0.1:7142"
 BACKEND_KINDS = ("echo", "http", "openai")
@@ -119,6 +120,8 @@ class DaemonConfig:
     #: before it (gateway.loopback_keepalive_s), so it never reuses one the server is closing
     keep_alive_ms: int = 20_000
     log_level: str = "info"
+    #: `text`, or `json` lines (SPEC §12: one line per run either way)
+    log_format: str = "text"
     #: SPEC §6: request bodies above this are refused with 413 before they are read in full
     max_body_bytes: int = 1 << 20
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -181,6 +184,7 @@ KEYS: dict[str, Check] = {
     "allow_remote": boolean,
     "state_root": string(what="a path"),
     "log_level": string(choices=LOG_LEVELS),
+    "log_format": string(choices=LOG_FORMATS),
     "backend.kind": string(choices=BACKEND_KINDS),
     "backend.url": url,
     "backend.model": string(),
@@ -292,6 +296,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         dispatch_concurrency=d.get("concurrency", 8),
         keep_alive_ms=_ms(d.get("keep_alive", "20s")),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
+        log_format=str(flags.get("log_format") or data.get("log_format", "text")),
         max_body_bytes=merge.max_body_bytes(),
         delivery=DeliveryConfig(file_root=merge.rel(dl["file_root"]) if dl.get("file_root") else None,
                                 allow_link_local_targets=dl.get("allow_link_local_targets", False)),

@@ -47,6 +47,7 @@ from palyra_ops.fsmodes import private_dir
 from palyra_ops.gateway import Gateway, Loopback, loopback_keepalive_s
 from palyra_ops.journal import DaemonLock, Journal, new_id, open_journal
 from palyra_ops.journal.faults import redact
+from palyra_ops.logfmt import TEXT_FORMAT, formatter
 from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
@@ -499,12 +500,18 @@ def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any,
 
 def run_daemon(config: DaemonConfig, paths: StatePaths | None = None) -> int:
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=TEXT_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(config.log_format))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per loopback dispatch is noise
     daemon = Daemon(config, paths=paths)
 
     def ready(url: str) -> None:
-        print(f"palyra-ops daemon listening on {url} (journal {redact(str(daemon.journal_path))})", file=sys.stderr, flush=True)
+        line = f"palyra-ops daemon listening on {url} (journal {redact(str(daemon.journal_path))})"
+        if config.log_format == "json":  # every line of a JSON log is JSON, this one too
+            log.info(line, extra={"fields": {"event": "listening", "url": url}})
+        else:
+            print(line, file=sys.stderr, flush=True)
         sdnotify.daemon_ready(asyncio.get_running_loop())  # systemd Type=notify: READY=1, then watchdog pings
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

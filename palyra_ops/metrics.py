@@ -8,7 +8,17 @@ live as long as the daemon process (the usual Prometheus model).
 
 from __future__ import annotations
 
+import platform
+from collections.abc import Iterable
+
+from palyra_ops import __version__
+
 LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def esc(v: str) -> str:
+    """A label value in the text exposition format."""
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Metrics:
@@ -24,6 +34,13 @@ class Metrics:
         self.dispatch_errors = 0
         self.due_backlog = 0
         self.active = 0
+        #: scheduled instants the misfire policy did not run, by policy (Temporal's
+        #: schedule_missed_catchup_window): what an alert on "runs are being dropped" watches
+        self.missed: dict[str, int] = {}
+
+    def missed_runs(self, policy: str, count: int) -> None:
+        if count > 0:
+            self.missed[policy] = self.missed.get(policy, 0) + count
 
     def run(self, status: str) -> None:
         self.runs[status] = self.runs.get(status, 0) + 1
@@ -45,11 +62,12 @@ class Metrics:
         self.lag_sum += seconds
         self.lag_n += 1
 
-    def render(self) -> str:
+    def render(self, job_times: Iterable[tuple[str, int | None, int | None]] = ()) -> str:
+        """The exposition text; `job_times` (routine, last success ms, next run ms) become the
+        per-routine gauges (read from the journal by the route, so every daemon on a journal shows all)."""
         out: list[str] = []
-
-        def esc(v: str) -> str:
-            return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        out += ["# HELP palyra_build_info The palyra-ops version serving these metrics.", "# TYPE palyra_build_info gauge",
+                f'palyra_build_info{{version="{esc(__version__)}",python="{esc(platform.python_version())}"}} 1']
 
         out += ["# HELP palyra_runs_total Run records finalized or parked, by status.", "# TYPE palyra_runs_total counter"]
         for status, n in sorted(self.runs.items()):
@@ -76,5 +94,19 @@ class Metrics:
                 f"palyra_active_runs {self.active}"]
         out += ["# HELP palyra_dispatch_errors_total Loopback dispatches that failed.",
                 "# TYPE palyra_dispatch_errors_total counter", f"palyra_dispatch_errors_total {self.dispatch_errors}"]
+        out += ["# HELP palyra_missed_runs_total Scheduled instants the misfire policy did not run (late beyond "
+                "misfire_grace), by policy.", "# TYPE palyra_missed_runs_total counter"]
+        out += [f'palyra_missed_runs_total{{policy="{esc(p)}"}} {n}' for p, n in sorted(self.missed.items())]
+        success = ["# HELP palyra_routine_last_success_timestamp_seconds When the routine's last run succeeded.",
+                   "# TYPE palyra_routine_last_success_timestamp_seconds gauge"]
+        nxt = ["# HELP palyra_routine_next_run_timestamp_seconds When the routine is next due (jitter included).",
+               "# TYPE palyra_routine_next_run_timestamp_seconds gauge"]
+        for name, last_ok, next_run in job_times:
+            label = esc(name)
+            if last_ok is not None:
+                success.append(f'palyra_routine_last_success_timestamp_seconds{{routine="{label}"}} {last_ok / 1000:.3f}')
+            if next_run is not None:
+                nxt.append(f'palyra_routine_next_run_timestamp_seconds{{routine="{label}"}} {next_run / 1000:.3f}')
+        out += success + nxt
         return "\n".join(out) + "\n"
 

@@ -371,6 +371,7 @@ class Scheduler:
                             on_time=[n for n in due if now - due_at(n) <= grace])
         run_times, skipped, catch_up = d.run, d.skipped, d.in_order
         skipped_count = len(skipped) + skipped_extra
+        self.gateway.metrics.missed_runs(p.misfire, skipped_count)
         listed = skipped[-MAX_LISTED_SKIPS:]
 
         def row(n: int, **extra: Any) -> NewRun:

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend-url", default=None, help="URL of the http/openai backend")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
                    help="log verbosity (default info)")
+    p.add_argument("--log-format", choices=["text", "json"], default=None,
+                   help="log lines as text (default) or JSON lines (one object per line; runs carry their fields)")
     p.add_argument("--skills-audit-interval", default=None,
                    help="re-verify installed skills this often (default 6h; 0 disables)")
     p.add_argument("--max-body-bytes", default=None, type=int,
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         backend_url=args.backend_url,
         log_level=args.log_level,
+        log_format=args.log_format,
         skills_audit_interval=args.skills_audit_interval,
         max_body_bytes=args.max_body_bytes,
     )

@@ -38,11 +38,16 @@ run_log = logging.getLogger("palyra_ops.runs")
 
 
 def log_finished(routine_id: str, run: dict[str, Any], status: str, reason: str | None, now_ms: int) -> None:
+    if not run_log.isEnabledFor(logging.INFO):
+        return
     started = run.get("started_at_ms")
     took = f"{now_ms - started}ms" if isinstance(started, int) else "-"
+    fields = {"routine": routine_id, "run": run.get("run_id"), "status": status, "attempt": run.get("attempt", 1),
+              "trigger": run.get("trigger_kind"), "scheduled_at_ms": run.get("scheduled_at_ms"),
+              "duration_ms": now_ms - started if isinstance(started, int) else None, "reason": reason}
     run_log.info("run finished: routine=%s run=%s status=%s attempt=%s duration=%s reason=%s",
                  routine_id, run.get("run_id"), status, run.get("attempt", 1), took,
-                 json.dumps(reason) if reason else "-")
+                 json.dumps(reason) if reason else "-", extra={"fields": fields})
 
 DAEMON_PRINCIPAL = "system:daemon"
 DAEMON_DEVICE_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"

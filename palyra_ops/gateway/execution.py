@@ -249,6 +249,7 @@ class Execution(GatewayState):
         job: JobFields = {"last_run_id": run["run_id"], "last_status": status, "last_finished_at_ms": now}
         if status == "succeeded" and final:
             job["consecutive_failures"] = 0  # pause_after_failures counts failures in a row
+            job["last_success_at_ms"] = now
         skill_rule = run.pop("skill_rule", None)
         if skill_rule is not None:
             # a skill refusal names the rule that refused it; a skill run that executed names both the

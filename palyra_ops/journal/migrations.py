@@ -141,10 +141,16 @@ def _pause(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE journal_cron_jobs ADD COLUMN {col}")
 
 
+def _last_success(conn: sqlite3.Connection) -> None:
+    """When the routine last succeeded: the gauge operators alert on (kube-state-metrics'
+    `kube_cronjob_status_last_successful_time`), written with the run's final transition."""
+    conn.execute("ALTER TABLE journal_cron_jobs ADD COLUMN last_success_at_ms INTEGER")
+
+
 def all_migrations() -> list[Migration]:
     """Every migration in apply order; area-owned lists are appended after the core."""
     migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime),
-                                   ("0003_pause", _pause)]
+                                   ("0003_pause", _pause), ("0004_last_success", _last_success)]
     migrations.extend(_wrap(m) for m in _memory.MIGRATIONS)
     return migrations
 

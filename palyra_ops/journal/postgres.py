@@ -413,6 +413,11 @@ class PgJournal(PgRuns):
     def list_jobs(self) -> list[JobRecord]:
         return records(self._all("SELECT * FROM journal_cron_jobs ORDER BY routine_id"), JobRecord)
 
+    def job_times(self) -> list[tuple[str, int | None, int | None]]:
+        rows = self._all("SELECT routine_id, last_success_at_ms, next_run_at_unix_ms FROM journal_cron_jobs"
+                         " ORDER BY routine_id")
+        return [(r["routine_id"], r["last_success_at_ms"], r["next_run_at_unix_ms"]) for r in rows]
+
     def jobs_by_trigger(self, kinds: tuple[str, ...]) -> list[JobRecord]:
         return records(self._all("SELECT * FROM journal_cron_jobs WHERE trigger_kind = ANY(%s) ORDER BY routine_id",
                                  (list(kinds),)), JobRecord)

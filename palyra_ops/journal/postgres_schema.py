@@ -132,10 +132,16 @@ def _pause(c: PgTxn) -> None:
               " ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0")
 
 
+def _last_success(c: PgTxn) -> None:
+    """SQLite's 0004: when the routine last succeeded (the per-routine gauge)."""
+    c.execute("ALTER TABLE journal_cron_jobs ADD COLUMN last_success_at_ms BIGINT")
+
+
 def pg_migrations() -> list[PgMigration]:
     """Every PostgreSQL migration in apply order: the core steps of `migrations.all_migrations`,
     same names (tests/test_journal_postgres.py checks they stay in step)."""
-    return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime), ("0003_pause", _pause)]
+    return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime), ("0003_pause", _pause),
+            ("0004_last_success", _last_success)]
 
 
 __all__ = ["MIGRATION_LOCK", "PgMigration", "pg_migrations"]

@@ -109,6 +109,7 @@ class JobRecord(TypedDict):
     paused_by: str | None
     paused_at_ms: int | None
     consecutive_failures: int
+    last_success_at_ms: int | None
 
 
 class RunRecord(TypedDict):
@@ -207,6 +208,7 @@ class JobFields(TypedDict, total=False):
     last_started_at_ms: int | None
     last_finished_at_ms: int | None
     consecutive_failures: int
+    last_success_at_ms: int | None
 
 
 #: one claim of the scheduler: (routine_id, expected next_run_at, run rows to insert, job fields)

@@ -440,6 +440,12 @@ class SQLiteJournal(SQLiteRuns):
         with self._lock:
             return records(self.conn.execute("SELECT * FROM journal_cron_jobs ORDER BY routine_id"), JobRecord)
 
+    def job_times(self) -> list[tuple[str, int | None, int | None]]:
+        with self._lock:
+            rows = self.conn.execute("SELECT routine_id, last_success_at_ms, next_run_at_unix_ms"
+                                     " FROM journal_cron_jobs ORDER BY routine_id").fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     # -- WAL maintenance -------------------------------------------------------------------------
 
     def defer_checkpoints(self) -> None:

@@ -57,7 +57,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     ctx = ctx_of(request)
-    text = ctx.gateway.metrics.render() if ctx.gateway is not None else ""
+    text = ctx.gateway.metrics.render(ctx.journal.job_times()) if ctx.gateway is not None else ""
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
