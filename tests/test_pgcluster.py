@@ -23,3 +23,21 @@ def test_each_test_gets_a_fresh_empty_database(pg_url: str, pg_cluster: PgCluste
             assert conn.execute("select to_regclass('public.t')").fetchone() == (None,)
     finally:
         pg_cluster.drop_database(other)
+
+
+def test_a_cluster_stops_and_leaves_nothing_behind() -> None:
+    """What the session fixture's teardown does: the server is gone and so is its temp dir."""
+    import socket
+
+    from pgcluster import find_bindir
+
+    bindir = find_bindir()
+    assert bindir is not None
+    cluster = PgCluster(bindir)
+    cluster.start()
+    root, port = cluster.root, cluster.port
+    assert (root / "data" / "postmaster.pid").exists()
+    cluster.stop()
+    assert not root.exists()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the server still listens"
