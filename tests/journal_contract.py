@@ -326,6 +326,33 @@ def test_pause_state_is_job_state_that_put_job_leaves_alone(journal_factory: Fac
         1, "db migration", "user:ops", T0, 2)
 
 
+def test_one_occurrence_twice_in_one_claim_is_claimed_once(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a", next_run_at_unix_ms=T0)
+    [ids] = j.claim_occurrences([("a", T0, [_run("a", T0), _run("a", T0)], {"next_run_at_unix_ms": T0 + 1})])
+    assert ids is not None and ids[0] is not None and ids[1] is None
+    assert len(j.runs_with_occurrences("a")) == 1
+
+
+def test_a_claim_that_only_advances_the_job_inserts_nothing(journal_factory: Factory) -> None:
+    """What a misfire `skip` without a record, or jitter moving the due time, claims."""
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a", next_run_at_unix_ms=T0, next_nominal_ms=T0)
+    assert j.claim_occurrences([("a", T0, [], {"next_run_at_unix_ms": T0 + 7, "next_nominal_ms": T0})]) == [[]]
+    job = j.get_job("a")
+    assert job is not None and job["next_run_at_unix_ms"] == T0 + 7 and j.runs_in_order() == []
+    assert j.claim_occurrences([]) == []
+
+
+def test_the_journal_never_judges_now_later_than_the_caller(journal_factory: Factory) -> None:
+    """`judged_now_ms` may hold a caller back (a database clock behind it), never push it ahead."""
+    j = journal_factory(clock=FakeClock(T0))
+    assert j.judged_now_ms(T0) == T0  # a clock in the past (the tests'): its own reading stands
+    assert j.judged_now_ms(T0 + 5) == T0 + 5
+
+
 def test_two_handles_racing_for_the_same_batch_claim_each_occurrence_once(journal_factory: Factory) -> None:
     """Two schedulers on one journal (two processes in production): each reads the due jobs, then
     both claim. The compare-and-set and the occurrence key leave every occurrence with one owner."""
