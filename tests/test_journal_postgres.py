@@ -17,7 +17,7 @@ import pytest
 from pgcluster import PgCluster, _free_port
 
 from palyra_ops.clock import FakeClock
-from palyra_ops.errors import JournalUnavailable
+from palyra_ops.errors import JournalBusy, JournalUnavailable
 from palyra_ops.journal import JournalStore, open_journal, read_snapshot
 from palyra_ops.journal.migrations import all_migrations
 from palyra_ops.journal.postgres import PgJournal
@@ -167,3 +167,20 @@ def test_the_store_works_again_after_the_server_restarts(pg_cluster: PgCluster, 
         assert j.get_job("a") is not None
         j.probe_write()
         assert j.fault is None
+
+
+def test_a_concurrent_apply_waits_for_the_busy_timeout_then_is_busy(pg_url: str, monkeypatch) -> None:
+    """Two applies at once: the stale-plan check locks the serial row; the second waits as long as
+    SQLite waits for its write lock (PALYRA_JOURNAL_BUSY_TIMEOUT), then gets a one-line JournalBusy."""
+    monkeypatch.setenv("PALYRA_JOURNAL_BUSY_TIMEOUT", "300ms")
+    with open_journal(pg_url) as first, open_journal(pg_url) as second:
+        with first.transaction() as c:
+            first.identity(c)
+            t0 = time.monotonic()
+            with pytest.raises(JournalBusy, match=r"^journal postgresql://.*: busy \(") as exc, \
+                    second.transaction() as c2:
+                second.identity(c2)
+            assert 0.25 <= time.monotonic() - t0 < 5 and "\n" not in exc.value.message
+            first.bump_serial(c)
+        with second.transaction() as c2:  # free again once the first committed
+            assert second.identity(c2)[1] == 1

@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import Conflict, JournalError, NotFound
-from palyra_ops.journal.faults import redact, side_path
+from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records, translate
 from palyra_ops.journal.postgres_runs import PgRuns
 from palyra_ops.journal.postgres_schema import MIGRATION_LOCK, pg_migrations
@@ -249,6 +249,8 @@ class PgJournal(PgRuns):
         """(lineage, serial) inside the caller's transaction, the serial row locked: two applies
         checking for a stale plan at once are serialized here, as SQLite's write lock does."""
         t = own_txn(c, PgTxn)
+        # wait for a concurrent apply as long as SQLite would for its write lock, then JournalBusy
+        t.execute("SELECT set_config('lock_timeout', %s, true)", (f"{busy_timeout_ms()}ms",))
         rows = {r["key"]: r["value"] for r in t.execute(
             "SELECT key, value FROM journal_meta WHERE key IN ('lineage', 'serial') ORDER BY key FOR UPDATE")}
         return rows["lineage"], int(rows["serial"])

@@ -65,7 +65,13 @@ class JournalStore(Protocol):
     @property
     def path(self) -> Path:
         """Where the journal's side files live: the SQLite file itself (caches, index and locks
-        are written beside it)."""
+        are written beside it); for PostgreSQL a name under the state root (`faults.side_path`)."""
+        ...
+
+    @property
+    def location(self) -> Path | str:
+        """The journal as `open_journal` was given it (a SQLite path, a `postgresql://` URL): what
+        another handle on the same journal is opened with (plan's snapshot, the watcher)."""
         ...
 
     # -- lifecycle and health -------------------------------------------------------------------
