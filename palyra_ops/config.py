@@ -40,6 +40,7 @@ from palyra_ops.config_checks import (
 from palyra_ops.durations import parse_duration_ms
 from palyra_ops.errors import PalyraError
 from palyra_ops.logfmt import LOG_FORMATS
+from palyra_ops.tracing import TRACING_MODES
 
 DEFAULT_LISTEN = "127.0.0.1:7142"
 BACKEND_KINDS = ("echo", "http", "openai")
@@ -122,6 +123,8 @@ class DaemonConfig:
     log_level: str = "info"
     #: `text`, or `json` lines (SPEC §12: one line per run either way)
     log_format: str = "text"
+    #: `off` (trace context is still carried along) or `otel` (spans to the OpenTelemetry provider)
+    tracing: str = "off"
     #: SPEC §6: request bodies above this are refused with 413 before they are read in full
     max_body_bytes: int = 1 << 20
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -185,6 +188,7 @@ KEYS: dict[str, Check] = {
     "state_root": string(what="a path"),
     "log_level": string(choices=LOG_LEVELS),
     "log_format": string(choices=LOG_FORMATS),
+    "tracing": string(choices=TRACING_MODES),
     "backend.kind": string(choices=BACKEND_KINDS),
     "backend.url": url,
     "backend.model": string(),
@@ -297,6 +301,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         keep_alive_ms=_ms(d.get("keep_alive", "20s")),
         log_level=str(flags.get("log_level") or data.get("log_level", "info")),
         log_format=str(flags.get("log_format") or data.get("log_format", "text")),
+        tracing=str(flags.get("tracing") or data.get("tracing", "off")),
         max_body_bytes=merge.max_body_bytes(),
         delivery=DeliveryConfig(file_root=merge.rel(dl["file_root"]) if dl.get("file_root") else None,
                                 allow_link_local_targets=dl.get("allow_link_local_targets", False)),

@@ -52,6 +52,7 @@ from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
 from palyra_ops.statepaths import TOKEN_FILE, StatePaths
+from palyra_ops.tracing import make_tracer
 
 if TYPE_CHECKING:
     from palyra_ops.watcher import Watcher
@@ -150,6 +151,12 @@ class Daemon:
         self.server: _Server | None = None
         self.ctx: DaemonContext | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stop: asyncio.Event | None = None
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM does (a daemon embedded in another program's loop, e.g. a test)."""
+        if self._stop is not None:
+            self._stop.set()
 
     def _open(self) -> tuple[Journal, str]:
         token = ensure_token(self.state_root)
@@ -327,6 +334,7 @@ class Daemon:
             skill_runner=ctx.skill_runner,
             skill_store=ctx.skill_store,
             on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
+            tracer=make_tracer(self.config.tracing),
         )
         scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
                               max_in_flight=self.config.dispatch_concurrency, lead_ms=5)
@@ -341,6 +349,7 @@ class Daemon:
         server = _Server(uv)
         self.server = server
         stop = asyncio.Event()
+        self._stop = stop
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -159,7 +159,8 @@ class Deliverer:
             "delivered_at": rfc3339(self.clock.now_ms()),
         }
 
-    async def deliver(self, routine: Routine, run: dict[str, Any], output: str | None, *, failed: bool) -> DeliveryResult:
+    async def deliver(self, routine: Routine, run: dict[str, Any], output: str | None, *, failed: bool,
+                      traceparent: str | None = None) -> DeliveryResult:
         d = routine.delivery
         if d.silent_policy == "audit_only":
             if not failed:
@@ -193,7 +194,7 @@ class Deliverer:
             if not ok:
                 return DeliveryResult("denied", channel, why)
         try:
-            await self.send(ch, body)
+            await self.send(ch, body, traceparent=traceparent)
         except DeliveryError as exc:
             log.warning("delivery of run %s to %s failed: %s", run["run_id"], channel, exc)
             return DeliveryResult("failed", channel, str(exc))
@@ -215,14 +216,14 @@ class Deliverer:
         except Exception as exc:  # memory is best effort: the run record keeps the output anyway
             log.warning("memory item for run %s not stored: %s", run["run_id"], exc)
 
-    async def send(self, ch: Channel, body: dict[str, Any]) -> None:
+    async def send(self, ch: Channel, body: dict[str, Any], *, traceparent: str | None = None) -> None:
         if ch.type == "log":
             output_log.log(_LEVELS.get(ch.spec.get("level", "info"), logging.INFO), "[%s] %s", ch.name,
                            json.dumps(body, sort_keys=True))
         elif ch.type == "file":
             await asyncio.to_thread(self._append_line, str(ch.spec["path"]), body)
         elif ch.type == "webhook":
-            await self._post(ch, body)
+            await self._post(ch, body, traceparent)
         else:
             raise DeliveryError(f"channel {ch.name}: unknown type {ch.type!r}")
 
@@ -247,13 +248,15 @@ class Deliverer:
         except OSError as exc:
             raise DeliveryError(f"file {path}: {exc.strerror or exc}") from None
 
-    async def _post(self, ch: Channel, body: dict[str, Any]) -> None:
+    async def _post(self, ch: Channel, body: dict[str, Any], traceparent: str | None = None) -> None:
         url = ch.spec["url"]
         problems = url_problems(url)  # also for channels applied before these rules existed
         if problems:
             raise DeliveryError(f"webhook {ch.name}: url {problems[0]}")
         headers = resolve_headers(ch.spec.get("headers"))
         headers["Content-Type"] = "application/json"
+        if traceparent:  # W3C trace context: the receiver continues the run's trace (SPEC §12)
+            headers["traceparent"] = traceparent
         secret = _secret(ch.spec["signing_secret"], f"channel {ch.name}: signing_secret") \
             if ch.spec.get("signing_secret") is not None else None
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -35,3 +35,5 @@ class RunMessage(TypedDict, total=False):
     trigger: TriggerInfo
     #: a retry attempt is sent at this instant (journal ms)
     not_before_ms: int
+    #: W3C trace context of the dispatch (palyra_ops.tracing): the run continues this trace
+    traceparent: str

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend-url", default=None, help="URL of the http/openai backend")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
                    help="log verbosity (default info)")
+    p.add_argument("--tracing", choices=["off", "otel"], default=None,
+                   help="otel: export spans of every run (dispatch, run, delivery) to OpenTelemetry "
+                        "(needs palyra-ops[otel]); the W3C traceparent is carried either way")
     p.add_argument("--log-format", choices=["text", "json"], default=None,
                    help="log lines as text (default) or JSON lines (one object per line; runs carry their fields)")
     p.add_argument("--skills-audit-interval", default=None,
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         backend_url=args.backend_url,
         log_level=args.log_level,
         log_format=args.log_format,
+        tracing=args.tracing,
         skills_audit_interval=args.skills_audit_interval,
         max_body_bytes=args.max_body_bytes,
     )

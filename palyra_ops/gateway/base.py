@@ -26,6 +26,7 @@ from palyra_ops.journal import FINAL_STATUSES, Journal, new_id
 from palyra_ops.metrics import Metrics
 from palyra_ops.model import Routine
 from palyra_ops.policy import evaluate
+from palyra_ops.tracing import Propagating, Span, Tracer
 
 if TYPE_CHECKING:
     from palyra_ops.gateway.loopback import Loopback
@@ -37,14 +38,16 @@ log = logging.getLogger("palyra_ops.gateway")
 run_log = logging.getLogger("palyra_ops.runs")
 
 
-def log_finished(routine_id: str, run: dict[str, Any], status: str, reason: str | None, now_ms: int) -> None:
+def log_finished(routine_id: str, run: dict[str, Any], status: str, reason: str | None, now_ms: int,
+                 trace_id: str | None = None) -> None:
     if not run_log.isEnabledFor(logging.INFO):
         return
     started = run.get("started_at_ms")
     took = f"{now_ms - started}ms" if isinstance(started, int) else "-"
     fields = {"routine": routine_id, "run": run.get("run_id"), "status": status, "attempt": run.get("attempt", 1),
               "trigger": run.get("trigger_kind"), "scheduled_at_ms": run.get("scheduled_at_ms"),
-              "duration_ms": now_ms - started if isinstance(started, int) else None, "reason": reason}
+              "duration_ms": now_ms - started if isinstance(started, int) else None, "reason": reason,
+              "trace_id": trace_id}
     run_log.info("run finished: routine=%s run=%s status=%s attempt=%s duration=%s reason=%s",
                  routine_id, run.get("run_id"), status, run.get("attempt", 1), took,
                  json.dumps(reason) if reason else "-", extra={"fields": fields})
@@ -118,6 +121,7 @@ class GatewayState:
         skill_runner: SkillRunner | None = None,
         skill_store: SkillStore | None = None,
         on_change: Callable[[], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.journal = journal
         self.clock = clock or SystemClock()
@@ -133,6 +137,11 @@ class GatewayState:
         self.skill_runner = skill_runner
         self.skill_store = skill_store
         self.on_change = on_change
+        self.tracer: Tracer = tracer or Propagating()
+        #: trace context of accepted runs not yet executing (run id -> traceparent), and the open
+        #: `palyra.run` span of each executing run (by its first attempt's id)
+        self._traces: dict[str, str] = {}
+        self._spans: dict[str, Span] = {}
         self.metrics = Metrics()
         self.loopback: Loopback | None = None  # set by the daemon once it serves
         self._routines: dict[str, tuple[str, Routine]] = {}
@@ -205,6 +214,7 @@ class GatewayState:
     def journal_failed(self, run: dict[str, Any], exc: JournalError) -> None:
         """Finalize a run whose transition the journal refused (written once it can be)."""
         self._held.pop(run["run_id"], None)
+        self._traces.pop(run["run_id"], None)
         self._deferred = {k: v for k, v in self._deferred.items() if v != run["run_id"]}
         now = self.clock.now_ms()
         fields = self._receipt(run, {"status": "failed", "reason": f"{exc.code}: {exc.message}", "finished_at_ms": now})
@@ -273,6 +283,7 @@ class GatewayState:
         self._receipt(run, fields)
         self.record_run(run["run_id"], fields, run["routine_id"], {"last_run_id": run["run_id"], "last_status": status})
         self._held.pop(run["run_id"], None)
+        self._traces.pop(run["run_id"], None)
         self.metrics.gate(gate, status)
         self.metrics.run(status)
         run.update(fields)

@@ -43,6 +43,7 @@ from palyra_ops.journal import new_id
 from palyra_ops.messages import RunMessage, TriggerInfo
 from palyra_ops.model import Routine
 from palyra_ops.schedule import retry_delay_ms
+from palyra_ops.tracing import parse_traceparent
 
 
 class Gateway(Gates, Execution, Approvals):
@@ -100,23 +101,29 @@ class Gateway(Gates, Execution, Approvals):
 
     async def send(self, message: RunMessage) -> dict[str, Any]:
         """Through the loopback HTTP call when the server runs; in-process otherwise (unit tests)."""
-        if self.loopback is not None:
-            if not message.get("run_id"):
-                # the id the run will get: lets the gateway recognise a retried call (see accept)
-                message.setdefault("request_id", new_id())
-            return await self.loopback.post(message)
-        return (await self.handle_message(message, internal=True))[1]
+        attributes = {"palyra.routine": message.get("routine_id") or "",
+                      "palyra.trigger": (message.get("trigger") or {}).get("kind") or ""}
+        with self.tracer.span("palyra.dispatch", message.get("traceparent"), attributes) as span:
+            message["traceparent"] = span.traceparent
+            if self.loopback is not None:
+                if not message.get("run_id"):
+                    # the id the run will get: lets the gateway recognise a retried call (see accept)
+                    message.setdefault("request_id", new_id())
+                return await self.loopback.post(message, traceparent=span.traceparent)
+            return (await self.handle_message(message, internal=True))[1]
 
     async def dispatch(self, routine_id: str, *, trigger_kind: str = "manual", trigger_payload: Any = None,
-                       dedupe_key: str | None = None) -> dict[str, Any]:
+                       dedupe_key: str | None = None, traceparent: str | None = None) -> dict[str, Any]:
         """Run a routine now (console dispatch, `cron run-now`); returns the run row after the gates."""
         if trigger_kind not in TRIGGER_KINDS:
             raise InvalidInput(f"trigger_kind {trigger_kind!r} is not one of {', '.join(TRIGGER_KINDS)}")
         routine = self.routine(routine_id)
         if routine is None:
             raise NotFound(f"routine {routine_id!r} does not exist")
-        return await self.send(self.message_for(routine, trigger_kind=trigger_kind, payload=trigger_payload,
-                                                dedupe_key=dedupe_key))
+        message = self.message_for(routine, trigger_kind=trigger_kind, payload=trigger_payload, dedupe_key=dedupe_key)
+        if parse_traceparent(traceparent):  # the caller's trace: the run continues it
+            message["traceparent"] = str(traceparent)
+        return await self.send(message)
 
     async def emit_event(self, name: str, payload: Any = None, *, kinds: tuple[str, ...] = ("system_event", "hook"),
                          dedupe_key: str | None = None) -> list[dict[str, Any]]:
@@ -216,6 +223,9 @@ class Gateway(Gates, Execution, Approvals):
                 return self.receipt(prior)
             run = self.journal.get_run(new)
             assert run is not None
+        traceparent = body.get("traceparent")
+        if parse_traceparent(traceparent):
+            self._traces[run["run_id"]] = str(traceparent)  # the run's execution continues this trace
         routine = self.routine(routine_id)
         if routine is None:
             return self._stop(run, None, "failed", "routine_deleted: the routine no longer exists", gate="disabled")
@@ -301,6 +311,7 @@ class Gateway(Gates, Execution, Approvals):
                 log.error("%d run record(s) could not be written (%s); the next start finalizes them as %s",
                           len(self._unwritten), exc.message, "failed/daemon_restart")
         self._queued.clear()
+        self._traces.clear()
         self._backlog.clear()
         self._deferred.clear()
         await self.deliverer.aclose()

@@ -18,6 +18,7 @@ from palyra_ops.model import Routine
 from palyra_ops.pause import PAUSED_EVENT, note_failure
 from palyra_ops.policy import authorize_skill
 from palyra_ops.schedule import retry_delay_ms
+from palyra_ops.tracing import trace_id_of
 
 
 class Execution(GatewayState):
@@ -39,6 +40,17 @@ class Execution(GatewayState):
         return dict(run)
 
     async def _execute(self, run: dict[str, Any], routine: Routine) -> None:
+        first_id = run["run_id"]
+        attributes = {"palyra.routine": routine.name, "palyra.run_id": first_id,
+                      "palyra.trigger": str(run.get("trigger_kind") or "")}
+        with self.tracer.span("palyra.run", self._traces.pop(first_id, None), attributes) as span:
+            self._spans[first_id] = span
+            try:
+                await self._execute_attempts(run, routine)
+            finally:
+                self._spans.pop(first_id, None)
+
+    async def _execute_attempts(self, run: dict[str, Any], routine: Routine) -> None:
         task = asyncio.current_task()
         assert task is not None
         first_id = run["run_id"]
@@ -225,8 +237,12 @@ class Execution(GatewayState):
         return "capability not granted"
 
     async def _deliver(self, routine: Routine, run: dict[str, Any], output: str | None, *, failed: bool) -> DeliveryResult:
+        parent = self._spans.get(run.get("first_run_id") or run["run_id"])
         try:
-            res = await self.deliverer.deliver(routine, run, output, failed=failed)
+            with self.tracer.span("palyra.deliver", parent.traceparent if parent else None,
+                                  {"palyra.routine": routine.name, "palyra.run_id": run["run_id"]}) as span:
+                res = await self.deliverer.deliver(routine, run, output, failed=failed, traceparent=span.traceparent)
+                span.set("palyra.delivery_status", res.status)
         except asyncio.CancelledError:
             raise
         except JournalError as exc:  # a full journal is not a delivery bug: no traceback per run
@@ -262,7 +278,10 @@ class Execution(GatewayState):
             self.record_run(run["run_id"], fields, routine.name, job)
         run.update(fields)
         self.metrics.run(status)
-        log_finished(routine.name, run, status, reason, now)
+        span = self._spans.get(run.get("first_run_id") or run["run_id"])
+        if span is not None:
+            span.set("palyra.status", status)
+        log_finished(routine.name, run, status, reason, now, trace_id_of(span.traceparent) if span else None)
         if self.on_change is not None:
             self.on_change()
 

@@ -82,15 +82,16 @@ class Loopback:
         self.retries = 0
         self.failures = 0
 
-    async def post(self, message: Mapping[str, object]) -> dict[str, Any]:
+    async def post(self, message: Mapping[str, object], *, traceparent: str | None = None) -> dict[str, Any]:
         content = json.dumps(message).encode()
+        headers = self.headers if traceparent is None else {**self.headers, "traceparent": traceparent}
         last: Exception | None = None
         for delay in (None, *RETRY_DELAYS_S):
             if delay is not None:
                 self.retries += 1
                 if delay:
                     await asyncio.sleep(delay)
-            req = httpx.Request("POST", self.url, content=content, headers=self.headers, extensions=self.extensions)
+            req = httpx.Request("POST", self.url, content=content, headers=headers, extensions=self.extensions)
             try:
                 resp = await next(self._rr).handle_async_request(req)
                 try:

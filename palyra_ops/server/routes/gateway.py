@@ -31,18 +31,29 @@ def message_result(status: int, result: dict[str, Any]) -> dict[str, Any]:
     return views.run_view(result) if status == 202 else result
 
 
-async def _handle(ctx: DaemonContext, state: dict[str, Any], raw: bytes) -> tuple[int, dict[str, Any]]:
+async def _handle(ctx: DaemonContext, state: dict[str, Any], raw: bytes,
+                  traceparent: str | None = None) -> tuple[int, dict[str, Any]]:
     internal = state.get("auth") == INTERNAL
     # the daemon's own messages wrap a client payload one level deeper than the client sent it
     body = json_object(raw, max_depth=MAX_JSON_DEPTH + (INTERNAL_DEPTH_MARGIN if internal else 0))
+    if traceparent and "traceparent" not in body:  # W3C trace context: the header is the standard way
+        body["traceparent"] = traceparent
     status, result = await ctx.gateway.handle_message(body, internal=internal,
                                                       received_at_ms=state.get("received_at_ms"))
     return status, message_result(status, result)
 
 
 async def gateway_messages(request: Request) -> Response:
-    status, result = await _handle(ctx_of(request), request.scope.get("state", {}), await request.body())
+    status, result = await _handle(ctx_of(request), request.scope.get("state", {}), await request.body(),
+                                   request.headers.get("traceparent"))
     return JSONResponse(result, status_code=status)
+
+
+def _traceparent(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            return value.decode("latin-1")
+    return None
 
 
 class GatewayFastPath:
@@ -68,7 +79,7 @@ class GatewayFastPath:
             chunks.append(msg.get("body", b""))
             more = msg.get("more_body", False)
         try:
-            status, result = await _handle(self.ctx, scope.get("state", {}), b"".join(chunks))
+            status, result = await _handle(self.ctx, scope.get("state", {}), b"".join(chunks), _traceparent(scope))
         except PalyraError as exc:
             await error_response(exc)(scope, receive, send)
             return

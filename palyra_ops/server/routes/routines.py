@@ -126,7 +126,8 @@ async def dispatch_routine(request: Request) -> Response:
     routine_id, trigger_kind, dedupe_key = _dispatch_args(payload)
     routine_of(ctx, routine_id)
     run = await gateway_of(ctx).dispatch(routine_id, trigger_kind=trigger_kind,
-                                         trigger_payload=payload.get("trigger_payload"), dedupe_key=dedupe_key)
+                                         trigger_payload=payload.get("trigger_payload"), dedupe_key=dedupe_key,
+                                         traceparent=request.headers.get("traceparent"))
     if not run:
         raise Conflict(f"a run of {routine_id!r} with dedupe key {dedupe_key!r} already exists", code="duplicate")
     return JSONResponse(views.run_view(run), status_code=202)
