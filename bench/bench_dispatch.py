@@ -1,7 +1,17 @@
-"""Dispatch benchmarks of the daemon (task E): lag, burst throughput, idle cost.
+"""Dispatch benchmarks of the daemon: the real path (issue 14), and lag, burst throughput, idle cost.
 
-    .venv/bin/python bench/bench_dispatch.py [lag|burst|idle|all] [--duration 60] [--routines 200]
-                                             [--burst 10000] [--idle 10000] [--idle-seconds 30] [--json OUT]
+    .venv/bin/python bench/bench_dispatch.py [herd|anchor|overload|echo|lag|burst|idle|real|all]
+                                             [--window 20] [--json OUT] ...
+
+The real path (`real`, and `all`), every run delivered to a local webhook receiver (bench/real_path.py),
+routines applied together (one anchor), APScheduler 3 at its best in the same run:
+herd      1,000 routines `* * * * *`: the next top-of-minute herd; delivery lag p50/p99, lost, failed.
+anchor    200 routines `every: 1s` on one anchor for --window s; delivery lag, lost, failed.
+overload  1,000 routines `every: 1s` for --window s: delivered runs/s, runs left `accepted`, RSS, shed.
+echo      10,000 routines due at one instant, webhook delivery: runs/s against one bare httpx client's
+          loopback rate (AsyncClient.post and prebuilt requests, 16 in flight) in the same run.
+
+Older cases (spread anchors unless --phase-ms 0; logs-only delivery):
 
 lag    N routines on `every: 1s` for D seconds against the real daemon (subprocess); lag = scheduled
        instant -> gateway receipt (the run row's received_at_ms). Then APScheduler 3.x
@@ -33,6 +43,15 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from real_path import (  # type: ignore[import-not-found]  # noqa: E402
+    Receiver,
+    apscheduler_peer,
+    palyra_counts,
+    peer_counts,
+    put_webhook_routines,
+    settle,
+)
 
 from palyra_ops.clock import rfc3339  # noqa: E402
 from palyra_ops.journal import open_journal  # noqa: E402
@@ -312,6 +331,119 @@ async def _bare_httpx(n: int, clients: int = 4, in_flight: int = 8) -> dict[str,
     return out
 
 
+# -- the real path (issue 14) ------------------------------------------------------------------------
+
+
+def _metric(d: Daemon, name: str) -> float | None:
+    try:
+        text = httpx.get(d.url + "/metrics", headers={"Authorization": f"Bearer {d.token}"}, timeout=10).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def bench_herd(n: int) -> dict[str, Any]:
+    """The top-of-minute herd: n routines `* * * * *` applied together, the next minute's fires."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rcv = Receiver(free_port())
+        d = Daemon(Path(tmp))
+        d.start()
+        try:
+            if 60 - time.time() % 60 < 3:  # too close to a minute to set up: take the next one
+                time.sleep(60 - time.time() % 60 + 0.2)
+            put_webhook_routines(d.journal, rcv.url, [f"herd-{i:04d}" for i in range(n)], {"cron": "* * * * *"})
+            herd_ms = (int(time.time()) // 60 + 1) * 60_000
+            time.sleep(max(0.0, herd_ms / 1000 - time.time()))
+            rows = settle(d.journal, herd_ms, herd_ms + 1, 50, n)
+            ours = {**palyra_counts(rows, rcv.dump(), n), "cpu_s": round(d.cpu_seconds(), 1),
+                    "rss_mb": round(d.rss_mb(), 1)}
+        finally:
+            d.stop()
+        try:
+            now = time.time()
+            peer_ms = (int(now) // 60 + 1) * 60_000
+            if peer_ms / 1000 - now < 3:
+                peer_ms += 60_000
+            stats = asyncio.run(apscheduler_peer(rcv.url, n, "cron", peer_ms / 1000 + 8 - now, start_s=now))
+            peer = peer_counts(rcv.dump(), peer_ms, peer_ms + 1, n, stats)
+        finally:
+            rcv.stop()
+    return {"routines": n, "palyra": ours, "apscheduler": peer}
+
+
+def bench_every(n: int, window_s: float, *, overload: bool) -> dict[str, Any]:
+    """n routines `every: 1s` on one anchor: lag over a window (after 3 s of warm-up); in overload
+    also delivered runs/s in the window, runs left `accepted` and RSS at its end."""
+    warm_ms = 3000
+    with tempfile.TemporaryDirectory() as tmp:
+        rcv = Receiver(free_port())
+        d = Daemon(Path(tmp))
+        d.start()
+        try:
+            anchor = put_webhook_routines(d.journal, rcv.url, [f"ev-{i:04d}" for i in range(n)], {"every": "1s"})
+            lo = anchor + warm_ms
+            hi = lo + int(window_s * 1000)
+            time.sleep(max(0.0, hi / 1000 - time.time()))
+            extra: dict[str, Any] = {}
+            if overload:
+                with open_journal(d.journal) as j:
+                    counts = j.count_runs_by_status()
+                extra = {"left_accepted_at_end": counts.get("accepted", 0), "rss_mb_at_end": round(d.rss_mb(), 1),
+                         "due_backlog_gauge": _metric(d, "palyra_due_backlog")}
+            rows = settle(d.journal, lo, hi, 5 if overload else 40, 0 if overload else n * int(window_s))
+            receipts = rcv.dump()
+            ours = palyra_counts(rows, receipts, None if overload else n * int(window_s))
+            ours.update(extra)
+            if overload:
+                ours["delivered_per_s"] = round(sum(1 for t, _, _ in receipts if lo <= t < hi) / window_s, 1)
+        finally:
+            d.stop()
+        try:
+            start = time.time() + 2
+            stats = asyncio.run(apscheduler_peer(rcv.url, n, "interval", warm_ms / 1000 + window_s, start_s=start))
+            plo = int(start * 1000) + warm_ms
+            phi = plo + int(window_s * 1000)
+            receipts = rcv.dump()
+            peer = peer_counts(receipts, plo, phi, None if overload else n * int(window_s), stats)
+            if overload:
+                peer["delivered_per_s"] = round(sum(1 for t, _, _ in receipts if plo <= t < phi) / window_s, 1)
+        finally:
+            rcv.stop()
+    out = {"routines": n, "window_s": window_s, "palyra": ours, "apscheduler": peer}
+    if overload:
+        out["ratio_delivered_per_s"] = round(ours["delivered_per_s"] / max(peer["delivered_per_s"], 0.1), 2)
+    return out
+
+
+def bench_echo(n: int) -> dict[str, Any]:
+    """n routines due at one instant, each delivered to the webhook receiver; until the last receipt."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rcv = Receiver(free_port())
+        d = Daemon(Path(tmp))
+        d.start()
+        try:
+            due_ms = (int(time.time()) + 8) * 1000 + 500
+            put_webhook_routines(d.journal, rcv.url, [f"e-{i:05d}" for i in range(n)], {"at": rfc3339(due_ms)})
+            time.sleep(max(0.0, due_ms / 1000 - time.time()))
+            rows = settle(d.journal, due_ms, due_ms + 1, 120, n)
+            receipts = rcv.dump()
+            ours = palyra_counts(rows, receipts, n)
+            last = max((t for t, _, _ in receipts), default=float("nan"))
+            ours["elapsed_s"] = round((last - due_ms) / 1000, 3)
+            ours["runs_per_s"] = round(ours["received"] / max(ours["elapsed_s"], 1e-3), 1)
+            ours["cpu_s_total"] = round(d.cpu_seconds(), 1)
+        finally:
+            d.stop()
+            rcv.stop()
+    base = asyncio.run(_bare_httpx(n, clients=1, in_flight=16))
+    ours["ratio_to_one_bare_client_post"] = round(ours["runs_per_s"] / base["client_post_req_per_s"], 2)
+    ours["ratio_to_bare_prebuilt"] = round(ours["runs_per_s"] / base["req_per_s"], 2)
+    return {"routines": n, "palyra": ours, "bare_httpx_one_client": base}
+
+
 # -- idle -------------------------------------------------------------------------------------------
 
 
@@ -335,8 +467,15 @@ def bench_idle(n: int, seconds: float) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("which", nargs="?", default="all", choices=["lag", "burst", "idle", "all"])
-    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("which", nargs="?", default="all",
+                    choices=["herd", "anchor", "overload", "echo", "real", "lag", "burst", "idle", "all"],
+                    help="a case, `real` (the four real-path cases) or `all` (real + idle)")
+    ap.add_argument("--window", type=float, default=20, help="seconds measured in the anchor and overload cases")
+    ap.add_argument("--herd", type=int, default=1000, help="routines in the top-of-minute herd")
+    ap.add_argument("--anchor", type=int, default=200, help="routines on one anchor (every: 1s)")
+    ap.add_argument("--overload", type=int, default=1000, help="routines on one anchor in the overload case")
+    ap.add_argument("--echo", type=int, default=10_000, help="routines due at one instant in the echo burst")
+    ap.add_argument("--duration", type=float, default=60, help="seconds of the old lag case")
     ap.add_argument("--routines", type=int, default=200)
     ap.add_argument("--phase-ms", type=int, default=5, help="anchor spacing of the lag routines (0: all in phase)")
     ap.add_argument("--burst", type=int, default=10_000)
@@ -345,10 +484,19 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out: dict[str, Any] = {}
-    if args.which in ("lag", "all"):
+    real = args.which in ("real", "all")
+    cases = [("herd", lambda: bench_herd(args.herd)),
+             ("anchor", lambda: bench_every(args.anchor, args.window, overload=False)),
+             ("overload", lambda: bench_every(args.overload, args.window, overload=True)),
+             ("echo", lambda: bench_echo(args.echo))]
+    for name, run in cases:
+        if real or args.which == name:
+            out[name] = run()
+            print(json.dumps({name: out[name]}, indent=2), flush=True)
+    if args.which == "lag":
         out["lag"] = bench_lag(args.routines, args.duration, args.phase_ms)
         print(json.dumps({"lag": out["lag"]}, indent=2), flush=True)
-    if args.which in ("burst", "all"):
+    if args.which == "burst":
         out["burst"] = bench_burst(args.burst)
         print(json.dumps({"burst": out["burst"]}, indent=2), flush=True)
     if args.which in ("idle", "all"):
