@@ -184,3 +184,18 @@ def test_a_concurrent_apply_waits_for_the_busy_timeout_then_is_busy(pg_url: str,
             first.bump_serial(c)
         with second.transaction() as c2:  # free again once the first committed
             assert second.identity(c2)[1] == 1
+
+
+def test_reads_retry_on_a_fresh_connection_when_the_server_restarted_unseen(pg_cluster: PgCluster,
+                                                                           pg_url: str) -> None:
+    """A pooled connection used a moment ago is not checked before reuse; when the server restarted
+    in between, the read finds it broken and runs again on a new one instead of failing."""
+    with open_journal(pg_url) as j:
+        assert isinstance(j, PgJournal)
+        j._recent.fresh_s = 3600  # every connection counts as just used: the pool never checks
+        with j.transaction() as c:
+            j.put_job(c, "a", trigger_kind="manual")
+        assert j.get_job("a") is not None
+        pg_cluster.restart()
+        assert j.get_job("a") is not None and [r["routine_id"] for r in j.list_jobs()] == ["a"]
+        assert j.fault is None
