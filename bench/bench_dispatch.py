@@ -96,6 +96,12 @@ class Daemon:
              str(self.journal), "--log-level", "warning", *self.extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         log.close()
+        self.profiler: subprocess.Popen[bytes] | None = None
+        spy = os.environ.get("PALYRA_BENCH_PYSPY")  # collapsed stacks of the daemon (py-spy record)
+        if spy:
+            self.profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+                                              "--rate", "200", "-o", spy, "-p", str(self.proc.pid)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -106,6 +112,10 @@ class Daemon:
         self.token = (self.state / "token").read_text().strip()
 
     def stop(self) -> None:
+        if getattr(self, "profiler", None) is not None:
+            assert self.profiler is not None
+            self.profiler.send_signal(signal.SIGINT)
+            self.profiler.wait(60)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

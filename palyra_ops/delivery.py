@@ -21,6 +21,7 @@ each attempt the Standard Webhooks way; the id is the run id, so a receiver can 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -42,6 +43,18 @@ from palyra_ops.webhooks import sign_standard
 
 log = logging.getLogger("palyra_ops.delivery")
 output_log = logging.getLogger("palyra_ops.output")
+
+#: webhook posts in flight at once, over this many pooled transports (issue 14). Posting through
+#: `AsyncClient.post` cost 52 % of the daemon's CPU in a webhook burst: the client layers (URL
+#: merging, cookies, auth and redirect handling, default headers) do nothing for a delivery, so
+#: requests are built once per attempt and handed straight to a transport, as `Loopback` does; a
+#: few small pools beat one large one (httpcore's pool gets slower as its connections grow), and
+#: the bound keeps a herd from opening hundreds of connections to one receiver.
+WEBHOOK_TRANSPORTS = 4
+WEBHOOK_IN_FLIGHT = 16
+
+#: what `AsyncClient` sent before (receivers may log or route on it)
+_USER_AGENT = f"python-httpx/{httpx.__version__}"
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -109,16 +122,42 @@ class Deliverer:
         self.file_root = file_root
         self.allow_link_local = allow_link_local
         self.resolver = resolver
-        self._client: httpx.AsyncClient | None = None
+        self._transports: list[GuardedTransport] = []
+        self._rr: itertools.cycle[GuardedTransport] | None = None
+        self._in_flight: asyncio.Semaphore | None = None
+        self._urls: dict[str, httpx.URL] = {}
         self._file_locks: dict[str, threading.Lock] = {}
         self._channels: dict[str, tuple[str, Channel]] = {}
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            transport = GuardedTransport(allow_link_local=self.allow_link_local, resolver=self.resolver)
-            self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
-        return self._client
+    def _transport(self) -> GuardedTransport:
+        """The next pooled transport; built on first use, so a resolver or link-local setting given
+        after construction (tests, the daemon's config) applies."""
+        if self._rr is None:
+            per = max(1, WEBHOOK_IN_FLIGHT // WEBHOOK_TRANSPORTS)
+            self._transports = [GuardedTransport(allow_link_local=self.allow_link_local, resolver=self.resolver,
+                                                 max_connections=per) for _ in range(WEBHOOK_TRANSPORTS)]
+            self._rr = itertools.cycle(self._transports)
+        return next(self._rr)
+
+    async def _request(self, url: str, content: bytes, headers: dict[str, str], timeout: float) -> int:
+        """One POST straight to a pooled transport (no redirects are followed: a transport never
+        does); returns the status. Raises what the transport raises (httpx errors, TargetRefused)."""
+        u = self._urls.get(url)
+        if u is None:
+            u = self._urls[url] = httpx.URL(url)
+            if len(self._urls) > 1024:  # channels come and go: keep the cache small
+                self._urls.clear()
+        req = httpx.Request("POST", u, content=content, headers=headers, extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
+        if self._in_flight is None:
+            self._in_flight = asyncio.Semaphore(WEBHOOK_IN_FLIGHT)
+        async with self._in_flight:
+            resp = await self._transport().handle_async_request(req)
+            try:
+                await resp.aread()
+            finally:
+                await resp.aclose()
+        return resp.status_code
 
     def delivery_root(self) -> Path:
         if self.file_root is not None:
@@ -129,9 +168,9 @@ class Deliverer:
         raise DeliveryError("file channels need delivery.file_root in the daemon config (the journal is not a file)")
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        transports, self._transports, self._rr = self._transports, [], None
+        for t in transports:
+            await t.aclose()
 
     def channel(self, name: str) -> Channel | None:
         stored = self.journal.get_resource("Channel", name)
@@ -253,7 +292,7 @@ class Deliverer:
         problems = url_problems(url)  # also for channels applied before these rules existed
         if problems:
             raise DeliveryError(f"webhook {ch.name}: url {problems[0]}")
-        headers = resolve_headers(ch.spec.get("headers"))
+        headers = {"Accept": "*/*", "User-Agent": _USER_AGENT, **resolve_headers(ch.spec.get("headers"))}
         headers["Content-Type"] = "application/json"
         if traceparent:  # W3C trace context: the receiver continues the run's trace (SPEC §12)
             headers["traceparent"] = traceparent
@@ -274,7 +313,7 @@ class Deliverer:
                 except ValueError as exc:
                     raise DeliveryError(f"channel {ch.name}: signing_secret: {exc}") from None
             try:
-                resp = await self.client.post(url, content=content, headers=headers, timeout=timeout)
+                status = await self._request(url, content, headers, timeout)
             except TargetRefused as exc:
                 raise DeliveryError(f"webhook {ch.name}: refused target: {exc}") from None
             except httpx.TimeoutException:
@@ -283,10 +322,10 @@ class Deliverer:
             except httpx.HTTPError as exc:
                 last = f"webhook {url}: {exc or type(exc).__name__}"
                 continue
-            if resp.status_code < 300:
+            if status < 300:
                 return
-            last = f"webhook {url}: HTTP {resp.status_code}"
-            if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+            last = f"webhook {url}: HTTP {status}"
+            if 400 <= status < 500 and status not in (408, 429):
                 break  # the receiver refused this payload; repeating it will not help
         tries = "1 attempt" if made == 1 else f"{made} attempts"
         raise DeliveryError(f"{last} ({tries})")
