@@ -279,6 +279,9 @@ def test_http_routes_answer_4xx_for_huge_values(daemon: Any) -> None:
          "since: '0001-01-01T00:00:00+14:00' is out of range: instants must lie between 1970-01-01T00:00:00Z and 9999-12-30T23:59:59Z"),
         ("GET", f"{api}/memory/items?limit=%D9%A3", None, 400, "limit: '\u0663' is not an integer"),
         ("GET", f"{api}/memory/search?q=x&k={HUGE}", None, 400, "k: must be between 1 and 1000"),
+        # an empty name is not a name (it also made `/routines//delete` links for schemathesis)
+        ("POST", f"{api}/memory/items", {"text": "x", "routine_id": ""}, 400,
+         "routine_id: must not be empty (omit it, or send null, for none)"),
     ]
     for method, url, body, status, message in cases:
         r = c.request(method, url, json=body)

@@ -97,6 +97,9 @@ async def memory_add(request: Request) -> Response:
     for key in ("routine_id", "run_id", "ttl"):
         if payload.get(key) is not None and not isinstance(payload[key], str):
             raise InvalidInput(f"{key}: must be a string")
+    for key in ("routine_id", "run_id"):
+        if payload.get(key) == "":  # an empty name is no name: it would also make `/routines//…` paths
+            raise InvalidInput(f"{key}: must not be empty (omit it, or send null, for none)")
     ttl_ms = _ttl_ms(payload.get("ttl"))
     item = await memory_of(ctx_of(request)).aadd_item(text, routine_id=payload.get("routine_id"),
                                                       run_id=payload.get("run_id"), source="api", ttl_ms=ttl_ms)
