@@ -38,6 +38,18 @@ def find_bindir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
+def _temp_base(as_root: bool) -> str | None:
+    """Where the cluster's temp dir goes: the usual temp dir, unless we are root and the `postgres`
+    user could not reach into it (a TMPDIR under /root); /tmp then."""
+    base = Path(tempfile.gettempdir()).resolve()
+    if not as_root:
+        return None
+    for p in (base, *base.parents):
+        if not os.stat(p).st_mode & 0o001:  # others may not traverse it
+            return "/tmp"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +62,7 @@ class PgCluster:
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.as_root = os.geteuid() == 0
-        self.root = Path(tempfile.mkdtemp(prefix="palyra-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="palyra-pg-", dir=_temp_base(self.as_root)))
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.log = self.root / "server.log"
@@ -78,7 +90,8 @@ class PgCluster:
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as f:
             f.write(
                 f"listen_addresses = '{self.host}'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.sock}'\n"
+                # a socket path over the kernel's 107 bytes cannot be made: TCP only, then
+                f"unix_socket_directories = '{self.sock if len(str(self.sock)) < 80 else ''}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 300\nshared_buffers = 32MB\n"
             )
