@@ -46,6 +46,10 @@ def test_the_postgresql_store_satisfies_the_protocol(pg_url: str) -> None:
                 continue
             want = list(inspect.signature(member).parameters)[1:]
             assert list(inspect.signature(getattr(j, name)).parameters) == want, name
+        for name, member in inspect.getmembers(JournalStore):
+            if isinstance(member, property):  # path, location, fault, write_fault
+                getattr(j, name)
+        assert j.location == pg_url and isinstance(j.clock.now_ms(), int)
 
 
 def test_the_postgresql_migrations_mirror_sqlite_s_core_steps(pg_url: str, tmp_path: Path) -> None:
