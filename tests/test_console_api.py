@@ -37,7 +37,7 @@ class StubGateway:
         self.calls: list[tuple[Any, ...]] = []
 
     async def dispatch(self, routine_id: str, *, trigger_kind: str = "manual", trigger_payload: Any = None,
-                       dedupe_key: str | None = None) -> dict[str, Any] | None:
+                       dedupe_key: str | None = None, traceparent: str | None = None) -> dict[str, Any] | None:
         self.calls.append(("dispatch", routine_id, trigger_kind, trigger_payload, dedupe_key))
         run_id = self.journal.insert_run(routine_id=routine_id, trigger_kind=trigger_kind,
                                          trigger_payload=trigger_payload, dedupe_key=dedupe_key, status="accepted")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -10,6 +10,9 @@ from palyra_ops.context import DaemonContext
 from palyra_ops.enums import RunTrigger, TriggerKind
 from palyra_ops.errors import NotFound, Unavailable
 from palyra_ops.journal import StoredResource
+
+if TYPE_CHECKING:
+    from palyra_ops.gateway import Gateway
 
 TRIGGER_KINDS = tuple(TriggerKind)
 #: what can start a run: a routine trigger, or an operator's backfill
@@ -23,7 +26,7 @@ def ctx_of(request: Request) -> DaemonContext:
     return ctx
 
 
-def gateway_of(ctx: DaemonContext) -> Any:
+def gateway_of(ctx: DaemonContext) -> Gateway:
     if ctx.gateway is None:
         raise Unavailable("the gateway is not running")
     return ctx.gateway

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +25,9 @@ from palyra_ops.server.params import (
 from palyra_ops.server.responses import JSONResponse
 from palyra_ops.server.routes.common import ctx_of
 
+if TYPE_CHECKING:
+    from palyra_ops.memory.service import MemoryService
+
 MEMORY_ADD_FIELDS = ("text", "routine_id", "run_id", "ttl")
 DEFAULT_MEMORY_K = 10
 MAX_MEMORY_K = 1000
@@ -36,7 +39,7 @@ SINCE = Param("since", "query", "Only items created at or after this: RFC 3339, 
 UNTIL = Param("until", "query", "Only items created before this: RFC 3339, or a duration ago.", {"type": "string"})
 
 
-def memory_of(ctx: DaemonContext) -> Any:
+def memory_of(ctx: DaemonContext) -> MemoryService:
     memory = ctx.memory
     if memory is None:
         raise Unavailable("the memory service is not running in this daemon")

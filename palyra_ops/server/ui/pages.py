@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from palyra_ops import pause as pausing
 from palyra_ops import reconcile, views
+from palyra_ops.context import DaemonContext
 from palyra_ops.errors import Conflict, InvalidInput
 from palyra_ops.server.params import query_int
 from palyra_ops.server.routes.common import RUN_STATUSES, TRIGGER_KINDS, ctx_of, gateway_of, routine_of, wake
@@ -109,7 +110,7 @@ def definition_yaml(stored: Any) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _runs(ctx: Any, name: str, status: str | None) -> list[dict[str, Any]]:
+def _runs(ctx: DaemonContext, name: str, status: str | None) -> list[dict[str, Any]]:
     return [views.run_view(r) for r in ctx.journal.list_runs(name, status=status, limit=RUNS_SHOWN)]
 
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from palyra_ops import syncstatus, views
+from palyra_ops.context import DaemonContext
 from palyra_ops.errors import NotFound, PalyraError
 from palyra_ops.server.routes.common import ctx_of, gateway_of, wake
 from palyra_ops.server.routes.system import daemon_status
@@ -47,12 +48,12 @@ async def timeline(request: Request) -> Response:
                 max_fires=firetimes.MAX_FIRES, per_routine=firetimes.MAX_FIRES_PER_ROUTINE)
 
 
-def _known_skills(ctx: Any) -> set[str] | None:
+def _known_skills(ctx: DaemonContext) -> set[str] | None:
     store = ctx.skill_store
     return store.ids() if store is not None else None
 
 
-def sync_report(ctx: Any) -> dict[str, Any]:
+def sync_report(ctx: DaemonContext) -> dict[str, Any]:
     """The watcher's last reconcile when it runs; otherwise what `palyra-ops status` would say."""
     if ctx.watcher is not None:
         status = ctx.watcher.status()
@@ -82,7 +83,7 @@ async def sync(request: Request) -> Response:
     return html(request, "sync.html", rep=report)
 
 
-def _approvals(ctx: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _approvals(ctx: DaemonContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows = [views.approval_view(r) for r in ctx.journal.list_approvals(None)]
     pending = [a for a in rows if a["state"] == "pending"]
     decided = [a for a in rows if a["state"] != "pending"][-DECIDED_SHOWN:][::-1]
@@ -123,7 +124,7 @@ async def deny(request: Request) -> Response:
     return await _decide(request, False)
 
 
-def _skills(ctx: Any) -> list[dict[str, Any]]:
+def _skills(ctx: DaemonContext) -> list[dict[str, Any]]:
     store = ctx.skill_store
     return [s.to_json() for s in store.list()] if store is not None else []
 
