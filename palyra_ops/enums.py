@@ -19,16 +19,9 @@ class TriggerKind(StrEnum):
     MANUAL = "manual"
 
 
-class RunTrigger(StrEnum):
-    """What started a run: a routine's own trigger kinds, and `backfill` (an operator running past
-    instants on purpose, SPEC §12)."""
-
-    SCHEDULE = "schedule"
-    HOOK = "hook"
-    WEBHOOK = "webhook"
-    SYSTEM_EVENT = "system_event"
-    MANUAL = "manual"
-    BACKFILL = "backfill"
+#: what started a run: a routine's own trigger kinds, and `backfill` (an operator running past
+#: instants on purpose, SPEC §12) — built from TriggerKind so the two cannot drift apart
+RunTrigger = StrEnum("RunTrigger", [*((m.name, m.value) for m in TriggerKind), ("BACKFILL", "backfill")])
 
 
 class Concurrency(StrEnum):

@@ -8,26 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from minute_clock import T0, every_minute, t
 
 from palyra_ops import pause
 from palyra_ops.cli import main
-from palyra_ops.clock import to_ms
 from palyra_ops.errors import NotFound
-
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-M = 60_000
-
-
-def t(minutes: float) -> int:
-    return to_ms(T0) + int(minutes * M)
-
-
-def every_minute(rt: Any, name: str, **spec: Any) -> None:
-    rt.routine(name, trigger={"kind": "schedule", "schedule": {"every": "1m"}}, **spec)
 
 
 async def at(rt: Any, minutes: float) -> None:
