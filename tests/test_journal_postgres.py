@@ -203,3 +203,22 @@ def test_reads_retry_on_a_fresh_connection_when_the_server_restarted_unseen(pg_c
         pg_cluster.restart()
         assert j.get_job("a") is not None and [r["routine_id"] for r in j.list_jobs()] == ["a"]
         assert j.fault is None
+
+
+def test_due_jobs_is_an_index_range_even_with_the_database_clock(pg_url: str) -> None:
+    """Nothing due among many jobs must not scan them all: the due bound is an index condition."""
+    from palyra_ops.journal.postgres_conn import DB_NOW_MS
+
+    with open_journal(pg_url) as j:
+        assert isinstance(j, PgJournal)
+        with j.transaction() as c:
+            j.put_jobs(c, [(f"r{i:05}", {"trigger_kind": "schedule", "next_run_at_unix_ms": 10**13 + i})
+                           for i in range(5000)], existing=())
+        with j.pool.connection() as conn:
+            conn.execute("ANALYZE journal_cron_jobs")
+            plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
+                f"EXPLAIN SELECT * FROM journal_cron_jobs WHERE next_run_at_unix_ms IS NOT NULL AND enabled = 1"
+                f" AND next_run_at_unix_ms <= LEAST(%s, {DB_NOW_MS} + 10) ORDER BY next_run_at_unix_ms LIMIT 64",
+                (10**13,)))
+        assert "Index Cond: ((next_run_at_unix_ms IS NOT NULL) AND (next_run_at_unix_ms <= LEAST(" in plan, plan
+        assert j.due_jobs(10**13 + 10) == [] and j.count_due(10**13 + 10) == 0  # all in the database's future

@@ -30,8 +30,10 @@ R = TypeVar("R")
 #: the columns only the PostgreSQL store keeps (insertion order of runs); never handed to callers
 _PRIVATE = frozenset({"seq"})
 
-#: the database's clock in ms, as SQL: due times are judged by it (SPEC §11)
-DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+#: the database's clock in ms, as SQL: due times are judged by it (SPEC §11). The statement's start,
+#: not `clock_timestamp()`: that one is volatile, so `next_run_at_unix_ms <= …` could not be an index
+#: condition and an idle `due_jobs` (nothing due) scanned every job of the journal
+DB_NOW_MS = "(extract(epoch from statement_timestamp()) * 1000)::bigint"
 
 _COLUMN = re.compile(r"[a-z_][a-z0-9_]*")
 
