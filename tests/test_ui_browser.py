@@ -178,6 +178,25 @@ def test_approve_a_pending_approval(context: BrowserContext, d: DaemonHandle) ->
     assert api(d, "/routines/gated")["effective_enabled"] is True
 
 
+def test_pause_with_a_note_then_resume(context: BrowserContext, d: DaemonHandle) -> None:
+    page = context.new_page()
+    sign_in(page, d, "/ui/routines/report-01")
+    page.fill('input[name="note"]', "db <migration>")
+    page.click("#pause")
+    expect(page.locator("#flash")).to_contain_text("report-01 paused")
+    expect(page.locator("#routine-state .badge.paused")).to_be_visible()
+    expect(page.locator("#routine-state")).to_contain_text("db <migration>")  # escaped, shown as text
+    view = api(d, "/routines/report-01")
+    assert view["paused"] is True and view["pause"]["note"] == "db <migration>" and view["pause"]["by"] == "console"
+    page.goto(d.base_url + "/ui/?trigger_kind=schedule")
+    expect(page.locator('tr[data-routine="report-01"] .badge.paused')).to_be_visible()
+    page.goto(d.base_url + "/ui/routines/report-01")
+    page.click("#resume")
+    expect(page.locator("#flash")).to_contain_text("report-01 resumed")
+    expect(page.locator("#routine-state .badge.paused")).to_have_count(0)
+    assert api(d, "/routines/report-01")["pause"] is None
+
+
 def test_a_form_without_its_csrf_token_is_refused(context: BrowserContext, d: DaemonHandle) -> None:
     page = context.new_page()
     sign_in(page, d, "/ui/routines/report-01")
