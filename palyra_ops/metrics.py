@@ -37,6 +37,8 @@ class Metrics:
         #: scheduled instants the misfire policy did not run, by policy (Temporal's
         #: schedule_missed_catchup_window): what an alert on "runs are being dropped" watches
         self.missed: dict[str, int] = {}
+        #: claimed runs waiting for a dispatch slot (the scheduler's backpressure, issue 14)
+        self.claimed_unsent = 0
 
     def missed_runs(self, policy: str, count: int) -> None:
         if count > 0:
@@ -97,6 +99,8 @@ class Metrics:
         out += ["# HELP palyra_missed_runs_total Scheduled instants the misfire policy did not run (late beyond "
                 "misfire_grace), by policy.", "# TYPE palyra_missed_runs_total counter"]
         out += [f'palyra_missed_runs_total{{policy="{esc(p)}"}} {n}' for p, n in sorted(self.missed.items())]
+        out += ["# HELP palyra_claimed_unsent Claimed runs waiting for a dispatch slot (backpressure).",
+                "# TYPE palyra_claimed_unsent gauge", f"palyra_claimed_unsent {self.claimed_unsent}"]
         success = ["# HELP palyra_routine_last_success_timestamp_seconds When the routine's last run succeeded.",
                    "# TYPE palyra_routine_last_success_timestamp_seconds gauge"]
         nxt = ["# HELP palyra_routine_next_run_timestamp_seconds When the routine is next due (jitter included).",

@@ -22,6 +22,14 @@ starts, one when it ends. While paused, each try first writes the run records th
 (`Gateway.flush_unwritten`) or, with none, a one-row probe, so the fault clears — and `/healthz`
 recovers — by itself once space is back, even when no job is due.
 
+Backpressure (issue 14): the loop claims only what it can dispatch soon — at most `claim_ahead`
+claimed runs wait for a dispatch slot at once. Beyond that the due jobs stay unclaimed in the
+journal (`due_backlog`), and the loop waits for a slot instead of ticking. A job held back longer
+than its `misfire_grace` is claimed late, so the misfire policy decides what runs (fire_once: the
+latest instant, ignore: nothing) and the rest is shed and recorded (`skipped_count`,
+`palyra_missed_runs_total`) instead of queueing without bound: memory and the number of
+`accepted` runs stay bounded under a sustained overload.
+
 A failed loopback call (after the Loopback's own retries) is the gateway's to finalize
 (`Gateway.dispatch_failed`): a real reason, the retry policy, `routine.failed`; a retry attempt it
 returns is sent from the same dispatch task at its `not_before_ms`, so stopping cancels it too.
@@ -37,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from palyra_ops.clock import Clock, rfc3339
-from palyra_ops.enums import Misfire
+from palyra_ops.enums import Concurrency, Misfire
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import JobRecord, Journal
 from palyra_ops.journal.records import JobFields, NewRun
@@ -56,6 +64,9 @@ MAX_ENUMERATED = 1_000_000
 #: back-off of the loop while the journal cannot be written (or a tick keeps failing)
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 8.0
+#: runs of one routine's on-time instants, claimed together, worth sending (the others would be
+#: skipped by the gateway's concurrency gate): forbid runs one, queue_one one and one queued
+CLAIM_KEEPS = {Concurrency.FORBID: 1, Concurrency.QUEUE_ONE: 2}
 
 
 class Dispatcher(Protocol):
@@ -132,6 +143,7 @@ class Scheduler:
         max_in_flight: int = 64,
         send: Callable[[RunMessage], Awaitable[Mapping[str, object]]] | None = None,
         lead_ms: int = 0,
+        claim_ahead: int | None = None,
     ) -> None:
         self.journal = journal
         self.clock = clock
@@ -146,6 +158,13 @@ class Scheduler:
         self.lead_ms = lead_ms
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(max_in_flight)
+        #: claimed runs allowed to wait for a dispatch slot (backpressure to the claim loop): enough
+        #: to keep every slot busy across a batch, few enough that they are sent soon
+        self.claim_ahead = claim_ahead if claim_ahead is not None else max(2 * max_in_flight, batch)
+        #: run ids claimed by the loop and not yet handed to the gateway
+        self._unsent: set[str] = set()
+        self._capacity = asyncio.Event()
+        self.backpressured = False
         self._schedules: dict[str, tuple[str, Schedule]] = {}
         self._dispatching: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -179,6 +198,11 @@ class Scheduler:
             "due_backlog": self.journal.count_due(now),
             "running_count": self.gateway.active_count(),
             "dispatching": len(self._dispatching),
+            # claimed runs waiting for a dispatch slot; backpressured: the loop stopped claiming
+            "claimed_unsent": len(self._unsent),
+            "claim_ahead": self.claim_ahead,
+            "backpressured": self.backpressured,
+            "misfire_shed_total": sum(self.gateway.metrics.missed.values()),
             "next_due_at": rfc3339(nxt),
             "next_due_ms": nxt,
             "claimed_total": self.claimed,
@@ -216,6 +240,14 @@ class Scheduler:
                                 max(0, self.clock.now_ms() - (self.fault_since_ms or 0)) / 1000, self.fault)
                     self.fault = self.fault_since_ms = None
                 self.backoff_s = 0.0
+                if self.backpressured:  # due work is waiting for dispatch slots, not for time
+                    self._capacity.clear()
+                    if len(self._unsent) >= self.claim_ahead:
+                        try:
+                            await asyncio.wait_for(self._capacity.wait(), self.idle_cap_ms / 1000)
+                        except TimeoutError:
+                            pass
+                    continue
                 now = self.clock.now_ms()
                 delay = self.idle_cap_ms if nxt is None else max(0, min(nxt - self.lead_ms - now, self.idle_cap_ms))
                 if delay == 0:
@@ -258,6 +290,7 @@ class Scheduler:
         """Stop claiming; claimed runs not yet handed to the gateway are recorded as cancelled."""
         self._stopping = True
         self._stopped.set()
+        self._capacity.set()
         self.wake()
         for task in list(self._dispatching):
             task.cancel()
@@ -275,7 +308,13 @@ class Scheduler:
             now = self.journal.judged_now_ms(self.clock.now_ms()) + self.lead_ms  # PostgreSQL: its clock too
             self.last_tick_ms = now - self.lead_ms
             self.ticks += 1
-            jobs = self.journal.due_jobs(now, self.batch)
+            room = self.claim_ahead - len(self._unsent)
+            if room <= 0:  # every slot is spoken for: leave the due jobs in the journal for now
+                self.backpressured = True
+                self.gateway.metrics.due_backlog = max(0, self.journal.count_due(now))
+                return total
+            self.backpressured = False
+            jobs = self.journal.due_jobs(now, min(self.batch, room))
             if not jobs:
                 self.gateway.metrics.due_backlog = 0
                 return total
@@ -295,9 +334,12 @@ class Scheduler:
                 total += len(to_send)
                 self.claimed += len(to_send)
                 if to_send:
+                    self._unsent.update(m["run_id"] for m, _ in to_send)
                     self._launch(to_send)
-            self.gateway.metrics.due_backlog = max(0, self.journal.count_due(now)) if len(jobs) == self.batch else 0
-            if len(jobs) < self.batch:
+            self.gateway.metrics.claimed_unsent = len(self._unsent)
+            full = len(jobs) == min(self.batch, room)
+            self.gateway.metrics.due_backlog = max(0, self.journal.count_due(now)) if full else 0
+            if not full:
                 return total
             await asyncio.sleep(0)  # let dispatches and the server breathe between batches
 
@@ -399,6 +441,19 @@ class Scheduler:
             self.gateway.metrics.run("skipped")
             self.gateway.metrics.gate("misfire", "skipped")
             skipped_count = 0
+        keep = CLAIM_KEEPS.get(p.concurrency)
+        if keep and not catch_up and len(run_times) > keep:
+            # several on-time instants claimed at once (the loop was held back, less than the grace):
+            # sent together, all but `keep` would only reach the gateway to be skipped by forbid /
+            # queue_one, a loopback call each. Recorded skipped here instead; the latest run.
+            overlapped, run_times = run_times[:-keep], run_times[-keep:]
+            why = (f"concurrency: {p.concurrency} (claimed together with the run for {rfc3339(run_times[-1])}, "
+                   f"which runs instead)")
+            for n in overlapped:
+                plan.runs.append(row(n, status="skipped", finished_at_ms=now, reason=why))
+                plan.dispatch.append(({}, False))
+                self.gateway.metrics.run("skipped")
+                self.gateway.metrics.gate("concurrency", "skipped")
         for i, n in enumerate(run_times):
             extra: dict[str, int | list[int]] = {}
             if i == 0 and skipped_count:
@@ -436,6 +491,7 @@ class Scheduler:
                 await self._send_one(m)
             except asyncio.CancelledError:
                 for rest in msgs[i + 1:]:
+                    self._sent(rest)
                     self._not_sent(rest, "daemon_shutdown", status="cancelled")
                 raise
 
@@ -449,6 +505,7 @@ class Scheduler:
             while True:
                 try:
                     async with self._sem:
+                        self._sent(msg)
                         await self.send(msg)
                     self.dispatched += 1
                     return
@@ -462,8 +519,18 @@ class Scheduler:
                     msg = nxt  # the next attempt, per the routine's retry policy
                     await self.gateway.sleep_until(int(msg["not_before_ms"]))
         except asyncio.CancelledError:
+            self._sent(msg)
             self._not_sent(msg, "daemon_shutdown", status="cancelled")
             raise
+
+    def _sent(self, msg: RunMessage) -> None:
+        """The claimed run left the wait for a slot (sent, or given up): room for another claim."""
+        rid = msg.get("run_id")
+        if rid in self._unsent:
+            self._unsent.discard(rid)
+            self.gateway.metrics.claimed_unsent = len(self._unsent)
+            if len(self._unsent) < self.claim_ahead:
+                self._capacity.set()
 
     def _not_sent(self, msg: RunMessage, reason: str, status: str = "failed") -> None:
         """Finalize a claimed run the gateway never took (it would otherwise wait for a restart)."""
