@@ -290,12 +290,15 @@ def compute_plan(
     dir_exists: bool = True,
     protected_files: set[str] | None = None,
     selection: Selection | None = None,
+    warn: bool = True,
 ) -> Plan:
     """Diff `desired` against `snapshot`.
 
     `protected_files` are files currently invalid: their managed objects are neither pruned nor
     changed (the watcher's last-good isolation), since their desired state is unknown.
     `selection` (`--target`/`--exclude`) narrows the plan after the full diff (`plan_select`).
+    `warn=False`: no herd, paused-routine or deleted-channel warnings (`status` never shows them;
+    at 100,000 routines they are a tenth of a no-op plan).
     """
     now_ms = (clock or SystemClock()).now_ms()
     protected = protected_files or set()
@@ -325,9 +328,10 @@ def compute_plan(
         changes = [c for i, c in enumerate(changes) if i in keep]
         options.update(selection.options())
         warnings.insert(0, selection.warning())
-    warnings += _deleted_channel_warnings(changes, everything, desired_by_key, snapshot)
-    warnings += paused_warnings(snapshot.jobs, {c.name for c in changes if c.kind == "Routine"})
-    warnings += plan_warnings(everything, changes, desired_by_key, snapshot.jobs, now_ms)  # herds, never-runs
+    if warn:
+        warnings += _deleted_channel_warnings(changes, everything, desired_by_key, snapshot)
+        warnings += paused_warnings(snapshot.jobs, {c.name for c in changes if c.kind == "Routine"})
+        warnings += plan_warnings(everything, changes, desired_by_key, snapshot.jobs, now_ms)  # herds, never-runs
     return Plan(
         format_version=FORMAT_VERSION,
         created_at=rfc3339(now_ms) or "",

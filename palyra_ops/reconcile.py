@@ -204,8 +204,10 @@ def plan_loaded(
     isolate_invalid: bool = False,
     display_root: str | None = None,
     selection: Selection | None = None,
+    warn: bool = True,
 ) -> Plan:
-    """Diff a loaded directory against its snapshot (see `plan_directory`)."""
+    """Diff a loaded directory against its snapshot (see `plan_directory`); `warn=False`: no plan
+    warnings (`compute_plan`)."""
     source = loaded.source
     protected: set[str] = set()
     if not source.ok:
@@ -224,6 +226,7 @@ def plan_loaded(
             dir_exists=Path(directory).is_dir(),
             protected_files=protected,
             selection=selection,
+            warn=warn,
         )
 
 

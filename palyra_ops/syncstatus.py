@@ -21,7 +21,7 @@ from palyra_ops.journal.faults import redact
 from palyra_ops.views.api import apply_log_view
 
 if TYPE_CHECKING:
-    from palyra_ops.journal import Journal
+    from palyra_ops.journal import JobRecord, Journal
     from palyra_ops.plan import Change
     from palyra_ops.source import SkillsUnchecked, SourceSet
 
@@ -123,7 +123,8 @@ def directory_status(
         report["diagnostics"] = [d.format() for d in source.diagnostics]
     else:
         try:
-            plan = plan_loaded(loaded, directory, journal_path, allow_empty=True)
+            # status shows the source's warnings, not the plan's (herds, paused routines): not computed
+            plan = plan_loaded(loaded, directory, journal_path, allow_empty=True, warn=False)
         except JournalError:
             raise  # the journal is at fault, not the directory: one line and exit 1, like every command
         except PalyraError as exc:
@@ -137,18 +138,29 @@ def directory_status(
                 for c in pending
             ]
             report["unmanaged"] = [c.name for c in plan.changes if c.action == "unmanaged"]
-    report.update(journal_history(journal_path))
+    report.update(journal_history(journal_path, jobs=loaded.snapshot.jobs))
     report["checked_at"] = rfc3339((clock or SystemClock()).now_ms())
     return report
 
 
-def journal_history(journal_path: Path | str) -> dict[str, Any]:
-    """The last apply (time, commit, counts) and the next runs; nothing yet without a journal."""
+def journal_history(journal_path: Path | str, jobs: Mapping[str, JobRecord] | None = None) -> dict[str, Any]:
+    """The last apply (time, commit, counts) and the next runs; nothing yet without a journal.
+
+    `jobs`: every job row, when the caller read them already (status: the snapshot it planned
+    against) — 100,000 rows are not read and decoded a second time to find the few paused ones.
+    Used for a SQLite journal only, whose `ORDER BY routine_id` is code point order like `sorted`;
+    PostgreSQL orders by the database's collation, so there the rows are listed as before.
+    """
     from palyra_ops.journal import journal_exists, open_journal
+    from palyra_ops.journal.faults import is_postgres_url
 
     if not journal_exists(journal_path):
         return {"last_apply": None, "next_runs": [], "paused": []}
     with open_journal(journal_path) as j:
+        if jobs is None or is_postgres_url(journal_path):
+            every = j.list_jobs()
+        else:
+            every = [jobs[k] for k in sorted(k for k, job in jobs.items() if job.get("paused"))]
         return {
             "serial": j.serial(),
             "last_apply": _last_apply_summary(j.last_apply()),
@@ -160,7 +172,7 @@ def journal_history(journal_path: Path | str) -> dict[str, Any]:
             # runtime state, never drift (SPEC §12): shown beside the sync state, not in it
             "paused": [{"routine_id": job["routine_id"], "note": job.get("pause_note"), "by": job.get("paused_by"),
                         "since": rfc3339(job.get("paused_at_ms"))}
-                       for job in j.list_jobs() if job.get("paused")],
+                       for job in every if job.get("paused")],
         }
 
 

@@ -82,3 +82,23 @@ def test_system_status_is_the_api_document(tmp_path: Path) -> None:
         assert doc["journal"] == {"path": str(journal.path), "lineage": journal.lineage(), "serial": 0,
                                   "runs_by_status": {}, "active_runs": 0, "pending_approvals": 0}
         assert doc["last_apply"] is None
+
+
+def test_status_lists_paused_routines_from_the_snapshot_in_name_order(tmp_path: Path) -> None:
+    """status reads the job rows once (its plan's snapshot): the paused ones, in routine_id order,
+    are what `list_jobs` gave before, and the plan's own warnings are not computed for it."""
+    from palyra_ops.pause import pause
+    from palyra_ops.syncstatus import journal_history
+
+    d, j = tmp_path / "routines.d", tmp_path / "state" / "journal.sqlite3"
+    for name in ("zulu", "alpha", "mike"):
+        write(d, f"{name}.yaml", routine_yaml(name))
+    clock = FakeClock(T0)
+    with open_journal(j, clock=clock) as journal:
+        apply_plan(journal, plan_directory(d, j, clock=clock)[0], directory=d)
+        pause(journal, "zulu", note="later", by="ops")
+        pause(journal, "alpha", note=None, by="ops")
+    rep = directory_status(d, j, clock=clock)
+    assert [(p["routine_id"], p["note"], p["by"]) for p in rep["paused"]] == [("alpha", None, "ops"), ("zulu", "later", "ops")]
+    assert rep["paused"] == journal_history(j)["paused"]  # the same as reading every job row again
+    assert rep["state"] == "Synced"
