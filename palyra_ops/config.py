@@ -101,6 +101,15 @@ class WatcherConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several daemons on one journal (docs/ha.md): how often a daemon renews its lease, and how
+    long a silent daemon counts as alive before a peer fails its active runs (`daemon_lost`)."""
+
+    heartbeat_interval_ms: int = 1000
+    lease_ms: int = 5000
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     host: str = "127.0.0.1"
     port: int = 7142
@@ -128,6 +137,7 @@ class DaemonConfig:
     #: SPEC §6: request bodies above this are refused with 413 before they are read in full
     max_body_bytes: int = 1 << 20
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         if self.memory is None:  # imported lazily: the memory library pulls in numpy
@@ -218,6 +228,8 @@ KEYS: dict[str, Check] = {
     "watcher.self_heal": boolean,
     "watcher.rescan_interval": duration(),
     "watcher.debounce": duration(min_ms=0),
+    "cluster.heartbeat_interval": duration(min_ms=50),
+    "cluster.lease": duration(min_ms=200),
     "max_body_bytes": integer(1024, 1 << 30),
     "delivery.file_root": string(what="a path"),
     "delivery.allow_link_local_targets": boolean,
@@ -305,6 +317,7 @@ def build_config(file_data: dict[str, Any] | None = None, *, base_dir: Path | No
         max_body_bytes=merge.max_body_bytes(),
         delivery=DeliveryConfig(file_root=merge.rel(dl["file_root"]) if dl.get("file_root") else None,
                                 allow_link_local_targets=dl.get("allow_link_local_targets", False)),
+        cluster=merge.cluster(),
     )
 
 
@@ -392,6 +405,14 @@ class _Merge:
             rescan_interval_ms=(_flag_duration(rescan, "--rescan-interval") if rescan else _ms(w.get("rescan_interval", "5m"))),
             debounce_ms=_ms(w.get("debounce", "150ms")),
         )
+
+    def cluster(self) -> ClusterConfig:
+        c = self.section("cluster")
+        cfg = ClusterConfig(heartbeat_interval_ms=_ms(c.get("heartbeat_interval", "1s")), lease_ms=_ms(c.get("lease", "5s")))
+        if cfg.lease_ms < 2 * cfg.heartbeat_interval_ms:
+            raise PalyraError(f"{self.src.where(('cluster', 'lease'))}: cluster.lease ({c.get('lease', '5s')}) must be at least twice"
+                              f" cluster.heartbeat_interval ({c.get('heartbeat_interval', '1s')})")
+        return cfg
 
     def max_body_bytes(self) -> int:
         flag = self.flags.get("max_body_bytes")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from palyra_ops.daemon import OutOfProcessBackfill
     from palyra_ops.gateway import Gateway
     from palyra_ops.maintenance import MaintenanceTasks
+    from palyra_ops.membership import Membership
     from palyra_ops.memory.service import MemoryService
     from palyra_ops.scheduler import Scheduler
     from palyra_ops.skills.sandbox import SkillRunner
@@ -39,6 +40,8 @@ class DaemonContext:
     base_url: str = ""
     started_at_ms: int = 0
     daemon_id: str | None = None
+    #: this daemon's place in the journal's daemon registry (heartbeat, reaper; SPEC §11)
+    membership: Membership | None = None
     #: runs start-up recovery finalized (they were active when the previous daemon stopped)
     recovered_runs: list[str] = field(default_factory=list)
     # optional services: the daemon runs without any of them

@@ -4,7 +4,9 @@ the maintenance tasks.
 Start-up order matters for crash safety: the journal is opened and runs left active by a previous
 process are finalized as failed (`daemon_restart`) *before* the scheduler looks at due jobs, so its
 misfire handling sees a clean state; the scheduler starts only once the server accepts connections,
-because every run is a loopback HTTP call.
+because every run is a loopback HTTP call. On PostgreSQL that recovery spares the runs of peers
+whose lease holds; the daemon then registers and heartbeats, and reaps peers that go silent
+(`membership.py`, SPEC §11).
 
 One daemon per SQLite journal (SPEC §11): after the listen address is probed and before the journal
 is opened, the daemon takes the journal's `DaemonLock`; a second daemon is refused with one line
@@ -47,8 +49,10 @@ from palyra_ops.fsmodes import private_dir
 from palyra_ops.gateway import Gateway, Loopback, loopback_keepalive_s
 from palyra_ops.journal import DaemonLock, Journal, new_id, open_journal
 from palyra_ops.journal.faults import redact
+from palyra_ops.journal.records import LostDaemon
 from palyra_ops.logfmt import TEXT_FORMAT, formatter
 from palyra_ops.maintenance import MaintenanceTasks
+from palyra_ops.membership import LOST_EVENT, Membership
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
 from palyra_ops.statepaths import TOKEN_FILE, StatePaths
@@ -152,6 +156,7 @@ class Daemon:
         self.ctx: DaemonContext | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
+        self._emits: set[asyncio.Future[Any]] = set()  # strong references until each emit is done
 
     def request_stop(self) -> None:
         """Stop as SIGTERM does (a daemon embedded in another program's loop, e.g. a test)."""
@@ -313,14 +318,19 @@ class Daemon:
 
     async def _serve_locked(self, ready: Callable[[str], None] | None) -> int:
         journal, token = self._open()
-        recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms())
+        cc = self.config.cluster
+        membership = Membership(journal, self.daemon_id, interval_ms=cc.heartbeat_interval_ms, lease_ms=cc.lease_ms,
+                                on_lost=lambda gone: self._emit_lost(gone))
+        # SQLite: the lock file proves no other daemon is alive; PostgreSQL: spare the live peers'
+        recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms(), spare_live=self.paths.is_postgres)
+        membership.register()
         for r in recovered:
             log.warning("run %s of %s was active when the previous daemon stopped: failed (%s)",
                         r["run_id"], r["routine_id"], RESTART_REASON)
         ctx = DaemonContext(journal=journal, clock=self.clock, config=self.config, token=token,
                             internal_token=secrets.token_urlsafe(32), started_at_ms=self.clock.now_ms())
         ctx.recovered_runs = [r["run_id"] for r in recovered]
-        ctx.daemon_id = self.daemon_id
+        ctx.daemon_id, ctx.membership = self.daemon_id, membership
         self.ctx = ctx
         self._services(ctx)
         scheduler_ref: list[Scheduler] = []
@@ -368,6 +378,7 @@ class Daemon:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         ctx.base_url = f"http://{host}:{port}"
         self.lock.update(f"{host}:{port}")
+        membership.address = f"{host}:{port}"
         gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients,
                                     keepalive_expiry_s=loopback_keepalive_s(keep_alive_s))
         write_discovery(self.state_root, ctx.base_url, journal=self.journal_path)  # how CLIs find us
@@ -378,7 +389,8 @@ class Daemon:
         if self.config.watch:
             ctx.watcher = await self._start_watcher(ctx, gateway, scheduler)
         sched_task = asyncio.ensure_future(scheduler.run_forever())
-        self._tasks = [asyncio.ensure_future(self.maintenance.run_forever())]
+        self._tasks = [asyncio.ensure_future(self.maintenance.run_forever()),
+                       asyncio.ensure_future(membership.run_forever())]
         if ready is not None:
             ready(ctx.base_url)
         started = asyncio.ensure_future(gateway.emit_event(
@@ -389,6 +401,7 @@ class Daemon:
         log.info("stopping: scheduler, then active runs, then the server")
         await scheduler.stop()
         self.maintenance.stop()
+        membership.stop()
         backfill = ctx.memory_backfill
         if backfill is not None:
             backfill.stop()
@@ -399,6 +412,7 @@ class Daemon:
         if ctx.watcher is not None:
             await asyncio.to_thread(ctx.watcher.stop)
         await gateway.shutdown(SHUTDOWN_REASON)
+        await asyncio.to_thread(membership.deregister)
         server.should_exit = True
         await asyncio.gather(serve_task, return_exceptions=True)
         runner = ctx.skill_runner
@@ -415,6 +429,17 @@ class Daemon:
         journal.close()
         remove_discovery(self.state_root)
         return 0
+
+
+    def _emit_lost(self, gone: LostDaemon) -> None:
+        """`daemon.lost` for system_event routines: only the reaper that won emits it (membership.py)."""
+        gateway = self.ctx.gateway if self.ctx is not None else None
+        if gateway is not None:
+            payload = {"daemon_id": gone.daemon["daemon_id"], "host": gone.daemon["host"], "pid": gone.daemon["pid"],
+                       "reaped_by": self.daemon_id, "runs": [r["run_id"] for r in gone.runs]}
+            fut = asyncio.ensure_future(gateway.emit_event(LOST_EVENT, payload, kinds=("system_event",)))
+            self._emits.add(fut)
+            fut.add_done_callback(self._emits.discard)
 
 
 class OutOfProcessBackfill:

@@ -13,6 +13,7 @@ leaves behind, which of two claimers wins — never an engine detail.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -490,3 +491,138 @@ def test_data_version_moves_when_another_handle_commits(journal_factory: Factory
     with other.transaction() as c:
         other.bump_serial(c)
     assert j.data_version() != before
+
+
+# -- the daemon registry (SPEC §11) ---------------------------------------------------------------
+
+
+def _register(j: JournalStore, daemon_id: str, lease_ms: int = 5000) -> None:
+    j.register_daemon(daemon_id, lease_ms=lease_ms, host="h1", pid=42, address=None, version="1.0")
+
+
+def test_a_daemon_registers_heartbeats_and_deregisters(journal_factory: Factory) -> None:
+    j, other = journal_factory(), journal_factory()
+    assert j.list_daemons() == []
+    _register(j, "d1")
+    _register(other, "d2", lease_ms=7000)
+    assert j.heartbeat("d1", address="127.0.0.1:7142") is True
+    got = {d["daemon_id"]: d for d in other.list_daemons()}
+    assert set(got) == {"d1", "d2"} and j.live_daemon_ids() == {"d1", "d2"}
+    d1 = got["d1"]
+    assert (d1["host"], d1["pid"], d1["address"], d1["version"], d1["lease_ms"], d1["alive"]) == (
+        "h1", 42, "127.0.0.1:7142", "1.0", 5000, True)
+    assert 0 <= d1["heartbeat_age_ms"] < 5000 and d1["started_at_ms"] <= d1["heartbeat_at_ms"]
+    assert got["d2"]["lease_ms"] == 7000
+    j.deregister_daemon("d1")
+    assert [d["daemon_id"] for d in other.list_daemons()] == ["d2"]
+    assert j.heartbeat("d1") is False  # gone: the caller registers again
+    _register(j, "d1")
+    assert j.live_daemon_ids() == {"d1", "d2"}
+
+
+def test_a_daemon_is_gone_once_its_heartbeat_is_older_than_its_lease(journal_factory: Factory) -> None:
+    j = journal_factory()
+    _register(j, "short", lease_ms=200)
+    _register(j, "long", lease_ms=60_000)
+    deadline = time.monotonic() + 20
+    while j.live_daemon_ids() != {"long"}:
+        assert time.monotonic() < deadline, j.list_daemons()
+        time.sleep(0.05)
+    short = next(d for d in j.list_daemons() if d["daemon_id"] == "short")
+    assert short["alive"] is False and short["heartbeat_age_ms"] > 200
+    assert j.heartbeat("short") is True  # a heartbeat brings it back
+    assert j.live_daemon_ids() == {"short", "long"}
+
+
+def test_the_reaper_fails_the_runs_of_gone_daemons_once_and_drops_them(journal_factory: Factory) -> None:
+    j, peer = journal_factory(), journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a")
+    _register(j, "dead", lease_ms=100)
+    _register(j, "live")
+    dead_runs = [j.insert_run(**_run("a", T0 + i, daemon_id="dead", status=s)) for i, s in
+                 enumerate(("accepted", "running"))]
+    done = j.insert_run(**_run("a", T0 + 5, daemon_id="dead", status="succeeded"))
+    live = j.insert_run(**_run("a", T0 + 6, daemon_id="live", status="running"))
+    j.update_run_and_job(dead_runs[1] or "", {}, "a", {"last_run_id": dead_runs[1], "last_status": "running"})
+    deadline = time.monotonic() + 20
+    while "dead" in j.live_daemon_ids():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    results: list[Any] = []
+    barrier = threading.Barrier(2)
+
+    def reap(h: JournalStore) -> None:
+        barrier.wait()
+        results.append(h.reap_lost_daemons(T0 + 99, spare="live"))
+
+    threads = [threading.Thread(target=reap, args=(h,)) for h in (j, peer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    lost = [x for r in results for x in r]
+    assert len(lost) == 1, lost  # one reaper won; the other found nothing left
+    daemon, runs = lost[0]
+    assert daemon["daemon_id"] == "dead" and daemon["alive"] is False
+    assert sorted(r["run_id"] for r in runs) == sorted(dead_runs)
+    for rid in dead_runs:
+        r = j.get_run(rid or "")
+        assert r is not None and (r["status"], r["finished_at_ms"]) == ("failed", T0 + 99)
+        assert (r["reason"] or "").startswith("daemon_lost: daemon dead (h1 pid 42) stopped heartbeating")
+    for rid, status in ((done, "succeeded"), (live, "running")):
+        r = j.get_run(rid or "")
+        assert r is not None and r["status"] == status
+    job = j.get_job("a")
+    assert job is not None and (job["last_status"], job["last_finished_at_ms"]) == ("failed", T0 + 99)
+    assert [d["daemon_id"] for d in j.list_daemons()] == ["live"]
+    assert j.reap_lost_daemons(T0 + 100) == []
+
+
+def test_the_reaper_spares_its_caller_and_live_daemons(journal_factory: Factory) -> None:
+    j = journal_factory()
+    _register(j, "me", lease_ms=100)
+    _register(j, "peer")
+    mine = j.insert_run(**_run("a", daemon_id="me"))
+    deadline = time.monotonic() + 20
+    while "me" in j.live_daemon_ids():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert j.reap_lost_daemons(T0, spare="me") == []
+    r = j.get_run(mine or "")
+    assert r is not None and r["status"] == "accepted"
+
+
+def test_a_run_reaped_meanwhile_is_not_overwritten_by_its_owner(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a")
+    rid = j.insert_run(**_run("a", T0, daemon_id="d1", status="running"))
+    assert rid is not None
+    j.update_run(rid, status="failed", reason="daemon_lost: gone", finished_at_ms=T0 + 1)
+    assert j.update_run_and_job(rid, {"status": "succeeded", "finished_at_ms": T0 + 2}, "a",
+                                {"last_run_id": rid, "last_status": "succeeded"}) is False
+    r = j.get_run(rid)
+    assert r is not None and (r["status"], r["reason"], r["finished_at_ms"]) == ("failed", "daemon_lost: gone", T0 + 1)
+    job = j.get_job("a")
+    assert job is not None and job["last_status"] is None  # the job summary is the reaper's, not the owner's
+    other = j.insert_run(**_run("a", T0 + 1, daemon_id="d1"))
+    assert other is not None
+    assert j.update_run_and_job(other, {"status": "running"}, "a", {"last_status": "running"}) is True
+    assert j.update_run_and_job(other, {"status": "succeeded"}, "a", {"last_status": "succeeded"}) is True
+    r = j.get_run(other)
+    assert r is not None and r["status"] == "succeeded"
+
+
+def test_start_up_recovery_can_spare_the_runs_of_live_daemons(journal_factory: Factory) -> None:
+    j = journal_factory()
+    _register(j, "live")
+    live = j.insert_run(**_run("a", daemon_id="live", status="running"))
+    gone = j.insert_run(**_run("a", daemon_id="never-registered", status="running"))
+    anon = j.insert_run(**_run("a"))
+    rows = j.finalize_orphans("daemon_restart", T0 + 9, daemon_id="me", spare_live=True)
+    assert sorted(r["run_id"] for r in rows) == sorted([gone, anon])
+    r = j.get_run(live or "")
+    assert r is not None and r["status"] == "running"
+    rows = j.finalize_orphans("daemon_restart", T0 + 9, daemon_id="me")  # one daemon per journal: all others
+    assert [r["run_id"] for r in rows] == [live]

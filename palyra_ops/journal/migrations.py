@@ -147,10 +147,28 @@ def _last_success(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE journal_cron_jobs ADD COLUMN last_success_at_ms INTEGER")
 
 
+def _daemons(conn: sqlite3.Connection) -> None:
+    """The daemon registry (SPEC §11): each daemon's id, where it runs, and its heartbeat and lease,
+    so a peer can tell a dead daemon's runs from a live one's. On SQLite one daemon at a time holds
+    the journal (its lock file), but the table is the same so every command reads it the same."""
+    conn.execute("""CREATE TABLE journal_daemons (
+        daemon_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        address TEXT,
+        version TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL,
+        lease_ms INTEGER NOT NULL
+    )""")
+    conn.execute("CREATE INDEX journal_cron_runs_daemon ON journal_cron_runs (daemon_id) WHERE status IN ('accepted', 'running')")
+
+
 def all_migrations() -> list[Migration]:
     """Every migration in apply order; area-owned lists are appended after the core."""
     migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime),
-                                   ("0003_pause", _pause), ("0004_last_success", _last_success)]
+                                   ("0003_pause", _pause), ("0004_last_success", _last_success),
+                                   ("0005_daemons", _daemons)]
     migrations.extend(_wrap(m) for m in _memory.MIGRATIONS)
     return migrations
 

@@ -22,6 +22,7 @@ from psycopg.rows import DictRow
 from palyra_ops.clock import Clock
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, array_types, columns, record, records
 from palyra_ops.journal.records import (
+    FINAL_STATUSES,
     ApplyLogRecord,
     ApprovalRecord,
     Claim,
@@ -31,6 +32,9 @@ from palyra_ops.journal.records import (
     new_id,
 )
 from palyra_ops.journal.store import Txn, own_txn
+
+#: final statuses as SQL: the fence of `update_run_and_job`
+_FINAL = "(" + ", ".join(f"'{s}'" for s in FINAL_STATUSES) + ")"
 
 
 def _run_row(fields: dict[str, Any], now_ms: int) -> dict[str, Any]:
@@ -97,15 +101,26 @@ class PgRuns:
             t.execute(sql, (*fields.values(), run_id))
 
     def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
-                           job_fields: dict[str, Any] | None) -> None:
-        """A run transition and the job's last-run summary in one commit (the hot path)."""
+                           job_fields: dict[str, Any] | None) -> bool:
+        """A run transition and the job's last-run summary in one commit (the hot path).
+
+        Fenced: a run already final (a peer reaped it, `daemon_lost`) is not overwritten, and its
+        job summary is left to the reaper; False then."""
         with self.transaction() as t:
             if run_fields:
-                self.update_run(run_id, t, **run_fields)
+                if run_fields.get("trigger_payload") is not None and not isinstance(run_fields["trigger_payload"], str):
+                    run_fields = {**run_fields, "trigger_payload": encode_payload(run_fields["trigger_payload"])}
+                sets = ", ".join(f"{k}=%s" for k in columns(run_fields))
+                cur = t.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=%s AND status NOT IN {_FINAL}",
+                                (*run_fields.values(), run_id))
+                if cur.rowcount == 0 and t.execute("SELECT 1 FROM journal_cron_runs WHERE run_id=%s",
+                                                   (run_id,)).fetchone() is not None:
+                    return False
             if routine_id is not None and job_fields:
                 fields = {**job_fields, "updated_at_ms": self.clock.now_ms()}
                 t.execute(f"UPDATE journal_cron_jobs SET {', '.join(f'{k}=%s' for k in columns(fields))}"
                           " WHERE routine_id=%s", (*fields.values(), routine_id))
+        return True
 
     def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None:
         """Attach a dedupe key to a first attempt; the id of the run already holding it, else None."""
@@ -147,14 +162,19 @@ class PgRuns:
         return {r["status"]: int(r["n"]) for r in
                 self._all("SELECT status, COUNT(*) AS n FROM journal_cron_runs GROUP BY status")}
 
-    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[RunRecord]:
-        """Mark runs left active by a dead process as failed; returns them as they were."""
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None, *,
+                         spare_live: bool = False) -> list[RunRecord]:
+        """Mark runs left active by a dead process as failed; returns them as they were.
+        `spare_live`: leave the runs of daemons whose lease holds (by the database's clock) alone."""
         with self.transaction() as t:
             sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
             args: tuple[Any, ...] = ()
             if daemon_id is not None:
                 sql += " AND (daemon_id IS NULL OR daemon_id != %s)"
                 args = (daemon_id,)
+            if spare_live:
+                sql += (" AND (daemon_id IS NULL OR daemon_id NOT IN (SELECT daemon_id FROM journal_daemons"
+                        f" WHERE heartbeat_at_ms + lease_ms >= {DB_NOW_MS}))")
             rows = records(t.execute(sql + " ORDER BY seq FOR UPDATE", args), RunRecord)
             if rows:
                 t.execute("UPDATE journal_cron_runs SET status='failed', reason=%s, finished_at_ms=%s"

@@ -137,11 +137,27 @@ def _last_success(c: PgTxn) -> None:
     c.execute("ALTER TABLE journal_cron_jobs ADD COLUMN last_success_at_ms BIGINT")
 
 
+def _daemons(c: PgTxn) -> None:
+    """SQLite's 0005: the daemon registry; heartbeats are written and judged by the database's clock."""
+    c.execute("""CREATE TABLE journal_daemons (
+        daemon_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        address TEXT,
+        version TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        heartbeat_at_ms BIGINT NOT NULL,
+        lease_ms INTEGER NOT NULL
+    )""")
+    c.execute("CREATE INDEX journal_cron_runs_daemon ON journal_cron_runs (daemon_id)"
+              " WHERE status IN ('accepted', 'running')")
+
+
 def pg_migrations() -> list[PgMigration]:
     """Every PostgreSQL migration in apply order: the core steps of `migrations.all_migrations`,
     same names (tests/test_journal_postgres.py checks they stay in step)."""
     return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime), ("0003_pause", _pause),
-            ("0004_last_success", _last_success)]
+            ("0004_last_success", _last_success), ("0005_daemons", _daemons)]
 
 
 __all__ = ["MIGRATION_LOCK", "PgMigration", "pg_migrations"]

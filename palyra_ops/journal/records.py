@@ -162,6 +162,32 @@ class EventRecord(TypedDict):
     created_at_ms: int
 
 
+class DaemonRecord(TypedDict):
+    """A daemon on the journal (`journal_daemons`, SPEC §11): who it is and when it last said so.
+
+    `alive` and `heartbeat_age_ms` are judged by the journal's clock when read (the database's on
+    PostgreSQL, so daemons whose clocks disagree still agree on who is gone): a daemon is gone once
+    its last heartbeat is older than its own lease."""
+
+    daemon_id: str
+    host: str
+    pid: int
+    address: str | None
+    version: str
+    started_at_ms: int
+    heartbeat_at_ms: int
+    lease_ms: int
+    alive: bool
+    heartbeat_age_ms: int
+
+
+class LostDaemon(NamedTuple):
+    """A daemon a reaper found gone, and its runs the reaper finalized (`reap_lost_daemons`)."""
+
+    daemon: DaemonRecord
+    runs: list[RunRecord]
+
+
 class ApplyLogRecord(TypedDict):
     id: int
     applied_at_ms: int
@@ -233,7 +259,9 @@ __all__ = [
     "ApplyLogRecord",
     "ApprovalRecord",
     "Claim",
+    "DaemonRecord",
     "JobFields",
+    "LostDaemon",
     "NewRun",
     "EventRecord",
     "JobRecord",

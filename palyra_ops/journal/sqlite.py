@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import Conflict, JournalError, NotFound
 from palyra_ops.fsmodes import private_dir, private_file
+from palyra_ops.journal.daemons import SQLiteDaemons
 from palyra_ops.journal.faults import check_location, os_problem
 from palyra_ops.journal.migrations import all_migrations
 from palyra_ops.journal.records import (
@@ -41,7 +42,7 @@ from palyra_ops.journal.store import Txn, own_txn
 from palyra_ops.model import canonical_json
 
 
-class SQLiteJournal(SQLiteRuns):
+class SQLiteJournal(SQLiteRuns, SQLiteDaemons):
     def __init__(self, path: Path, *, clock: Clock | None = None, busy_timeout: int | None = None) -> None:
         self.path = check_location(path)
         self.clock = clock or SystemClock()

@@ -16,6 +16,7 @@ from typing import Any
 
 from palyra_ops.clock import Clock
 from palyra_ops.journal.records import (
+    FINAL_STATUSES,
     ApplyLogRecord,
     ApprovalRecord,
     Claim,
@@ -27,6 +28,9 @@ from palyra_ops.journal.records import (
 )
 from palyra_ops.journal.sqlite_conn import SQLiteTxn, record, records
 from palyra_ops.journal.store import Txn, own_txn
+
+#: final statuses as SQL: the fence of `update_run_and_job`
+_FINAL = "(" + ", ".join(f"'{s}'" for s in FINAL_STATUSES) + ")"
 
 
 class SQLiteRuns:
@@ -128,14 +132,20 @@ class SQLiteRuns:
         with self._lock:
             return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM journal_cron_runs GROUP BY status")}
 
-    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[RunRecord]:
-        """Mark runs left active by a dead process as failed; returns them (crash recovery)."""
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None, *,
+                         spare_live: bool = False) -> list[RunRecord]:
+        """Mark runs left active by a dead process as failed; returns them (crash recovery).
+        `spare_live`: leave the runs of daemons whose lease holds (`journal_daemons`) alone."""
         with self.transaction() as c:
             sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
             args: tuple[Any, ...] = ()
             if daemon_id is not None:
                 sql += " AND (daemon_id IS NULL OR daemon_id != ?)"
                 args = (daemon_id,)
+            if spare_live:
+                sql += (" AND (daemon_id IS NULL OR daemon_id NOT IN (SELECT daemon_id FROM journal_daemons"
+                        " WHERE heartbeat_at_ms + lease_ms >= ?))")
+                args = (*args, self.clock.now_ms())
             rows = records(c.execute(sql, args), RunRecord)
             for r in rows:
                 c.execute(
@@ -282,15 +292,26 @@ class SQLiteRuns:
         return None
 
     def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
-                           job_fields: dict[str, Any] | None) -> None:
-        """A run transition and the job's last-run summary together (one commit on the hot path)."""
+                           job_fields: dict[str, Any] | None) -> bool:
+        """A run transition and the job's last-run summary together (one commit on the hot path).
+
+        Fenced: a run already final (a peer reaped it, `daemon_lost`) is not overwritten, and its
+        job summary is left to the reaper; False then."""
         with self.transaction() as c:
             if run_fields:
-                self.update_run(run_id, c, **run_fields)
+                if run_fields.get("trigger_payload") is not None and not isinstance(run_fields["trigger_payload"], str):
+                    run_fields = {**run_fields, "trigger_payload": encode_payload(run_fields["trigger_payload"])}
+                sets = ", ".join(f"{k}=?" for k in run_fields)
+                cur = c.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=? AND status NOT IN {_FINAL}",
+                                (*run_fields.values(), run_id))
+                if cur.rowcount == 0 and c.execute("SELECT 1 FROM journal_cron_runs WHERE run_id=?",
+                                                   (run_id,)).fetchone() is not None:
+                    return False
             if routine_id is not None and job_fields:
                 fields = {**job_fields, "updated_at_ms": self.clock.now_ms()}
                 sets = ", ".join(f"{k}=?" for k in fields)
                 c.execute(f"UPDATE journal_cron_jobs SET {sets} WHERE routine_id=?", (*fields.values(), routine_id))
+        return True
 
     def pending_approval(self, routine_id: str, kind: str) -> ApprovalRecord | None:
         with self._lock:

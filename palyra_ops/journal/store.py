@@ -28,8 +28,10 @@ from palyra_ops.journal.records import (
     ApplyLogRecord,
     ApprovalRecord,
     Claim,
+    DaemonRecord,
     EventRecord,
     JobRecord,
+    LostDaemon,
     ResourceWrite,
     RunRecord,
     Snapshot,
@@ -214,7 +216,10 @@ class JournalStore(Protocol):
     def update_run(self, run_id: str, c: Txn | None = None, **fields: Any) -> None: ...
 
     def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
-                           job_fields: dict[str, Any] | None) -> None: ...
+                           job_fields: dict[str, Any] | None) -> bool:
+        """A run transition and its job's summary in one commit. Fenced: a run that is already final
+        (reaped by a peer as `daemon_lost`) is left as it is, job included, and False returned."""
+        ...
 
     def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None: ...
 
@@ -227,7 +232,11 @@ class JournalStore(Protocol):
 
     def count_runs_by_status(self) -> dict[str, int]: ...
 
-    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None) -> list[RunRecord]: ...
+    def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None, *,
+                         spare_live: bool = False) -> list[RunRecord]:
+        """Start-up recovery: fail the active runs not of `daemon_id`; with `spare_live`, not of any
+        daemon whose lease holds either (several daemons on one journal, SPEC §11)."""
+        ...
 
     def runs_with_occurrences(self, routine_id: str) -> list[RunRecord]: ...
 
@@ -237,6 +246,32 @@ class JournalStore(Protocol):
         ...
 
     def runs_in_order(self, routine_id: str | None = None) -> list[RunRecord]: ...
+
+    # -- the daemon registry (SPEC §11; journal/daemons.py) -----------------------------------------
+
+    def register_daemon(self, daemon_id: str, *, lease_ms: int, host: str, pid: int, address: str | None,
+                        version: str) -> None:
+        """Put this daemon on the journal with a fresh heartbeat (again, if a peer reaped it)."""
+        ...
+
+    def heartbeat(self, daemon_id: str, address: str | None = None) -> bool:
+        """Renew the lease by the journal's clock; False when the row is gone (a peer found this
+        daemon lost and reaped it): the caller registers again."""
+        ...
+
+    def deregister_daemon(self, daemon_id: str) -> None: ...
+
+    def list_daemons(self) -> list[DaemonRecord]:
+        """Every registered daemon, oldest first, with `alive` judged by the journal's clock."""
+        ...
+
+    def live_daemon_ids(self) -> set[str]: ...
+
+    def reap_lost_daemons(self, now_ms: int, spare: str | None = None) -> list[LostDaemon]:
+        """Finalize the active runs of daemons whose lease expired (`failed`, `daemon_lost: …`) and
+        drop them from the registry, in one transaction; concurrent reapers get disjoint results.
+        `spare`: the caller's own id (a daemon that was stalled is not its own reaper)."""
+        ...
 
     # -- approvals and events ------------------------------------------------------------------------
 
