@@ -142,3 +142,52 @@ def test_fast_and_detailed_validators_agree() -> None:
         except Exception:  # noqa: BLE001
             fast_ok = False
         assert fast_ok == detailed.is_valid(doc), doc
+
+
+def _variants(doc: dict[str, Any]) -> list[Any]:
+    """A valid scheduled routine bent around the fast path's short cut (`_is_scheduled_routine`):
+    other kinds and trigger kinds, none or several of cron/every/at, keys the other branches forbid."""
+    import copy
+
+    def bent(change: Any) -> Any:
+        d = copy.deepcopy(doc)
+        change(d)
+        return d
+
+    sched = lambda d: d["spec"]["trigger"]["schedule"]  # noqa: E731
+    trig = lambda d: d["spec"]["trigger"]  # noqa: E731
+    out = [doc]
+    out += [bent(lambda d, k=k: d.__setitem__("kind", k)) for k in ("Channel", "Policy", "routine", None, 1)]
+    out += [bent(lambda d, k=k: trig(d).__setitem__("kind", k)) for k in ("webhook", "hook", "system_event", "manual", "x")]
+    out += [bent(lambda d: sched(d).update(every="5m")), bent(lambda d: sched(d).update(at="2026-12-24T18:00:00Z")),
+            bent(lambda d: sched(d).update(every="5m", at="2026-12-24T18:00:00Z")),
+            bent(lambda d: sched(d).clear()), bent(lambda d: sched(d).update(cron=5)),
+            bent(lambda d: trig(d).update(webhook={"integration": "gh"})), bent(lambda d: trig(d).update(event="x")),
+            bent(lambda d: trig(d).update(schedule=["cron"])), bent(lambda d: trig(d).pop("schedule")),
+            bent(lambda d: d["spec"].update(trigger="schedule")), bent(lambda d: d.update(spec=[])),
+            bent(lambda d: d["spec"].pop("prompt", None)), bent(lambda d: d["spec"].update(url="http://x"))]
+    return out
+
+
+def test_the_fast_path_for_scheduled_routines_agrees_with_the_full_schema() -> None:
+    """fast_validator takes a pruned schema for a Routine with a schedule trigger (one of cron/every/
+    at): every bend of that shape must still get jsonschema's verdict."""
+    from palyra_ops.source.findings import _general_validator, _is_scheduled_routine
+
+    fast, general = _fast_validator(), _general_validator()
+    detailed = Draft202012Validator(schema())
+    scheduled = [d for d in _all_documents() if _is_scheduled_routine(d) and detailed.is_valid(d)]
+    assert len(scheduled) >= 5
+    checked = 0
+    for base in scheduled:
+        for doc in _variants(base):
+            verdicts = []
+            for validate in (fast, general):
+                try:
+                    validate(doc)
+                    verdicts.append(True)
+                except Exception:  # noqa: BLE001
+                    verdicts.append(False)
+            assert verdicts == [detailed.is_valid(doc)] * 2, doc
+            checked += 1
+    assert checked > 100

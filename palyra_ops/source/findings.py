@@ -46,13 +46,60 @@ def schema_path() -> Path:
     return _schema_files_path()
 
 
-@lru_cache(maxsize=1)
-def fast_validator() -> Callable[[Any], Any]:
-    """fastjsonschema compiled from a draft-07 copy of the schema (it only uses draft-07 keywords)."""
+def _draft07() -> dict[str, Any]:
     draft07 = copy.deepcopy(schema())
     draft07["$schema"] = "http://json-schema.org/draft-07/schema#"
     draft07.pop("$id", None)
-    return fastjsonschema.compile(draft07, use_default=False, use_formats=False)  # type: ignore[no-any-return]
+    return draft07
+
+
+@lru_cache(maxsize=1)
+def _general_validator() -> Callable[[Any], Any]:
+    """fastjsonschema compiled from a draft-07 copy of the schema (it only uses draft-07 keywords)."""
+    return fastjsonschema.compile(_draft07(), use_default=False, use_formats=False)  # type: ignore[no-any-return]
+
+
+_WHEN = ("cron", "every", "at")
+
+
+@lru_cache(maxsize=1)
+def _scheduled_routine_validator() -> Callable[[Any], Any]:
+    """The schema as it reads for a Routine whose trigger is `kind: schedule` with exactly one of
+    cron/every/at (`_is_scheduled_routine`): the `if kind is X then ...` branches of the other kinds
+    and trigger kinds are vacuous for it, and the schedule's `oneOf` holds, so they are left out.
+
+    fastjsonschema evaluates each failed `if` and each failed `oneOf` branch by raising and catching
+    an exception: seven per routine, most of the cost of saying yes to one (0.42 -> 0.17 s for
+    20,000 routines). The verdict is the same by construction; anything else takes the full schema.
+    """
+    d = _draft07()
+    d["allOf"] = [b["then"] for b in d["allOf"] if b["if"]["properties"]["kind"].get("const") == "Routine"]
+    trigger = d["$defs"]["routineSpec"]["properties"]["trigger"]
+    trigger["allOf"] = [b["then"] for b in trigger["allOf"] if b["if"]["properties"]["kind"].get("const") == "schedule"]
+    trigger["properties"]["schedule"].pop("oneOf")
+    assert len(d["allOf"]) == 1 and len(trigger["allOf"]) == 1, "schema branches changed: update this view"
+    return fastjsonschema.compile(d, use_default=False, use_formats=False)  # type: ignore[no-any-return]
+
+
+def _is_scheduled_routine(doc: Any) -> bool:
+    if not isinstance(doc, dict) or doc.get("kind") != "Routine":
+        return False
+    spec = doc.get("spec")
+    trigger = spec.get("trigger") if isinstance(spec, dict) else None
+    when = trigger.get("schedule") if isinstance(trigger, dict) and trigger.get("kind") == "schedule" else None
+    return isinstance(when, dict) and sum(k in when for k in _WHEN) == 1
+
+
+def fast_validator() -> Callable[[Any], Any]:
+    """Raises `JsonSchemaValueException` for a document the schema refuses (yes/no only: the words
+    come from jsonschema, `schema_findings`)."""
+    return _fast_validate
+
+
+def _fast_validate(doc: Any) -> Any:
+    if _is_scheduled_routine(doc):
+        return _scheduled_routine_validator()(doc)
+    return _general_validator()(doc)
 
 
 @lru_cache(maxsize=1)

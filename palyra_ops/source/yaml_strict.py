@@ -13,6 +13,7 @@ direct recursive constructor instead of SafeConstructor's generic machinery.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -121,6 +122,12 @@ def _classify_plain(value: str) -> str:
 
 class CoreResolver(BaseResolver):
     """Resolves untagged scalars by the YAML 1.2 core schema, memoising repeated plain values."""
+
+    # No path resolvers are ever added here, so PyYAML's descend/ascend_resolver, called around
+    # every node the composer builds, would only return: C builtins that ignore their arguments
+    # stand in for them (no Python frame per node; ~12% of composing 100,000 routines).
+    descend_resolver = operator.is_  # (parent, index)
+    ascend_resolver = ().__len__  # ()
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:  # type: ignore[override]
         if kind is ScalarNode:
