@@ -333,13 +333,18 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     Lists are leaves: a changed list shows as a whole, which reads better than index paths.
     """
     out: dict[str, Any] = {}
-
-    def walk(o: Any, path: str) -> None:
-        if isinstance(o, dict) and o:
-            for k, v in o.items():
-                walk(v, f"{path}.{k}" if path else str(k))
-        else:
-            out[path] = o
-
-    walk(obj, prefix)
+    if isinstance(obj, dict) and obj:
+        _flatten_into(obj, prefix, out)
+    else:
+        out[prefix] = obj
     return out
+
+
+def _flatten_into(obj: dict[str, Any], path: str, out: dict[str, Any]) -> None:
+    # one call per mapping, not per leaf: a plan of 100,000 creates flattens 2.4 million leaves
+    for k, v in obj.items():
+        p = f"{path}.{k}" if path else str(k)
+        if isinstance(v, dict) and v:
+            _flatten_into(v, p, out)
+        else:
+            out[p] = v

@@ -437,3 +437,23 @@ SMALL_JSON = '''\
   ]
 }
 '''
+
+
+def test_the_plain_create_block_is_the_general_one() -> None:
+    """A create without colour takes a short cut (`_plain_create`, most of a first apply's text): the
+    same text as the general block for odd bodies too — keys with dots, empty keys and mappings,
+    lists, numbers, null, unicode, a create with no body, a routine with DST warnings, a channel."""
+    from palyra_ops.plan import Change, PlanAction
+    from palyra_ops.views.plan_text import _change_block, _lines, _plain_create
+
+    odd = routine("odd", cron="30 2 * * *", timezone="Europe/Prague",
+                  skill={"id": "s", "input": {"a.b": 1, "a": {"b": 2, "": {"x": None}}, "": {"y": [1, "ž"]},
+                                              "e": {}, "f": 1.5, "t": True}},
+                  labels={"tier": "t1"})
+    desired = [odd, routine("plain"), channel("ch", file="c.yaml")]
+    plan = plan_of(desired, snapshot())
+    creates = [c for c in plan.changes if c.action is PlanAction.CREATE]
+    creates.append(Change("Routine", "bare", PlanAction.CREATE, "new in x.yaml", "x.yaml", None, None))
+    assert len(creates) == 4
+    for ch in creates:
+        assert _plain_create(ch) == _lines(_change_block(ch, lambda action, text: text, False))

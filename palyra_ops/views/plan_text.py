@@ -71,7 +71,9 @@ def iter_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> Ite
     if any(ch.is_change for ch in plan.changes):
         yield "palyra-ops will perform the following actions:\n\n"
     for ch in plan.changes:
-        if shown(ch):
+        if ch.action is PlanAction.CREATE and not colour:
+            yield _plain_create(ch)  # nearly every block of a large first apply
+        elif shown(ch):
             yield _lines(_change_block(ch, paint, verbose))
     tail = [paint(PlanAction.UPDATE, f"Warning: {w}") for w in plan.warnings]
     if plan.warnings:
@@ -80,7 +82,21 @@ def iter_text(plan: Plan, *, colour: bool = False, verbose: bool = False) -> Ite
 
 
 def _lines(lines: list[str]) -> str:
-    return "".join(f"{line}\n" for line in lines)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _plain_create(ch: Change) -> str:
+    """`_change_block` of a create without colour, the same text made with less per line: the 2.4
+    million lines of a first apply of 100,000 routines go through here."""
+    label = f'{ch.kind.lower()} "{ch.name}"'
+    fmt, quote = _fmt, encode_basestring
+    out = [f"  # {label} will be created ({ch.reason})", f"  + {label}"]
+    after = ch.after  # decoded once (bodies are kept as JSON)
+    if after is not None:
+        out += [f"      + {p} = {quote(v) if v.__class__ is str else fmt(v)}" for p, v in sorted(flatten(after).items())]
+    out += _schedule_lines(ch, lambda action, text: text)
+    out.append("")
+    return "\n".join(out) + "\n"
 
 
 def _change_block(ch: Change, paint: Paint, verbose: bool) -> list[str]:
