@@ -45,7 +45,7 @@ class Drop(SpanExporter):
 
 
 RECEIVER = """
-import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
