@@ -21,6 +21,8 @@ echo backend's sleep hint) goes through `sleep_until(ms)`, so tests drive all of
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 from palyra_ops.backends import BackendError, ExecRequest
@@ -111,6 +113,30 @@ class Gateway(Gates, Execution, Approvals):
                     message.setdefault("request_id", new_id())
                 return await self.loopback.post(message, traceparent=span.traceparent)
             return (await self.handle_message(message, internal=True))[1]
+
+    async def send_many(self, messages: list[RunMessage]) -> list[Mapping[str, object] | Exception]:
+        """Claimed runs in ONE loopback call (the batch body of `POST /gateway/v1/messages`, issue 14):
+        every run still enters the pipeline there, one `handle_message` each, but the HTTP round trip
+        (client, server, event-loop work: a quarter of a run's CPU) is paid once per batch. Per
+        message its receipt or the error it got; a call lost as a whole raises (every message failed).
+        In process (no server: unit tests) each message is one `send`."""
+        if self.loopback is None or len(messages) == 1:
+            out: list[Mapping[str, object] | Exception] = []
+            for m in messages:
+                try:
+                    out.append(await self.send(m))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    out.append(exc)
+            return out
+        with ExitStack() as spans:
+            for m in messages:
+                attributes = {"palyra.routine": m.get("routine_id") or "",
+                              "palyra.trigger": (m.get("trigger") or {}).get("kind") or ""}
+                span = spans.enter_context(self.tracer.span("palyra.dispatch", m.get("traceparent"), attributes))
+                m["traceparent"] = span.traceparent
+            return list(await self.loopback.post_batch(messages))
 
     async def dispatch(self, routine_id: str, *, trigger_kind: str = "manual", trigger_payload: Any = None,
                        dedupe_key: str | None = None, traceparent: str | None = None) -> dict[str, Any]:

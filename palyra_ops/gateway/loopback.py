@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -83,8 +83,32 @@ class Loopback:
         self.failures = 0
 
     async def post(self, message: Mapping[str, object], *, traceparent: str | None = None) -> dict[str, Any]:
-        content = json.dumps(message).encode()
         headers = self.headers if traceparent is None else {**self.headers, "traceparent": traceparent}
+        status, raw = await self._call(json.dumps(message).encode(), headers)
+        return self._answer(status, raw)
+
+    async def post_batch(self, messages: Sequence[Mapping[str, object]]) -> list[dict[str, Any] | errors.PalyraError]:
+        """Many messages in one call (the batch body); per message its receipt or the domain error
+        the gateway answered for it. A call refused as a whole, or lost to the transport, raises."""
+        status, raw = await self._call(json.dumps({"messages": messages}).encode(), self.headers)
+        body = self._answer(status, raw)
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list) or len(results) != len(messages):
+            raise errors.DispatchFailed("loopback batch call: the gateway's answer does not list every message")
+        out: list[dict[str, Any] | errors.PalyraError] = []
+        for item in results:
+            st = item.get("status") if isinstance(item, dict) else None
+            if isinstance(st, int) and st < 400 and isinstance(item.get("result"), dict):
+                out.append(item["result"])
+                continue
+            err = item.get("error", {}) if isinstance(item, dict) and isinstance(item.get("error"), dict) else {}
+            code = err.get("code") if isinstance(err.get("code"), str) else None
+            message = err.get("message") if isinstance(err.get("message"), str) else None
+            out.append(answer_error(st if isinstance(st, int) else 500, code, message or f"gateway answered HTTP {st}"))
+        return out
+
+    async def _call(self, content: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        """One POST, sent again on the transport failures that may have lost it (see the class)."""
         last: Exception | None = None
         for delay in (None, *RETRY_DELAYS_S):
             if delay is not None:
@@ -104,7 +128,7 @@ class Loopback:
             except httpx.HTTPError as exc:
                 self.failures += 1
                 raise errors.DispatchFailed(f"loopback call failed: {describe_error(exc)}") from None
-            return self._answer(resp.status_code, raw)
+            return resp.status_code, raw
         self.failures += 1
         assert last is not None
         raise errors.DispatchFailed(f"loopback call failed {1 + len(RETRY_DELAYS_S)} times: {describe_error(last)}")

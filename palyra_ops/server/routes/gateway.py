@@ -18,7 +18,7 @@ from palyra_ops.context import DaemonContext
 from palyra_ops.errors import BackendFailed, Conflict, InvalidInput, NotFound, PalyraError, PermissionDenied
 from palyra_ops.server.auth import INTERNAL
 from palyra_ops.server.body import INTERNAL_DEPTH_MARGIN, MAX_JSON_DEPTH, json_object
-from palyra_ops.server.errors import error_response
+from palyra_ops.server.errors import error_response, http_status
 from palyra_ops.server.operation import ApiRoute, Operation, Reply, ref
 from palyra_ops.server.responses import JSONResponse
 from palyra_ops.server.routes.common import ctx_of
@@ -31,11 +31,37 @@ def message_result(status: int, result: dict[str, Any]) -> dict[str, Any]:
     return views.run_view(result) if status == 202 else result
 
 
+#: most messages one batch body may carry (the scheduler sends at most one claimed batch, 64)
+MAX_BATCH = 256
+
+
+async def _batch(ctx: DaemonContext, body: dict[str, Any], received_at_ms: int | None) -> dict[str, Any]:
+    """The daemon's own batch body `{"messages": [...]}`: many claimed runs in one loopback call (issue
+    14). Each message goes through the same `handle_message` as a single call, in order, and gets its
+    own answer (`status` + the run, or `status` + the error body a single call would have got), so
+    a refused run does not fail the others. Only the internal credential may send one."""
+    msgs = body["messages"]
+    if not isinstance(msgs, list) or not msgs or len(msgs) > MAX_BATCH or not all(isinstance(m, dict) for m in msgs):
+        raise InvalidInput(f"messages: expected a list of 1 to {MAX_BATCH} message objects")
+    results: list[dict[str, Any]] = []
+    for m in msgs:
+        try:
+            status, result = await ctx.gateway.handle_message(m, internal=True, received_at_ms=received_at_ms)
+        except PalyraError as exc:
+            results.append({"status": http_status(exc), "error": {"code": exc.code, "message": exc.message}})
+            continue
+        results.append({"status": status, "result": message_result(status, result)})
+    return {"results": results}
+
+
 async def _handle(ctx: DaemonContext, state: dict[str, Any], raw: bytes,
                   traceparent: str | None = None) -> tuple[int, dict[str, Any]]:
     internal = state.get("auth") == INTERNAL
-    # the daemon's own messages wrap a client payload one level deeper than the client sent it
-    body = json_object(raw, max_depth=MAX_JSON_DEPTH + (INTERNAL_DEPTH_MARGIN if internal else 0))
+    # the daemon's own messages wrap a client payload one level deeper than the client sent it (and
+    # a batch two more: the list and its message)
+    body = json_object(raw, max_depth=MAX_JSON_DEPTH + (INTERNAL_DEPTH_MARGIN + 2 if internal else 0))
+    if internal and "messages" in body and "principal" not in body:
+        return 200, await _batch(ctx, body, state.get("received_at_ms"))
     if traceparent and "traceparent" not in body:  # W3C trace context: the header is the standard way
         body["traceparent"] = traceparent
     status, result = await ctx.gateway.handle_message(body, internal=internal,

@@ -1,0 +1,98 @@
+"""Claimed runs due at one instant go out in one loopback call (issue 14): the batch body of
+`POST /gateway/v1/messages`. Every run still enters the pipeline there, one `handle_message` each:
+per-message answers, idempotent by run id, internal credential only, and on the real daemon a herd
+applied together is dispatched with no run lost and every occurrence once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from test_loopback_dispatch import _app
+
+from palyra_ops.errors import PermissionDenied
+from palyra_ops.gateway import Loopback
+
+
+def _claimed(journal, gateway, n: int) -> list[dict]:
+    routine = gateway.routine("r")
+    msgs = []
+    for i in range(n):
+        run_id = journal.insert_run(routine_id="r", occurrence_key=f"r|{i + 1}", scheduled_at_ms=i + 1,
+                                    trigger_kind="schedule", status="accepted", attempt=1, daemon_id="d")
+        msgs.append(gateway.message_for(routine, trigger_kind="schedule", run_id=run_id, scheduled_at_ms=i + 1))
+    return msgs
+
+
+def test_a_batch_body_answers_each_message_and_repeats_return_the_first_receipts(tmp_path) -> None:
+    journal, gateway, app = _app(tmp_path)
+
+    async def main() -> None:
+        msgs = _claimed(journal, gateway, 2)
+        ghost = {**msgs[0], "device_id": "someone-else", "run_id": None}
+        headers = {"Authorization": "Bearer internal"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            first = await c.post("/gateway/v1/messages", json={"messages": [*msgs, ghost]}, headers=headers)
+            again = await c.post("/gateway/v1/messages", json={"messages": msgs}, headers=headers)
+            await gateway.drain()
+            console = await c.post("/gateway/v1/messages", json={"messages": msgs},
+                                   headers={"Authorization": "Bearer console"})
+            empty = await c.post("/gateway/v1/messages", json={"messages": []}, headers=headers)
+        assert first.status_code == 200
+        res = first.json()["results"]
+        assert [r["status"] for r in res] == [202, 202, 403]
+        assert [r["result"]["run_id"] for r in res[:2]] == [m["run_id"] for m in msgs]
+        assert res[2]["error"]["code"] == PermissionDenied.code and "device id" in res[2]["error"]["message"]
+        assert [r["result"]["run_id"] for r in again.json()["results"]] == [m["run_id"] for m in msgs]
+        # only the daemon's own credential may batch: anyone else's body is a (bad) single message
+        assert console.status_code == 400 and "principal" in console.json()["error"]["message"]
+        assert empty.status_code == 400 and "messages" in empty.json()["error"]["message"]
+        # the same gates as single calls, in order: the routine forbids overlap, so the second is skipped
+        runs = journal.runs_in_order("r")
+        assert [(r["run_id"], r["status"]) for r in runs] == [(msgs[0]["run_id"], "succeeded"),
+                                                              (msgs[1]["run_id"], "skipped")]
+        assert runs[1]["reason"] == f"concurrency: forbid (run {msgs[0]['run_id']} is active)"
+        assert gateway.metrics.runs == {"succeeded": 1, "skipped": 1}, "each run decided exactly once"
+
+    asyncio.run(main())
+    journal.close()
+
+
+def test_loopback_post_batch_turns_each_answer_back_into_a_receipt_or_the_domain_error(tmp_path) -> None:
+    journal, gateway, app = _app(tmp_path)
+
+    async def main() -> None:
+        msgs = _claimed(journal, gateway, 2)
+        lb = Loopback("http://t", "internal")
+        lb.transports = [httpx.ASGITransport(app=app)]  # type: ignore[list-item]
+        lb._rr = iter(lb.transports * 10)  # type: ignore[assignment]
+        out = await lb.post_batch([msgs[0], {**msgs[1], "device_id": "someone-else", "run_id": None}])
+        await gateway.drain()
+        assert isinstance(out[0], dict) and out[0]["run_id"] == msgs[0]["run_id"]
+        assert isinstance(out[1], PermissionDenied)
+
+    asyncio.run(main())
+    journal.close()
+
+
+def test_a_herd_applied_together_is_dispatched_in_batches_with_nothing_lost(daemon) -> None:
+    """40 routines `every: 1s` on one anchor (what apply writes) on the real daemon, 6 s."""
+    docs = [{"apiVersion": "palyra/v1", "kind": "Routine", "metadata": {"name": f"h{i:02d}"},
+             "spec": {"prompt": "p", "trigger": {"kind": "schedule", "schedule": {"every": "1s"}}}} for i in range(40)]
+    daemon.write("herd.yaml", docs)
+    daemon.apply()
+    time.sleep(6)
+    daemon.stop()
+    runs = daemon.runs()
+    assert len(runs) >= 40 * 3
+    assert len({r["occurrence_key"] for r in runs}) == len(runs)
+    bad = [r for r in runs if r["status"] not in ("succeeded", "cancelled")]
+    assert not bad, bad[:5]
+    per = {}
+    for r in runs:
+        if r["status"] == "succeeded":
+            per.setdefault(r["scheduled_at_ms"], set()).add(r["routine_id"])
+    full = [t for t, names in per.items() if len(names) == 40]
+    assert len(full) >= 3, "every instant of the herd ran for all 40 routines"
