@@ -14,6 +14,7 @@ from collections import Counter
 #: (part, substrings any of which puts a stack in it), first match wins
 RULES: list[tuple[str, tuple[str, ...]]] = [
     ("idle (selector wait)", ("select (selectors.py", "_run_once (asyncio/base_events.py:1898)", "run_once (uvloop")),
+    ("idle (threads waiting)", ("Condition.wait", "Event.wait", "SkillRunner._tick_loop")),
     ("delivery client (webhook POST)", ("Deliverer._post", "Deliverer._request")),
     ("loopback client (dispatch POST)", ("Loopback.post",)),
     ("journal (SQLite)", ("palyra_ops/journal/",)),
@@ -38,7 +39,12 @@ def main() -> int:
         stack, _, n = line.rstrip("\n").rpartition(" ")
         if not n.isdigit():
             continue
-        part = next((name for name, keys in RULES if any(k in stack for k in keys)), "other")
+        if stack.endswith("_worker (concurrent/futures/thread.py:81)"):  # a pool thread waiting for work
+            part = "idle (threads waiting)"
+        elif stack.endswith("Runner.run (asyncio/runners.py:118)"):  # inside uvloop's C loop: I/O and waits
+            part = "uvloop native (I/O, waits)"
+        else:
+            part = next((name for name, keys in RULES if any(k in stack for k in keys)), "other")
         parts[part] += int(n)
     busy = sum(n for p, n in parts.items() if not p.startswith("idle"))
     print(f"{sum(parts.values())} samples, {busy} busy ({busy / args.rate:.1f} s of CPU at {args.rate} Hz)")
