@@ -16,10 +16,10 @@ from palyra_ops.journal import Journal
 
 if TYPE_CHECKING:
     from palyra_ops.config import DaemonConfig
-    from palyra_ops.daemon import OutOfProcessBackfill
     from palyra_ops.gateway import Gateway
     from palyra_ops.maintenance import MaintenanceTasks
     from palyra_ops.membership import Membership
+    from palyra_ops.memory.backfill_process import OutOfProcessBackfill
     from palyra_ops.memory.service import MemoryService
     from palyra_ops.scheduler import Scheduler
     from palyra_ops.skills.sandbox import SkillRunner

@@ -30,7 +30,6 @@ import signal
 import socket
 import stat
 import sys
-import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +52,7 @@ from palyra_ops.journal.records import LostDaemon
 from palyra_ops.logfmt import TEXT_FORMAT, formatter
 from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.membership import LOST_EVENT, Membership
+from palyra_ops.memory.backfill_process import OutOfProcessBackfill
 from palyra_ops.scheduler import Scheduler
 from palyra_ops.server import create_app
 from palyra_ops.statepaths import TOKEN_FILE, StatePaths
@@ -440,96 +440,6 @@ class Daemon:
             fut = asyncio.ensure_future(gateway.emit_event(LOST_EVENT, payload, kinds=("system_event",)))
             self._emits.add(fut)
             fut.add_done_callback(self._emits.discard)
-
-
-class OutOfProcessBackfill:
-    """The `memory.backfill` task: `MemoryService.backfill` in a short-lived child process.
-
-    Embedding (pure-Python feature hashing) and hnswlib inserts hold the GIL for most of a batch; in
-    a thread of the daemon they raised dispatch lag from ~0 to p90 16 ms / p99 34 ms
-    (bench/bench_memory_lag.py). A child process (spawned: forking a process with an event loop and
-    threads is unsafe; niced, so the scheduler wins a contended core) takes the work off the daemon's
-    interpreter. It shares the journal, and the service's flock serialises it with the daemon's own
-    maintenance; the daemon picks the saved index up at its next read (the sidecar's generation
-    changed). When nothing is pending and the index on disk is for the current model, no child is
-    started at all: the idle pass every interval costs two small queries.
-
-    `stop()` (daemon shutdown) terminates a running child, so a long backfill never holds up the
-    exit; what it committed stays, and the next backfill's index load reconciles the rest.
-    """
-
-    def __init__(self, memory: Any, batch: int) -> None:
-        self.memory = memory
-        self.batch = batch
-        self._lock = threading.Lock()
-        self._proc: Any = None
-        self._stopped = False
-
-    def __call__(self) -> Any:
-        from palyra_ops.memory.index import read_sidecar
-        from palyra_ops.memory.maintenance import BackfillResult
-
-        memory = self.memory
-        key = memory.embedder.key
-        side = read_sidecar(memory.index_path) or {}
-        index_current = (side.get("model"), side.get("dim"), side.get("version")) == (key.model, key.dim, key.version)
-        idle = BackfillResult(started_at_ms=memory.clock.now_ms(), model=key.to_json(), index_action="none")
-        if memory.store.pending_count(key) == 0 and (index_current or memory.store.max_label() == 0):
-            return idle
-        import multiprocessing
-
-        mp = multiprocessing.get_context("spawn")
-        receive, send = mp.Pipe(duplex=False)
-        # the child embeds with the daemon's own embedder (the configured one, else the one the journal
-        # remembers): on its own it would pick the remembered one and ignore `memory.embedder`
-        proc = mp.Process(target=_backfill_child, name="palyra-memory-backfill", daemon=True,
-                          args=(str(memory.journal_path), self.batch, memory.index_params, send,
-                                getattr(memory, "embedder_spec", None)))
-        with self._lock:
-            if self._stopped:
-                return idle
-            proc.start()
-            self._proc = proc
-        send.close()
-        try:
-            kind, value = receive.recv()
-        except EOFError:  # the child died without answering (stopped, killed, crashed)
-            proc.join(5)
-            kind, value = "error", f"backfill process ended without a result (exit code {proc.exitcode})"
-        finally:
-            receive.close()
-            proc.join(5)
-            with self._lock:
-                self._proc = None
-        if kind == "error":  # a result like the service's own failures: health shows it, the event carries it
-            idle.error = "stopped: the daemon is shutting down" if self._stopped else str(value)
-            return idle
-        return value
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            if self._proc is not None and self._proc.is_alive():
-                self._proc.terminate()
-
-
-def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any, spec: Any = None) -> None:
-    """The child's side: its own service on the same journal, with the daemon's embedder (`spec`)."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
-    try:
-        from palyra_ops.memory.service import MemoryService
-
-        with MemoryService(journal_path, spec, create=False, index_params=index_params) as memory:
-            send.send(("ok", memory.backfill(batch_size=batch)))
-    except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
-        send.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        send.close()
 
 
 def run_daemon(config: DaemonConfig, paths: StatePaths | None = None) -> int:

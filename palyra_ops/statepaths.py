@@ -18,19 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from palyra_ops.stateroot import default_root
+
 JOURNAL_FILE = "journal.sqlite3"
 TOKEN_FILE = "token"
 #: written by a running daemon into its state root: how the CLI finds it (docs/daemon.md)
 DISCOVERY_FILE = "daemon.json"
-
-
-def default_root(env: Mapping[str, str] | None = None) -> Path:
-    """$PALYRA_STATE_ROOT, else $XDG_STATE_HOME/palyra, else ~/.local/state/palyra (SPEC §4)."""
-    env = os.environ if env is None else env
-    if env.get("PALYRA_STATE_ROOT"):
-        return Path(env["PALYRA_STATE_ROOT"])
-    xdg = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "palyra"
 
 
 @dataclass(frozen=True)

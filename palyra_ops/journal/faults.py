@@ -35,6 +35,7 @@ from palyra_ops.errors import (
     JournalUnsupported,
     PalyraError,
 )
+from palyra_ops.stateroot import default_root
 
 # primary result codes (https://sqlite.org/rescode.html)
 SQLITE_BUSY = 5
@@ -89,8 +90,6 @@ def side_path(url: str, state_root: Path | None = None) -> Path:
     """Where this process keeps the side files of a PostgreSQL journal (memory index, caches):
     a name under the state root derived from the URL without its password, so two journals on two
     databases never share them."""
-    from palyra_ops.statepaths import default_root  # statepaths imports this module
-
     root = state_root if state_root is not None else default_root(os.environ)
     shown = redact(url)
     tail = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in shown.split("://", 1)[-1])[:60]
