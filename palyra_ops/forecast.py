@@ -548,7 +548,7 @@ def _plan_warnings(routines: list[Any], changed: set[str], desired: Mapping[tupl
         if job is not None and job.get("paused"):
             continue
         keeps_anchor = job is not None and c.schedule is None  # apply keeps the anchor of an untouched schedule
-        t = Timing.of_body(c.name, res.body, job.get("anchor_ms") if keeps_anchor and job else None)
+        t = Timing.of_body(c.name, res.core, job.get("anchor_ms") if keeps_anchor and job else None)
         if t is not None:
             timings.append(t)
     # herds of routines without jitter: no hashing, nominal instants shared per schedule (a cold plan

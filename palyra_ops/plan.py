@@ -507,7 +507,7 @@ def _schedule_change(
 ) -> ScheduleChange | None:
     if res.kind != "Routine":
         return None
-    body = res.body  # decoded once here (a compact resource decodes on every read)
+    body = res.core  # what scheduling reads: a compact resource keeps it, the rest of its body stays JSON
     new = schedule_of(body)
     old = schedule_of(stored.body) if stored else None
     if new is None and old is None:

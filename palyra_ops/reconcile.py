@@ -389,11 +389,11 @@ def _write_job(journal: Journal, c: Txn, res: Resource, prev: StoredResource | N
 
 def _job_fields(journal: Journal, c: Txn, res: Resource, job: JobRecord | None, now_ms: int) -> dict[str, Any]:
     """The job row's new fields for `res` (and its approval, written here) given its current `job`."""
-    routine = Routine.from_resource(res)
-    fields: dict[str, Any] = {"trigger_kind": routine.trigger_kind}
+    trigger_kind, approval, enabled, schedule, dst = _scheduling(res)
+    fields: dict[str, Any] = {"trigger_kind": trigger_kind}
 
     approval_state = job["approval_state"] if job else "none"
-    if routine.approval == "before_enable":
+    if approval == "before_enable":
         if approval_state not in ("approved", "pending"):
             journal.add_approval(c, routine_id=res.name, kind="before_enable")
             approval_state = "pending"
@@ -401,11 +401,11 @@ def _job_fields(journal: Journal, c: Txn, res: Resource, job: JobRecord | None, 
         journal.cancel_pending_approvals(c, res.name, "before_enable")
         approval_state = "none"
     fields["approval_state"] = approval_state
-    effective = routine.enabled and approval_state not in ("pending", "denied")
+    effective = enabled and approval_state not in ("pending", "denied")
     was_enabled = bool(job["enabled"]) if job else False
     fields["enabled"] = int(effective)
 
-    s = schedule_from_spec(routine.schedule, routine.policies.dst) if routine.schedule else None
+    s = schedule_from_spec(schedule, dst) if schedule else None
     fp = _fingerprint(s) if s else None
     schedule_changed = job is None or job.get("schedule_fingerprint") != fp
     if s is None:
@@ -413,6 +413,24 @@ def _job_fields(journal: Journal, c: Txn, res: Resource, job: JobRecord | None, 
     elif schedule_changed or (effective and not was_enabled):
         fields.update(schedule_fingerprint=fp, anchor_ms=now_ms, next_run_at_unix_ms=_first_fire(s, now_ms))
     return fields
+
+
+def _scheduling(res: Resource) -> tuple[str, str, bool, dict[str, Any] | None, dict[str, str]]:
+    """(trigger kind, approval, enabled, schedule, dst policy) as `Routine.from_resource` reads them.
+
+    A planned routine answers from its kept core (`Resource.core`: no decode of the whole body, the
+    typed view of every field is not needed here); anything else (a saved plan's body, an API edit)
+    goes through the typed view as before, which also refuses a body that is not a routine's."""
+    core = res.kept_core
+    if core is None:
+        r = Routine.from_resource(res)
+        return r.trigger_kind, r.approval, r.enabled, r.schedule, r.policies.dst
+    spec = core["spec"]
+    trigger = spec["trigger"]
+    kind = trigger["kind"]
+    return (kind, spec.get("approval", "none"), bool(spec.get("enabled", True)),
+            trigger.get("schedule") if kind == "schedule" else None,
+            {"gap": "shift", "fold": "first", **spec.get("policies", {}).get("dst", {})})
 
 
 @lru_cache(maxsize=1024)

@@ -187,3 +187,38 @@ def test_pruning_and_api_delete(store: JournalStore, tmp_path: Path, clock: Fake
     serial = store.serial()
     delete_resource(store, "Routine", "a")
     assert store.get_resource("Routine", "a") is None and store.serial() == serial + 1
+
+
+def test_a_planned_routine_schedules_from_its_kept_core_as_from_its_whole_body() -> None:
+    """Plan keeps of a compact routine only what scheduling reads (`Resource.core`); the job fields,
+    next fires and forecast read from it what the typed view and the body give."""
+    from palyra_ops.forecast import Timing
+    from palyra_ops.model import Routine
+    from palyra_ops.plan import schedule_of
+    from palyra_ops.reconcile import _scheduling
+
+    docs = [
+        {"kind": "Routine", "metadata": {"name": "a"}, "spec": {"prompt": "p", "trigger": {"kind": "manual"}}},
+        {"kind": "Routine", "metadata": {"name": "b"}, "spec": {
+            "prompt": "p", "enabled": False, "approval": "before_enable",
+            "trigger": {"kind": "schedule", "schedule": {"cron": "30 2 * * *", "timezone": "Europe/Prague"}},
+            "policies": {"dst": {"gap": "skip"}, "jitter": "5m", "retry": {"max_attempts": 3}},
+            "quiet_hours": {"start": "22:00", "end": "06:00", "action": "defer"}}},
+        {"kind": "Routine", "metadata": {"name": "c"}, "spec": {
+            "prompt": "p", "trigger": {"kind": "schedule", "schedule": {"every": "15m"}}}},
+        {"kind": "Routine", "metadata": {"name": "d"}, "spec": {
+            "prompt": "p", "trigger": {"kind": "webhook", "webhook": {"integration": "gh"}}}},
+    ]
+    for doc in docs:
+        compact = Resource.from_document(doc, source_file="a.yaml").compact()
+        whole = Resource.from_document(doc, source_file="a.yaml")
+        assert compact.kept_core is not None and whole.kept_core is None
+        r = Routine.from_resource(whole)
+        assert _scheduling(compact) == (r.trigger_kind, r.approval, r.enabled, r.schedule, r.policies.dst)
+        assert _scheduling(compact) == _scheduling(whole)
+        assert schedule_of(compact.core) == schedule_of(whole.body)
+        assert Timing.of_body("x", compact.core) == Timing.of_body("x", whole.body)
+        assert compact.core["spec"].get("quiet_hours") == whole.body["spec"].get("quiet_hours")
+    # equal cores are one value: a directory of 100,000 routines holds a few dozen
+    twins = [Resource.from_document({**docs[2], "metadata": {"name": n}}).compact() for n in ("x", "y")]
+    assert twins[0].core is twins[1].core
