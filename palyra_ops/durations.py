@@ -71,8 +71,27 @@ def parse_duration_ms(text: str, *, max_ms: int = MAX_DURATION_MS) -> int:
     return ms
 
 
+_PROBLEMS: dict[tuple[str, str], str | None] = {}
+_PROBLEMS_MAX = 4096
+
+
 def duration_problem(field: str, value: object) -> str | None:
-    """Why `value` is not valid for routine/channel duration `field` (a ROUTINE_DURATION_BOUNDS key)."""
+    """Why `value` is not valid for routine/channel duration `field` (a ROUTINE_DURATION_BOUNDS key).
+
+    Memoised for short texts: validating a directory asks about the same few spellings (`30s`,
+    `10m`) five times per routine."""
+    if not isinstance(value, str) or len(value) > 64:
+        return _duration_problem(field, value)
+    key = (field, value)
+    if key in _PROBLEMS:
+        return _PROBLEMS[key]
+    problem = _duration_problem(field, value)
+    if len(_PROBLEMS) < _PROBLEMS_MAX:
+        _PROBLEMS[key] = problem
+    return problem
+
+
+def _duration_problem(field: str, value: object) -> str | None:
     lo, hi = ROUTINE_DURATION_BOUNDS[field]
     try:
         ms = parse_duration_ms(value, max_ms=hi)  # type: ignore[arg-type]

@@ -79,7 +79,10 @@ def _merge(tree: _Tree, value: dict[str, Any]) -> dict[str, Any]:
         if key not in out:
             if default is _NO_DEFAULT:
                 continue
-            out[key] = copy.deepcopy(default) if isinstance(default, (dict, list)) else default
+            if isinstance(default, (dict, list)):  # a fresh copy; most are empty (`policies: {}`)
+                out[key] = copy.deepcopy(default) if default else type(default)()
+            else:
+                out[key] = default
         if subtree and isinstance(out[key], dict):
             out[key] = _merge(subtree, out[key])
     return out
@@ -231,7 +234,7 @@ def routine_core(body: dict[str, Any]) -> dict[str, Any]:
     elif "policies" in spec:
         core_spec["policies"] = policies
     core = {"spec": core_spec}
-    key = canonical_json(core)
+    key = repr(core)  # equal reprs are equal JSON values of the same types (1, 1.0 and True differ)
     shared = _CORES.get(key)
     if shared is None:
         shared = core
