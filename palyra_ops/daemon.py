@@ -348,6 +348,7 @@ class Daemon:
         )
         scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
                               max_in_flight=self.config.dispatch_concurrency, lead_ms=5)
+        gateway.shared_journal = self.paths.is_postgres
         scheduler_ref.append(scheduler)
         ctx.gateway, ctx.scheduler = gateway, scheduler
         ctx.watcher = None  # set below with --watch

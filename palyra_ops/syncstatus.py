@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import JournalError, PalyraError
 from palyra_ops.journal.faults import redact
+from palyra_ops.journal.records import DaemonRecord
 from palyra_ops.views.api import apply_log_view
 
 if TYPE_CHECKING:
@@ -193,6 +194,14 @@ def _last_apply_summary(row: dict[str, Any] | None) -> dict[str, Any] | None:
 # -- `GET /console/v1/system/status` ----------------------------------------------------------------
 
 
+def daemon_view(d: DaemonRecord, self_id: str | None) -> dict[str, Any]:
+    """A daemon of the registry as the API shows it: times in RFC 3339, liveness by the journal's clock."""
+    return {"daemon_id": d["daemon_id"], "self": d["daemon_id"] == self_id, "alive": d["alive"], "host": d["host"],
+            "pid": d["pid"], "address": d["address"], "version": d["version"],
+            "started_at": rfc3339(d["started_at_ms"]), "heartbeat_at": rfc3339(d["heartbeat_at_ms"]),
+            "heartbeat_age_ms": d["heartbeat_age_ms"], "lease_ms": d["lease_ms"]}
+
+
 def system_status(
     journal: Journal,
     *,
@@ -202,16 +211,20 @@ def system_status(
     scheduler: dict[str, Any] | None,
     watcher: dict[str, Any] | None,
     tasks: dict[str, Any],
+    daemon_id: str | None = None,
 ) -> dict[str, Any]:
     """The running daemon's view: uptime, the scheduler's and the watcher's own status (the watcher's
-    carries its `SyncState`), the maintenance tasks, the journal's counters and the last apply."""
+    carries its `SyncState`), the maintenance tasks, the journal's counters, the daemons on the
+    journal with their heartbeats (SPEC §11) and the last apply."""
     return {
         "now": rfc3339(now_ms),
         "daemon": {
+            "daemon_id": daemon_id,
             "started_at": rfc3339(started_at_ms or None),
             "uptime_seconds": (now_ms - started_at_ms) / 1000 if started_at_ms else None,
             "base_url": base_url or None,
         },
+        "daemons": [daemon_view(d, daemon_id) for d in journal.list_daemons()],
         "scheduler": scheduler,
         "watcher": watcher if watcher is not None else {"enabled": False},
         "tasks": tasks,
@@ -227,5 +240,5 @@ def system_status(
     }
 
 
-__all__ = ["NEXT_RUNS", "SyncState", "directory_status", "file_states", "journal_history", "overall",
+__all__ = ["NEXT_RUNS", "SyncState", "daemon_view", "directory_status", "file_states", "journal_history", "overall",
            "system_status"]

@@ -144,6 +144,8 @@ class GatewayState:
         self._spans: dict[str, Span] = {}
         self.metrics = Metrics()
         self.loopback: Loopback | None = None  # set by the daemon once it serves
+        #: other daemons may share the journal (PostgreSQL): `forbid` looks at their running runs too
+        self.shared_journal = False
         self._routines: dict[str, tuple[str, Routine]] = {}
         self._policies: tuple[int, list[dict]] | None = None
         # in-process run state: what is executing, parked, or queued behind an active run

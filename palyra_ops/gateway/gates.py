@@ -132,6 +132,9 @@ class Gates(GatewayState):
     def _concurrency(self, run: dict[str, Any], routine: Routine, *, catch_up: bool) -> dict[str, Any]:
         rid = routine.name
         active = self.active_run_ids(rid)
+        if not active and not catch_up and self.shared_journal and routine.policies.concurrency == Concurrency.FORBID:
+            # several daemons on one journal (SPEC §11): a run executing on a peer forbids this one too
+            active = [r["run_id"] for r in self.journal.active_runs(rid) if r["status"] == "running"]
         if not active:
             self.metrics.gate("concurrency", "pass")
             return self._start(run, routine)

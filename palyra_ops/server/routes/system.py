@@ -26,6 +26,7 @@ def daemon_status(ctx: DaemonContext) -> dict[str, Any]:
         scheduler=ctx.scheduler.status() if ctx.scheduler is not None else None,
         watcher=ctx.watcher.status() if ctx.watcher is not None else None,
         tasks=ctx.tasks,
+        daemon_id=ctx.daemon_id,
     )
 
 
@@ -41,7 +42,8 @@ async def openapi(request: Request) -> Response:
 
 ROUTES = [
     ApiRoute("/system/status", system_status, method="GET", operation=Operation(
-        summary="Scheduler health, last tick, maintenance tasks, watcher state, journal identity, last apply",
+        summary="Scheduler health, last tick, maintenance tasks, watcher state, journal identity, the daemons on"
+                " the journal with their heartbeats, last apply",
         replies={200: Reply("Daemon status.", ref("SystemStatus"))},
     )),
     ApiRoute("/openapi.json", openapi, method="GET", operation=Operation(
