@@ -323,7 +323,7 @@ class Daemon:
                                 on_lost=lambda gone: self._emit_lost(gone))
         # SQLite: the lock file proves no other daemon is alive; PostgreSQL: spare the live peers'
         recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms(), spare_live=self.paths.is_postgres)
-        membership.register()
+        membership.register(sole=not self.paths.is_postgres)
         for r in recovered:
             log.warning("run %s of %s was active when the previous daemon stopped: failed (%s)",
                         r["run_id"], r["routine_id"], RESTART_REASON)

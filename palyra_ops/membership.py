@@ -52,7 +52,13 @@ class Membership:
         #: how many runs this daemon reaped from gone peers (status)
         self.reaped_runs = 0
 
-    def register(self) -> None:
+    def register(self, *, sole: bool = False) -> None:
+        """Join the registry. `sole`: this daemon holds the journal alone (SQLite's lock file), so
+        any other row is a daemon that died without leaving: dropped at once, not after its lease."""
+        if sole:
+            for d in self.journal.list_daemons():
+                if d["daemon_id"] != self.daemon_id:
+                    self.journal.deregister_daemon(d["daemon_id"])
         self.journal.register_daemon(self.daemon_id, lease_ms=self.lease_ms, host=socket.gethostname(),
                                      pid=os.getpid(), address=self.address, version=__version__)
         self.last_heartbeat_ok = time.monotonic()

@@ -96,3 +96,16 @@ def test_a_killed_daemon_s_runs_are_failed_by_a_peer_and_a_starting_daemon_spare
     assert len(events) == 1 and a_id in (events[0]["payload"] or ""), events  # one reaper won, once
     reapers = [d for d in (b, c) if f"daemon {a_id} " in d.log() and "is gone" in d.log()]
     assert len(reapers) == 1, [d.log()[-2000:] for d in (b, c)]
+
+
+def test_on_sqlite_a_restarted_daemon_is_the_only_one_listed(daemon_factory: Callable[..., DaemonHandle]) -> None:
+    """One daemon per SQLite journal (its lock file): after a kill -9 the dead daemon's row is dropped
+    at the next start, not listed as alive until its lease runs out."""
+    d = daemon_factory(config=FAST)
+    first = d.client().get("/console/v1/system/status").json()["daemons"]
+    assert [(x["pid"], x["self"], x["alive"]) for x in first] == [(d.proc.pid, True, True)]
+    d.kill()
+    d.restart()
+    again = d.client().get("/console/v1/system/status").json()
+    assert [(x["pid"], x["self"], x["alive"]) for x in again["daemons"]] == [(d.proc.pid, True, True)]
+    assert again["daemons"][0]["daemon_id"] != first[0]["daemon_id"]
