@@ -123,10 +123,21 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self, children: bool = False) -> float:
+        """The daemon's CPU seconds; with `children`, its live child processes' too (the delivery worker)."""
         assert self.proc
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pids = [self.proc.pid]
+        if children:
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def rss_mb(self) -> float:
         assert self.proc
@@ -369,6 +380,7 @@ def bench_herd(n: int) -> dict[str, Any]:
             time.sleep(max(0.0, herd_ms / 1000 - time.time()))
             rows = settle(d.journal, herd_ms, herd_ms + 1, 50, n)
             ours = {**palyra_counts(rows, rcv.dump(), n), "cpu_s": round(d.cpu_seconds(), 1),
+                    "cpu_s_with_children": round(d.cpu_seconds(children=True), 1),
                     "rss_mb": round(d.rss_mb(), 1)}
         finally:
             d.stop()
@@ -445,6 +457,7 @@ def bench_echo(n: int) -> dict[str, Any]:
             ours["elapsed_s"] = round((last - due_ms) / 1000, 3)
             ours["runs_per_s"] = round(ours["received"] / max(ours["elapsed_s"], 1e-3), 1)
             ours["cpu_s_total"] = round(d.cpu_seconds(), 1)
+            ours["cpu_s_with_children"] = round(d.cpu_seconds(children=True), 1)
         finally:
             d.stop()
             rcv.stop()

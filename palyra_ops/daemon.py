@@ -382,6 +382,8 @@ class Daemon:
         membership.address = f"{host}:{port}"
         gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients,
                                     keepalive_expiry_s=loopback_keepalive_s(keep_alive_s))
+        # webhook POSTs from a child process: the second core (palyra_ops/delivery_worker.py)
+        await gateway.deliverer.start(offload=True)
         write_discovery(self.state_root, ctx.base_url, journal=self.journal_path)  # how CLIs find us
         # Long-lived start-up objects out of the collector's way, and fewer gen-0 passes: full
         # collections of a large heap are the main source of multi-ms stalls in dispatch lag.

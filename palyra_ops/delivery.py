@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.delivery_worker import DeliveryWorker
 from palyra_ops.durations import parse_duration_ms
 from palyra_ops.egress import GuardedTransport, Resolver
 from palyra_ops.journal import Journal
@@ -126,6 +127,8 @@ class Deliverer:
         self._rr: itertools.cycle[GuardedTransport] | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._urls: dict[str, httpx.URL] = {}
+        #: webhook POSTs sent from a child process (`start(offload=True)`: the daemon)
+        self._worker: DeliveryWorker | None = None
         self._file_locks: dict[str, threading.Lock] = {}
         self._channels: dict[str, tuple[str, Channel]] = {}
 
@@ -167,7 +170,17 @@ class Deliverer:
             return path.parent / "deliveries"
         raise DeliveryError("file channels need delivery.file_root in the daemon config (the journal is not a file)")
 
+    async def start(self, *, offload: bool = False) -> None:
+        """With `offload`, start the delivery worker (palyra_ops/delivery_worker.py) now, so the first
+        delivery of a herd does not wait for a process to start."""
+        if offload and self._worker is None:
+            self._worker = DeliveryWorker(allow_link_local=self.allow_link_local, retry_base_s=self.retry_base_s)
+            await self._worker.start()
+
     async def aclose(self) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            await worker.aclose()
         transports, self._transports, self._rr = self._transports, [], None
         for t in transports:
             await t.aclose()
@@ -298,9 +311,21 @@ class Deliverer:
             headers["traceparent"] = traceparent
         secret = _secret(ch.spec["signing_secret"], f"channel {ch.name}: signing_secret") \
             if ch.spec.get("signing_secret") is not None else None
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         timeout = parse_duration_ms(ch.spec.get("timeout", "10s")) / 1000
         retries = int(ch.spec.get("retries", 2))
+        if self._worker is not None:  # the same POST, sent from the delivery worker's core
+            error = await self._worker.post({"name": ch.name, "url": url, "headers": headers, "content": content,
+                                             "timeout": timeout, "retries": retries, "secret": secret,
+                                             "run_id": str(body["run_id"])})
+            if error is not None:
+                raise DeliveryError(error)
+            return
+        await self.post_prepared(ch.name, url, headers, content.encode(), timeout, retries, secret, str(body["run_id"]))
+
+    async def post_prepared(self, name: str, url: str, headers: dict[str, str], content: bytes, timeout: float,
+                            retries: int, secret: str | None, run_id: str) -> None:
+        """The attempts of one prepared webhook POST (here, or in the delivery worker)."""
         last = ""
         made = 0
         for attempt in range(retries + 1):
@@ -309,13 +334,13 @@ class Deliverer:
                 await asyncio.sleep(min(self.retry_base_s * 2 ** (attempt - 1), 5.0))
             if secret is not None:  # each attempt is signed with its own timestamp
                 try:
-                    headers.update(sign_standard(secret, str(body["run_id"]), self.clock.now_ms() // 1000, content))
+                    headers.update(sign_standard(secret, run_id, self.clock.now_ms() // 1000, content))
                 except ValueError as exc:
-                    raise DeliveryError(f"channel {ch.name}: signing_secret: {exc}") from None
+                    raise DeliveryError(f"channel {name}: signing_secret: {exc}") from None
             try:
                 status = await self._request(url, content, headers, timeout)
             except TargetRefused as exc:
-                raise DeliveryError(f"webhook {ch.name}: refused target: {exc}") from None
+                raise DeliveryError(f"webhook {name}: refused target: {exc}") from None
             except httpx.TimeoutException:
                 last = f"webhook {url}: timed out after {timeout:g}s"
                 continue
