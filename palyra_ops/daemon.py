@@ -379,7 +379,7 @@ class Daemon:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         ctx.base_url = f"http://{host}:{port}"
         self.lock.update(f"{host}:{port}")
-        membership.address = f"{host}:{port}"
+        membership.serving(f"{host}:{port}")
         gateway.loopback = Loopback(ctx.base_url, ctx.internal_token, clients=self.config.dispatch_clients,
                                     keepalive_expiry_s=loopback_keepalive_s(keep_alive_s))
         # webhook POSTs from a child process: the second core (palyra_ops/delivery_worker.py)

@@ -63,6 +63,14 @@ class Membership:
                                      pid=os.getpid(), address=self.address, version=__version__)
         self.last_heartbeat_ok = time.monotonic()
 
+    def serving(self, address: str) -> None:
+        """The daemon serves at `address` now: written at once, so a peer's status names it."""
+        self.address = address
+        try:
+            self.journal.heartbeat(self.daemon_id, address)
+        except JournalError as exc:  # the heartbeat task writes it once the journal answers
+            log.debug("address not written yet: %s", exc.message)
+
     def deregister(self) -> None:
         """A clean stop: off the registry at once (its runs were recorded by the gateway's shutdown)."""
         try:
