@@ -10,8 +10,9 @@ Checked afterwards, from the receiver and the journal:
   daemons ran them (a reaped run counts as running until the peer finalized it);
 - a killed daemon's active runs were finalized within lease + 5 s of the kill.
 
-`PALYRA_HA_CHAOS_S` sets the chaos window (default 36 s; the issue's full minute is 60) and
-`PALYRA_HA_CHAOS_SEED` the random kills; both are printed with the figures (`-s` shows them).
+`PALYRA_HA_CHAOS_S` sets the chaos window (default 36 s; the issue's full minute is 60),
+`PALYRA_HA_CHAOS_ROUTINES` the routine count (default 20; the issue's is 60) and
+`PALYRA_HA_CHAOS_SEED` the random kills; all are printed with the figures (`-s` shows them).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from conftest import DaemonHandle, Receiver
 
 from palyra_ops.journal import open_journal
 
-ROUTINES = 20
+ROUTINES = int(os.environ.get("PALYRA_HA_CHAOS_ROUTINES", "20"))
 EVERY_MS = 2000
 LEASE_MS = 3000
 CONFIG = {"cluster": {"heartbeat_interval": "250ms", "lease": f"{LEASE_MS}ms"}}
@@ -142,7 +143,7 @@ def test_three_daemons_under_kill_9_run_every_occurrence_once(
         0 <= r["scheduled_at_ms"] - k <= 3000 for k in kills.values())]
     statuses = Counter(r["status"] for r in runs)
     lag.sort()
-    print(f"\nFIGURES seed={seed} chaos={chaos_s:.0f}s kills={len(kills)} runs={len(runs)} {dict(statuses)}"
+    print(f"\nFIGURES seed={seed} chaos={chaos_s:.0f}s routines={ROUTINES} kills={len(kills)} runs={len(runs)} {dict(statuses)}"
           f" delivered={len(delivered)} reaped={sum(1 for r in lost if r['reason'].startswith('daemon_lost'))}"
           f" recovered_at_start={sum(1 for r in lost if r['reason'].startswith('daemon_restart'))}"
           f" finalize_after_kill_max={max(finalize_s, default=0):.2f}s"
