@@ -378,7 +378,7 @@ def bench_herd(n: int) -> dict[str, Any]:
             put_webhook_routines(d.journal, rcv.url, [f"herd-{i:04d}" for i in range(n)], {"cron": "* * * * *"})
             herd_ms = (int(time.time()) // 60 + 1) * 60_000
             time.sleep(max(0.0, herd_ms / 1000 - time.time()))
-            rows = settle(d.journal, herd_ms, herd_ms + 1, 50, n)
+            rows = settle(d.journal, herd_ms, herd_ms + 1, 50, n, burst=True)
             ours = {**palyra_counts(rows, rcv.dump(), n), "cpu_s": round(d.cpu_seconds(), 1),
                     "cpu_s_with_children": round(d.cpu_seconds(children=True), 1),
                     "rss_mb": round(d.rss_mb(), 1)}
@@ -450,7 +450,7 @@ def bench_echo(n: int) -> dict[str, Any]:
             due_ms = (int(time.time()) + 8) * 1000 + 500
             put_webhook_routines(d.journal, rcv.url, [f"e-{i:05d}" for i in range(n)], {"at": rfc3339(due_ms)})
             time.sleep(max(0.0, due_ms / 1000 - time.time()))
-            rows = settle(d.journal, due_ms, due_ms + 1, 120, n)
+            rows = settle(d.journal, due_ms, due_ms + 1, 120, n, burst=True)
             receipts = rcv.dump()
             ours = palyra_counts(rows, receipts, n)
             last = max((t for t, _, _ in receipts), default=float("nan"))
