@@ -6,8 +6,10 @@ Every daemon registers in `journal_daemons` at start-up and renews its lease eve
 their active runs are finalized `failed` (`daemon_lost: …`) in one transaction that only one
 reaper wins (`JournalStore.reap_lost_daemons`), so each reaped run is logged and emitted once.
 
-Journal calls run in a worker thread: while the journal is unreachable a call can wait seconds, and
-the event loop carries the scheduler and the HTTP server. A daemon that could not heartbeat does not
+Journal calls run in a thread of their own: while the journal is unreachable a call can wait
+seconds, and the event loop carries the scheduler and the HTTP server; and the loop's shared worker
+threads may all be busy with maintenance (a memory backfill waits minutes on its child process), which
+must not delay a heartbeat past the lease. A daemon that could not heartbeat does not
 reap until it has heartbeaten for one whole lease again: after an outage every daemon's lease has
 run out at once, and the peers cut off with it must get the chance to renew theirs first.
 
@@ -18,6 +20,7 @@ A run finished by its owner after a peer reaped it is not overwritten (the journ
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -51,6 +54,7 @@ class Membership:
         self._stopping = False
         #: how many runs this daemon reaped from gone peers (status)
         self.reaped_runs = 0
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="palyra-heartbeat")
 
     def register(self, *, sole: bool = False) -> None:
         """Join the registry. `sole`: this daemon holds the journal alone (SQLite's lock file), so
@@ -80,6 +84,7 @@ class Membership:
 
     def stop(self) -> None:
         self._stopping = True
+        self._thread.shutdown(wait=False)
 
     def beat(self) -> list[LostDaemon]:
         """One pass (worker thread): renew the lease, then reap gone peers. Raises JournalError."""
@@ -98,14 +103,14 @@ class Membership:
             if self._stopping:
                 return
             try:
-                lost = await asyncio.to_thread(self.beat)
+                lost = await asyncio.get_running_loop().run_in_executor(self._thread, self.beat)
             except JournalError as exc:
                 if not self._failing:
                     log.warning("heartbeat failed: %s", exc.message)
                 self._failing = True
                 self._reap_after = time.monotonic() + self.lease_ms / 1000
                 continue
-            except Exception:  # the journal closing under us at shutdown
+            except Exception:  # the journal (or the thread) closing under us at shutdown
                 if self._stopping:
                     return
                 raise

@@ -45,7 +45,7 @@ def _docs(url: str) -> list[dict[str, Any]]:
                                    "spec": {"type": "webhook", "url": url}}]
     for i in range(ROUTINES):
         docs.append({"apiVersion": "palyra/v1", "kind": "Routine",
-                     "metadata": {"name": f"r{i:02}", "labels": {"echo-sleep": "300ms"}},
+                     "metadata": {"name": f"r{i:02}", "labels": {"echo-sleep": "1s"}},
                      "spec": {"prompt": "tick", "trigger": {"kind": "schedule", "schedule": {"every": "2s"}},
                               "policies": {"concurrency": "forbid"},
                               "delivery": {"mode": "specific_channel", "channel": "hook"}}})
