@@ -223,3 +223,19 @@ def test_due_jobs_is_an_index_range_even_with_the_database_clock(pg_url: str) ->
                 (10**13,)))
         assert "Index Cond: ((next_run_at_unix_ms IS NOT NULL) AND (next_run_at_unix_ms <= LEAST(" in plan, plan
         assert j.due_jobs(10**13 + 10) == [] and j.count_due(10**13 + 10) == 0  # all in the database's future
+
+
+def test_daemon_leases_are_judged_by_the_database_s_clock(pg_url: str) -> None:
+    """Daemons whose clocks disagree by minutes agree on who is gone (SPEC §11): the heartbeat is the
+    database's time, so a daemon a minute ahead is not gone to a true one, and a daemon a minute
+    ahead does not find its live peers gone."""
+    true_ms = int(time.time() * 1000)
+    with open_journal(pg_url, clock=FakeClock(true_ms + 60_000)) as ahead, open_journal(pg_url) as true:
+        ahead.register_daemon("ahead", lease_ms=2000, host="h", pid=1, address=None, version="v")
+        true.register_daemon("true", lease_ms=2000, host="h", pid=2, address=None, version="v")
+        assert ahead.live_daemon_ids() == true.live_daemon_ids() == {"ahead", "true"}
+        listed = {d["daemon_id"]: d for d in true.list_daemons()}
+        assert abs(listed["ahead"]["heartbeat_at_ms"] - listed["true"]["heartbeat_at_ms"]) < 5000
+        assert ahead.reap_lost_daemons(ahead.clock.now_ms(), spare="ahead") == []
+        assert true.reap_lost_daemons(true.clock.now_ms(), spare="true") == []
+        assert {d["daemon_id"] for d in true.list_daemons()} == {"ahead", "true"}
