@@ -13,13 +13,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from palyra_ops.answers import answer_error
 from palyra_ops.errors import PalyraError
 from palyra_ops.statepaths import DISCOVERY_FILE, TOKEN_FILE, default_root
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:7142"
 #: the state root `make run` uses, relative to the repository (looked for in the cwd and its parents)
@@ -173,10 +174,21 @@ class ConsoleClient:
         self.url = self.target.url
         self._token = token
         self._state_root = state_root
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._timeout, self._transport = timeout, transport
+        # made at the first request, once there is a token to send: httpx (its import and a client's
+        # TLS context, ~0.1 s) is not paid by a command that finds none (`status` with no daemon)
+        self._client: httpx.Client | None = None
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(base_url=self.url, timeout=self._timeout, transport=self._transport)
+        return self._client
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> ConsoleClient:
         return self
@@ -187,8 +199,11 @@ class ConsoleClient:
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         token = resolve_token(self._token, self._state_root, target=self.target)
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        client = self._http()
+        import httpx  # loaded by `_http`
+
         try:
-            resp = self._client.request(
+            resp = client.request(
                 method, path, json=json, params=clean, headers={"Authorization": f"Bearer {token}"}
             )
         except httpx.ConnectError:
