@@ -626,3 +626,40 @@ def test_start_up_recovery_can_spare_the_runs_of_live_daemons(journal_factory: F
     assert r is not None and r["status"] == "running"
     rows = j.finalize_orphans("daemon_restart", T0 + 9, daemon_id="me")  # one daemon per journal: all others
     assert [r["run_id"] for r in rows] == [live]
+
+
+def test_start_exclusive_starts_one_run_of_a_routine_at_a_time(journal_factory: Factory) -> None:
+    j = journal_factory()
+    first, second = (j.insert_run(**_run("a", T0 + i, daemon_id=f"d{i}")) for i in range(2))
+    other = j.insert_run(**_run("b", T0, daemon_id="d1"))
+    assert first and second and other
+    assert j.start_exclusive(first, "a", T0 + 5) is None
+    r = j.get_run(first)
+    assert r is not None and (r["status"], r["started_at_ms"]) == ("running", T0 + 5)
+    assert j.start_exclusive(second, "a", T0 + 6) == first  # forbidden, left as it was
+    r = j.get_run(second)
+    assert r is not None and (r["status"], r["started_at_ms"]) == ("accepted", None)
+    assert j.start_exclusive(other, "b", T0 + 6) is None  # per routine
+    assert j.start_exclusive(first, "a", T0 + 7) is None  # its own run does not forbid it
+    j.update_run_and_job(first, {"status": "succeeded", "finished_at_ms": T0 + 8}, None, None)
+    assert j.start_exclusive(second, "a", T0 + 9) is None
+
+
+def test_start_exclusive_racing_handles_start_one(journal_factory: Factory) -> None:
+    handles = [journal_factory() for _ in range(4)]
+    ids = [handles[0].insert_run(**_run("a", T0 + i, daemon_id=f"d{i}")) for i in range(4)]
+    barrier = threading.Barrier(4)
+    won: list[str] = []
+
+    def start(h: JournalStore, rid: str) -> None:
+        barrier.wait()
+        if h.start_exclusive(rid, "a", T0 + 1) is None:
+            won.append(rid)
+
+    threads = [threading.Thread(target=start, args=(h, rid)) for h, rid in zip(handles, ids, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1, won
+    assert [r["run_id"] for r in handles[0].active_runs("a") if r["status"] == "running"] == won

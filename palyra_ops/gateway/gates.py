@@ -133,8 +133,10 @@ class Gates(GatewayState):
         rid = routine.name
         active = self.active_run_ids(rid)
         if not active and not catch_up and self.shared_journal and routine.policies.concurrency == Concurrency.FORBID:
-            # several daemons on one journal (SPEC §11): a run executing on a peer forbids this one too
-            active = [r["run_id"] for r in self.journal.active_runs(rid) if r["status"] == "running"]
+            # several daemons on one journal (SPEC §11): a run executing on a peer forbids this one too,
+            # checked and taken in one transaction under the routine's lock (two cannot both start)
+            blocker = self.journal.start_exclusive(run["run_id"], rid, self.clock.now_ms())
+            active = [blocker] if blocker else []
         if not active:
             self.metrics.gate("concurrency", "pass")
             return self._start(run, routine)

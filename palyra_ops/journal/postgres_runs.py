@@ -122,6 +122,19 @@ class PgRuns:
                           " WHERE routine_id=%s", (*fields.values(), routine_id))
         return True
 
+    def start_exclusive(self, run_id: str, routine_id: str, now_ms: int) -> str | None:
+        """`forbid` across daemons: the check and the start in one transaction under a transaction-
+        scoped advisory lock on the routine (pooler-safe), so of two daemons starting runs of one
+        routine at once, the second sees the first's run running."""
+        with self.transaction() as t:
+            t.execute("SELECT pg_advisory_xact_lock(hashtextextended('palyra.forbid:' || %s, 0))", (routine_id,))
+            row = t.execute("SELECT run_id FROM journal_cron_runs WHERE routine_id=%s AND status='running'"
+                            " AND run_id != %s ORDER BY run_id LIMIT 1", (routine_id, run_id)).fetchone()
+            if row is not None:
+                return str(row["run_id"])
+            t.execute("UPDATE journal_cron_runs SET status='running', started_at_ms=%s WHERE run_id=%s", (now_ms, run_id))
+        return None
+
     def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None:
         """Attach a dedupe key to a first attempt; the id of the run already holding it, else None."""
         with self.transaction() as t:

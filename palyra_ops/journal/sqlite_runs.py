@@ -313,6 +313,16 @@ class SQLiteRuns:
                 c.execute(f"UPDATE journal_cron_jobs SET {sets} WHERE routine_id=?", (*fields.values(), routine_id))
         return True
 
+    def start_exclusive(self, run_id: str, routine_id: str, now_ms: int) -> str | None:
+        """`forbid` across writers: SQLite's write lock (BEGIN IMMEDIATE) is the routine's lock."""
+        with self.transaction() as c:
+            row = c.execute("SELECT run_id FROM journal_cron_runs WHERE routine_id=? AND status='running' AND run_id != ?"
+                            " ORDER BY run_id LIMIT 1", (routine_id, run_id)).fetchone()
+            if row is not None:
+                return str(row[0])
+            c.execute("UPDATE journal_cron_runs SET status='running', started_at_ms=? WHERE run_id=?", (now_ms, run_id))
+        return None
+
     def pending_approval(self, routine_id: str, kind: str) -> ApprovalRecord | None:
         with self._lock:
             row = self.conn.execute(
