@@ -358,13 +358,22 @@ class _Batch:
         self.resources: list[ResourceWrite] = []
         self.job_writes: list[tuple[str, dict[str, Any]]] = []
         self.deletes: list[tuple[str, str]] = []
+        #: a new job's fields by its routine's (shared) core: the same for every create with that core
+        self._new_jobs: dict[int, dict[str, Any]] = {}
 
     def put(self, res: Resource) -> None:
         canonical, h = res.canonical, res.hash
         self.resources.append(ResourceWrite(res.kind, res.name, canonical, h, True, h, res.source_file))
         if res.kind == "Routine":
             job = self.jobs.get(res.name)
-            self.job_writes.append((res.name, _job_fields(self.journal, self.c, res, job, self.now_ms)))
+            core = res.kept_core  # alive while the plan is: its id names it for the whole batch
+            if job is None and core is not None and core["spec"].get("approval", "none") != "before_enable":
+                fields = self._new_jobs.get(id(core))
+                if fields is None:  # no approval to write, no job to read: fields of the core alone
+                    fields = self._new_jobs[id(core)] = _job_fields(self.journal, self.c, res, None, self.now_ms)
+            else:
+                fields = _job_fields(self.journal, self.c, res, job, self.now_ms)
+            self.job_writes.append((res.name, fields))
         if len(self.resources) >= self.SIZE:
             self.flush()
 
