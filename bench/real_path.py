@@ -159,7 +159,13 @@ def palyra_counts(rows: list[dict[str, Any]], receipts: list[tuple[float, int | 
     unfinished = sum(1 for r in rows if r["status"] in ("accepted", "running"))
     failed = sum(1 for r in rows if r["status"] not in ("succeeded", "skipped", "accepted", "running")
                  or (r["status"] == "succeeded" and r.get("delivery_status") != "delivered"))
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "skipped":
+            why = (r.get("reason") or "").split(" (", 1)[0]
+            reasons[why] = reasons.get(why, 0) + 1
     out: dict[str, Any] = {**lag_summary(lags), "runs": len(rows), "received": len(got), "failed": failed,
+                           "skipped_by": reasons,
                            "unfinished": unfinished,
                            "shed_by_misfire": shed, "statuses": statuses}
     if expected is not None:
