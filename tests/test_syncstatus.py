@@ -76,7 +76,8 @@ def test_system_status_is_the_api_document(tmp_path: Path) -> None:
         doc = system_status(journal, now_ms=clock.now_ms() + 90_000, started_at_ms=clock.now_ms(),
                             base_url="http://127.0.0.1:7142", scheduler={"running": True}, watcher=None, tasks={})
         assert doc["daemon"] == {"started_at": "2026-11-27T12:00:00+00:00", "uptime_seconds": 90.0,
-                                 "base_url": "http://127.0.0.1:7142"}
+                                 "base_url": "http://127.0.0.1:7142", "daemon_id": None}
+        assert doc["daemons"] == []  # nothing registered in this journal
         assert doc["now"] == "2026-11-27T12:01:30+00:00"
         assert doc["watcher"] == {"enabled": False} and doc["scheduler"] == {"running": True}
         assert doc["journal"] == {"path": str(journal.path), "lineage": journal.lineage(), "serial": 0,
