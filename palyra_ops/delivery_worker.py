@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import logging
+import signal
 import struct
 import sys
 from typing import TypedDict, cast
@@ -164,6 +165,10 @@ async def _serve(allow_link_local: bool, retry_base_s: float) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C and a unit's SIGTERM reach the whole process group: the daemon decides when we stop
+    # (it closes our stdin; so does its death), so the deliveries we hold are finished, not lost
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     opts = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     try:  # the daemon's loop (a dependency on POSIX), without importing the daemon
         from uvloop import new_event_loop as factory

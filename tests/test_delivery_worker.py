@@ -49,8 +49,9 @@ def test_the_worker_delivers_signed_and_retries_and_refuses_link_local(tmp_path,
         with pytest.raises(DeliveryError) as err:
             await d.send(ll, _body("01ARZ3NDEKTSV4RRFFQ69G5FAY"))
         assert str(err.value).startswith("webhook ll: refused target: 169.254.1.1 is a link-local address")
+        proc = d._worker._proc
         await d.aclose()
-        assert d._worker is None
+        assert d._worker is None and proc.returncode == 0  # stdin closed: it finished and exited
 
     asyncio.run(main())
     journal.close()
