@@ -34,7 +34,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 from palyra_ops.clock import Clock, SystemClock
-from palyra_ops.errors import Conflict, JournalError, NotFound
+from palyra_ops.errors import Conflict, JournalError, JournalUnavailable, NotFound
 from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records, translate
 from palyra_ops.journal.postgres_daemons import PgDaemons
@@ -51,6 +51,11 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: how long a statement waits for a pooled connection (server down: fail, back off, retry)
 POOL_TIMEOUT_S = 5.0
+#: ... while the server is known to be unreachable (a standing `JournalUnavailable`): fail at once
+#: rather than hold the caller (some are on the event loop: /healthz, the journal watcher) for
+#: POOL_TIMEOUT_S per statement; the pool reconnects in the background with its own backoff, and
+#: the scheduler's probe clears the fault as soon as a connection works again
+DOWN_POOL_TIMEOUT_S = 0.2
 CONNECT_TIMEOUT_S = 5
 POOL_MAX = 8
 #: how often `judged_now_ms` re-measures the database's clock against ours
@@ -147,6 +152,13 @@ class PgJournal(PgRuns, PgDaemons):
     def _txn(self) -> PgTxn | None:
         return getattr(self._local, "txn", None)
 
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[DictRow]]:
+        """A pooled connection, waited for briefly while the server is known to be down."""
+        down = self._faults.faults.get("write")
+        if down is not None and isinstance(down[0], JournalUnavailable):
+            return self.pool.connection(timeout=DOWN_POOL_TIMEOUT_S)
+        return self.pool.connection()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PgTxn]:
         """One write transaction on one pooled connection; nested use (same thread) joins it."""
@@ -154,7 +166,7 @@ class PgJournal(PgRuns, PgDaemons):
         if outer is not None:
             yield outer
             return
-        with self._guard(), self.pool.connection() as conn, conn.transaction():
+        with self._guard(), self._connection() as conn, conn.transaction():
             txn = PgTxn(conn)
             self._local.txn = txn
             try:
