@@ -175,6 +175,7 @@ class Daemon:
         ctx.tasks = m.health
         ctx.maintenance = m
         journal = ctx.journal
+        m.exclusive = journal.maintenance_lock  # each task on one daemon at a time (SPEC §11)
         journal.defer_checkpoints()
         m.add("journal.checkpoint", 1000, journal.checkpoint)
         try:

@@ -4,6 +4,10 @@ Each task is a blocking function run in a worker thread (`asyncio.to_thread`), s
 embedding batch never stalls the scheduler loop; tasks never overlap with themselves. Their health —
 last run, duration, outcome, next run — is kept in one plain dict that `GET /console/v1/system/status`
 and `palyra-ops status` show as-is.
+
+Several daemons on one journal (SPEC §11) run each task on one daemon at a time: `exclusive(name)`
+(the journal's `maintenance_lock`, an advisory lock on PostgreSQL) is tried around each run, and a
+run whose lock a peer holds is skipped (outcome `skipped`) — never waited for, never run beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +35,15 @@ class _Task:
     next_run_ms: int
 
 
+#: what a task returns when a peer holds its lock (the run is skipped)
+HELD_BY_PEER = object()
+
+
 class MaintenanceTasks:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock,
+                 exclusive: Callable[[str], AbstractContextManager[bool]] | None = None) -> None:
         self.clock = clock
+        self.exclusive = exclusive
         self._tasks: dict[str, _Task] = {}
         #: live health, by task name (served as-is by the status routes)
         self.health: dict[str, dict[str, Any]] = {}
@@ -78,11 +89,16 @@ class MaintenanceTasks:
         h = self.health[task.name]
         result: Any = None
         try:
-            result = await asyncio.to_thread(task.fn)
-            h["outcome"] = "ok"
-            h["detail"] = _summary(result)
-            if task.on_result is not None:
-                task.on_result(result)
+            result = await asyncio.to_thread(self._guarded, task)
+            if result is HELD_BY_PEER:
+                result = None
+                h["outcome"] = "skipped"
+                h["detail"] = "running on another daemon"
+            else:
+                h["outcome"] = "ok"
+                h["detail"] = _summary(result)
+                if task.on_result is not None:
+                    task.on_result(result)
         except PalyraError as exc:  # an expected failure (a full journal): one line, and only when new
             if h.get("outcome") != "failed" or h.get("detail") != exc.message:
                 log.warning("maintenance task %s failed: %s", task.name, exc.message)
@@ -101,6 +117,13 @@ class MaintenanceTasks:
                 task.next_run_ms = self.clock.now_ms() + task.interval_ms
                 h["next_run_at"] = rfc3339(task.next_run_ms)
         return result
+
+    def _guarded(self, task: _Task) -> Any:
+        """The task under its journal-wide lock (worker thread); HELD_BY_PEER when a peer has it."""
+        if self.exclusive is None:
+            return task.fn()
+        with self.exclusive(task.name) as got:
+            return task.fn() if got else HELD_BY_PEER
 
     async def run_forever(self) -> None:
         while not self._stopping:

@@ -14,6 +14,7 @@ The PostgreSQL side is `postgres_daemons` (this module must not import the drive
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from contextlib import AbstractContextManager
@@ -77,6 +78,10 @@ class SQLiteDaemons:
 
     def live_daemon_ids(self) -> set[str]:
         return {d["daemon_id"] for d in self.list_daemons() if d["alive"]}
+
+    def maintenance_lock(self, name: str) -> AbstractContextManager[bool]:
+        """Always got: one daemon holds a SQLite journal (its lock file), so no peer can run it."""
+        return contextlib.nullcontext(True)
 
     def reap_lost_daemons(self, now_ms: int, spare: str | None = None) -> list[LostDaemon]:
         out: list[LostDaemon] = []

@@ -183,7 +183,7 @@ class PgJournal(PgRuns, PgDaemons):
         if txn is not None:
             yield txn.conn
             return
-        with self._guard(), self.pool.connection() as conn:
+        with self._guard(), self._connection() as conn:
             yield conn
 
     def _read(self, sql: str, params: Any, one: bool) -> Any:
@@ -197,7 +197,7 @@ class PgJournal(PgRuns, PgDaemons):
                 return cur.fetchone() if one else cur.fetchall()
         with self._guard():
             for attempt in range(3):
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     try:
                         cur = conn.execute(sql, params)  # type: ignore[arg-type]
                         return cur.fetchone() if one else cur.fetchall()
@@ -211,6 +211,17 @@ class PgJournal(PgRuns, PgDaemons):
 
     def _one(self, sql: str, params: Any = None) -> DictRow | None:
         return self._read(sql, params, True)  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def maintenance_lock(self, name: str) -> Iterator[bool]:
+        """Maintenance on one daemon at a time: a transaction-scoped advisory lock on the task's
+        name, tried (never waited for) on a connection of its own and held in an open transaction
+        while the task runs — pooler-safe, released by the server if this process dies, and the
+        task's own journal writes go through other connections (not this idle transaction)."""
+        with self._guard(), self._connection() as conn, conn.transaction():
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended('palyra.maintenance:' || %s, 0))"
+                               " AS got", (name,)).fetchone()
+            yield bool(row and row["got"])
 
     # -- health ----------------------------------------------------------------------------------
 

@@ -273,6 +273,11 @@ class JournalStore(Protocol):
 
     def live_daemon_ids(self) -> set[str]: ...
 
+    def maintenance_lock(self, name: str) -> AbstractContextManager[bool]:
+        """Hold maintenance task `name` for one daemon while the block runs: True when this caller
+        got it, False when a peer is running it right now (the caller skips this round). Never waits."""
+        ...
+
     def reap_lost_daemons(self, now_ms: int, spare: str | None = None) -> list[LostDaemon]:
         """Finalize the active runs of daemons whose lease expired (`failed`, `daemon_lost: …`) and
         drop them from the registry, in one transaction; concurrent reapers get disjoint results.
