@@ -41,15 +41,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from palyra_ops.clock import Clock, rfc3339
+from palyra_ops.dispatcher import Dispatcher
 from palyra_ops.enums import Concurrency, Misfire
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import JobRecord, Journal
 from palyra_ops.journal.records import JobFields, NewRun
 from palyra_ops.messages import RunMessage
-from palyra_ops.metrics import Metrics
 from palyra_ops.model import Routine
 from palyra_ops.schedule import Schedule, jitter_offset_ms, resolve_misfire
 from palyra_ops.scheduler_batch import BatchSending, _sleep_until_wall
@@ -67,49 +67,6 @@ BACKOFF_MAX_S = 8.0
 #: runs of one routine's on-time instants, claimed together, worth sending (the others would be
 #: skipped by the gateway's concurrency gate): forbid runs one, queue_one one and one queued
 CLAIM_KEEPS = {Concurrency.FORBID: 1, Concurrency.QUEUE_ONE: 2}
-
-
-class Dispatcher(Protocol):
-    """What the scheduler needs of the gateway: the seam between claiming a run and running it.
-
-    `palyra_ops.gateway.Gateway` is the one implementation; the scheduler never imports it, so the
-    arrow runs one way (gateway → scheduler is never needed) and a test can stand in its own.
-    """
-
-    metrics: Metrics
-    #: waits until a journal instant (the gateway's injected clock: FakeClock tests drive it)
-    sleep_until: Callable[[int], Awaitable[None]]
-
-    def routine(self, name: str) -> Routine | None: ...
-
-    def message_for(self, routine: Routine, *, trigger_kind: str, payload: Any = None, dedupe_key: str | None = None,
-                    run_id: str | None = None, scheduled_at_ms: int | None = None, due_at_ms: int | None = None,
-                    catch_up: bool = False) -> RunMessage: ...
-
-    async def send(self, message: RunMessage) -> Mapping[str, object]:
-        """Deliver the message to the gateway (the loopback call); returns the run's receipt."""
-        ...
-
-    async def send_many(self, messages: list[RunMessage]) -> list[Mapping[str, object] | Exception]:
-        """Deliver many messages in one loopback call; per message its receipt or its error."""
-        ...
-
-    def dispatch_failed(self, message: RunMessage, exc: BaseException) -> RunMessage | None:
-        """Finalize a claimed run whose call failed; the next attempt's message if it retries."""
-        ...
-
-    def record_run(self, run_id: str, fields: Mapping[str, object], routine_id: str | None,
-                   job_fields: JobFields | None) -> bool: ...
-
-    def active_count(self) -> int: ...
-
-    def unwritten_count(self) -> int: ...
-
-    def flush_unwritten(self) -> int: ...
-
-    def transport_counts(self) -> tuple[int, int]:
-        """Loopback calls sent again after a transport failure, and calls that failed every try."""
-        ...
 
 
 @dataclass

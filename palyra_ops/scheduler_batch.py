@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from palyra_ops.messages import RunMessage
 
 if TYPE_CHECKING:
-    from palyra_ops.scheduler import Dispatcher
+    from palyra_ops.dispatcher import Dispatcher
 
 
 async def _sleep_until_wall(t: float) -> None:
