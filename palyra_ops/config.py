@@ -107,6 +107,10 @@ class ClusterConfig:
 
     heartbeat_interval_ms: int = 1000
     lease_ms: int = 5000
+    #: how often the scheduler polls the journal for other processes' changes (apply from the CLI,
+    #: a peer's API); on PostgreSQL they are also pushed (LISTEN/NOTIFY) and this is the fallback,
+    #: at least every 2 s
+    poll_interval_ms: int = 250
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,7 @@ KEYS: dict[str, Check] = {
     "watcher.debounce": duration(min_ms=0),
     "cluster.heartbeat_interval": duration(min_ms=50),
     "cluster.lease": duration(min_ms=200),
+    "cluster.poll_interval": duration(min_ms=10),
     "max_body_bytes": integer(1024, 1 << 30),
     "delivery.file_root": string(what="a path"),
     "delivery.allow_link_local_targets": boolean,
@@ -408,7 +413,8 @@ class _Merge:
 
     def cluster(self) -> ClusterConfig:
         c = self.section("cluster")
-        cfg = ClusterConfig(heartbeat_interval_ms=_ms(c.get("heartbeat_interval", "1s")), lease_ms=_ms(c.get("lease", "5s")))
+        cfg = ClusterConfig(heartbeat_interval_ms=_ms(c.get("heartbeat_interval", "1s")), lease_ms=_ms(c.get("lease", "5s")),
+                            poll_interval_ms=_ms(c.get("poll_interval", "250ms")))
         if cfg.lease_ms < 2 * cfg.heartbeat_interval_ms:
             raise PalyraError(f"{self.src.where(('cluster', 'lease'))}: cluster.lease ({c.get('lease', '5s')}) must be at least twice"
                               f" cluster.heartbeat_interval ({c.get('heartbeat_interval', '1s')})")

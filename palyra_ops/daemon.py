@@ -348,7 +348,8 @@ class Daemon:
             tracer=make_tracer(self.config.tracing),
         )
         scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
-                              max_in_flight=self.config.dispatch_concurrency, lead_ms=5)
+                              max_in_flight=self.config.dispatch_concurrency, lead_ms=5,
+                              poll_ms=self.config.cluster.poll_interval_ms)
         gateway.shared_journal = self.paths.is_postgres
         scheduler_ref.append(scheduler)
         ctx.gateway, ctx.scheduler = gateway, scheduler

@@ -58,6 +58,8 @@ log = logging.getLogger("palyra_ops.scheduler")
 
 BATCH = 64
 IDLE_CAP_MS = 15_000
+#: how often the scheduler polls the journal for others' changes when they are also pushed to it
+FALLBACK_POLL_MS = 2_000
 #: a backlog longer than this (an `every: 1s` routine down for days) is counted, not listed
 MAX_LISTED_SKIPS = 1_000
 MAX_ENUMERATED = 1_000_000
@@ -503,10 +505,19 @@ class Scheduler(BatchSending):
             self.gateway.metrics.run(status)
 
     async def _watch_journal(self) -> None:
-        """Wake when another process commits to the journal (apply from the CLI)."""
+        """Wake when another process commits to the journal (apply from the CLI, a peer's API): at
+        once where the store pushes changes (PostgreSQL LISTEN/NOTIFY), and by polling
+        `data_version` every `poll_ms` — the fallback, every FALLBACK_POLL_MS at least when pushed."""
+        loop = asyncio.get_running_loop()
+
+        def woken() -> None:  # the store's thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self.wake)
+
+        interval_ms = max(self.poll_ms, FALLBACK_POLL_MS) if self.journal.on_change(woken) else self.poll_ms
         last = self.journal.data_version()
         while True:
-            await asyncio.sleep(self.poll_ms / 1000)
+            await asyncio.sleep(interval_ms / 1000)
             try:
                 v = self.journal.data_version()
             except JournalError:  # unreadable for now (I/O error): keep polling

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from palyra_ops.errors import Conflict, JournalError, JournalUnavailable, NotFou
 from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records, translate
 from palyra_ops.journal.postgres_daemons import PgDaemons
+from palyra_ops.journal.postgres_listen import NOTIFY_SQL, ChangeListener
 from palyra_ops.journal.postgres_runs import PgRuns
 from palyra_ops.journal.postgres_schema import MIGRATION_LOCK, pg_migrations
 from palyra_ops.journal.records import JobRecord, ResourceWrite, Snapshot, StoredResource
@@ -112,6 +113,8 @@ class PgJournal(PgRuns, PgDaemons):
             if err is None:
                 raise
             raise err from None
+        self._kwargs = kwargs
+        self._listeners: list[ChangeListener] = []
         self._recent = recent = _Recent()
         self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_max), kwargs=kwargs, open=False, timeout=POOL_TIMEOUT_S,
@@ -127,7 +130,15 @@ class PgJournal(PgRuns, PgDaemons):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
+        for listener in self._listeners:
+            listener.close()
         self.pool.close()
+
+    def on_change(self, callback: Callable[[], None]) -> bool:
+        """Call `callback` (from a thread of the store's) when any process commits a change the
+        schedulers must see (`postgres_listen`); True: changes are pushed, polling is the fallback."""
+        self._listeners.append(ChangeListener(self.url, self._kwargs, callback))
+        return True
 
     def __enter__(self) -> PgJournal:
         return self
@@ -325,6 +336,7 @@ class PgJournal(PgRuns, PgDaemons):
         row = t.execute("UPDATE journal_meta SET value = (value::bigint + 1)::text WHERE key='serial'"
                         " RETURNING value").fetchone()
         assert row is not None
+        t.execute(NOTIFY_SQL)  # apply: peers' schedulers look at once (delivered at commit)
         return int(row["value"])
 
     # -- desired state ---------------------------------------------------------------------------
@@ -443,6 +455,7 @@ class PgJournal(PgRuns, PgDaemons):
             f" ON CONFLICT (routine_id) DO UPDATE SET {', '.join(f'{k}=excluded.{k}' for k in cols)}",
             (routine_id, *insert_fields.values()),
         )
+        t.execute(NOTIFY_SQL)  # a new or changed job (pause, resume, approvals): peers look at once
 
     def put_jobs(self, c: Txn, writes: Sequence[tuple[str, dict[str, Any]]], existing: Collection[str]) -> None:
         """`put_job` for many: one pipelined statement per shape of fields, `existing` updated."""
@@ -464,6 +477,8 @@ class PgJournal(PgRuns, PgDaemons):
                 else:
                     cur.executemany(f"INSERT INTO journal_cron_jobs (routine_id, {', '.join(cols)})"
                                     f" VALUES (%s{', %s' * len(cols)})", rows)
+        if writes:
+            t.execute(NOTIFY_SQL)
 
     def jobs_for(self, c: Txn, routine_ids: Sequence[str]) -> dict[str, JobRecord]:
         rows = own_txn(c, PgTxn).execute("SELECT * FROM journal_cron_jobs WHERE routine_id = ANY(%s)",

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +204,10 @@ class SQLiteJournal(SQLiteRuns, SQLiteDaemons):
 
     def serial(self) -> int:
         return int(self._meta("serial") or 0)
+
+    def on_change(self, callback: Callable[[], None]) -> bool:
+        """Nothing pushes changes of a SQLite file: False, the scheduler polls `data_version`."""
+        return False
 
     def data_version(self) -> int:
         """Changes whenever *another* connection commits; cheap to poll for cross-process wake-ups."""

@@ -17,7 +17,7 @@ each is one transaction, so a crash leaves either all or none of what it writes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -108,6 +108,12 @@ class JournalStore(Protocol):
 
     def data_version(self) -> int:
         """Changes when another process commits: the scheduler polls it for wake-ups."""
+        ...
+
+    def on_change(self, callback: Callable[[], None]) -> bool:
+        """Have `callback` called (from another thread) soon after any process commits a change the
+        scheduler must see (apply, job rows); True when the store pushes them (PostgreSQL
+        LISTEN/NOTIFY: polling `data_version` is then only the fallback), False when it cannot."""
         ...
 
     def defer_checkpoints(self) -> None: ...
