@@ -111,7 +111,9 @@ def lag(journal: str | Path, root: Path, n: int, window_s: float, daemons: int) 
     once = _once(rows)
     return {"daemons": daemons, "routines": n, "window_s": window_s, **summary(lags), **once,
             "lost_about": max(0, expected - once["distinct_occurrences"] - n),  # +-1 instant per routine at the edges
-            "statuses": dict(Counter(r["status"] for r in rows)), "min_per_routine": min(per.values(), default=0),
+            "statuses": dict(Counter(r["status"] for r in rows)),
+            "reasons": dict(Counter((r["reason"] or "")[:80] for r in rows if r["status"] != "succeeded").most_common(3)),
+            "min_per_routine": min(per.values(), default=0),
             "per_daemon": sorted(Counter(r["daemon_id"] for r in rows).values(), reverse=True)}
 
 
@@ -122,6 +124,7 @@ def main() -> int:
     ap.add_argument("--routines", type=int, default=200, help="routines every: 1s (lag)")
     ap.add_argument("--window", type=float, default=15.0, help="seconds of steady load measured (lag)")
     ap.add_argument("--daemons", type=int, default=3, help="daemons on the PostgreSQL journal")
+    ap.add_argument("--stores", default="sqlite,postgres", help="which stores to run, comma-separated")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     bindir = find_bindir()
@@ -134,7 +137,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             for case in (["burst", "lag"] if args.case == "all" else [args.case]):
-                for store in ("sqlite", "postgres"):
+                for store in args.stores.split(","):
                     journal: str | Path = cluster.create_database() if store == "postgres" else root / f"{case}.sqlite3"
                     n_d = args.daemons if store == "postgres" else 1
                     sub = root / f"{case}-{store}"
