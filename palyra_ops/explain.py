@@ -249,18 +249,16 @@ def _latest_at_or_before(schedule: Schedule, at: int, anchor: int | None) -> int
 
 
 def _run_for(journal: Journal, name: str, nominal: int) -> tuple[RunRecord | None, RunRecord | None]:
-    """The run claimed on (name, nominal), else a misfire run whose skipped times list it."""
-    if nominal not in journal.claimed_instants(name, nominal, nominal):
-        standing = None
-        for r in journal.runs_with_occurrences(name):
-            times = r.get("skipped_times")
-            if times and nominal in (json.loads(times) if isinstance(times, str) else times):
-                standing = r
-        return None, standing
+    """The run claimed on (name, nominal), else a misfire run whose skipped times list it: one pass
+    over the routine's occurrence history."""
+    standing = None
     for r in journal.runs_with_occurrences(name):
-        if r.get("scheduled_at_ms") == nominal and r.get("occurrence_key") == f"{name}|{nominal}":
+        if r.get("occurrence_key") == f"{name}|{nominal}":
             return r, None
-    return None, None
+        times = r.get("skipped_times")
+        if times and nominal in (json.loads(times) if isinstance(times, str) else times):
+            standing = r
+    return None, standing
 
 
 def _spelled(schedule: dict[str, Any]) -> str:
