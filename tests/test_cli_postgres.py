@@ -84,3 +84,14 @@ def test_apply_directory_plans_against_the_postgresql_journal_itself(tmp_path: P
         plan, _ = apply_directory(j, d, origin="test")
         assert [(c.action, c.name) for c in plan.changes if c.action.is_change] == [("delete", "b")]
         assert [r.name for r in j.list_resources("Routine")] == ["a"] and j.serial() == 2
+
+
+def test_explain_on_an_empty_postgresql_database_creates_nothing(tmp_path: Path, pg_url: str) -> None:
+    """explain is read only, like status: a database nobody applied to is "does not exist", not
+    migrated into a journal by asking; the password never reaches the message."""
+    done = run_cli(["explain", "a", "--journal", pg_url], tmp_path)
+    assert done.returncode == 1 and done.stderr.endswith("does not exist (nothing has been applied there)\n")
+    assert done.stderr.startswith("palyra-ops: journal postgresql://") and "Traceback" not in done.stderr
+    password = psycopg.conninfo.conninfo_to_dict(pg_url).get("password")
+    assert not password or password not in done.stderr
+    assert _tables(pg_url) == []

@@ -7,7 +7,6 @@ down — often the answer. The reasoning is `palyra_ops.explain`; this prints it
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from palyra_ops.cli._common import add_output_flag, emit, journal_arg, state_paths
@@ -31,7 +30,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from palyra_ops.explain import explain
-    from palyra_ops.journal import is_postgres_url, open_journal
+    from palyra_ops.journal import journal_exists, open_journal
+    from palyra_ops.journal.faults import redact
 
     at = None
     if args.at is not None:
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         except InstantError as exc:
             raise PalyraError(f"--at: {exc}") from None
     location = state_paths(args).journal
-    if not is_postgres_url(location) and not Path(location).exists():
-        raise PalyraError(f"journal {location} does not exist (nothing has been applied there)")
+    if not journal_exists(location):  # read only, as status: no file, no tables created
+        raise PalyraError(f"journal {redact(str(location))} does not exist (nothing has been applied there)")
     with open_journal(location) as journal:
         ex = explain(journal, args.name, at_ms=at, run_id=args.run, now_ms=SystemClock().now_ms())
     emit(ex.to_json(), args.output, explain_text)
