@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from journal_contract import *  # noqa: F403 - the contract's tests, collected here
+from journal_contract_handover import *  # noqa: F403 - its second part (runs handed between daemons)
 
 from palyra_ops.journal import JournalStore, open_journal
 

@@ -162,6 +162,13 @@ class GatewayState:
         #: run transitions the journal could not take (full, read-only): run id -> (run fields,
         #: routine id, job fields), written by `flush_unwritten` once it can, so no run stays active
         self._unwritten: dict[str, tuple[dict[str, Any], str | None, dict[str, Any] | None]] = {}
+        #: fencing tokens of the runs this gateway holds (run id -> token, `journal/store.py`
+        #: `update_run_and_job`): every write of a run carries its token, so once a peer reaped or took
+        #: over a run this daemon held (it was stalled past its lease) the late writes are refused
+        self._fences: dict[str, str] = {}
+        #: how many writes the fence refused, and runs it refused before delivering (status, metrics)
+        self.fenced_writes = 0
+        self.fenced_deliveries = 0
 
     # -- lookups ----------------------------------------------------------------------------------
 
@@ -243,12 +250,51 @@ class GatewayState:
                 fields, job_fields = {**pf, **fields}, {**(pj or {}), **(job_fields or {})}
             routine_id = routine_id or pr
         try:
-            self.journal.update_run_and_job(run_id, fields, routine_id, job_fields)
+            written = self.journal.update_run_and_job(run_id, fields, routine_id, job_fields,
+                                                      fence=self._fences.get(run_id))
         except JournalError as exc:
             self._unwritten[run_id] = (fields, routine_id, job_fields)
             log.debug("run %s: transition held until the journal is writable: %s", run_id, exc.message)
             return False
-        return True
+        if not written:
+            self.fenced(run_id, routine_id, fields)
+        elif fields.get("status") in FINAL_STATUSES:
+            self._fences.pop(run_id, None)
+        return written
+
+    def take_fence(self, run_id: str) -> str:
+        """The token this gateway writes run `run_id` with, made the first time it takes the run."""
+        token = self._fences.get(run_id)
+        if token is None:
+            token = self._fences[run_id] = new_id()
+        return token
+
+    def fenced(self, run_id: str, routine_id: str | None, fields: dict[str, Any]) -> None:
+        """A write the fence refused: a peer reaped the run (this daemon was stalled past its lease)
+        or took it over. The journal keeps the peer's record; this is logged and kept as an event."""
+        self._fences.pop(run_id, None)
+        self.fenced_writes += 1
+        log.warning("run %s of %s: not written (%s): a peer reaped it or took it over while this daemon was"
+                    " stalled past its lease", run_id, routine_id, fields.get("status") or "update")
+        try:
+            self.journal.add_event("run.fenced", {"run_id": run_id, "routine_id": routine_id, "daemon_id": self.daemon_id,
+                                                  "status": fields.get("status")})
+        except JournalError as exc:
+            log.debug("run.fenced event not recorded: %s", exc.message)
+
+    def still_held(self, run_id: str) -> bool:
+        """Checked just before delivering a run's output when peers share the journal: False once a
+        peer reaped the run (or took it over) while this daemon was stalled — it is not delivered.
+        A journal that cannot answer does not stop a delivery (the run's own record decides later)."""
+        if not self.shared_journal:
+            return True
+        try:
+            held = self.journal.fence_holds(run_id, self._fences.get(run_id))
+        except JournalError:
+            return True
+        if not held:
+            self.fenced_deliveries += 1
+        return held
 
     def unwritten_count(self) -> int:
         return len(self._unwritten)
@@ -267,7 +313,10 @@ class GatewayState:
                     current = (self.journal.get_job(rid) or {}).get("last_run_id")
                     if current is not None and current > run_id:
                         job = None
-                self.journal.update_run_and_job(run_id, fields, rid, job)
+                if not self.journal.update_run_and_job(run_id, fields, rid, job, fence=self._fences.get(run_id)):
+                    self.fenced(run_id, rid, fields)
+                elif fields.get("status") in FINAL_STATUSES:
+                    self._fences.pop(run_id, None)
                 del self._unwritten[run_id]
                 done += 1
         finally:

@@ -218,6 +218,8 @@ class Gateway(Gates, Execution, Approvals):
                 raise NotFound(f"run {run_id!r} of routine {routine_id!r} does not exist")
             if run["status"] != "accepted" or run.get("received_at_ms") is not None or run["run_id"] in self._unwritten:
                 return self.receipt(run)  # a repeat: this gateway already has the run
+            if run.get("fence") is not None and run["fence"] != self._fences.get(run["run_id"]):
+                return self.receipt(run)  # held by a peer (it took the run over): not this gateway's to run
             due = trigger.get("due_at_ms") or (run.get("scheduled_at_ms") if int(run.get("attempt") or 1) == 1 else None)
             if due is not None and kind != RunTrigger.BACKFILL:  # a backfilled instant is late on purpose
                 self.metrics.lag((now - int(due)) / 1000)
@@ -292,13 +294,16 @@ class Gateway(Gates, Execution, Approvals):
             self._after_failure(run, routine, reason)
             return None
         not_before = now + retry_delay_ms(retry.backoff_ms, attempt)
+        retry_id = new_id()
         try:
             nid = self.journal.insert_run(
                 routine_id=routine.name, scheduled_at_ms=run.get("scheduled_at_ms"), trigger_kind=run["trigger_kind"],
                 trigger_payload=run.get("trigger_payload"), attempt=attempt + 1,
                 first_run_id=run.get("first_run_id") or run["run_id"], status="accepted", not_before_ms=not_before,
-                policy_rule=run.get("policy_rule"), daemon_id=self.daemon_id)
+                policy_rule=run.get("policy_rule"), daemon_id=self.daemon_id, run_id=retry_id,
+                fence=self.take_fence(retry_id))
         except JournalError:
+            self._fences.pop(retry_id, None)
             return None
         assert nid is not None
         prior = message.get("trigger")
@@ -337,6 +342,7 @@ class Gateway(Gates, Execution, Approvals):
                 log.error("%d run record(s) could not be written (%s); the next start finalizes them as %s",
                           len(self._unwritten), exc.message, "failed/daemon_restart")
         self._queued.clear()
+        self._fences.clear()
         self._traces.clear()
         self._backlog.clear()
         self._deferred.clear()

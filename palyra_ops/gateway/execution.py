@@ -13,7 +13,7 @@ from palyra_ops.delivery import DeliveryResult
 from palyra_ops.durations import format_duration_ms
 from palyra_ops.errors import JournalError
 from palyra_ops.gateway.base import GatewayState, SkillDenied, log, log_finished
-from palyra_ops.journal.records import JobFields
+from palyra_ops.journal.records import JobFields, new_id
 from palyra_ops.model import Routine
 from palyra_ops.pause import PAUSED_EVENT, note_failure
 from palyra_ops.policy import authorize_skill
@@ -25,12 +25,22 @@ class Execution(GatewayState):
     def _start(self, run: dict[str, Any], routine: Routine) -> dict[str, Any]:
         now = self.clock.now_ms()
         fields = self._receipt(run, {"status": "running", "started_at_ms": now, "policy_rule": run.get("policy_rule")})
-        self.journal.update_run_and_job(
-            run["run_id"], fields, routine.name,
-            {"last_run_id": run["run_id"], "last_status": "running", "last_started_at_ms": now},
-        )
-        run.update(fields)
+        prior = self._fences.get(run["run_id"])
+        fields["fence"] = self.take_fence(run["run_id"])  # the run's lease token from here on
+        try:
+            started = self.journal.update_run_and_job(
+                run["run_id"], fields, routine.name,
+                {"last_run_id": run["run_id"], "last_status": "running", "last_started_at_ms": now}, fence=prior,
+            )
+        except JournalError:
+            if prior is None:  # the token was never written: the run's later writes go without it
+                self._fences.pop(run["run_id"], None)
+            raise
         self._held.pop(run["run_id"], None)
+        if not started:  # a peer reaped or took the run while this daemon was stalled: not executed
+            self.fenced(run["run_id"], routine.name, fields)
+            return dict(self.journal.get_run(run["run_id"]) or run)
+        run.update(fields)
         task: asyncio.Task[None] = asyncio.ensure_future(self._execute(run, routine))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -65,6 +75,9 @@ class Execution(GatewayState):
                     self.metrics.gate("skill", "denied")
                     return
                 if ok:
+                    if not self.still_held(current["run_id"]):
+                        self.fenced(current["run_id"], routine.name, {"status": "succeeded"})  # not delivered
+                        return
                     res = await self._deliver(routine, current, output, failed=False)
                     self._finish(current, routine, "succeeded", None, output, res)
                     return
@@ -84,10 +97,13 @@ class Execution(GatewayState):
                         "not_before_ms": not_before,
                         "policy_rule": current.get("policy_rule"),
                         "daemon_id": self.daemon_id,
+                        "run_id": new_id(),
                     }
+                    nxt["fence"] = self.take_fence(nxt["run_id"])  # held by this daemon while it waits
                     try:
                         nid = self.journal.insert_run(**nxt)
                     except JournalError as exc:  # no record for a retry, so no retry: this failure is final
+                        self._fences.pop(nxt["run_id"], None)
                         log.debug("run %s: retry not scheduled: %s", current["run_id"], exc.message)
                         self._after_failure(current, routine, reason)
                         return
@@ -96,11 +112,15 @@ class Execution(GatewayState):
                     self._current[task] = nid
                     await self.sleep_until(not_before)
                     now = self.clock.now_ms()
-                    self.record_run(nid, {"status": "running", "started_at_ms": now}, routine.name,
-                                    {"last_run_id": nid, "last_status": "running"})
+                    if not self.record_run(nid, {"status": "running", "started_at_ms": now}, routine.name,
+                                           {"last_run_id": nid, "last_status": "running"}) and nid not in self._unwritten:
+                        return  # a peer took the waiting retry over while this daemon was stalled
                     current.update(status="running", started_at_ms=now)
                     continue
                 current["reason"] = reason
+                if not self.still_held(current["run_id"]):
+                    self.fenced(current["run_id"], routine.name, {"status": "failed"})  # not delivered
+                    return
                 res = await self._deliver(routine, current, reason, failed=True)
                 self._finish(current, routine, "failed", reason, None, res)
                 self._after_failure(current, routine, reason)

@@ -99,7 +99,12 @@ class Gates(GatewayState):
                                       f"quiet_hours: run {self._deferred[rid]} is already deferred to the window end",
                                       gate="quiet_hours")
                 until = qh.window_end_after(now)
-                self.journal.update_run(run["run_id"], **self._receipt(run, {"not_before_ms": until}))
+                fence = self.take_fence(run["run_id"])  # held by this daemon while it waits (docs/ha.md)
+                try:
+                    self.journal.update_run(run["run_id"], **self._receipt(run, {"not_before_ms": until, "fence": fence}))
+                except JournalError:
+                    self._fences.pop(run["run_id"], None)
+                    raise
                 run["not_before_ms"] = until
                 self._deferred[rid] = run["run_id"]
                 self._held[run["run_id"]] = rid

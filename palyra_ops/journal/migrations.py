@@ -164,11 +164,24 @@ def _daemons(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX journal_cron_runs_daemon ON journal_cron_runs (daemon_id) WHERE status IN ('accepted', 'running')")
 
 
+def _run_lease(conn: sqlite3.Connection) -> None:
+    """A run's lease beyond its owner (SPEC §11, docs/ha.md): `fence` is the token of the daemon
+    holding the run (every write of the holder carries it; a peer that reaps or takes the run over
+    changes it, so a stalled holder's late writes are refused), `cancel_reason` a peer's request to
+    cancel it (`replace` across daemons), `queued_at_ms` marks the one run `queue_one` keeps pending.
+    A run `accepted` with no owner (`daemon_id` NULL) and a `not_before_ms` is parked in the journal
+    (a retry wait or a quiet-hours deferral of a daemon that died): any daemon takes it when due."""
+    for col in ("fence TEXT", "cancel_reason TEXT", "queued_at_ms INTEGER"):
+        conn.execute(f"ALTER TABLE journal_cron_runs ADD COLUMN {col}")
+    conn.execute("CREATE INDEX journal_cron_runs_parked ON journal_cron_runs (not_before_ms)"
+                 " WHERE status = 'accepted' AND daemon_id IS NULL")
+
+
 def all_migrations() -> list[Migration]:
     """Every migration in apply order; area-owned lists are appended after the core."""
     migrations: list[Migration] = [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime),
                                    ("0003_pause", _pause), ("0004_last_success", _last_success),
-                                   ("0005_daemons", _daemons)]
+                                   ("0005_daemons", _daemons), ("0006_run_lease", _run_lease)]
     migrations.extend(_wrap(m) for m in _memory.MIGRATIONS)
     return migrations
 

@@ -38,6 +38,7 @@ from palyra_ops.errors import Conflict, JournalError, JournalUnavailable, NotFou
 from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records, translate
 from palyra_ops.journal.postgres_daemons import PgDaemons
+from palyra_ops.journal.postgres_handover import PgHandover
 from palyra_ops.journal.postgres_listen import NOTIFY_SQL, ChangeListener
 from palyra_ops.journal.postgres_runs import PgRuns
 from palyra_ops.journal.postgres_schema import MIGRATION_LOCK, pg_migrations
@@ -84,7 +85,7 @@ class _Recent:
         self._used[conn] = time.monotonic()
 
 
-class PgJournal(PgRuns, PgDaemons):
+class PgJournal(PgRuns, PgDaemons, PgHandover):
     def __init__(self, url: str, *, clock: Clock | None = None, state_root: Path | None = None,
                  pool_max: int = POOL_MAX) -> None:
         self.url = url

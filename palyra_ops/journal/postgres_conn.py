@@ -53,6 +53,7 @@ _TEXT = frozenset({
     "run_id", "routine_id", "occurrence_key", "dedupe_key", "trigger_kind", "trigger_payload", "first_run_id",
     "status", "reason", "policy_rule", "output", "delivery_status", "delivery_error", "skipped_times", "daemon_id",
     "approval_id", "approval_state", "schedule_fingerprint", "last_run_id", "last_status", "pause_note", "paused_by",
+    "fence", "cancel_reason",
 })
 
 

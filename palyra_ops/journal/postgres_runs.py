@@ -101,18 +101,18 @@ class PgRuns:
             t.execute(sql, (*fields.values(), run_id))
 
     def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
-                           job_fields: dict[str, Any] | None) -> bool:
+                           job_fields: dict[str, Any] | None, *, fence: str | None = None) -> bool:
         """A run transition and the job's last-run summary in one commit (the hot path).
 
-        Fenced: a run already final (a peer reaped it, `daemon_lost`) is not overwritten, and its
-        job summary is left to the reaper; False then."""
+        Fenced: a run already final (a peer reaped it, `daemon_lost`), or whose fencing token is not
+        `fence` (a peer took it over), is not overwritten, and its job summary is left alone; False."""
         with self.transaction() as t:
             if run_fields:
                 if run_fields.get("trigger_payload") is not None and not isinstance(run_fields["trigger_payload"], str):
                     run_fields = {**run_fields, "trigger_payload": encode_payload(run_fields["trigger_payload"])}
                 sets = ", ".join(f"{k}=%s" for k in columns(run_fields))
-                cur = t.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=%s AND status NOT IN {_FINAL}",
-                                (*run_fields.values(), run_id))
+                cur = t.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=%s AND status NOT IN {_FINAL}"
+                                " AND fence IS NOT DISTINCT FROM %s", (*run_fields.values(), run_id, fence))
                 if cur.rowcount == 0 and t.execute("SELECT 1 FROM journal_cron_runs WHERE run_id=%s",
                                                    (run_id,)).fetchone() is not None:
                     return False

@@ -153,11 +153,20 @@ def _daemons(c: PgTxn) -> None:
               " WHERE status IN ('accepted', 'running')")
 
 
+def _run_lease(c: PgTxn) -> None:
+    """SQLite's 0006: a run's fencing token, a peer's cancel request, the queue_one mark; parked runs."""
+    c.execute("ALTER TABLE journal_cron_runs ADD COLUMN fence TEXT, ADD COLUMN cancel_reason TEXT,"
+              " ADD COLUMN queued_at_ms BIGINT")
+    c.execute("CREATE INDEX journal_cron_runs_parked ON journal_cron_runs (not_before_ms)"
+              " WHERE status = 'accepted' AND daemon_id IS NULL")
+
+
 def pg_migrations() -> list[PgMigration]:
     """Every PostgreSQL migration in apply order: the core steps of `migrations.all_migrations`,
     same names (tests/test_journal_postgres.py checks they stay in step)."""
     return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime), ("0003_pause", _pause),
-            ("0004_last_success", _last_success), ("0005_daemons", _daemons)]
+            ("0004_last_success", _last_success), ("0005_daemons", _daemons),
+            ("0006_run_lease", _run_lease)]
 
 
 __all__ = ["MIGRATION_LOCK", "PgMigration", "pg_migrations"]

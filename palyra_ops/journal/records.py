@@ -140,6 +140,9 @@ class RunRecord(TypedDict):
     daemon_id: str | None
     received_at_ms: int | None
     approval_id: str | None
+    fence: str | None
+    cancel_reason: str | None
+    queued_at_ms: int | None
 
 
 class ApprovalRecord(TypedDict):

@@ -37,12 +37,13 @@ from palyra_ops.journal.records import (
     new_id,
 )
 from palyra_ops.journal.sqlite_conn import FaultState, SQLiteTxn, connect, record, records
+from palyra_ops.journal.sqlite_handover import SQLiteHandover
 from palyra_ops.journal.sqlite_runs import SQLiteRuns
 from palyra_ops.journal.store import Txn, own_txn
 from palyra_ops.model import canonical_json
 
 
-class SQLiteJournal(SQLiteRuns, SQLiteDaemons):
+class SQLiteJournal(SQLiteRuns, SQLiteDaemons, SQLiteHandover):
     def __init__(self, path: Path, *, clock: Clock | None = None, busy_timeout: int | None = None) -> None:
         self.path = check_location(path)
         self.clock = clock or SystemClock()

@@ -292,18 +292,18 @@ class SQLiteRuns:
         return None
 
     def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
-                           job_fields: dict[str, Any] | None) -> bool:
+                           job_fields: dict[str, Any] | None, *, fence: str | None = None) -> bool:
         """A run transition and the job's last-run summary together (one commit on the hot path).
 
-        Fenced: a run already final (a peer reaped it, `daemon_lost`) is not overwritten, and its
-        job summary is left to the reaper; False then."""
+        Fenced: a run already final (a peer reaped it, `daemon_lost`), or whose fencing token is not
+        `fence` (a peer took it over), is not overwritten, and its job summary is left alone; False."""
         with self.transaction() as c:
             if run_fields:
                 if run_fields.get("trigger_payload") is not None and not isinstance(run_fields["trigger_payload"], str):
                     run_fields = {**run_fields, "trigger_payload": encode_payload(run_fields["trigger_payload"])}
                 sets = ", ".join(f"{k}=?" for k in run_fields)
-                cur = c.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=? AND status NOT IN {_FINAL}",
-                                (*run_fields.values(), run_id))
+                cur = c.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=? AND status NOT IN {_FINAL}"
+                                " AND fence IS ?", (*run_fields.values(), run_id, fence))
                 if cur.rowcount == 0 and c.execute("SELECT 1 FROM journal_cron_runs WHERE run_id=?",
                                                    (run_id,)).fetchone() is not None:
                     return False

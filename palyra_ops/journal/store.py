@@ -222,9 +222,17 @@ class JournalStore(Protocol):
     def update_run(self, run_id: str, c: Txn | None = None, **fields: Any) -> None: ...
 
     def update_run_and_job(self, run_id: str, run_fields: dict[str, Any], routine_id: str | None,
-                           job_fields: dict[str, Any] | None) -> bool:
+                           job_fields: dict[str, Any] | None, *, fence: str | None = None) -> bool:
         """A run transition and its job's summary in one commit. Fenced: a run that is already final
-        (reaped by a peer as `daemon_lost`) is left as it is, job included, and False returned."""
+        (reaped by a peer as `daemon_lost`), or whose fencing token is not `fence` (None: it has
+        none; a peer that took the run over set its own), is left as it is, job included, and False
+        returned. The holder of a run writes its token with the run's start (`fence` in the fields)."""
+        ...
+
+    def fence_holds(self, run_id: str, fence: str | None) -> bool:
+        """Whether the run is still active and held with token `fence`: checked just before a run's
+        output is delivered, so a daemon stalled past its lease whose run a peer reaped (or took over)
+        does not deliver it (docs/ha.md, fencing)."""
         ...
 
     def start_exclusive(self, run_id: str, routine_id: str, now_ms: int) -> str | None:
