@@ -241,12 +241,20 @@ class Daemon:
         from palyra_ops.memory.embedders import EmbedderSpec
         from palyra_ops.memory.service import MemoryService
 
-        if self.paths.is_postgres:
-            raise PalyraError("memory is not kept in a PostgreSQL journal yet (docs/ha.md)")
         mc = self.config.memory  # the whole `memory:` section (retention, intervals, vacuum, embedder)
         # no embedder configured: keep the one the journal last backfilled with (None), not the default
         embedder = mc.embedder if mc.embedder != EmbedderSpec() else None
-        memory = MemoryService(self.journal_path, clock=self.clock, embedder=embedder, config=mc)
+        # PostgreSQL: the items live in the journal (this daemon's store), the index under our state root
+        pg = None
+        if self.paths.is_postgres:
+            from palyra_ops.journal.postgres import PgJournal
+
+            assert isinstance(ctx.journal, PgJournal)
+            pg = ctx.journal
+        memory = MemoryService(self.journal_path, clock=self.clock, embedder=embedder, config=mc,
+                               state_root=self.state_root, journal=pg)
+        if pg is not None:
+            memory.follow()  # peers' vectors and deletes reach this daemon's index (memory/follower.py)
         ctx.memory = memory
 
         m = self.maintenance

@@ -55,11 +55,10 @@ def test_the_postgresql_store_satisfies_the_protocol(pg_url: str) -> None:
 def test_the_postgresql_migrations_mirror_sqlite_s_core_steps(pg_url: str, tmp_path: Path) -> None:
     """Same step names, and every job/run column SQLite has exists on PostgreSQL (a core migration
     added to one store only would show up here, not as a KeyError in the daemon)."""
-    core = [name for name, _ in all_migrations() if name < "0100"]  # 01xx and up are areas' (memory)
-    assert [name for name, _ in pg_migrations()] == core
+    assert [name for name, _ in pg_migrations()] == [name for name, _ in all_migrations()]
     with open_journal(tmp_path / "j.sqlite3") as lite, open_journal(pg_url) as pg:
         for table in ("journal_cron_jobs", "journal_cron_runs", "journal_resources", "journal_approvals",
-                      "journal_daemons"):
+                      "journal_daemons", "journal_memory_items", "journal_memory_state"):
             lite_cols = {r[1] for r in lite.conn.execute(f"PRAGMA table_info({table})")}  # type: ignore[attr-defined]
             pg_cols = {r["column_name"] for r in pg._all(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))}

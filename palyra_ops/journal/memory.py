@@ -166,6 +166,8 @@ def _key_match_sql() -> str:
 class MemoryStore:
     """Every memory query. Takes an open journal database; never opens or closes it."""
 
+    engine = "sqlite"
+
     def __init__(self, db: sqlite_utils.Database | sqlite3.Connection) -> None:
         self.conn: sqlite3.Connection = db if isinstance(db, sqlite3.Connection) else db.conn
 

@@ -39,7 +39,7 @@ from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records, translate
 from palyra_ops.journal.postgres_daemons import PgDaemons
 from palyra_ops.journal.postgres_handover import PgHandover
-from palyra_ops.journal.postgres_listen import NOTIFY_SQL, ChangeListener
+from palyra_ops.journal.postgres_listen import CHANNEL, NOTIFY_SQL, ChangeListener
 from palyra_ops.journal.postgres_runs import PgRuns
 from palyra_ops.journal.postgres_schema import MIGRATION_LOCK, pg_migrations
 from palyra_ops.journal.records import JobRecord, ResourceWrite, Snapshot, StoredResource
@@ -138,8 +138,16 @@ class PgJournal(PgRuns, PgDaemons, PgHandover):
     def on_change(self, callback: Callable[[], None]) -> bool:
         """Call `callback` (from a thread of the store's) when any process commits a change the
         schedulers must see (`postgres_listen`); True: changes are pushed, polling is the fallback."""
-        self._listeners.append(ChangeListener(self.url, self._kwargs, callback))
+        self.on_notify(CHANNEL, callback)
         return True
+
+    def on_notify(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call `callback` on each NOTIFY on `channel` (and once per (re)connect), on the one
+        listening connection of this store (memory's index follower uses `palyra_memory`)."""
+        if self._listeners:
+            self._listeners[0].add(channel, callback)
+        else:
+            self._listeners.append(ChangeListener(self.url, self._kwargs, callback, channel))
 
     def __enter__(self) -> PgJournal:
         return self

@@ -7,8 +7,10 @@ PostgreSQL has no rowid to give insertion order (`runs_in_order`; never handed t
 
 Each step runs in its own transaction under an advisory lock, with its bookkeeping row, so two
 processes opening a new journal at once do not both run one, and a crash leaves the previous version.
-Area migrations (memory, 0100_memory_items) are SQLite-only for now: memory on PostgreSQL is open
-(docs/ha.md).
+The memory area's step (0100_memory_items) is here too: memory items and their vectors live in the
+journal on either store, so every daemon on one PostgreSQL journal sees the same items (SPEC §9, §11).
+PostgreSQL's step adds one table SQLite has no use for, `journal_memory_changes`: the feed each
+daemon's hnswlib index follows (`postgres_memory.py`).
 """
 
 from __future__ import annotations
@@ -161,12 +163,62 @@ def _run_lease(c: PgTxn) -> None:
               " WHERE status = 'accepted' AND daemon_id IS NULL")
 
 
+def _memory_items(c: PgTxn) -> None:
+    """SQLite's 0100_memory_items (journal/memory.py), plus the change feed of the vectors.
+
+    `label` is an identity column: like SQLite's AUTOINCREMENT it is never handed out twice, so a
+    stale index entry can never be mistaken for a newer item. `journal_memory_changes` gets one row
+    per vector stored and per item deleted, written under one advisory lock so `seq` grows in
+    commit order: a daemon that has read up to `seq` N has seen every change before it.
+    """
+    sources = "'delivery:local_only', 'delivery:audit_only'"
+    for stmt in (
+        """CREATE TABLE journal_memory_items (
+            label BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            routine_id TEXT,
+            run_id TEXT,
+            source TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            expires_at_ms BIGINT,
+            bytes INTEGER NOT NULL,
+            embedding_model TEXT,
+            embedding_dim INTEGER,
+            embedding_version TEXT,
+            embedded_at_ms BIGINT,
+            vector BYTEA
+        )""",
+        "CREATE INDEX journal_memory_items_created ON journal_memory_items (created_at_ms, label)",
+        "CREATE INDEX journal_memory_items_expires ON journal_memory_items (expires_at_ms)"
+        " WHERE expires_at_ms IS NOT NULL",
+        "CREATE INDEX journal_memory_items_routine ON journal_memory_items (routine_id, created_at_ms)",
+        "CREATE INDEX journal_memory_items_embedding ON journal_memory_items"
+        " (embedding_model, embedding_dim, embedding_version)",
+        "CREATE UNIQUE INDEX journal_memory_items_run ON journal_memory_items (run_id, source)"
+        f" WHERE run_id IS NOT NULL AND source IN ({sources})",
+        """CREATE TABLE journal_memory_state (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at_ms BIGINT NOT NULL
+        )""",
+        """CREATE TABLE journal_memory_changes (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            label BIGINT NOT NULL,
+            op TEXT NOT NULL,
+            at_ms BIGINT NOT NULL
+        )""",
+        "CREATE INDEX journal_memory_changes_at ON journal_memory_changes (at_ms)",
+    ):
+        c.execute(stmt)
+
+
 def pg_migrations() -> list[PgMigration]:
-    """Every PostgreSQL migration in apply order: the core steps of `migrations.all_migrations`,
-    same names (tests/test_journal_postgres.py checks they stay in step)."""
+    """Every PostgreSQL migration in apply order: the steps of `migrations.all_migrations`, same
+    names (tests/test_journal_postgres.py checks they stay in step)."""
     return [("0001_core", _core), ("0002_daemon_runtime", _daemon_runtime), ("0003_pause", _pause),
             ("0004_last_success", _last_success), ("0005_daemons", _daemons),
-            ("0006_run_lease", _run_lease)]
+            ("0006_run_lease", _run_lease), ("0100_memory_items", _memory_items)]
 
 
 __all__ = ["MIGRATION_LOCK", "PgMigration", "pg_migrations"]

@@ -52,8 +52,8 @@ class OutOfProcessBackfill:
         # the child embeds with the daemon's own embedder (the configured one, else the one the journal
         # remembers): on its own it would pick the remembered one and ignore `memory.embedder`
         proc = mp.Process(target=_backfill_child, name="palyra-memory-backfill", daemon=True,
-                          args=(str(memory.journal_path), self.batch, memory.index_params, send,
-                                getattr(memory, "embedder_spec", None)))
+                          args=(str(memory.location), self.batch, memory.index_params, send,
+                                getattr(memory, "embedder_spec", None), memory.state_root))
         with self._lock:
             if self._stopped:
                 return idle
@@ -86,14 +86,17 @@ class OutOfProcessBackfill:
                 self._proc.terminate()
 
 
-def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any, spec: Any = None) -> None:
-    """The child's side: its own service on the same journal, with the daemon's embedder (`spec`)."""
+def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any, spec: Any = None,
+                    state_root: Any = None) -> None:
+    """The child's side: its own service on the same journal (a SQLite file or a PostgreSQL URL; then
+    its index under the daemon's `state_root`), with the daemon's embedder (`spec`)."""
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
         from palyra_ops.memory.service import MemoryService
 
-        with MemoryService(journal_path, spec, create=False, index_params=index_params) as memory:
+        with MemoryService(journal_path, spec, create=False, index_params=index_params,
+                           state_root=state_root) as memory:
             send.send(("ok", memory.backfill(batch_size=batch)))
     except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
         send.send(("error", f"{type(exc).__name__}: {exc}"))

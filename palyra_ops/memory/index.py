@@ -21,13 +21,16 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hnswlib
 import numpy as np
 
 from palyra_ops.fsmodes import private_file, write_private
 from palyra_ops.journal.memory import MemoryStore, ModelKey
+
+if TYPE_CHECKING:
+    from palyra_ops.journal.postgres_memory import PgMemoryStore
 
 FORMAT = 1
 
@@ -142,7 +145,7 @@ class MemoryIndex:
 
     # -- reconciliation -----------------------------------------------------------------------
 
-    def reconcile(self, store: MemoryStore) -> tuple[int, int]:
+    def reconcile(self, store: MemoryStore | PgMemoryStore) -> tuple[int, int]:
         """Make the index hold exactly the journal's vectors for this key; returns (added, removed)."""
         want = set(store.embedded_labels(self.key))
         extra = self.live - want
@@ -153,7 +156,7 @@ class MemoryIndex:
             added += self.add(labels, vecs)
         return added, removed
 
-    def rebuild(self, store: MemoryStore) -> int:
+    def rebuild(self, store: MemoryStore | PgMemoryStore) -> int:
         """Fresh index from every stored vector of this key (no embedder call)."""
         want = store.embedded_labels(self.key)
         self._index = self._new(max(self.params.initial_capacity, int(len(want) * 1.25)))

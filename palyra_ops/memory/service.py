@@ -22,16 +22,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from palyra_ops.clock import Clock, SystemClock, rfc3339
-from palyra_ops.errors import JournalUnsupported, NotFound, PalyraError
+from palyra_ops.errors import NotFound, PalyraError
 from palyra_ops.fsmodes import open_private
-from palyra_ops.journal.memory import SOURCES, MemoryRow, MemoryStore, ModelKey, db_file_bytes
+from palyra_ops.journal.memory import SOURCES, MemoryStore, ModelKey, db_file_bytes
 from palyra_ops.journal.sqlite import connect
 from palyra_ops.memory.embedders import Embedder, EmbedderSpec, HashingEmbedder
 from palyra_ops.memory.index import IndexParams, MemoryIndex, index_path_for, read_sidecar
@@ -39,8 +38,24 @@ from palyra_ops.memory.maintenance import (
     BackfillResult,
     MaintenanceResult,
     MemoryConfig,
+    VacuumResult,
     vacuum_if_worthwhile,
 )
+from palyra_ops.memory.results import (
+    ItemPage,
+    MemoryItem,
+    SearchHit,
+    SearchResult,
+    _decode_cursor,
+    _encode_cursor,
+)
+
+if TYPE_CHECKING:
+    from palyra_ops.journal.postgres import PgJournal
+    from palyra_ops.journal.postgres_memory import PgMemoryStore
+    from palyra_ops.memory.follower import IndexFollower
+
+__all__ = ["ItemPage", "MemoryItem", "MemoryService", "SearchHit", "SearchResult", "result_key"]
 
 #: largest item text accepted; memory is for summaries and outputs, not documents
 MAX_TEXT_BYTES = 1024 * 1024
@@ -48,106 +63,6 @@ MAX_TEXT_BYTES = 1024 * 1024
 EXACT_FILTER_LIMIT = 4096
 MAX_K = 1000
 _EMBEDDER_STATE = "embedder"
-
-
-@dataclass(frozen=True)
-class MemoryItem:
-    id: str
-    routine_id: str | None
-    run_id: str | None
-    source: str
-    text: str
-    created_at_ms: int
-    expires_at_ms: int | None
-    bytes: int
-    embedding: dict[str, Any] | None
-
-    @classmethod
-    def from_row(cls, row: MemoryRow) -> MemoryItem:
-        emb = None
-        if row.embedding_model is not None:
-            emb = {
-                "model": row.embedding_model,
-                "dim": row.embedding_dim,
-                "version": row.embedding_version,
-                "embedded_at_ms": row.embedded_at_ms,
-            }
-        return cls(
-            id=row.id,
-            routine_id=row.routine_id,
-            run_id=row.run_id,
-            source=row.source,
-            text=row.text,
-            created_at_ms=row.created_at_ms,
-            expires_at_ms=row.expires_at_ms,
-            bytes=row.bytes,
-            embedding=emb,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "routine_id": self.routine_id,
-            "run_id": self.run_id,
-            "source": self.source,
-            "text": self.text,
-            "created_at": rfc3339(self.created_at_ms),
-            "expires_at": rfc3339(self.expires_at_ms),
-            "bytes": self.bytes,
-            "embedding": self.embedding,
-        }
-
-
-@dataclass(frozen=True)
-class ItemPage:
-    items: list[MemoryItem]
-    next_cursor: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"items": [i.to_json() for i in self.items], "next_cursor": self.next_cursor}
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    score: float
-    item: MemoryItem
-
-    def to_json(self) -> dict[str, Any]:
-        return {"score": round(self.score, 6), **self.item.to_json()}
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    query: str
-    model: ModelKey
-    method: str  # "hnsw" or "exact"
-    hits: list[SearchHit]
-    pending: int  # items not yet embedded with this model (not searchable until backfill)
-    took_ms: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "model": self.model.to_json(),
-            "method": self.method,
-            "pending": self.pending,
-            "took_ms": round(self.took_ms, 3),
-            "notes": self.notes,
-            "results": [h.to_json() for h in self.hits],
-        }
-
-
-def _encode_cursor(row: MemoryRow) -> str:
-    return f"{row.created_at_ms}.{row.label}"
-
-
-def _decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        a, b = cursor.split(".")
-        return int(a), int(b)
-    except ValueError:
-        raise PalyraError(f"invalid cursor {cursor!r}") from None
 
 
 class MemoryService:
@@ -162,15 +77,27 @@ class MemoryService:
         *,
         create: bool = True,
         index_params: IndexParams | None = None,
+        state_root: Path | None = None,
+        journal: PgJournal | None = None,
     ) -> None:
-        from palyra_ops.journal.faults import is_postgres_url, redact
+        """`journal_path` is a SQLite file or a `postgresql://` URL. On PostgreSQL the items live in
+        the journal's database (`journal`: the daemon's own store, else one opened here) and the
+        side files (index, lock) under `state_root` (`journal.faults.side_path`)."""
+        from palyra_ops.journal.faults import is_postgres_url, side_path
 
-        if is_postgres_url(journal_path):  # memory items in PostgreSQL are not done yet (docs/ha.md)
-            raise JournalUnsupported(f"journal {redact(str(journal_path))}: memory is not kept in a PostgreSQL "
-                                     "journal yet; use a SQLite journal for memory", path=redact(str(journal_path)))
-        self.journal_path = Path(journal_path)
         self.clock = clock or SystemClock()
         self.config = config or MemoryConfig()
+        #: the journal as given (a URL stays text): what a backfill child opens
+        self.location: Path | str = journal_path if is_postgres_url(journal_path) else Path(journal_path)
+        self.state_root = state_root
+        self._pg: PgMemoryStore | None = None
+        self._own_journal: PgJournal | None = None
+        self.follower: IndexFollower | None = None
+        if is_postgres_url(journal_path):
+            self.journal_path = side_path(str(journal_path), state_root)  # side files are named after it
+            self._pg = self._open_postgres(str(journal_path), journal, create)
+        else:
+            self.journal_path = Path(journal_path)
         self.index_path = index_path_for(self.journal_path)
         self.index_params = index_params or IndexParams()
         self._local = threading.local()
@@ -184,10 +111,10 @@ class MemoryService:
         #: (added, removed) by the last load-time reconcile, for results and tests
         self._last_reconcile: tuple[int, int] = (0, 0)
         self._closed = False
-        if not self.journal_path.exists():
-            if not create:
+        if self._pg is None:
+            if not self.journal_path.exists() and not create:
                 raise NotFound(f"no journal at {self.journal_path} (run `palyra-ops apply` or pass --journal)")
-        self._migrate()  # open_journal creates the directory, or says why it cannot
+            self._migrate()  # open_journal creates the directory, or says why it cannot
         self._spec: EmbedderSpec | None = None
         #: the spec of the embedder in use, whoever chose it (None: an Embedder object was passed)
         self.embedder_spec: EmbedderSpec | None = None
@@ -203,6 +130,33 @@ class MemoryService:
 
     # -- connections and locks ----------------------------------------------------------------
 
+    def _open_postgres(self, url: str, journal: PgJournal | None, create: bool) -> PgMemoryStore:
+        """The PostgreSQL memory store over `journal`, or over a store of our own (closed with us);
+        opening it migrates the journal (memory's step included), so only a read refuses a missing one."""
+        from palyra_ops.journal import journal_exists, open_journal
+        from palyra_ops.journal.faults import redact
+        from palyra_ops.journal.postgres import PgJournal
+        from palyra_ops.journal.postgres_memory import PgMemoryStore
+
+        if journal is None:
+            if not create and not journal_exists(url):
+                raise NotFound(f"no journal at {redact(url)} (run `palyra-ops apply` or pass --journal)")
+            opened = open_journal(url, clock=self.clock)
+            assert isinstance(opened, PgJournal)
+            self._own_journal = journal = opened
+        return PgMemoryStore(journal)
+
+    def follow(self, poll_s: float = 1.0) -> IndexFollower:
+        """PostgreSQL, in the daemon: keep this process's index current with every peer's writes
+        (`memory/follower.py`): built from the journal now, then the change feed (NOTIFY, polling)."""
+        from palyra_ops.memory.follower import IndexFollower
+
+        if self._pg is None:
+            raise PalyraError("only a PostgreSQL journal has peers to follow")
+        if self.follower is None:
+            self.follower = IndexFollower(self, self._pg, poll_s=poll_s)
+        return self.follower
+
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.journal_path, autocommit=False)
         with self._conns_lock:
@@ -216,9 +170,11 @@ class MemoryService:
         open_journal(self.journal_path, clock=self.clock).close()
 
     @property
-    def store(self) -> MemoryStore:
+    def store(self) -> MemoryStore | PgMemoryStore:
         if self._closed:
             raise PalyraError("memory service is closed")
+        if self._pg is not None:
+            return self._pg
         store = getattr(self._local, "store", None)
         if store is None:
             store = MemoryStore(self._connect())
@@ -246,6 +202,8 @@ class MemoryService:
 
     def close(self) -> None:
         """Close every thread's connection; the daemon calls this on shutdown."""
+        if self.follower is not None:
+            self.follower.close()
         with self._lock:
             if self._index is not None and self._index.dirty:
                 self._save_index()
@@ -260,6 +218,8 @@ class MemoryService:
                 except sqlite3.Error:
                     pass
             self._conns.clear()
+        if self._own_journal is not None:
+            self._own_journal.close()
 
     def __enter__(self) -> MemoryService:
         return self
@@ -480,9 +440,13 @@ class MemoryService:
                     if idx is not None:
                         res.index_removed += idx.remove(deletion.labels)
                         self._save_index()
-                if vacuum:
+                if vacuum and self._pg is not None:
+                    res.vacuum = VacuumResult(False, "PostgreSQL: autovacuum reclaims space", 0, 0, 0)
+                elif vacuum:
+                    store = self.store
+                    assert isinstance(store, MemoryStore)
                     res.vacuum = vacuum_if_worthwhile(
-                        self.store,
+                        store,
                         self.journal_path,
                         min_free_bytes=self.config.vacuum_min_free_bytes,
                         min_free_ratio=self.config.vacuum_min_free_ratio,
@@ -584,6 +548,11 @@ class MemoryService:
         if self._index is not None:
             index["loaded_count"] = self._index.count
         out["index"] = index
+        if self._pg is not None:
+            from palyra_ops.journal.faults import redact
+
+            out["journal"] = {"location": redact(str(self.location)), "table_bytes": self._pg.table_bytes()}
+            return out
         fs = self.store.file_stats()
         out["journal"] = {
             "path": str(self.journal_path),

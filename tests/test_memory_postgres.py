@@ -1,0 +1,134 @@
+"""Memory items in a PostgreSQL journal (SPEC §9, §11): the store answers as SQLite's does, and each
+service's in-memory hnswlib index follows what its peers write (the change feed + NOTIFY).
+
+Real PostgreSQL (tests/pgcluster.py); every service has a state root of its own, as daemons on two
+machines would (the index file is per state root, the items are the journal's).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeClock
+
+from palyra_ops.errors import NotFound
+from palyra_ops.journal import open_journal
+from palyra_ops.journal.postgres_memory import CHANGES, PgMemoryStore
+from palyra_ops.memory.embedders import HashingEmbedder
+from palyra_ops.memory.maintenance import MemoryConfig, RetentionConfig
+from palyra_ops.memory.service import MemoryService
+
+T0 = 1_760_000_000_000
+
+
+def _svc(url: str, root: Path, clock: FakeClock | None = None, config: MemoryConfig | None = None) -> MemoryService:
+    return MemoryService(url, HashingEmbedder(), clock or FakeClock(T0), config, state_root=root)
+
+
+def _poll(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_items_retention_and_search_behave_as_on_sqlite(pg_url: str, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    cfg = MemoryConfig(retention=RetentionConfig(max_items=3))
+    with _svc(pg_url, tmp_path / "a", clock, cfg) as svc:
+        ids = []
+        for i, text in enumerate(["payments certificate expires", "disk usage at 71 percent",
+                                  "backup finished", "rotated the TLS certificate", "cache warmed"]):
+            clock.advance(1000)
+            ids.append(svc.add_item(text, routine_id=f"r{i % 2}", run_id=f"run{i}", source="delivery:local_only").id)
+        again = svc.add_item("other text", run_id="run0", source="delivery:local_only")
+        assert again.id == ids[0] and again.text == "payments certificate expires"  # once per run
+        page = svc.list(limit=2)
+        assert [i.id for i in page.items] == ids[::-1][:2] and page.next_cursor
+        assert [i.id for i in svc.list(limit=2, cursor=page.next_cursor).items] == ids[::-1][2:4]
+        assert svc.backfill().embedded == 5
+        res = svc.search("certificate expiry", k=2)
+        assert res.method == "hnsw" and res.pending == 0
+        assert {h.item.id for h in res.hits} == {ids[0], ids[3]}
+        assert [h.item.id for h in svc.search("certificate", k=5, routine_id="r1").hits] == [ids[3], ids[1]]
+        m = svc.maintain()
+        assert (m.deleted_max_items, m.error, m.vacuum and m.vacuum.ran) == (2, None, False)
+        assert {i.id for i in svc.list().items} == set(ids[2:])
+        assert svc.delete([ids[4], "nope"]) == 1
+        st = svc.stats()
+        assert (st["items"], st["embedded"], st["pending"]) == (2, 2, 0)
+        assert st["journal"]["location"] == pg_url and st["journal"]["table_bytes"] > 0
+        with pytest.raises(NotFound):
+            svc.get(ids[0])
+    # three deletes by retention, one by hand; five vectors stored: the feed every index follows
+    with open_journal(pg_url) as j:
+        ops = [(r["op"]) for r in j._all(f"SELECT op FROM {CHANGES} ORDER BY seq")]  # type: ignore[attr-defined]
+    assert sorted(ops) == ["delete"] * 3 + ["vector"] * 5
+
+
+def test_a_peer_s_vectors_and_deletes_reach_a_following_index(pg_url: str, tmp_path: Path) -> None:
+    with _svc(pg_url, tmp_path / "a") as a, _svc(pg_url, tmp_path / "b") as b:
+        old = a.add_item("nightly digest of the payments cluster")
+        a.backfill()
+        follower = b.follow(poll_s=30)  # a long poll: only NOTIFY can explain a quick pick-up
+        assert follower.ready.wait(20) and b._index is not None and b._index.count == 1
+        label = a.store.get(old.id).label  # type: ignore[union-attr]
+        assert label in b._index.live and b.index_path.exists() and not a.index_path.samefile(b.index_path)
+        time.sleep(0.6)  # the listener has connected (it calls back once then: that round is done)
+        item = a.add_item("certificate of the gateway expires in 3 days")
+        a.backfill()
+        t0 = time.monotonic()
+        _poll("the peer's vector in b's index",
+              lambda: b.store.get(item.id).label in b._index.live)  # type: ignore[union-attr]
+        assert time.monotonic() - t0 < 5, "no notification: the 30 s poll found it"
+        hits = b.search("gateway certificate expires", k=1)
+        assert hits.method == "hnsw" and [h.item.id for h in hits.hits] == [item.id]
+        assert a.delete([old.id]) == 1
+        _poll("the peer's delete out of b's index", lambda: label not in b._index.live)  # type: ignore[union-attr]
+        assert [h.item.id for h in b.search("payments digest", k=5).hits] == [item.id]
+        assert follower.last_error is None and follower.applied >= 2
+
+
+def test_a_follower_behind_the_pruned_feed_reconciles(pg_url: str, tmp_path: Path) -> None:
+    with _svc(pg_url, tmp_path / "a") as a, _svc(pg_url, tmp_path / "b") as b:
+        keep = a.add_item("kept item about databases")
+        gone = a.add_item("deleted item about queues")
+        a.backfill()
+        follower = b.follow(poll_s=0.2)
+        assert follower.ready.wait(20)
+        follower.close()  # b stops following (as if offline); a deletes and the feed is pruned
+        a.delete([gone.id])
+        store = a.store
+        assert isinstance(store, PgMemoryStore)
+        with store.journal.transaction() as t:
+            t.execute(f"UPDATE {CHANGES} SET at_ms = 0")
+            store._prune_changes(t)
+        assert store.changes_after(0) == [] and store.pruned_through() > 0
+        assert follower.sync() == 0
+        assert b._index is not None and b._index.live == {store.get(keep.id).label}  # type: ignore[union-attr]
+        assert follower.cursor == store.change_head()
+
+
+def test_a_restarted_follower_builds_from_the_journal(pg_url: str, tmp_path: Path) -> None:
+    with _svc(pg_url, tmp_path / "a") as a:
+        items = [a.add_item(f"operations note number {i} about service {i % 7}") for i in range(50)]
+        a.backfill()
+    root = tmp_path / "b"
+    with _svc(pg_url, root) as b:
+        assert b.follow().ready.wait(20)
+        assert b._index is not None and b._index.count == 50
+    index = root.glob("*.memory.hnsw")
+    for f in index:  # a lost index file: the next start rebuilds it from the vectors in the journal
+        f.unlink()
+    with _svc(pg_url, root) as b2:
+        assert b2.follow().ready.wait(20)
+        assert b2._index is not None and b2._index.count == 50
+        assert b2.search("service 3", k=1).method == "hnsw"
+        assert b2.get(items[0].id).embedding is not None
