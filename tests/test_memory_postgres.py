@@ -132,3 +132,88 @@ def test_a_restarted_follower_builds_from_the_journal(pg_url: str, tmp_path: Pat
         assert b2._index is not None and b2._index.count == 50
         assert b2.search("service 3", k=1).method == "hnsw"
         assert b2.get(items[0].id).embedding is not None
+
+
+#: test_memory_retention's tests that build their service with its `_service` helper: run here on
+#: PostgreSQL unchanged (the SQLite-file ones — VACUUM, a second service on the same path — are not)
+SHARED_RETENTION_TESTS = [
+    "test_ttl_deletes_only_expired_items", "test_max_age_deletes_strictly_older_items",
+    "test_max_items_keeps_newest", "test_max_items_breaks_same_millisecond_ties_by_insertion",
+    "test_max_bytes_deletes_oldest_until_under_limit", "test_limits_combine_and_each_counts_what_it_named",
+    "test_no_limits_delete_nothing", "test_run_outputs_are_stored_once_per_run",
+    "test_list_pages_with_a_stable_cursor", "test_get_and_delete",
+]
+
+
+@pytest.mark.parametrize("name", SHARED_RETENTION_TESTS)
+def test_the_retention_suite_passes_on_postgresql(name: str, pg_url: str, tmp_path: Path, monkeypatch) -> None:
+    import test_memory_retention as suite
+
+    opened: list[MemoryService] = []
+
+    def service(tmp: Path, **retention: int | None) -> tuple[MemoryService, FakeClock]:
+        clock = FakeClock(suite.T0)
+        svc = MemoryService(pg_url, clock=clock, config=MemoryConfig(retention=RetentionConfig(**retention)),
+                            state_root=tmp / "state")
+        opened.append(svc)
+        return svc, clock
+
+    monkeypatch.setattr(suite, "_service", service)
+    try:
+        getattr(suite, name)(tmp_path)
+    finally:
+        for svc in opened:
+            svc.close()
+
+
+SHARED_SEARCH_TESTS = ["test_hnsw_and_exact_agree_on_the_corpus", "test_filters_by_routine_and_time",
+                       "test_filtered_search_through_the_index", "test_k_larger_than_corpus_returns_everything",
+                       "test_bad_queries", "test_pending_items_are_reported"]
+
+
+@pytest.mark.parametrize("name", SHARED_SEARCH_TESTS)
+def test_the_search_suite_passes_on_postgresql(name: str, pg_url: str, tmp_path: Path, monkeypatch) -> None:
+    """test_memory_search's corpus tests, on a corpus in PostgreSQL; and every known answer first."""
+    import inspect
+
+    import test_memory_search as suite
+
+    clock = FakeClock(suite.T0)
+    with MemoryService(pg_url, HashingEmbedder(), clock, state_root=tmp_path) as svc:
+        ids = []
+        for i, (routine, text) in enumerate(suite.CORPUS):
+            ids.append(svc.add_item(text, routine_id=routine, run_id=f"run-{i}", source="delivery:local_only").id)
+            clock.advance(suite.HOUR)
+        assert svc.backfill().embedded == len(suite.CORPUS)
+        test = getattr(suite, name)
+        test(**{"corpus": (svc, ids), "monkeypatch": monkeypatch}
+             if "monkeypatch" in inspect.signature(test).parameters else {"corpus": (svc, ids)})
+        if name == SHARED_SEARCH_TESTS[0]:
+            for query in sorted(suite.KNOWN):
+                suite.test_known_answers_come_first((svc, ids), query)
+
+
+def test_the_memory_cli_works_on_a_postgresql_journal(pg_url: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    import json
+
+    from test_memory_search import _cli
+
+    monkeypatch.setenv("PALYRA_STATE_ROOT", str(tmp_path / "state"))
+    code, _, err = _cli(capsys, "memory", "search", "x", "--journal", pg_url)
+    assert code == 1 and err == f"palyra-ops: no journal at {pg_url} (run `palyra-ops apply` or pass --journal)\n"
+    code, out, _ = _cli(capsys, "memory", "add", "Disk usage on db-primary reached 91%", "--routine", "sre",
+                        "--journal", pg_url, "-o", "json")
+    item = json.loads(out)
+    assert code == 0 and item["source"] == "cli" and item["embedding"] is None
+    code, out, _ = _cli(capsys, "memory", "backfill", "--journal", pg_url, "-o", "json")
+    assert code == 0 and json.loads(out)["embedded"] == 1
+    code, out, _ = _cli(capsys, "memory", "search", "disk usage", "-k", "1", "--journal", pg_url, "-o", "json")
+    body = json.loads(out)
+    assert (code, body["method"], [r["id"] for r in body["results"]]) == (0, "hnsw", [item["id"]])
+    code, out, _ = _cli(capsys, "memory", "stats", "--journal", pg_url, "-o", "json")
+    stats = json.loads(out)
+    assert (stats["items"], stats["embedded"], stats["index"]["count"]) == (1, 1, 1)
+    assert stats["index"]["path"].startswith(str(tmp_path / "state" / "postgres-"))
+    code, out, _ = _cli(capsys, "memory", "delete", item["id"], "--journal", pg_url)
+    assert (code, out) == (0, "deleted 1 item(s)\n")
+    assert not list(Path.cwd().glob("postgres*")), "nothing created for the URL itself"
