@@ -1,4 +1,4 @@
-"""Memory (SPEC §9): search by meaning, list and add items of the daemon's memory service."""
+"""Memory (SPEC §9): search by meaning, list, add and delete items of the daemon's memory service."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from starlette.responses import Response
 
 from palyra_ops.context import DaemonContext
 from palyra_ops.durations import parse_duration_ms
-from palyra_ops.errors import InvalidInput, Unavailable
+from palyra_ops.errors import InvalidInput, NotFound, Unavailable
 from palyra_ops.server.body import read_object
 from palyra_ops.server.operation import ApiRoute, Operation, Param, Reply, ref
 from palyra_ops.server.params import (
     CURSOR,
     LIMIT,
     encode_cursor,
+    path_param,
     query_cursor,
     query_instant,
     query_int,
@@ -109,6 +110,19 @@ async def memory_add(request: Request) -> Response:
     return JSONResponse(item.to_json(), status_code=201)
 
 
+ITEM_ID = path_param("item_id", "The memory item's id.")
+
+
+async def memory_delete(request: Request) -> Response:
+    """Journal and index together; on a PostgreSQL journal every peer's index drops it too (its
+    follower reads the delete from the journal's change feed)."""
+    item_id = request.path_params["item_id"]
+    deleted = await asyncio.to_thread(memory_of(ctx_of(request)).delete, [item_id])
+    if not deleted:
+        raise NotFound(f"memory item {item_id} not found")
+    return JSONResponse({"id": item_id, "deleted": True})
+
+
 ROUTES = [
     ApiRoute("/memory/search", memory_search, method="GET", operation=Operation(
         summary="Nearest memory items to a text (SPEC §9)",
@@ -135,5 +149,14 @@ ROUTES = [
         body=ref("MemoryAddRequest"),
         replies={201: Reply("The stored item.", ref("MemoryItem"))},
         raises=(InvalidInput, Unavailable),
+    )),
+    ApiRoute("/memory/items/{item_id}", memory_delete, method="DELETE", operation=Operation(
+        summary="Delete a memory item",
+        description="From the journal and the daemon's index at once (every daemon's, on a PostgreSQL journal).",
+        params=(ITEM_ID,),
+        replies={200: Reply("The item was deleted.", {
+            "type": "object", "required": ["id", "deleted"],
+            "properties": {"id": {"type": "string"}, "deleted": {"type": "boolean", "const": True}}})},
+        raises=(NotFound, Unavailable),
     )),
 ]
