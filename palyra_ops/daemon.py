@@ -331,7 +331,9 @@ class Daemon:
         membership = Membership(journal, self.daemon_id, interval_ms=cc.heartbeat_interval_ms, lease_ms=cc.lease_ms,
                                 on_lost=lambda gone: self._emit_lost(gone))
         # SQLite: the lock file proves no other daemon is alive; PostgreSQL: spare the live peers'
-        recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms(), spare_live=self.paths.is_postgres)
+        # parked runs (retry waits, deferrals) of a daemon that is gone are handed over, not failed
+        recovered = journal.finalize_orphans(RESTART_REASON, self.clock.now_ms(), spare_live=self.paths.is_postgres,
+                                             release_parked=True)
         membership.register(sole=not self.paths.is_postgres)
         for r in recovered:
             log.warning("run %s of %s was active when the previous daemon stopped: failed (%s)",
@@ -359,6 +361,7 @@ class Daemon:
                               max_in_flight=self.config.dispatch_concurrency, lead_ms=5,
                               poll_ms=self.config.cluster.poll_interval_ms)
         gateway.shared_journal = self.paths.is_postgres
+        membership.on_handover = gateway.handover
         scheduler_ref.append(scheduler)
         ctx.gateway, ctx.scheduler = gateway, scheduler
         ctx.watcher = None  # set below with --watch

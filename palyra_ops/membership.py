@@ -30,7 +30,7 @@ from collections.abc import Callable
 from palyra_ops import __version__
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import Journal
-from palyra_ops.journal.records import LostDaemon
+from palyra_ops.journal.records import LostDaemon, RunRecord
 
 log = logging.getLogger("palyra_ops.membership")
 
@@ -54,6 +54,9 @@ class Membership:
         self._stopping = False
         #: how many runs this daemon reaped from gone peers (status)
         self.reaped_runs = 0
+        #: runs handed between daemons (docs/ha.md): given a peer's cancel requests for this daemon's
+        #: runs and the parked runs it took over, on the loop after each pass (the gateway's `handover`)
+        self.on_handover: Callable[[list[tuple[str, str]], list[RunRecord]], None] | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="palyra-heartbeat")
 
     def register(self, *, sole: bool = False) -> None:
@@ -97,6 +100,12 @@ class Membership:
             return []
         return self.journal.reap_lost_daemons(self.journal.clock.now_ms(), spare=self.daemon_id)
 
+    def collect(self) -> tuple[list[tuple[str, str]], list[RunRecord]]:
+        """After the beat (worker thread): peers' cancel requests for this daemon's runs, and the due
+        parked runs no daemon holds, taken (each once across daemons) with a fencing token of this one."""
+        return (self.journal.cancel_requests(self.daemon_id),
+                self.journal.take_parked(self.daemon_id, self.journal.clock.now_ms()))
+
     async def run_forever(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.interval_ms / 1000)
@@ -104,6 +113,9 @@ class Membership:
                 return
             try:
                 lost = await asyncio.get_running_loop().run_in_executor(self._thread, self.beat)
+                if self.on_handover is not None and not self._stopping:
+                    cancels, taken = await asyncio.get_running_loop().run_in_executor(self._thread, self.collect)
+                    self.on_handover(cancels, taken)
             except JournalError as exc:
                 if not self._failing:
                     log.warning("heartbeat failed: %s", exc.message)
@@ -121,9 +133,11 @@ class Membership:
                 self.reaped_runs += len(gone.runs)
                 d = gone.daemon
                 log.warning("daemon %s (%s pid %d) is gone (no heartbeat for %.1fs, lease %gs): %d active run(s)"
-                            " failed as daemon_lost%s", d["daemon_id"], d["host"], d["pid"],
+                            " failed as daemon_lost%s%s", d["daemon_id"], d["host"], d["pid"],
                             d["heartbeat_age_ms"] / 1000, d["lease_ms"] / 1000, len(gone.runs),
-                            "".join(f"; {r['run_id']} of {r['routine_id']}" for r in gone.runs[:20]))
+                            "".join(f"; {r['run_id']} of {r['routine_id']}" for r in gone.runs[:20]),
+                            f"; {len(gone.released)} parked run(s) (retry waits, deferrals) handed to any daemon"
+                            if gone.released else "")
                 if self.on_lost is not None:
                     self.on_lost(gone)
 

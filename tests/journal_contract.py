@@ -563,7 +563,8 @@ def test_the_reaper_fails_the_runs_of_gone_daemons_once_and_drops_them(journal_f
         t.join(30)
     lost = [x for r in results for x in r]
     assert len(lost) == 1, lost  # one reaper won; the other found nothing left
-    daemon, runs = lost[0]
+    daemon, runs, released = lost[0]
+    assert list(released) == []  # no parked runs among them
     assert daemon["daemon_id"] == "dead" and daemon["alive"] is False
     assert sorted(r["run_id"] for r in runs) == sorted(dead_runs)
     for rid in dead_runs:

@@ -40,6 +40,7 @@ from palyra_ops.gateway.approvals import Approvals
 from palyra_ops.gateway.base import DAEMON_DEVICE_ID, DAEMON_PRINCIPAL, TRIGGER_KINDS, log
 from palyra_ops.gateway.execution import Execution
 from palyra_ops.gateway.gates import Gates
+from palyra_ops.gateway.handover import Handover
 from palyra_ops.gateway.loopback import describe_error
 from palyra_ops.journal import new_id
 from palyra_ops.messages import RunMessage, TriggerInfo
@@ -48,7 +49,7 @@ from palyra_ops.schedule import retry_delay_ms
 from palyra_ops.tracing import parse_traceparent
 
 
-class Gateway(Gates, Execution, Approvals):
+class Gateway(Gates, Execution, Approvals, Handover):
     """The pipeline assembled from its stages; this module holds its entry points and lifecycle."""
 
     # -- entry points -----------------------------------------------------------------------------

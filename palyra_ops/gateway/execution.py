@@ -25,6 +25,8 @@ class Execution(GatewayState):
     def _start(self, run: dict[str, Any], routine: Routine) -> dict[str, Any]:
         now = self.clock.now_ms()
         fields = self._receipt(run, {"status": "running", "started_at_ms": now, "policy_rule": run.get("policy_rule")})
+        if run.get("queued_at_ms") is not None:  # queue_one's mark: no longer the queued run
+            fields["queued_at_ms"] = None
         prior = self._fences.get(run["run_id"])
         fields["fence"] = self.take_fence(run["run_id"])  # the run's lease token from here on
         try:

@@ -12,7 +12,7 @@ from typing import Any
 from palyra_ops.durations import format_duration_ms
 from palyra_ops.enums import ApprovalMode, Concurrency, QuietAction
 from palyra_ops.errors import JournalError, PalyraError
-from palyra_ops.gateway.base import GATES, GatewayState
+from palyra_ops.gateway.base import GATES, GatewayState, log
 from palyra_ops.model import Routine
 from palyra_ops.pause import OPERATOR_TRIGGERS, PauseState
 from palyra_ops.schedule import QuietHours
@@ -137,6 +137,14 @@ class Gates(GatewayState):
     def _concurrency(self, run: dict[str, Any], routine: Routine, *, catch_up: bool) -> dict[str, Any]:
         rid = routine.name
         active = self.active_run_ids(rid)
+        if self.shared_journal and not catch_up:  # several daemons on one journal (SPEC §11, docs/ha.md)
+            if routine.policies.concurrency == Concurrency.QUEUE_ONE:
+                return self._queue_one_across(run, routine, busy=bool(active))
+            if routine.policies.concurrency == Concurrency.REPLACE:
+                asked = self.journal.request_cancel(rid, f"replaced: superseded by run {run['run_id']}",
+                                                    daemon_id=self.daemon_id)
+                if asked:
+                    log.info("run %s of %s replaces run(s) on other daemons: %s", run["run_id"], rid, ", ".join(asked))
         if not active and not catch_up and self.shared_journal and routine.policies.concurrency == Concurrency.FORBID:
             # several daemons on one journal (SPEC §11): a run executing on a peer forbids this one too,
             # checked and taken in one transaction under the routine's lock (two cannot both start)
@@ -180,3 +188,21 @@ class Gates(GatewayState):
             return run
         raise PalyraError(f"unknown concurrency policy {policy!r}")
 
+    def _queue_one_across(self, run: dict[str, Any], routine: Routine, *, busy: bool) -> dict[str, Any]:
+        """`queue_one` seeing every daemon's runs: start, queue (marked in the journal, so a peer's
+        trigger sees it) or skip, decided in one transaction under the routine's lock."""
+        rid = routine.name
+        now = self.clock.now_ms()
+        outcome, other = self.journal.queue_exclusive(run["run_id"], rid, now, busy=busy)
+        if outcome == "started":
+            self.metrics.gate("concurrency", "pass")
+            return self._start(run, routine)
+        if outcome == "skipped":
+            return self._stop(run, routine, "skipped", f"concurrency: queue_one (run {other} is already queued)",
+                              gate="concurrency", rule=run.get("policy_rule"))
+        self.journal.update_run(run["run_id"], **self._receipt(run, {"policy_rule": run.get("policy_rule")}))
+        run["queued_at_ms"] = now
+        self._queued[rid] = (run, routine)
+        self._held[run["run_id"]] = rid
+        self.metrics.gate("concurrency", "queued")
+        return run

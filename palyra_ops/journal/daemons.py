@@ -6,7 +6,9 @@ written and read with the database's clock, so daemons whose clocks disagree sti
 gone; on SQLite (one daemon per journal file) by the store's clock.
 
 A run's owner is its `daemon_id`. `reap_lost_daemons` finalizes the active runs of gone daemons
-(`failed`, reason `daemon_lost: …`) and drops their rows, all in one transaction that locks the gone
+(`failed`, reason `daemon_lost: …`), hands their parked runs (retry waits, quiet-hours deferrals)
+to any daemon (owner and fencing token cleared: `take_parked` gives them a new one), and drops their
+rows, all in one transaction that locks the gone
 daemons' rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, SQLite's single writer): two live daemons
 reaping at once each get a disjoint part, so every reaped run is reported (and emitted) once.
 The PostgreSQL side is `postgres_daemons` (this module must not import the driver).
@@ -21,7 +23,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from palyra_ops.clock import Clock
-from palyra_ops.journal.records import DaemonRecord, LostDaemon, RunRecord
+from palyra_ops.journal.records import DaemonRecord, LostDaemon, RunRecord, is_parked
 from palyra_ops.journal.sqlite_conn import SQLiteTxn, records
 
 _ACTIVE = "('accepted', 'running')"
@@ -93,8 +95,13 @@ class SQLiteDaemons:
                 d = daemon_record(row, judged)
                 if d["daemon_id"] == spare:
                     continue
-                runs = records(c.execute(f"SELECT * FROM journal_cron_runs WHERE daemon_id=? AND status IN {_ACTIVE}"
-                                         " ORDER BY rowid", (d["daemon_id"],)), RunRecord)
+                active = records(c.execute(f"SELECT * FROM journal_cron_runs WHERE daemon_id=? AND status IN {_ACTIVE}"
+                                           " ORDER BY rowid", (d["daemon_id"],)), RunRecord)
+                released = [r for r in active if is_parked(r)]
+                runs = [r for r in active if not is_parked(r)]
+                for r in released:  # parked: any daemon takes it when due (`take_parked`)
+                    c.execute("UPDATE journal_cron_runs SET daemon_id=NULL, fence=NULL WHERE run_id=?", (r["run_id"],))
+                    r.update(daemon_id=None, fence=None)
                 reason = lost_reason(d)
                 for r in runs:
                     c.execute("UPDATE journal_cron_runs SET status='failed', reason=?, finished_at_ms=? WHERE run_id=?",
@@ -103,7 +110,7 @@ class SQLiteDaemons:
                               " WHERE last_run_id=?", (now_ms, r["run_id"]))
                     r.update(status="failed", reason=reason, finished_at_ms=now_ms)
                 c.execute("DELETE FROM journal_daemons WHERE daemon_id=?", (d["daemon_id"],))
-                out.append(LostDaemon(d, runs))
+                out.append(LostDaemon(d, runs, released))
         return out
 
 

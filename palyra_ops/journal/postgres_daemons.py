@@ -12,6 +12,8 @@ from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, records
 from palyra_ops.journal.records import DaemonRecord, LostDaemon, RunRecord
 
 _ACTIVE = "('accepted', 'running')"
+#: `records.is_parked` as SQL
+_PARKED = "status = 'accepted' AND not_before_ms IS NOT NULL"
 
 
 class PgDaemons:
@@ -60,6 +62,11 @@ class PgDaemons:
             for row in rows:
                 d = daemon_record(row, int(row["judged_ms"]))
                 reason = lost_reason(d)
+                # parked runs (retry waits, deferrals) go to any daemon (`take_parked`), the rest fail
+                released = records(t.execute(
+                    f"UPDATE journal_cron_runs SET daemon_id=NULL, fence=NULL WHERE daemon_id=%s AND {_PARKED}"
+                    " RETURNING *", (d["daemon_id"],)), RunRecord)
+                released.sort(key=lambda r: r["run_id"])
                 runs = records(t.execute(
                     f"UPDATE journal_cron_runs SET status='failed', reason=%s, finished_at_ms=%s"
                     f" WHERE daemon_id=%s AND status IN {_ACTIVE} RETURNING *", (reason, now_ms, d["daemon_id"])),
@@ -69,7 +76,7 @@ class PgDaemons:
                     t.execute("UPDATE journal_cron_jobs SET last_status='failed', last_finished_at_ms=%s"
                               " WHERE last_run_id = ANY(%s)", (now_ms, [r["run_id"] for r in runs]))
                 t.execute("DELETE FROM journal_daemons WHERE daemon_id=%s", (d["daemon_id"],))
-                out.append(LostDaemon(d, runs))
+                out.append(LostDaemon(d, runs, released))
         return out
 
 

@@ -29,6 +29,7 @@ from palyra_ops.journal.records import (
     EventRecord,
     RunRecord,
     encode_payload,
+    is_parked,
     new_id,
 )
 from palyra_ops.journal.store import Txn, own_txn
@@ -176,9 +177,10 @@ class PgRuns:
                 self._all("SELECT status, COUNT(*) AS n FROM journal_cron_runs GROUP BY status")}
 
     def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None, *,
-                         spare_live: bool = False) -> list[RunRecord]:
+                         spare_live: bool = False, release_parked: bool = False) -> list[RunRecord]:
         """Mark runs left active by a dead process as failed; returns them as they were.
-        `spare_live`: leave the runs of daemons whose lease holds (by the database's clock) alone."""
+        `spare_live`: leave the runs of daemons whose lease holds (by the database's clock) alone;
+        `release_parked`: parked runs (retry waits, deferrals) are handed to any daemon instead."""
         with self.transaction() as t:
             sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
             args: tuple[Any, ...] = ()
@@ -189,6 +191,11 @@ class PgRuns:
                 sql += (" AND (daemon_id IS NULL OR daemon_id NOT IN (SELECT daemon_id FROM journal_daemons"
                         f" WHERE heartbeat_at_ms + lease_ms >= {DB_NOW_MS}))")
             rows = records(t.execute(sql + " ORDER BY seq FOR UPDATE", args), RunRecord)
+            if release_parked:
+                parked = [r["run_id"] for r in rows if is_parked(r)]
+                rows = [r for r in rows if not is_parked(r)]
+                if parked:
+                    t.execute("UPDATE journal_cron_runs SET daemon_id=NULL, fence=NULL WHERE run_id = ANY(%s)", (parked,))
             if rows:
                 t.execute("UPDATE journal_cron_runs SET status='failed', reason=%s, finished_at_ms=%s"
                           " WHERE run_id = ANY(%s)", (reason, now_ms, [r["run_id"] for r in rows]))

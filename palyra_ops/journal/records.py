@@ -14,6 +14,7 @@ bodies, and `Snapshot` is the value plan diffs against.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
@@ -185,10 +186,22 @@ class DaemonRecord(TypedDict):
 
 
 class LostDaemon(NamedTuple):
-    """A daemon a reaper found gone, and its runs the reaper finalized (`reap_lost_daemons`)."""
+    """A daemon a reaper found gone, and its runs the reaper finalized (`reap_lost_daemons`); its
+    parked runs (`released`: retry waits, quiet-hours deferrals) were handed to any daemon instead."""
 
     daemon: DaemonRecord
     runs: list[RunRecord]
+    released: Sequence[RunRecord] = ()
+
+
+#: a run that holds its routine's slot, as SQL: running, or between the attempts of a retry
+BUSY_SQL = "(status = 'running' OR (status = 'accepted' AND attempt > 1 AND not_before_ms IS NOT NULL))"
+
+
+def is_parked(run: Mapping[str, Any]) -> bool:
+    """A run waiting in the journal for its time (a retry's backoff, a quiet-hours deferral): it
+    survives the daemon that parked it — a peer (or the restarted daemon) takes it when it is due."""
+    return run.get("status") == "accepted" and run.get("not_before_ms") is not None
 
 
 class ApplyLogRecord(TypedDict):
@@ -257,6 +270,7 @@ class ResourceWrite(NamedTuple):
 
 
 __all__ = [
+    "BUSY_SQL",
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
     "ApplyLogRecord",
@@ -273,5 +287,6 @@ __all__ = [
     "Snapshot",
     "StoredResource",
     "encode_payload",
+    "is_parked",
     "new_id",
 ]

@@ -24,6 +24,7 @@ from palyra_ops.journal.records import (
     JobRecord,
     RunRecord,
     encode_payload,
+    is_parked,
     new_id,
 )
 from palyra_ops.journal.sqlite_conn import SQLiteTxn, record, records
@@ -133,9 +134,10 @@ class SQLiteRuns:
             return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM journal_cron_runs GROUP BY status")}
 
     def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None, *,
-                         spare_live: bool = False) -> list[RunRecord]:
+                         spare_live: bool = False, release_parked: bool = False) -> list[RunRecord]:
         """Mark runs left active by a dead process as failed; returns them (crash recovery).
-        `spare_live`: leave the runs of daemons whose lease holds (`journal_daemons`) alone."""
+        `spare_live`: leave the runs of daemons whose lease holds (`journal_daemons`) alone;
+        `release_parked`: parked runs (retry waits, deferrals) are handed to any daemon instead."""
         with self.transaction() as c:
             sql = "SELECT * FROM journal_cron_runs WHERE status IN ('accepted', 'running')"
             args: tuple[Any, ...] = ()
@@ -147,6 +149,11 @@ class SQLiteRuns:
                         " WHERE heartbeat_at_ms + lease_ms >= ?))")
                 args = (*args, self.clock.now_ms())
             rows = records(c.execute(sql, args), RunRecord)
+            if release_parked:
+                parked = [r["run_id"] for r in rows if is_parked(r)]
+                rows = [r for r in rows if not is_parked(r)]
+                c.conn.executemany("UPDATE journal_cron_runs SET daemon_id=NULL, fence=NULL WHERE run_id=?",
+                                   [(rid,) for rid in parked])
             for r in rows:
                 c.execute(
                     "UPDATE journal_cron_runs SET status='failed', reason=?, finished_at_ms=? WHERE run_id=?",

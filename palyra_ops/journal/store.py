@@ -241,6 +241,35 @@ class JournalStore(Protocol):
         it now runs, else the id of the running run that forbids it (this one is left as it was)."""
         ...
 
+    # -- runs handed between daemons (SPEC §11; journal/*_handover.py) --------------------------------
+
+    def request_cancel(self, routine_id: str, reason: str, *, daemon_id: str) -> list[str]:
+        """`replace` across daemons: mark the routine's busy runs (running, or waiting between retry
+        attempts) held by daemons other than `daemon_id` to be cancelled with `reason`; their holders
+        cancel them on their next heartbeat. The ids marked (none twice)."""
+        ...
+
+    def cancel_requests(self, daemon_id: str) -> list[tuple[str, str]]:
+        """(run id, reason) of the active runs of `daemon_id` a peer asked it to cancel."""
+        ...
+
+    def queue_exclusive(self, run_id: str, routine_id: str, now_ms: int, *, busy: bool = False) -> tuple[str, str | None]:
+        """`queue_one` across daemons, in one transaction under the routine's lock: ("skipped", id)
+        when another run of the routine is already queued (on any daemon); else ("started", None) —
+        `run_id` now runs — when no run of the routine is busy and the caller is not (`busy`: it
+        has one in process); else ("queued", the busy run's id or None): `run_id` is marked queued."""
+        ...
+
+    def take_parked(self, daemon_id: str, now_ms: int, limit: int = 64) -> list[RunRecord]:
+        """Take the parked runs due by `now_ms` that no daemon holds (handed over by the reaper or
+        start-up recovery): each now held by `daemon_id` with a new fencing token (in the records
+        returned), oldest due first; two callers at once get disjoint runs."""
+        ...
+
+    def next_parked_ms(self) -> int | None:
+        """When the earliest parked run no daemon holds is due, or None."""
+        ...
+
     def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None: ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
@@ -253,9 +282,11 @@ class JournalStore(Protocol):
     def count_runs_by_status(self) -> dict[str, int]: ...
 
     def finalize_orphans(self, reason: str, now_ms: int, daemon_id: str | None = None, *,
-                         spare_live: bool = False) -> list[RunRecord]:
+                         spare_live: bool = False, release_parked: bool = False) -> list[RunRecord]:
         """Start-up recovery: fail the active runs not of `daemon_id`; with `spare_live`, not of any
-        daemon whose lease holds either (several daemons on one journal, SPEC §11)."""
+        daemon whose lease holds either (several daemons on one journal, SPEC §11). With
+        `release_parked` the parked ones among them (`records.is_parked`: retry waits, deferrals)
+        are handed to any daemon (`take_parked`) instead of failed. Returns the failed runs."""
         ...
 
     def runs_with_occurrences(self, routine_id: str) -> list[RunRecord]: ...
@@ -293,7 +324,8 @@ class JournalStore(Protocol):
         ...
 
     def reap_lost_daemons(self, now_ms: int, spare: str | None = None) -> list[LostDaemon]:
-        """Finalize the active runs of daemons whose lease expired (`failed`, `daemon_lost: …`) and
+        """Finalize the active runs of daemons whose lease expired (`failed`, `daemon_lost: …`),
+        hand their parked runs to any daemon (`LostDaemon.released`, taken with `take_parked`), and
         drop them from the registry, in one transaction; concurrent reapers get disjoint results.
         `spare`: the caller's own id (a daemon that was stalled is not its own reaper)."""
         ...
