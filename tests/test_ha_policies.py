@@ -148,3 +148,22 @@ def test_a_killed_daemon_s_retry_wait_and_deferred_run_are_taken_over_by_a_peer(
     assert [x["run_id"] for x in receiver.bodies if x["routine_id"] == "later"] == [deferred["run_id"]]
     assert "taken over from a daemon that is gone" in b.log()
     assert all(not (r["reason"] or "").startswith("daemon_lost") for r in _runs(pg_url, "flaky") + _runs(pg_url, "later"))
+
+
+def test_on_sqlite_the_restarted_daemon_takes_back_its_predecessor_s_retry_wait(
+        daemon_factory: Callable[..., DaemonHandle]) -> None:
+    d = daemon_factory(config=FAST)
+    d.write("flaky.yaml", [_routine("flaky", {"policies": {"retry": {"max_attempts": 2, "backoff": "3s"}}},
+                                    {"echo-fail": "1"})])
+    d.apply()
+    _dispatch(d, "flaky")
+    retry = d.wait_for(lambda: next((r for r in d.runs("flaky") if r["attempt"] == 2), None), timeout=20,
+                       what="the retry waiting")
+    assert retry["status"] == "accepted"
+    d.kill()
+    d.restart()
+    d.wait_for(lambda: next(r for r in d.runs("flaky") if r["run_id"] == retry["run_id"])["status"] == "succeeded",
+               timeout=30, what="the restarted daemon running the retry")
+    done = next(r for r in d.runs("flaky") if r["run_id"] == retry["run_id"])
+    assert done["reason"] is None and done["started_at_ms"] >= retry["not_before_ms"]
+    assert [r["status"] for r in d.runs("flaky")] == ["failed", "succeeded"]
