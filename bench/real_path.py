@@ -164,7 +164,16 @@ def palyra_counts(rows: list[dict[str, Any]], receipts: list[tuple[float, int | 
         if r["status"] == "skipped":
             why = (r.get("reason") or "").split(" (", 1)[0]
             reasons[why] = reasons.get(why, 0) + 1
+    # where the runs waited: each stage's time after the scheduled instant (p50/p99 ms)
+    stages: dict[str, Any] = {}
+    for stage, key in (("claimed", "created_at_ms"), ("gateway_receipt", "received_at_ms"),
+                       ("started", "started_at_ms"), ("finished", "finished_at_ms")):
+        v = [r[key] - r["scheduled_at_ms"] for r in rows if r.get(key) is not None and r.get("scheduled_at_ms") is not None]
+        s = lag_summary(v)
+        stages[stage] = [s["p50_ms"], s["p99_ms"]]
+    stages["delivered"] = [lag_summary(lags)["p50_ms"], lag_summary(lags)["p99_ms"]]
     out: dict[str, Any] = {**lag_summary(lags), "runs": len(rows), "received": len(got), "failed": failed,
+                           "stages_p50_p99_ms": stages,
                            "skipped_by": reasons,
                            "unfinished": unfinished,
                            "shed_by_misfire": shed, "statuses": statuses}

@@ -21,7 +21,6 @@ each attempt the Standard Webhooks way; the id is the run id, so a receiver can 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -36,7 +35,8 @@ import httpx
 from palyra_ops.clock import Clock, rfc3339
 from palyra_ops.delivery_worker import DeliveryWorker
 from palyra_ops.durations import parse_duration_ms
-from palyra_ops.egress import GuardedTransport, Resolver
+from palyra_ops.egress import GuardedBackend, Resolver
+from palyra_ops.fastpost import FastPoster
 from palyra_ops.journal import Journal
 from palyra_ops.model import Channel, Routine
 from palyra_ops.targets import TargetRefused, header_problem, open_for_append, url_problems
@@ -45,13 +45,10 @@ from palyra_ops.webhooks import sign_standard
 log = logging.getLogger("palyra_ops.delivery")
 output_log = logging.getLogger("palyra_ops.output")
 
-#: webhook posts in flight at once, over this many pooled transports (issue 14). Posting through
-#: `AsyncClient.post` cost 52 % of the daemon's CPU in a webhook burst: the client layers (URL
-#: merging, cookies, auth and redirect handling, default headers) do nothing for a delivery, so
-#: requests are built once per attempt and handed straight to a transport, as `Loopback` does; a
-#: few small pools beat one large one (httpcore's pool gets slower as its connections grow), and
-#: the bound keeps a herd from opening hundreds of connections to one receiver.
-WEBHOOK_TRANSPORTS = 4
+#: webhook posts in flight at once (issue 14). Posting through `AsyncClient.post` cost 52 % of the
+#: daemon's CPU in a webhook burst, and httpcore + h11 still ~1 ms per POST in the delivery worker:
+#: requests are written straight to pooled keep-alive connections (palyra_ops/fastpost.py); the
+#: bound keeps a herd from opening hundreds of connections to one receiver.
 WEBHOOK_IN_FLIGHT = 64  # 16 made a herd wait on receivers' latency (overload: 392 vs 796 runs/s)
 
 #: what `AsyncClient` sent before (receivers may log or route on it)
@@ -123,8 +120,7 @@ class Deliverer:
         self.file_root = file_root
         self.allow_link_local = allow_link_local
         self.resolver = resolver
-        self._transports: list[GuardedTransport] = []
-        self._rr: itertools.cycle[GuardedTransport] | None = None
+        self._fast: FastPoster | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._urls: dict[str, httpx.URL] = {}
         #: webhook POSTs sent from a child process (`start(offload=True)`: the daemon)
@@ -132,35 +128,25 @@ class Deliverer:
         self._file_locks: dict[str, threading.Lock] = {}
         self._channels: dict[str, tuple[str, Channel]] = {}
 
-    def _transport(self) -> GuardedTransport:
-        """The next pooled transport; built on first use, so a resolver or link-local setting given
-        after construction (tests, the daemon's config) applies."""
-        if self._rr is None:
-            per = max(1, WEBHOOK_IN_FLIGHT // WEBHOOK_TRANSPORTS)
-            self._transports = [GuardedTransport(allow_link_local=self.allow_link_local, resolver=self.resolver,
-                                                 max_connections=per) for _ in range(WEBHOOK_TRANSPORTS)]
-            self._rr = itertools.cycle(self._transports)
-        return next(self._rr)
+    def _poster(self) -> FastPoster:
+        """The pooled poster; built on first use, so a resolver or link-local setting given after
+        construction (tests, the daemon's config) applies."""
+        if self._fast is None:
+            self._fast = FastPoster(GuardedBackend(allow_link_local=self.allow_link_local, resolver=self.resolver))
+        return self._fast
 
     async def _request(self, url: str, content: bytes, headers: dict[str, str], timeout: float) -> int:
-        """One POST straight to a pooled transport (no redirects are followed: a transport never
-        does); returns the status. Raises what the transport raises (httpx errors, TargetRefused)."""
+        """One POST on a pooled keep-alive connection (no redirects are followed); returns the
+        status. Raises httpx errors or TargetRefused, like an httpx transport (palyra_ops/fastpost.py)."""
         u = self._urls.get(url)
         if u is None:
             u = self._urls[url] = httpx.URL(url)
             if len(self._urls) > 1024:  # channels come and go: keep the cache small
                 self._urls.clear()
-        req = httpx.Request("POST", u, content=content, headers=headers, extensions={
-            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
         if self._in_flight is None:
             self._in_flight = asyncio.Semaphore(WEBHOOK_IN_FLIGHT)
         async with self._in_flight:
-            resp = await self._transport().handle_async_request(req)
-            try:
-                await resp.aread()
-            finally:
-                await resp.aclose()
-        return resp.status_code
+            return await self._poster().post(u, content, headers, timeout)
 
     def delivery_root(self) -> Path:
         if self.file_root is not None:
@@ -181,9 +167,9 @@ class Deliverer:
         if self._worker is not None:
             worker, self._worker = self._worker, None
             await worker.aclose()
-        transports, self._transports, self._rr = self._transports, [], None
-        for t in transports:
-            await t.aclose()
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            await fast.aclose()
 
     def channel(self, name: str) -> Channel | None:
         stored = self.journal.get_resource("Channel", name)
