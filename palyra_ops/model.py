@@ -137,6 +137,16 @@ class Resource:
         r._make_body = make_body
         return r
 
+    @classmethod
+    def compacted(cls, kind: str, name: str, source_file: str | None, canonical: str, hash: str,
+                  core: dict[str, Any] | None) -> Resource:
+        """What `compact()` leaves of a resource, rebuilt from its parts (a parallel load's child
+        canonicalised it: `Resource.from_document(...).compact()` there, the same value here)."""
+        r = cls(kind, name, None, source_file, canonical=canonical, hash=hash)
+        r._core = core
+        r._compact = True
+        return r
+
     def compact(self) -> Resource:
         """Keep only the canonical JSON and its hash; `body` is then decoded afresh each time it is
         read and never kept. A plan holds every desired object until it is applied: 100,000 routines

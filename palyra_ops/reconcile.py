@@ -129,13 +129,21 @@ class Loaded:
     desired: list[Resource]
 
 
+#: one document's object as `_Desired.prepare` sends it: (kind, name, "known", "", hash, None) when
+#: the journal holds it at that hash, else (kind, name, "made", canonical JSON, hash, routine core)
+_Made = tuple[str, str, str, str, str, dict[str, Any] | None]
+#: a file's objects, and whether they came from the resource cache (nothing to write back to it)
+_Prepared = tuple[bool, list[_Made]]
+
+
 class _Desired:
     """`load_directory`'s `on_file` for plan: each file's documents become compact canonical
     resources as soon as the file is checked, so a directory's bodies are never all held at once.
 
     With the resource cache (file sha256 → [(kind, name, hash)]), a file checked before is not
     canonicalised again for an object the journal already holds at that hash: plan will show it as
-    up to date, so the stored canonical JSON stands in for it.
+    up to date, so the stored canonical JSON stands in for it. `prepare` (maybe in the forked child
+    of a parallel load) canonicalises; `accept` keeps the results here.
     """
 
     def __init__(self, snapshot: Snapshot, cache: _ResourceCache | None) -> None:
@@ -143,24 +151,38 @@ class _Desired:
         self.cache = cache
         self.by_file: dict[str, list[Resource]] = {}
 
-    def add(self, rel: str, sha: str, docs: FileDocuments) -> None:
+    def prepare(self, rel: str, sha: str, docs: FileDocuments) -> _Prepared:
         hit = self.cache.get(sha) if self.cache is not None else None
         if hit is not None and len(hit) == len(docs):
-            self.by_file[rel] = [self._known(k, n, h, rel, body) for (k, n, h), (_, _, body) in zip(hit, docs, strict=True)]
-            return
-        made = [Resource.from_document(body, source_file=rel).compact() for _, _, body in docs]
-        if self.cache is not None:
+            return True, [self._known(k, n, h, rel, body) for (k, n, h), (_, _, body) in zip(hit, docs, strict=True)]
+        return False, [self._made(body, rel) for _, _, body in docs]
+
+    def accept(self, rel: str, sha: str, prepared: object) -> None:
+        from_cache, items = prepared  # type: ignore[misc]  # what `prepare` returned
+        made: list[Resource] = []
+        for kind, name, how, canonical, h, core in items:
+            if how == "known":
+                stored = self.snapshot.resources[(kind, name)]
+                # the stored object's own strings stand in: nothing of an unchanged object is held twice
+                made.append(Resource(stored.kind, stored.name, source_file=stored.source_file,
+                                     canonical=stored.body_json, hash=stored.hash).compact())
+            else:
+                made.append(Resource.compacted(kind, name, rel, canonical, h, core))
+        if self.cache is not None and not from_cache:
             self.cache.put(sha, [(r.kind, r.name, r.hash) for r in made])
         self.by_file[rel] = made
 
-    def _known(self, kind: str, name: str, hash: str, rel: str, body: dict[str, Any]) -> Resource:
+    @staticmethod
+    def _made(body: dict[str, Any], rel: str) -> _Made:
+        r = Resource.from_document(body, source_file=rel).compact()
+        return r.kind, r.name, "made", r.canonical, r.hash, r.kept_core
+
+    def _known(self, kind: str, name: str, hash: str, rel: str, body: dict[str, Any]) -> _Made:
         stored = self.snapshot.resources.get((kind, name))
         if (stored is not None and stored.hash == hash and stored.managed and stored.source_file == rel
                 and not stored.drifted):
-            # the stored object's own strings stand in: nothing of an unchanged object is held twice
-            return Resource(stored.kind, stored.name, source_file=stored.source_file, canonical=stored.body_json,
-                            hash=stored.hash).compact()
-        return Resource.from_document(body, source_file=rel).compact()
+            return kind, name, "known", "", hash, None
+        return self._made(body, rel)
 
     def resources(self, source: SourceSet) -> list[Resource]:
         """The objects of the files that stayed valid (a cross-file finding comes after `add`)."""
@@ -177,19 +199,22 @@ def load_for_plan(
     known_skills: set[str] | SkillsUnchecked | None = None,
     display_root: str | None = None,
     read_only: bool = False,
+    workers: int = 1,
 ) -> Loaded:
     """Read the journal's snapshot, then load and validate the directory into desired objects.
 
     The journal first: one that cannot be read (a URL, a directory, a file as parent) fails before
     the source cache beside it is written. `read_only` (`plan`, `status`): use the caches beside the
-    journal but never create or write them.
+    journal but never create or write them. `workers=2`: check a large directory on two cores
+    (`source.parallel`; CLI commands only, it forks).
     """
     with _gc_paused():
         snapshot = read_snapshot(journal_path)
         cache_dir = cache_dir_for(journal_path)
         desired = _Desired(snapshot, _ResourceCache(cache_dir, readonly=read_only))
         source = load_directory(Path(directory), display_root=display_root, cache_dir=cache_dir,
-                                known_skills=known_skills, cache_readonly=read_only, on_file=desired.add)
+                                known_skills=known_skills, cache_readonly=read_only, on_file=desired,
+                                workers=workers)
         return Loaded(snapshot, source, desired.resources(source))
 
 
@@ -242,6 +267,7 @@ def plan_directory(
     display_root: str | None = None,
     read_only: bool = False,
     selection: Selection | None = None,
+    workers: int = 1,
 ) -> tuple[Plan, SourceSet]:
     """Validate the directory and diff it against the journal.
 
@@ -251,7 +277,7 @@ def plan_directory(
     `selection`: `--target`/`--exclude` (plan_select).
     """
     loaded = load_for_plan(directory, journal_path, known_skills=known_skills, display_root=display_root,
-                           read_only=read_only)
+                           read_only=read_only, workers=workers)
     plan = plan_loaded(loaded, directory, journal_path, clock=clock, prune_unmanaged=prune_unmanaged,
                        allow_empty=allow_empty, isolate_invalid=isolate_invalid, display_root=display_root,
                        selection=selection)

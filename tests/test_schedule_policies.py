@@ -215,3 +215,16 @@ def test_resolve_misfire_owns_the_whole_decision_on_time_and_late() -> None:
     assert (d.run, d.skipped, d.in_order) == ([4000], [1000, 2000, 3000], False)
     with pytest.raises(ValueError, match="unknown misfire policy 'sometimes'"):
         resolve_misfire("sometimes", [], 3)
+
+
+def test_bulk_jitter_is_the_single_one_and_the_documented_formula() -> None:
+    import hashlib
+
+    from palyra_ops.schedule.policies import jitter_offsets_ms
+
+    nominal = [ms("2026-11-27T09:00:00Z") + i * 61_000 for i in range(500)] + [0, 7, -1_000]
+    for name, jitter in (("daily-report", 30_000), ("ünïcode-routine", 1), ("x", 86_400_000)):
+        reference = [int.from_bytes(hashlib.sha256(f"{name}\x00{n}".encode()).digest()[:8], "big") % (jitter + 1)
+                     for n in nominal]
+        assert jitter_offsets_ms(name, nominal, jitter) == reference
+        assert [jitter_offset_ms(name, n, jitter) for n in nominal] == reference

@@ -18,6 +18,7 @@ from palyra_ops.errors import PalyraError, ValidationFailed
 from palyra_ops.forecast import DEFAULT_HERD_MIN, DEFAULT_HOURS, DEFAULT_TOP, MAX_HOURS, Timing, forecast
 from palyra_ops.model import Routine
 from palyra_ops.numbers import IntegerError, parse_int
+from palyra_ops.source import FileDocuments
 
 HELP = "forecast the runs of the next hours: busiest seconds, herds, routines that never run"
 
@@ -62,29 +63,46 @@ def _start(text: str | None) -> int:
                           "(e.g. 2026-03-29T00:00:00+01:00)") from None
 
 
+class _Timings:
+    """`load_directory`'s `on_file` for the forecast: of each document only its `Timing` is kept
+    (computed where the file is checked, maybe in the forked child), never the body."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[str, list[Timing | None]] = {}
+
+    def prepare(self, rel: str, sha: str, docs: FileDocuments) -> list[Timing | None]:
+        return [Timing.of_body(name, body) for kind, name, body in docs if kind == "Routine"]
+
+    def accept(self, rel: str, sha: str, prepared: object) -> None:
+        self.by_file[rel] = prepared  # type: ignore[assignment]  # what `prepare` returned
+
+
 def timings_from_directory(directory: Path, journal: Path | str | None = None) -> tuple[list[Timing], int]:
     """The directory's enabled schedule routines, and how many routines are not forecast.
 
     Files already checked by an `apply` come from the source cache beside `journal` (read only, as
-    `plan` reads it): at 10,000 routines parsing and validating is most of the command's time.
+    `plan` reads it): at 10,000 routines parsing and validating is most of the command's time, so a
+    cold directory is checked on two cores (`source.parallel`).
     """
-    from palyra_ops.cli.plan_cmd import require_directory
+    from palyra_ops.cli.plan_cmd import CHECK_WORKERS, require_directory
     from palyra_ops.reconcile import cache_dir_for
-    from palyra_ops.source import iter_documents, load_directory
+    from palyra_ops.source import load_directory
 
     require_directory(directory)
     cache = cache_dir_for(journal) if journal is not None else None
-    source = load_directory(directory, cache_dir=cache if cache and cache.is_dir() else None, cache_readonly=True)
+    sink = _Timings()
+    source = load_directory(directory, cache_dir=cache if cache and cache.is_dir() else None, cache_readonly=True,
+                            on_file=sink, workers=CHECK_WORKERS)
     if not source.ok:
         raise ValidationFailed(source.diagnostics)
     out: list[Timing] = []
     skipped = 0
-    for doc in iter_documents(source, "Routine"):
-        t = Timing.of_body(doc.name, doc.body)
-        if t is None:
-            skipped += 1
-        else:
-            out.append(t)
+    for rel in sorted(sink.by_file):  # file then document order, as `iter_documents` lists them
+        for t in sink.by_file[rel]:
+            if t is None:
+                skipped += 1
+            else:
+                out.append(t)
     return out, skipped
 
 

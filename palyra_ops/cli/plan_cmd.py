@@ -101,6 +101,11 @@ def print_diagnostics(exc: ValidationFailed) -> None:
     print(f"{n} error{'s' if n != 1 else ''}; nothing planned.", file=sys.stderr)
 
 
+#: processes that check the directory's files (a large one; `source.parallel`): the CLI's own
+#: process, unlike the daemon's, has no threads that a fork could catch holding a lock
+CHECK_WORKERS = 2
+
+
 def _make_plan(args: argparse.Namespace, *, read_only: bool) -> Plan:
     require_directory(args.dir)
     plan, source = plan_directory(
@@ -111,6 +116,7 @@ def _make_plan(args: argparse.Namespace, *, read_only: bool) -> Plan:
         known_skills=installed_skills(state_paths(args)),
         read_only=read_only,
         selection=Selection.from_flags(args.target, args.exclude),
+        workers=CHECK_WORKERS,
     )
     print_warnings(source.warnings)
     return plan

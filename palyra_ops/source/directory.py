@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from yaml.nodes import Node
 
 from palyra_ops import __version__, fsmodes
 from palyra_ops.errors import Diagnostic, PalyraError
+from palyra_ops.source import parallel
 from palyra_ops.source.file import (
     MAX_FILE_BYTES,
     Doc,
@@ -38,6 +39,7 @@ from palyra_ops.source.findings import (
     reference_stub,
     schema_path,
 )
+from palyra_ops.source.parallel import can_fork, run_split, usable_cores
 
 #: bump when the cached per-file payload changes shape or meaning
 CACHE_FORMAT = 1
@@ -209,6 +211,12 @@ class _Cache:
             ok = self._trusted_dirs[d] = fsmodes.cache_dir(self.dir, d, create=not self.readonly)
         return ok
 
+    def ready_all(self) -> None:
+        """Check (and, writable, make) every fan-out level now, e.g. before a fork."""
+        if self.usable:
+            for i in range(256):
+                self._dir_ok(self.dir / f"{i:02x}")
+
     def get(self, sha: str) -> FileResult | None:
         if not self.usable:
             return None
@@ -242,8 +250,21 @@ _FileDiags = dict[str, list[Diagnostic]]
 _Display = Callable[[str], str]
 #: (kind, name, body) of each document of one file
 FileDocuments = list[tuple[str, str, dict[str, Any]]]
-#: told each file's documents as soon as the file is checked: (relative path, content sha256, documents)
-FileSink = Callable[[str, str, FileDocuments], None]
+#: a file's own outcome: (content sha256, result, what `FileConsumer.prepare` made), or why it is unread
+_Checked = tuple[str, FileResult, object] | str
+
+
+class FileConsumer(Protocol):
+    """Takes each valid file's documents while the directory loads, so their bodies are never all
+    held at once (plan keeps compact canonical resources, forecast the scheduling fields).
+
+    `prepare` may run in a forked child (`load_directory(workers=2)`): it must only compute, from
+    the documents and state from before the load, a small picklable value; `accept` then gets that
+    value in this process, file by file in file order."""
+
+    def prepare(self, rel: str, sha: str, docs: FileDocuments) -> object: ...
+
+    def accept(self, rel: str, sha: str, prepared: object) -> None: ...
 
 
 def load_directory(
@@ -253,7 +274,8 @@ def load_directory(
     cache_dir: Path | None = None,
     known_skills: set[str] | SkillsUnchecked | None = None,
     cache_readonly: bool = False,
-    on_file: FileSink | None = None,
+    on_file: FileConsumer | None = None,
+    workers: int = 1,
 ) -> SourceSet:
     """Discover, parse and validate every routine file under `root`.
 
@@ -261,18 +283,19 @@ def load_directory(
     `root` exists but is not a readable directory. A missing or empty directory is an empty set; the
     callers decide whether that is acceptable (plan has --allow-empty).
 
-    `on_file` (plan) is handed each file's documents as soon as that file is checked; the set then
-    keeps of each body only what the cross-file checks read (`reference_stub`) and lists no
-    `documents` (the caller has them): the bodies of 100,000 routines are ~400 MB of dicts, one
+    `on_file` (plan, forecast) is handed each file's documents as soon as that file is checked
+    (`FileConsumer`); the set then keeps of each body only what the cross-file checks read
+    (`reference_stub`) and lists no `documents` (the caller has them): the bodies of 100,000 routines are ~400 MB of dicts, one
     file's a few hundred KB. The caller must still look at `files[rel].ok` at the end: a cross-file
-    finding can invalidate a file after it was handed over.
+    finding can invalidate a file after it was handed over. `workers=2` (CLI commands only, see
+    `parallel`): a directory of more than a MiB is checked on two cores; the result is the same.
     """
     # Loading builds hundreds of thousands of small acyclic containers; the cyclic GC would rescan
     # them over and over (a third of the warm path). Nothing here creates cycles, so pause it.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_directory(Path(root), display_root, cache_dir, known_skills, cache_readonly, on_file)
+        return _load_directory(Path(root), display_root, cache_dir, known_skills, cache_readonly, on_file, workers)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -280,7 +303,7 @@ def load_directory(
 
 def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None,
                     known_skills: set[str] | SkillsUnchecked | None, cache_readonly: bool = False,
-                    on_file: FileSink | None = None) -> SourceSet:
+                    on_file: FileConsumer | None = None, workers: int = 1) -> SourceSet:
     shown = str(root) if display_root is None else display_root
     result = SourceSet(root=root)
     if not root.exists() and not root.is_symlink():
@@ -298,40 +321,74 @@ def _load_directory(root: Path, display_root: str | None, cache_dir: Path | None
     for rel, problem in refused:
         file_diags.setdefault(rel, []).append(Diagnostic(display(rel), 0, 0, "", problem, code="refused"))
     cache = _Cache(cache_dir, readonly=cache_readonly) if cache_dir is not None else None
-    per_file = _check_files(found, cache, display, file_diags, on_file)
+    per_file = _check_files(found, cache, display, file_diags, on_file, workers)
     _cross_file(per_file, file_diags, display, known_skills, result.warnings)
     _assemble(result, per_file, file_diags, display, documents=on_file is None)
     return result
 
 
-def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _Display, file_diags: _FileDiags,
-                 on_file: FileSink | None = None) -> _PerFile:
-    """Each file's own result, from the cache where its content was checked before; with `on_file`,
-    the documents are handed over here and only their reference stubs kept."""
-    per_file: _PerFile = {}
-    for rel, path in found:
+def _check_one(rel: str, path: Path, cache: _Cache | None, on_file: FileConsumer | None) -> _Checked:
+    """One file's own result (from the cache where its content was checked before) and, with
+    `on_file`, what its `prepare` made of the documents, which are then cut down to their reference
+    stubs. May run in the forked child (`parallel`): what it returns crosses back pickled."""
+    try:
+        data = _read(path)
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror}"
+    sha = hashlib.sha256(data).hexdigest()
+    checked = cache.get(sha) if cache is not None else None
+    if checked is None:
+        checked = check_file(data)
+        if cache is not None:
+            cache.put(sha, checked)
+    prepared: object = None
+    if on_file is not None:
+        if not checked.diags:
+            prepared = on_file.prepare(rel, sha, [(d.kind, d.name, d.body) for d in checked.docs if d.kind and d.name])
+        for d in checked.docs:
+            d.body = reference_stub(d.body)
+    return sha, checked, prepared
+
+
+def _parallel(found: list[tuple[str, Path]], workers: int) -> bool:
+    if workers < 2 or len(found) < 2 or not can_fork() or usable_cores() < 2:
+        return False
+    size = 0
+    for _, path in found:
         try:
-            data = _read(path)
-        except OSError as exc:
-            file_diags.setdefault(rel, []).append(Diagnostic(display(rel), 0, 0, "", f"cannot read file: {exc.strerror}", code="refused"))
+            size += os.stat(path).st_size
+        except OSError:
+            pass
+    return size >= parallel.PARALLEL_MIN_BYTES
+
+
+def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _Display, file_diags: _FileDiags,
+                 on_file: FileConsumer | None = None, workers: int = 1) -> _PerFile:
+    """Each file's own result; with `on_file`, its accepted preparations, in file order. With
+    `workers` >= 2 a large directory is checked by this process and a forked child together."""
+    per_file: _PerFile = {}
+    if _parallel(found, workers):
+        if cache is not None:
+            cache.ready_all()  # made before the fork: the two must not race to create the same level
+        outcomes = run_split(len(found), lambda i: _check_one(*found[i], cache, on_file))
+    else:
+        outcomes = None
+    for i, (rel, path) in enumerate(found):
+        outcome = outcomes[i] if outcomes is not None else _check_one(rel, path, cache, on_file)
+        if isinstance(outcome, str):
+            file_diags.setdefault(rel, []).append(Diagnostic(display(rel), 0, 0, "", outcome, code="refused"))
             continue
-        sha = hashlib.sha256(data).hexdigest()
-        checked = cache.get(sha) if cache is not None else None
-        if checked is None:
-            checked = check_file(data)
-            if cache is not None:
-                cache.put(sha, checked)
-        if on_file is not None:
-            if not checked.diags:
-                on_file(rel, sha, [(d.kind, d.name, d.body) for d in checked.docs if d.kind and d.name])
-            for d in checked.docs:
-                d.body = reference_stub(d.body)
+        sha, checked, prepared = outcome
+        if on_file is not None and not checked.diags:
+            on_file.accept(rel, sha, prepared)
         per_file[rel] = (sha, path, checked)
         shown_rel = display(rel)
         file_diags.setdefault(rel, []).extend(
             Diagnostic(shown_rel, line, col, path_s, msg, source_line=src, code=code)
             for line, col, path_s, msg, code, src in checked.diags
         )
+        if outcomes is not None:
+            outcomes[i] = None  # type: ignore[call-overload]  # let each file's preparation go once accepted
     return per_file
 
 
