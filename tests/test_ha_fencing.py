@@ -78,3 +78,43 @@ def test_a_stalled_owner_s_reaped_run_is_neither_delivered_nor_overwritten(
     a.wait_for(lambda: _run(pg_url, again)["status"] == "succeeded", timeout=30, what="a's next run")
     a.wait_for(lambda: [x for x in receiver.bodies if x.get("run_id") == again], timeout=10, what="its delivery")
     assert len([x for x in receiver.bodies if x.get("run_id") == again]) == 1
+
+
+def test_a_stalled_owner_s_retry_taken_over_by_a_peer_runs_and_is_delivered_once(
+        daemon_factory: Callable[..., DaemonHandle], pg_url: str, receiver: Receiver) -> None:
+    a = daemon_factory(journal=pg_url, config=FAST)
+    b = daemon_factory(journal=pg_url, config=FAST)
+    a.write("flaky.yaml", [_docs(receiver.url)[0],
+                           {"apiVersion": "palyra/v1", "kind": "Routine",
+                            "metadata": {"name": "flaky", "labels": {"echo-fail": "1"}},
+                            "spec": {"prompt": "p", "trigger": {"kind": "manual"},
+                                     "policies": {"retry": {"max_attempts": 2, "backoff": "3s"}},
+                                     "delivery": {"mode": "specific_channel", "channel": "hook"}}}])
+    a.apply()
+    r = a.client().post("/console/v1/routines/dispatch", json={"routine_id": "flaky"})
+    assert r.status_code == 202, r.text
+
+    def retry_row() -> dict[str, Any] | None:
+        with open_journal(pg_url) as j:
+            rows = [dict(x) for x in j.runs_in_order("flaky") if x["attempt"] == 2]
+        return rows[0] if rows else None
+
+    retry = a.wait_for(retry_row, timeout=20, what="the retry waiting on a")
+    a.proc.send_signal(signal.SIGSTOP)  # stalled through its lease and the retry's due time
+    try:
+        b.wait_for(lambda: _run(pg_url, retry["run_id"])["status"] == "succeeded", timeout=30,
+                   what="b taking the retry over and running it")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    b.wait_for(lambda: [e for e in _fenced_events(pg_url) if e["run_id"] == retry["run_id"]], timeout=30,
+               what="a's late start of the retry refused")
+    done = _run(pg_url, retry["run_id"])
+    assert done["status"] == "succeeded" and done["fence"] != retry["fence"]
+    with open_journal(pg_url) as j:
+        owners = {d["pid"]: d["daemon_id"] for d in j.list_daemons()}
+    assert done["daemon_id"] == owners[b.proc.pid]
+    b.wait_for(lambda: [x for x in receiver.bodies if x.get("run_id") == retry["run_id"]], timeout=10,
+               what="the retry's delivery")
+    a.wait_for(lambda: "registering again" in a.log(), timeout=20, what="a back")
+    assert [x["run_id"] for x in receiver.bodies if x.get("routine_id") == "flaky"] == [retry["run_id"]]  # once
+    assert _run(pg_url, retry["run_id"]) == done

@@ -167,3 +167,23 @@ def test_on_sqlite_the_restarted_daemon_takes_back_its_predecessor_s_retry_wait(
     done = next(r for r in d.runs("flaky") if r["run_id"] == retry["run_id"])
     assert done["reason"] is None and done["started_at_ms"] >= retry["not_before_ms"]
     assert [r["status"] for r in d.runs("flaky")] == ["failed", "succeeded"]
+
+
+def test_a_clean_stop_hands_its_retry_wait_to_a_peer(daemon_factory: Callable[..., DaemonHandle], pg_url: str) -> None:
+    a = daemon_factory(journal=pg_url, config=FAST)
+    b = daemon_factory(journal=pg_url, config=FAST)
+    a.write("flaky.yaml", [_routine("flaky", {"policies": {"retry": {"max_attempts": 2, "backoff": "4s"}}},
+                                    {"echo-fail": "1"})])
+    a.apply()
+    _dispatch(a, "flaky")
+    retry = a.wait_for(lambda: next((r for r in _runs(pg_url, "flaky") if r["attempt"] == 2), None), timeout=20,
+                       what="the retry waiting on a")
+    assert a.stop() == 0  # SIGTERM: a cancels what it executes, but hands the waiting retry over
+    assert "1 parked run(s) (retry waits, deferrals) handed to the other daemons" in a.log()
+    handed = _run(pg_url, retry["run_id"])
+    assert (handed["status"], handed["daemon_id"], handed["fence"]) in (("accepted", None, None),
+                                                                        ("accepted", _daemon_id(pg_url, b), handed["fence"]))
+    b.wait_for(lambda: _run(pg_url, retry["run_id"])["status"] == "succeeded", timeout=30, what="b running the retry")
+    done = _run(pg_url, retry["run_id"])
+    assert done["daemon_id"] == _daemon_id(pg_url, b) and done["started_at_ms"] >= retry["not_before_ms"]
+    assert [r["status"] for r in _runs(pg_url, "flaky")] == ["failed", "succeeded"]

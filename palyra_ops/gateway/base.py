@@ -166,6 +166,10 @@ class GatewayState:
         #: `update_run_and_job`): every write of a run carries its token, so once a peer reaped or took
         #: over a run this daemon held (it was stalled past its lease) the late writes are refused
         self._fences: dict[str, str] = {}
+        #: retry attempts waiting for their backoff here, and parked runs handed to the other daemons
+        #: at a clean stop (their tasks end without a record: a peer runs them; gateway/handover.py)
+        self._waiting: set[str] = set()
+        self._released: set[str] = set()
         #: how many writes the fence refused, and runs it refused before delivering (status, metrics)
         self.fenced_writes = 0
         self.fenced_deliveries = 0

@@ -324,6 +324,8 @@ class Gateway(Gates, Execution, Approvals, Handover):
     async def shutdown(self, reason: str = "daemon_shutdown: the daemon stopped") -> None:
         """Cancel what runs and record it; parked runs (queued, deferred, retry waits) too."""
         self._closing = True
+        if self.shared_journal:  # peers on the journal run this daemon's parked runs at their time
+            self.release_parked_on_stop()
         for task in list(self._tasks):
             cur = self._current.get(task)
             if cur is not None:

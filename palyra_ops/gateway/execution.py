@@ -112,7 +112,11 @@ class Execution(GatewayState):
                     assert nid is not None
                     current = {**nxt, "run_id": nid}
                     self._current[task] = nid
-                    await self.sleep_until(not_before)
+                    self._waiting.add(nid)
+                    try:
+                        await self.sleep_until(not_before)
+                    finally:
+                        self._waiting.discard(nid)
                     now = self.clock.now_ms()
                     if not self.record_run(nid, {"status": "running", "started_at_ms": now}, routine.name,
                                            {"last_run_id": nid, "last_status": "running"}) and nid not in self._unwritten:
@@ -129,7 +133,10 @@ class Execution(GatewayState):
                 return
         except asyncio.CancelledError:
             why = self._cancel_reasons.pop(current["run_id"], "cancelled")
-            self._finish(current, routine, "cancelled", why, None, None)
+            if current["run_id"] in self._released:  # handed to a peer at a clean stop: its to record
+                self._released.discard(current["run_id"])
+            else:
+                self._finish(current, routine, "cancelled", why, None, None)
         finally:
             runs = self._active.get(routine.name, {})
             runs.pop(first_id, None)

@@ -69,6 +69,27 @@ class Handover(GatewayState):
         with contextlib.suppress(JournalError):  # recorded failed by gates_or_fail
             await self.gates_or_fail(run, routine, start="policy")  # type: ignore[attr-defined]
 
+    def release_parked_on_stop(self) -> int:
+        """A clean stop with peers on the journal: this daemon's parked runs (retry waits, quiet-hours
+        deferrals) are handed to the other daemons — owner and token cleared, as the reaper does for a
+        daemon that died — instead of cancelled; a peer runs each at its time. How many."""
+        handed = 0
+        for run_id in [*self._waiting, *self._deferred.values()]:
+            try:
+                ok = self.journal.update_run_and_job(run_id, {"daemon_id": None, "fence": None}, None, None,
+                                                     fence=self._fences.get(run_id))
+            except JournalError as exc:
+                log.warning("run %s: not handed to the other daemons (%s): cancelled instead", run_id, exc.message)
+                continue
+            if ok:
+                handed += 1
+                self._released.add(run_id)
+                self._held.pop(run_id, None)
+                self._fences.pop(run_id, None)
+        if handed:
+            log.info("stopping: %d parked run(s) (retry waits, deferrals) handed to the other daemons", handed)
+        return handed
+
     def _start_queued_behind_peers(self) -> None:
         for rid, (run, routine) in list(self._queued.items()):
             if self._active.get(rid) or routine.policies.concurrency != Concurrency.QUEUE_ONE:
