@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from journal_contract import *  # noqa: F403 - the contract's tests, collected here
 from journal_contract_handover import *  # noqa: F403 - its second part (runs handed between daemons)
+from journal_contract_runpath import *  # noqa: F403 - its third part (the run path's combined reads and writes)
 
 from palyra_ops.journal import JournalStore, open_journal
 

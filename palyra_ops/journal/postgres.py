@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,11 @@ from psycopg_pool import ConnectionPool
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import Conflict, JournalError, JournalUnavailable, NotFound
 from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
-from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, columns, record, records, translate
+from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, Recent, columns, record, records, translate
 from palyra_ops.journal.postgres_daemons import PgDaemons
 from palyra_ops.journal.postgres_handover import PgHandover
 from palyra_ops.journal.postgres_listen import CHANNEL, NOTIFY_SQL, ChangeListener
+from palyra_ops.journal.postgres_runpath import PgRunPath
 from palyra_ops.journal.postgres_runs import PgRuns
 from palyra_ops.journal.postgres_schema import MIGRATION_LOCK, pg_migrations
 from palyra_ops.journal.records import JobRecord, ResourceWrite, Snapshot, StoredResource
@@ -64,28 +64,7 @@ POOL_MAX = 8
 SKEW_REFRESH_S = 1.0
 
 
-class _Recent:
-    """The pool's checkout check, skipped for a connection used within the last second.
-
-    Checking every checkout (an empty query) cost ~80 µs of a ~220 µs read; a connection that
-    answered a moment ago almost surely still does, and when it does not (the server restarted in
-    that second) reads retry on another connection and a transaction fails once like any outage.
-    """
-
-    def __init__(self, fresh_s: float = 1.0) -> None:
-        self.fresh_s = fresh_s
-        self._used: weakref.WeakKeyDictionary[psycopg.Connection[DictRow], float] = weakref.WeakKeyDictionary()
-
-    def check(self, conn: psycopg.Connection[DictRow]) -> None:
-        last = self._used.get(conn)
-        if last is None or time.monotonic() - last >= self.fresh_s:
-            ConnectionPool.check_connection(conn)
-
-    def returned(self, conn: psycopg.Connection[DictRow]) -> None:
-        self._used[conn] = time.monotonic()
-
-
-class PgJournal(PgRuns, PgDaemons, PgHandover):
+class PgJournal(PgRuns, PgRunPath, PgDaemons, PgHandover):
     def __init__(self, url: str, *, clock: Clock | None = None, state_root: Path | None = None,
                  pool_max: int = POOL_MAX) -> None:
         self.url = url
@@ -116,7 +95,7 @@ class PgJournal(PgRuns, PgDaemons, PgHandover):
             raise err from None
         self._kwargs = kwargs
         self._listeners: list[ChangeListener] = []
-        self._recent = recent = _Recent()
+        self._recent = recent = Recent()
         self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_max), kwargs=kwargs, open=False, timeout=POOL_TIMEOUT_S,
             check=recent.check, reset=recent.returned, name="palyra-journal",
@@ -209,7 +188,7 @@ class PgJournal(PgRuns, PgDaemons, PgHandover):
     def _read(self, sql: str, params: Any, one: bool) -> Any:
         """One read statement. Outside a transaction it is retried on another connection when the
         one it ran on turns out broken (the server restarted since that connection was last used:
-        `_Recent` skips the pool's check for connections used in the last second)."""
+        `Recent` skips the pool's check for connections used in the last second)."""
         txn = self._txn()
         if txn is not None:
             with self._guard():
@@ -231,6 +210,44 @@ class PgJournal(PgRuns, PgDaemons, PgHandover):
 
     def _one(self, sql: str, params: Any = None) -> DictRow | None:
         return self._read(sql, params, True)  # type: ignore[no-any-return]
+
+    def _write_one(self, sql: str, params: Any) -> DictRow | None:
+        """One write statement, its first row: in the thread's transaction, else alone in autocommit
+        (an implicit transaction of its own, one round trip where BEGIN … COMMIT costs three)."""
+        txn = self._txn()
+        if txn is not None:
+            with self._guard():
+                return txn.conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+        with self._guard(), self._connection() as conn:
+            row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+        if self._faults.faults:
+            self._faults.clear("write")
+        return row
+
+    def _one_trip(self, statements: Sequence[tuple[str, Any]]) -> list[list[DictRow]]:
+        """`statements` as one transaction in ONE round trip (pipeline mode: BEGIN, the statements
+        and COMMIT go out together, the server runs them in order); each one's rows. For short
+        transactions whose statements do not depend on each other's answers in Python (the run
+        path: `start_exclusive`). Joins the thread's open transaction, if any, statement by statement."""
+        txn = self._txn()
+        if txn is not None:
+            with self._guard():
+                return [txn.conn.execute(sql, params).fetchall() for sql, params in statements]  # type: ignore[arg-type]
+        with self._guard(), self._connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    curs = [conn.execute(sql, params) for sql, params in statements]  # type: ignore[arg-type]
+                    conn.execute("COMMIT")
+                rows = [cur.fetchall() if cur.description else [] for cur in curs]
+            except BaseException:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+                raise
+        if self._faults.faults:
+            self._faults.clear("write")
+        return rows
 
     @contextlib.contextmanager
     def maintenance_lock(self, name: str) -> Iterator[bool]:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.rows import DictRow
+from psycopg_pool import ConnectionPool
 
 from palyra_ops.errors import JournalBusy, JournalError, JournalFull, JournalReadOnly, JournalUnavailable
 from palyra_ops.journal.faults import redact
@@ -106,6 +109,27 @@ class PgTxn(Txn):
             yield
 
 
+class Recent:
+    """The pool's checkout check, skipped for a connection used within the last second.
+
+    Checking every checkout (an empty query) cost ~80 µs of a ~220 µs read; a connection that
+    answered a moment ago almost surely still does, and when it does not (the server restarted in
+    that second) reads retry on another connection and a transaction fails once like any outage.
+    """
+
+    def __init__(self, fresh_s: float = 1.0) -> None:
+        self.fresh_s = fresh_s
+        self._used: weakref.WeakKeyDictionary[psycopg.Connection[DictRow], float] = weakref.WeakKeyDictionary()
+
+    def check(self, conn: psycopg.Connection[DictRow]) -> None:
+        last = self._used.get(conn)
+        if last is None or time.monotonic() - last >= self.fresh_s:
+            ConnectionPool.check_connection(conn)
+
+    def returned(self, conn: psycopg.Connection[DictRow]) -> None:
+        self._used[conn] = time.monotonic()
+
+
 def journal_exists(url: str) -> bool:
     """Whether the database at `url` holds a journal (its `journal_meta` table), read on a short
     connection of its own without creating anything; unreachable is a journal error."""
@@ -143,4 +167,4 @@ def translate(exc: BaseException, where: str) -> JournalError | None:
     return None
 
 
-__all__ = ["DB_NOW_MS", "PgTxn", "array_types", "columns", "record", "records", "redact", "translate"]
+__all__ = ["DB_NOW_MS", "PgTxn", "Recent", "array_types", "columns", "record", "records", "redact", "translate"]

@@ -13,6 +13,7 @@ NOTHING` on the unique occurrence key, and the jobs advance. Dispatch happens af
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -74,6 +75,12 @@ class PgRuns:
     def _all(self, sql: str, params: Any = None) -> list[DictRow]:  # pragma: no cover
         raise NotImplementedError
 
+    def _write_one(self, sql: str, params: Any) -> DictRow | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _one_trip(self, statements: Sequence[tuple[str, Any]]) -> list[list[DictRow]]:  # pragma: no cover
+        raise NotImplementedError
+
     # -- runs ------------------------------------------------------------------------------------
 
     def insert_run(self, c: Txn | None = None, **fields: Any) -> str | None:
@@ -106,35 +113,60 @@ class PgRuns:
         """A run transition and the job's last-run summary in one commit (the hot path).
 
         Fenced: a run already final (a peer reaped it, `daemon_lost`), or whose fencing token is not
-        `fence` (a peer took it over), is not overwritten, and its job summary is left alone; False."""
-        with self.transaction() as t:
-            if run_fields:
-                if run_fields.get("trigger_payload") is not None and not isinstance(run_fields["trigger_payload"], str):
-                    run_fields = {**run_fields, "trigger_payload": encode_payload(run_fields["trigger_payload"])}
-                sets = ", ".join(f"{k}=%s" for k in columns(run_fields))
-                cur = t.execute(f"UPDATE journal_cron_runs SET {sets} WHERE run_id=%s AND status NOT IN {_FINAL}"
-                                " AND fence IS NOT DISTINCT FROM %s", (*run_fields.values(), run_id, fence))
-                if cur.rowcount == 0 and t.execute("SELECT 1 FROM journal_cron_runs WHERE run_id=%s",
-                                                   (run_id,)).fetchone() is not None:
-                    return False
-            if routine_id is not None and job_fields:
-                fields = {**job_fields, "updated_at_ms": self.clock.now_ms()}
-                t.execute(f"UPDATE journal_cron_jobs SET {', '.join(f'{k}=%s' for k in columns(fields))}"
-                          " WHERE routine_id=%s", (*fields.values(), routine_id))
-        return True
+        `fence` (a peer took it over), is not overwritten, and its job summary is left alone; False.
+
+        One statement, so one round trip in autocommit (it was BEGIN, two UPDATEs, a SELECT when
+        fenced and COMMIT: five): the run's UPDATE and the job's are data-modifying CTEs, the job's
+        conditioned on the run's having matched (or on there being no such run, as before).
+        """
+        run_set = job_set = ""
+        args: list[Any] = []
+        if run_fields:
+            if run_fields.get("trigger_payload") is not None and not isinstance(run_fields["trigger_payload"], str):
+                run_fields = {**run_fields, "trigger_payload": encode_payload(run_fields["trigger_payload"])}
+            run_set = ", ".join(f"{k}=%s" for k in columns(run_fields))
+            args += [*run_fields.values(), run_id, fence]
+        job = routine_id is not None and bool(job_fields)
+        if job:
+            fields = {**(job_fields or {}), "updated_at_ms": self.clock.now_ms()}
+            job_set = ", ".join(f"{k}=%s" for k in columns(fields))
+            args += [*fields.values(), routine_id]
+        if not run_set and not job:
+            return True
+        parts = []
+        if run_set:
+            parts.append(f"r AS (UPDATE journal_cron_runs SET {run_set} WHERE run_id=%s AND status NOT IN {_FINAL}"
+                         " AND fence IS NOT DISTINCT FROM %s RETURNING 1)")
+        if job:
+            cond = (" AND (EXISTS (SELECT 1 FROM r) OR NOT EXISTS"
+                    " (SELECT 1 FROM journal_cron_runs WHERE run_id=%s))") if run_set else ""
+            parts.append(f"j AS (UPDATE journal_cron_jobs SET {job_set} WHERE routine_id=%s{cond} RETURNING 1)")
+            if run_set:
+                args.append(run_id)
+        if run_set:
+            sql = (f"WITH {', '.join(parts)} SELECT EXISTS (SELECT 1 FROM r) AS wrote,"
+                   " EXISTS (SELECT 1 FROM journal_cron_runs WHERE run_id=%s) AS present")
+            args.append(run_id)
+        else:
+            sql = f"WITH {', '.join(parts)} SELECT true AS wrote, false AS present"
+        row = self._write_one(sql, args)
+        assert row is not None
+        return bool(row["wrote"]) or not row["present"]
 
     def start_exclusive(self, run_id: str, routine_id: str, now_ms: int) -> str | None:
         """`forbid` across daemons: the check and the start in one transaction under a transaction-
         scoped advisory lock on the routine (pooler-safe), so of two daemons starting runs of one
-        routine at once, the second sees the first's run running."""
-        with self.transaction() as t:
-            t.execute("SELECT pg_advisory_xact_lock(hashtextextended('palyra.forbid:' || %s, 0))", (routine_id,))
-            row = t.execute("SELECT run_id FROM journal_cron_runs WHERE routine_id=%s AND status='running'"
-                            " AND run_id != %s ORDER BY run_id LIMIT 1", (routine_id, run_id)).fetchone()
-            if row is not None:
-                return str(row["run_id"])
-            t.execute("UPDATE journal_cron_runs SET status='running', started_at_ms=%s WHERE run_id=%s", (now_ms, run_id))
-        return None
+        routine at once, the second sees the first's run running. One round trip (`_one_trip`): the
+        lock is its own statement, so the check's snapshot is taken after the lock is held."""
+        _, rows = self._one_trip([
+            ("SELECT pg_advisory_xact_lock(hashtextextended('palyra.forbid:' || %s, 0))", (routine_id,)),
+            ("WITH b AS (SELECT run_id FROM journal_cron_runs WHERE routine_id=%s AND status='running'"
+             " AND run_id != %s ORDER BY run_id LIMIT 1),"
+             " u AS (UPDATE journal_cron_runs SET status='running', started_at_ms=%s"
+             " WHERE run_id=%s AND NOT EXISTS (SELECT 1 FROM b))"
+             " SELECT run_id FROM b", (routine_id, run_id, now_ms, run_id)),
+        ])
+        return str(rows[0]["run_id"]) if rows else None
 
     def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None:
         """Attach a dedupe key to a first attempt; the id of the run already holding it, else None."""

@@ -204,6 +204,17 @@ def is_parked(run: Mapping[str, Any]) -> bool:
     return run.get("status") == "accepted" and run.get("not_before_ms") is not None
 
 
+class RunContext(NamedTuple):
+    """What the gateway reads as a claimed run arrives (`JournalStore.run_context`), in one look:
+    the run, its routine's job row, the routine's content hash (None: no such routine) and the
+    journal's serial (the policies' cache key)."""
+
+    run: RunRecord | None
+    job: JobRecord | None
+    routine_hash: str | None
+    serial: int
+
+
 class ApplyLogRecord(TypedDict):
     id: int
     applied_at_ms: int

@@ -488,6 +488,18 @@ class SQLiteJournal(SQLiteRuns, SQLiteDaemons, SQLiteHandover):
             row = self.conn.execute("SELECT hash FROM journal_resources WHERE kind=? AND name=?", (kind, name)).fetchone()
         return row[0] if row else None
 
+    def resource_hashes(self, kind: str, names: Sequence[str]) -> dict[str, str]:
+        with self._lock:
+            return {r[0]: r[1] for r in self.conn.execute(
+                "SELECT name, hash FROM journal_resources WHERE kind=? AND name IN (SELECT value FROM json_each(?))",
+                (kind, json.dumps(list(names))))}
+
+    def resources_named(self, kind: str, names: Sequence[str]) -> list[StoredResource]:
+        with self._lock:
+            rows = self.conn.execute("SELECT * FROM journal_resources WHERE kind=? AND name IN"
+                                     " (SELECT value FROM json_each(?)) ORDER BY name", (kind, json.dumps(list(names))))
+            return [self._resource(r) for r in rows]
+
 
 __all__ = [
     "ACTIVE_STATUSES",

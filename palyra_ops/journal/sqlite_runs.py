@@ -22,6 +22,7 @@ from palyra_ops.journal.records import (
     Claim,
     EventRecord,
     JobRecord,
+    RunContext,
     RunRecord,
     encode_payload,
     is_parked,
@@ -93,6 +94,17 @@ class SQLiteRuns:
         with self._lock:
             row = self.conn.execute("SELECT * FROM journal_cron_runs WHERE run_id=?", (run_id,)).fetchone()
         return record(row, RunRecord)
+
+    def run_context(self, run_id: str, routine_id: str) -> RunContext:
+        """Four reads under the store's lock (in process: no round trips to save here)."""
+        with self._lock:
+            run = self.conn.execute("SELECT * FROM journal_cron_runs WHERE run_id=?", (run_id,)).fetchone()
+            job = self.conn.execute("SELECT * FROM journal_cron_jobs WHERE routine_id=?", (routine_id,)).fetchone()
+            h = self.conn.execute("SELECT hash FROM journal_resources WHERE kind='Routine' AND name=?",
+                                  (routine_id,)).fetchone()
+            serial = self.conn.execute("SELECT value FROM journal_meta WHERE key='serial'").fetchone()
+        return RunContext(record(run, RunRecord), record(job, JobRecord), h[0] if h else None,
+                          int(serial[0]) if serial else 0)
 
     def list_runs(
         self,

@@ -33,6 +33,7 @@ from palyra_ops.journal.records import (
     JobRecord,
     LostDaemon,
     ResourceWrite,
+    RunContext,
     RunRecord,
     Snapshot,
     StoredResource,
@@ -141,6 +142,15 @@ class JournalStore(Protocol):
     def list_resources(self, kind: str) -> list[StoredResource]: ...
 
     def resource_hash(self, kind: str, name: str) -> str | None: ...
+
+    def resource_hashes(self, kind: str, names: Sequence[str]) -> dict[str, str]:
+        """The content hashes of those of `names` that exist: the scheduler checks a claimed batch's
+        cached routines with one read (one round trip on PostgreSQL) instead of one per job."""
+        ...
+
+    def resources_named(self, kind: str, names: Sequence[str]) -> list[StoredResource]:
+        """Those of `names` that exist, in one read (the gateway loads a batch's routines at once)."""
+        ...
 
     def put_resource(self, c: Txn, *, kind: str, name: str, body: dict[str, Any] | str, hash: str,
                      managed: bool, applied_hash: str | None, source_file: str | None) -> None: ...
@@ -273,6 +283,11 @@ class JournalStore(Protocol):
     def set_dedupe_key(self, run_id: str, dedupe_key: str) -> str | None: ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def run_context(self, run_id: str, routine_id: str) -> RunContext:
+        """`get_run`, `get_job`, `resource_hash("Routine", …)` and `serial` in one read: what the
+        gateway looks at as a claimed run arrives (one round trip on PostgreSQL instead of four)."""
+        ...
 
     def list_runs(self, routine_id: str | None = None, *, status: str | None = None, limit: int = 50,
                   before_run_id: str | None = None) -> list[RunRecord]: ...

@@ -1,0 +1,89 @@
+"""The journal contract, continued (tests/journal_contract.py): the run path's combined reads and
+writes — what the daemon asks per claimed run and per claimed batch, in one look each (one round trip
+on PostgreSQL) — must answer exactly what the single reads and writes they replace answer.
+
+Collected by tests/test_journal_contract.py against every store, like the first part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from palyra_ops.journal import JournalStore, Txn
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+Factory = Callable[..., JournalStore]
+
+
+def _routine(j: JournalStore, c: Txn, name: str) -> None:
+    j.put_resource(c, kind="Routine", name=name, body={"metadata": {"name": name}, "spec": {"prompt": "p"}},
+                   hash=f"h-{name}", managed=True, applied_hash=f"h-{name}", source_file=f"{name}.yaml")
+    j.put_job(c, name, trigger_kind="schedule", next_run_at_unix_ms=T0)
+
+
+def _run(routine: str, nominal: int, **extra: Any) -> dict[str, Any]:
+    return {"routine_id": routine, "trigger_kind": "schedule", "status": "accepted", "attempt": 1,
+            "created_at_ms": T0, "occurrence_key": f"{routine}|{nominal}", "scheduled_at_ms": nominal, **extra}
+
+
+def test_run_context_is_the_four_reads_it_replaces(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a")
+        j.bump_serial(c)
+        j.bump_serial(c)
+    rid = j.insert_run(**_run("a", T0, daemon_id="d1", trigger_payload={"x": 1}))
+    assert rid is not None
+    ctx = j.run_context(rid, "a")
+    assert ctx.run == j.get_run(rid) and ctx.job == j.get_job("a")
+    assert ctx.run is not None and list(ctx.run) == list(j.get_run(rid) or {})  # same columns, same order
+    assert (ctx.routine_hash, ctx.serial) == ("h-a", 2) == (j.resource_hash("Routine", "a"), j.serial())
+    gone = j.run_context("no-such-run", "b")
+    assert (gone.run, gone.job, gone.routine_hash, gone.serial) == (None, None, None, 2)
+
+
+def test_resource_hashes_and_resources_named_answer_for_those_that_exist(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        for name in ("a", "b", "c"):
+            _routine(j, c, name)
+    assert j.resource_hashes("Routine", ["c", "a", "zz"]) == {"a": "h-a", "c": "h-c"}
+    assert j.resource_hashes("Routine", []) == {} and j.resource_hashes("Policy", ["a"]) == {}
+    got = j.resources_named("Routine", ["c", "zz", "a"])
+    assert [r.name for r in got] == ["a", "c"]
+    single = j.get_resource("Routine", "a")
+    assert single is not None and (got[0].hash, got[0].body, got[0].source_file) == (single.hash, single.body,
+                                                                                     single.source_file)
+    assert j.resources_named("Routine", []) == []
+
+
+def test_update_run_and_job_in_every_shape(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a")
+    rid = j.insert_run(**_run("a", T0, daemon_id="d1"))
+    assert rid is not None
+    # run and job together; the fence written with the start is required from then on
+    assert j.update_run_and_job(rid, {"status": "running", "fence": "f1", "started_at_ms": T0 + 1}, "a",
+                                {"last_run_id": rid, "last_status": "running"}) is True
+    assert j.update_run_and_job(rid, {"status": "succeeded"}, "a", {"last_status": "succeeded"}, fence="f2") is False
+    r, job = j.get_run(rid), j.get_job("a")
+    assert r is not None and job is not None and (r["status"], job["last_status"]) == ("running", "running")
+    # the run alone, then the job alone
+    assert j.update_run_and_job(rid, {"output": "o"}, None, None, fence="f1") is True
+    assert j.update_run_and_job(rid, {}, "a", {"last_status": "x"}) is True
+    r, job = j.get_run(rid), j.get_job("a")
+    assert r is not None and job is not None and (r["output"], job["last_status"]) == ("o", "x")
+    # a run the journal does not have: its job summary is still written (as before)
+    assert j.update_run_and_job("no-such-run", {"status": "failed"}, "a", {"last_status": "failed"}) is True
+    job = j.get_job("a")
+    assert job is not None and job["last_status"] == "failed"
+    # final stays final, whatever the fence
+    assert j.update_run_and_job(rid, {"status": "succeeded", "finished_at_ms": T0 + 2}, "a",
+                                {"last_status": "succeeded"}, fence="f1") is True
+    assert j.update_run_and_job(rid, {"status": "cancelled"}, "a", {"last_status": "cancelled"}, fence="f1") is False
+    r, job = j.get_run(rid), j.get_job("a")
+    assert r is not None and job is not None and (r["status"], job["last_status"]) == ("succeeded", "succeeded")
+    assert j.update_run_and_job(rid, {}, None, None) is True
