@@ -3,7 +3,7 @@ parts (scheduler.py, scheduler_batch.py) and the gateway can all name it without
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from palyra_ops.journal.records import JobFields
@@ -24,6 +24,14 @@ class Dispatcher(Protocol):
     sleep_until: Callable[[int], Awaitable[None]]
 
     def routine(self, name: str) -> Routine | None: ...
+
+    def routine_at(self, name: str, current_hash: str | None) -> Routine | None:
+        """`routine` given the hash just read (`prime_routines`): no read of its own when cached."""
+        ...
+
+    def prime_routines(self, names: Sequence[str]) -> dict[str, str]:
+        """A claimed batch's routines checked (and loaded) with two reads in all; their hashes."""
+        ...
 
     def message_for(self, routine: Routine, *, trigger_kind: str, payload: Any = None, dedupe_key: str | None = None,
                     run_id: str | None = None, scheduled_at_ms: int | None = None, due_at_ms: int | None = None,

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +180,30 @@ class GatewayState:
         cached = self._routines.get(name)
         if cached is not None and self.journal.resource_hash("Routine", name) == cached[0]:
             return cached[1]
+        return self._load_routine(name)
+
+    def routine_at(self, name: str, current_hash: str | None) -> Routine | None:
+        """`routine`, given the hash the caller just read along with other things (None: no such
+        routine): no read of its own unless the cached object is stale. On PostgreSQL each read is a
+        round trip with the event loop blocked, so the run path reads hashes together (docs/ha.md)."""
+        if current_hash is None:
+            self._routines.pop(name, None)
+            return None
+        cached = self._routines.get(name)
+        if cached is not None and cached[0] == current_hash:
+            return cached[1]
+        return self._load_routine(name)
+
+    def prime_routines(self, names: Sequence[str]) -> dict[str, str]:
+        """A claimed batch's routines: their hashes in one read, the stale or uncached ones loaded
+        in one more (not one read per job); the hashes, for `routine_at` (absent: no such routine)."""
+        hashes = self.journal.resource_hashes("Routine", names)
+        stale = [n for n, h in hashes.items() if (self._routines.get(n) or ("",))[0] != h]
+        for stored in self.journal.resources_named("Routine", stale) if stale else ():
+            self._routines[stored.name] = (stored.hash, Routine.from_resource(stored))
+        return hashes
+
+    def _load_routine(self, name: str) -> Routine | None:
         stored = self.journal.get_resource("Routine", name)
         if stored is None:
             self._routines.pop(name, None)
@@ -188,8 +212,10 @@ class GatewayState:
         self._routines[name] = (stored.hash, r)
         return r
 
-    def policies(self) -> list[dict]:
-        serial = self.journal.serial()
+    def policies(self, serial: int | None = None) -> list[dict]:
+        """The Policy documents, cached by the journal's serial (`serial`: the caller just read it)."""
+        if serial is None:
+            serial = self.journal.serial()
         if self._policies is None or self._policies[0] != serial:
             docs = [{"name": r.name, "spec": r.body["spec"]} for r in self.journal.list_resources("Policy")]
             self._policies = (serial, docs)

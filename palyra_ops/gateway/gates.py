@@ -13,6 +13,7 @@ from palyra_ops.durations import format_duration_ms
 from palyra_ops.enums import ApprovalMode, Concurrency, QuietAction
 from palyra_ops.errors import JournalError, PalyraError
 from palyra_ops.gateway.base import GATES, GatewayState, log
+from palyra_ops.journal.records import RunContext
 from palyra_ops.model import Routine
 from palyra_ops.pause import OPERATOR_TRIGGERS, PauseState
 from palyra_ops.schedule import QuietHours
@@ -29,12 +30,13 @@ class Gates(GatewayState):
             raise
 
     async def gates(self, run: dict[str, Any], routine: Routine, *, dedupe_key: str | None = None,
-                    catch_up: bool = False, start: str = "disabled") -> dict[str, Any]:
-        """Apply the gates in SPEC §5 order from `start`; returns the run row as it stands after them."""
+                    catch_up: bool = False, start: str = "disabled", seen: RunContext | None = None) -> dict[str, Any]:
+        """Apply the gates in SPEC §5 order from `start`; returns the run row as it stands after them.
+        `seen`: the job and serial as the run's arrival just read them (`run_context`), else read here."""
         first = GATES.index(start)
         rid = routine.name
         now = self.clock.now_ms()
-        job = self.journal.get_job(rid) or {}
+        job = (seen.job if seen is not None else self.journal.get_job(rid)) or {}
 
         if first <= 0:  # disabled (spec enabled AND effective job state, which holds before_enable)
             if not routine.enabled or (job and not job.get("enabled", 1)):
@@ -114,8 +116,8 @@ class Gates(GatewayState):
             self.metrics.gate("quiet_hours", "pass")
 
         if first <= 5:
-            d = self.policy_fn(self.policies(), principal=routine.owner, action="routine.run",
-                               channel=routine.channel, owner=routine.owner)
+            d = self.policy_fn(self.policies(seen.serial if seen is not None else None), principal=routine.owner,
+                               action="routine.run", channel=routine.channel, owner=routine.owner)
             if not d.allowed:
                 return self._stop(run, routine, "denied", f"policy: {d.reason}", gate="policy", rule=d.rule)
             run["policy_rule"] = d.rule

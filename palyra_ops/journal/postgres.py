@@ -39,7 +39,6 @@ from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, Recent, columns, 
 from palyra_ops.journal.postgres_daemons import PgDaemons
 from palyra_ops.journal.postgres_handover import PgHandover
 from palyra_ops.journal.postgres_listen import CHANNEL, NOTIFY_SQL, ChangeListener
-from palyra_ops.journal.postgres_runpath import PgRunPath
 from palyra_ops.journal.postgres_runs import PgRuns
 from palyra_ops.journal.postgres_schema import MIGRATION_LOCK, pg_migrations
 from palyra_ops.journal.records import JobRecord, ResourceWrite, Snapshot, StoredResource
@@ -64,7 +63,7 @@ POOL_MAX = 8
 SKEW_REFRESH_S = 1.0
 
 
-class PgJournal(PgRuns, PgRunPath, PgDaemons, PgHandover):
+class PgJournal(PgRuns, PgDaemons, PgHandover):
     def __init__(self, url: str, *, clock: Clock | None = None, state_root: Path | None = None,
                  pool_max: int = POOL_MAX) -> None:
         self.url = url
@@ -210,44 +209,6 @@ class PgJournal(PgRuns, PgRunPath, PgDaemons, PgHandover):
 
     def _one(self, sql: str, params: Any = None) -> DictRow | None:
         return self._read(sql, params, True)  # type: ignore[no-any-return]
-
-    def _write_one(self, sql: str, params: Any) -> DictRow | None:
-        """One write statement, its first row: in the thread's transaction, else alone in autocommit
-        (an implicit transaction of its own, one round trip where BEGIN … COMMIT costs three)."""
-        txn = self._txn()
-        if txn is not None:
-            with self._guard():
-                return txn.conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
-        with self._guard(), self._connection() as conn:
-            row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
-        if self._faults.faults:
-            self._faults.clear("write")
-        return row
-
-    def _one_trip(self, statements: Sequence[tuple[str, Any]]) -> list[list[DictRow]]:
-        """`statements` as one transaction in ONE round trip (pipeline mode: BEGIN, the statements
-        and COMMIT go out together, the server runs them in order); each one's rows. For short
-        transactions whose statements do not depend on each other's answers in Python (the run
-        path: `start_exclusive`). Joins the thread's open transaction, if any, statement by statement."""
-        txn = self._txn()
-        if txn is not None:
-            with self._guard():
-                return [txn.conn.execute(sql, params).fetchall() for sql, params in statements]  # type: ignore[arg-type]
-        with self._guard(), self._connection() as conn:
-            try:
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    curs = [conn.execute(sql, params) for sql, params in statements]  # type: ignore[arg-type]
-                    conn.execute("COMMIT")
-                rows = [cur.fetchall() if cur.description else [] for cur in curs]
-            except BaseException:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.broken:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.rollback()
-                raise
-        if self._faults.faults:
-            self._faults.clear("write")
-        return rows
 
     @contextlib.contextmanager
     def maintenance_lock(self, name: str) -> Iterator[bool]:

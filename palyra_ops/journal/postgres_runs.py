@@ -13,7 +13,6 @@ NOTHING` on the unique occurrence key, and the jobs advance. Dispatch happens af
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -22,6 +21,7 @@ from psycopg.rows import DictRow
 
 from palyra_ops.clock import Clock
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, array_types, columns, record, records
+from palyra_ops.journal.postgres_runpath import PgRunPath
 from palyra_ops.journal.records import (
     FINAL_STATUSES,
     ApplyLogRecord,
@@ -54,7 +54,7 @@ def _insert_sql(cols: list[str]) -> str:
             " ON CONFLICT DO NOTHING RETURNING run_id")
 
 
-class PgRuns:
+class PgRuns(PgRunPath):
     clock: Clock
     url: str
 
@@ -75,11 +75,6 @@ class PgRuns:
     def _all(self, sql: str, params: Any = None) -> list[DictRow]:  # pragma: no cover
         raise NotImplementedError
 
-    def _write_one(self, sql: str, params: Any) -> DictRow | None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _one_trip(self, statements: Sequence[tuple[str, Any]]) -> list[list[DictRow]]:  # pragma: no cover
-        raise NotImplementedError
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -262,7 +257,7 @@ class PgRuns:
         """
         if not claims:
             return []
-        with self.transaction() as t:
+        with self._flight() as t:  # pipelined: the lock, the inserts, the advance and COMMIT in 3 trips
             locked = {r["routine_id"]: r for r in t.execute(
                 f"SELECT routine_id, next_run_at_unix_ms, enabled, {DB_NOW_MS} + %s AS due_by"
                 " FROM journal_cron_jobs WHERE routine_id = ANY(%s) ORDER BY routine_id FOR UPDATE SKIP LOCKED",
