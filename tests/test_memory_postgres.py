@@ -253,3 +253,28 @@ def _try(fn: Callable[[], Any]) -> Any:
 
 def _try_add(svc: MemoryService, text: str) -> Any:
     return _try(lambda: svc.add_item(text))
+
+
+def test_a_failing_follower_backs_off_instead_of_retrying_at_every_notification(pg_url: str, tmp_path: Path) -> None:
+    """An embedder whose endpoint is down cannot name its model (the dimension probe): the follower
+    retries 0.1, 0.2, 0.4 … s apart (at most 5 s), not at each of its peers' writes."""
+    from palyra_ops.errors import PalyraError
+
+    calls: list[float] = []
+
+    class Down(HashingEmbedder):
+        @property
+        def key(self):  # type: ignore[override]
+            calls.append(time.monotonic())
+            raise PalyraError("embedding endpoint unreachable")
+
+    with MemoryService(pg_url, Down(), FakeClock(T0), state_root=tmp_path) as svc:
+        follower = svc.follow(poll_s=0.1)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:
+            follower._wake.set()  # a peer writing all the time
+            time.sleep(0.01)
+        assert follower.last_error == "PalyraError: embedding endpoint unreachable"
+        assert 3 <= len(calls) <= 6, calls
+        gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+        assert all(later >= earlier * 1.5 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps

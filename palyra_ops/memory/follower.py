@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("palyra_ops.memory")
 
+#: longest wait between retries after a failed round (journal down, embedder endpoint down): what
+#: a recovery may take, and how often a down embedding endpoint is asked for its model's dimension
+MAX_BACKOFF_S = 5.0
+
 
 class IndexFollower:
     def __init__(self, service: MemoryService, store: PgMemoryStore, *, poll_s: float = 1.0) -> None:
@@ -62,13 +66,19 @@ class IndexFollower:
         self._thread.start()
 
     def _run(self) -> None:
+        first = backoff = min(self.poll_s, 0.5)
         while not self._stop.is_set():
             try:
                 self.sync()
                 self.last_error = None
-            except Exception as exc:  # the journal is down, or closing: the next round retries
+                backoff = first
+            except Exception as exc:  # the journal is down, the embedder cannot name its model (an
+                # endpoint probe), or closing: retry with backoff, not at every peer's notification
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.debug("memory index follower: %s", self.last_error)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
