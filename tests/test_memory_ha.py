@@ -75,3 +75,44 @@ def test_an_item_added_on_one_daemon_is_found_on_the_other(
     assert "memory index rebuilt (missing) from the journal: 1 item(s)" in b.log()
     for d in (a, b):
         assert "Traceback" not in d.log(), d.log()[-3000:]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie nobody reaped (PID 1 in a container) is gone too
+
+
+def test_a_daemon_killed_mid_backfill_takes_its_child_along(
+        daemon_factory: Callable[..., DaemonHandle], pg_url: str) -> None:
+    """Its maintenance lock dies with it, so a peer may start the next backfill at once: the orphaned
+    child must stop at its next batch instead of embedding beside the peer's."""
+    import psycopg
+
+    d = daemon_factory(journal=pg_url, config=A_CONFIG)
+    text = " ".join(f"word{i}" for i in range(200))  # long texts: the backfill takes seconds
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO journal_memory_items (id, source, text, created_at_ms, bytes)"
+                     " SELECT 'bulk' || i, 'api', i || ' ' || %s, 1700000000000 + i, length(%s)"
+                     " FROM generate_series(1, 20000) AS i", (text, text))
+
+    def child() -> int | None:
+        for task in Path(f"/proc/{d.proc.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():  # the spawned child
+                    return int(pid)
+        return None
+
+    def embedding() -> int | None:
+        pending = _search(d, "word7")["pending"]
+        return child() if 0 < pending < 20_000 else None
+
+    pid = d.wait_for(embedding, timeout=30, interval=0.2, what="the backfill child embedding")
+    d.kill()
+    t0 = time.monotonic()
+    while not _gone(pid):  # (the daemon is dead: its wait_for would give up at once)
+        assert time.monotonic() - t0 < 15, "the orphaned backfill child is still embedding"
+        time.sleep(0.1)
+    print(f"orphaned backfill child stopped {(time.monotonic() - t0) * 1000:.0f} ms after the kill -9")

@@ -95,9 +95,12 @@ def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any,
     try:
         from palyra_ops.memory.service import MemoryService
 
+        parent = os.getppid()
         with MemoryService(journal_path, spec, create=False, index_params=index_params,
                            state_root=state_root) as memory:
-            send.send(("ok", memory.backfill(batch_size=batch)))
+            # a daemon killed -9 does not take its child along, and its maintenance lock is gone
+            # with it: stop at the next batch, so a peer's backfill never runs beside this one
+            send.send(("ok", memory.backfill(batch_size=batch, keep_going=lambda: os.getppid() == parent)))
     except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
         send.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,8 +356,10 @@ class MemoryService:
 
     # -- backfill -----------------------------------------------------------------------------
 
-    def backfill(self, *, batch_size: int | None = None, limit: int | None = None) -> BackfillResult:
+    def backfill(self, *, batch_size: int | None = None, limit: int | None = None,
+                 keep_going: Callable[[], bool] | None = None) -> BackfillResult:
         """Embed items lacking a vector from the current model, in batches, and index them.
+        `keep_going` is asked before each batch (the daemon's child: is the daemon still there).
 
         Only items that existed when the run started are considered, so a steady stream of new
         items cannot keep one run going forever; they are picked up by the next run.
@@ -377,6 +379,9 @@ class MemoryService:
             upto = self.store.max_label()
             after = 0
             while limit is None or result.embedded + result.skipped_deleted < limit:
+                if keep_going is not None and not keep_going():
+                    result.error = "stopped: the daemon that started this backfill is gone"
+                    break
                 n = batch if limit is None else min(batch, limit - result.embedded - result.skipped_deleted)
                 rows = self.store.pending_batch(key, after_label=after, upto_label=upto, limit=n)
                 if not rows:
