@@ -113,9 +113,6 @@ class Membership:
                 return
             try:
                 lost = await asyncio.get_running_loop().run_in_executor(self._thread, self.beat)
-                if self.on_handover is not None and not self._stopping:
-                    cancels, taken = await asyncio.get_running_loop().run_in_executor(self._thread, self.collect)
-                    self.on_handover(cancels, taken)
             except JournalError as exc:
                 if not self._failing:
                     log.warning("heartbeat failed: %s", exc.message)
@@ -140,6 +137,26 @@ class Membership:
                             if gone.released else "")
                 if self.on_lost is not None:
                     self.on_lost(gone)
+            await self._handover()
+
+    async def _handover(self) -> None:
+        """Runs handed between daemons (`collect`), given to the gateway on the loop; a journal that
+        fails here is the next heartbeat's to report (nothing was taken: `take_parked` is one commit)."""
+        if self.on_handover is None or self._stopping:
+            return
+        try:
+            cancels, taken = await asyncio.get_running_loop().run_in_executor(self._thread, self.collect)
+        except JournalError as exc:
+            log.debug("handover pass skipped: %s", exc.message)
+            return
+        except Exception:  # the journal (or the thread) closing under us at shutdown
+            if self._stopping:
+                return
+            raise
+        try:
+            self.on_handover(cancels, taken)
+        except Exception:  # a bug here must not stop the heartbeat
+            log.exception("handing over %d run(s) failed", len(taken))
 
 
 __all__ = ["LOST_EVENT", "Membership"]

@@ -177,3 +177,21 @@ def test_start_up_recovery_can_hand_parked_runs_over_instead_of_failing_them(jou
     again = j.insert_run(**_run("a", T0 + 2, attempt=2, not_before_ms=T0 + 5, daemon_id="gone"))
     assert [r["run_id"] for r in j.finalize_orphans("daemon_restart", T0 + 9, daemon_id="x")] == sorted(
         [parked, again])
+
+
+def test_defer_exclusive_parks_one_run_per_window_end_across_daemons(journal_factory: Factory) -> None:
+    j, peer = journal_factory(), journal_factory()
+    first, second, third = (j.insert_run(**_run("a", T0 + i, daemon_id=f"d{i}")) for i in range(3))
+    other = j.insert_run(**_run("b", T0, daemon_id="d1"))
+    assert first and second and third and other
+    assert j.defer_exclusive(first, "a", T0 + 100, fence="f1", received_at_ms=T0 + 1) is None
+    r = j.get_run(first)
+    assert r is not None and (r["status"], r["not_before_ms"], r["fence"], r["received_at_ms"]) == (
+        "accepted", T0 + 100, "f1", T0 + 1)
+    assert peer.defer_exclusive(second, "a", T0 + 100, fence="f2") == first  # the same window: one run
+    r = peer.get_run(second)
+    assert r is not None and (r["not_before_ms"], r["fence"]) == (None, None)
+    assert peer.defer_exclusive(other, "b", T0 + 100, fence="f3") is None  # per routine
+    assert j.defer_exclusive(third, "a", T0 + 200, fence="f4") is None  # another window's end
+    j.update_run(first, status="succeeded")
+    assert peer.defer_exclusive(second, "a", T0 + 100, fence="f2") is None  # it ran: no longer deferred

@@ -187,3 +187,22 @@ def test_a_clean_stop_hands_its_retry_wait_to_a_peer(daemon_factory: Callable[..
     done = _run(pg_url, retry["run_id"])
     assert done["daemon_id"] == _daemon_id(pg_url, b) and done["started_at_ms"] >= retry["not_before_ms"]
     assert [r["status"] for r in _runs(pg_url, "flaky")] == ["failed", "succeeded"]
+
+
+def test_quiet_hours_defer_one_run_per_window_across_daemons(daemon_factory: Callable[..., DaemonHandle],
+                                                              pg_url: str) -> None:
+    a = daemon_factory(journal=pg_url, config=FAST)
+    b = daemon_factory(journal=pg_url, config=FAST)
+    now = datetime.now(UTC)
+    window = {"start": now.strftime("%H:%M"), "end": (now + timedelta(minutes=2)).strftime("%H:%M"),
+              "timezone": "utc", "action": "defer"}
+    a.write("later.yaml", [_routine("later", {"quiet_hours": window})])
+    a.apply()
+    deferred = _dispatch(a, "later")
+    assert deferred["status"] == "accepted"
+    stored = _run(pg_url, deferred["run_id"])
+    assert stored["not_before_ms"] is not None and stored["fence"] and stored["received_at_ms"] is not None
+    for d in (b, a):  # a second trigger in the window is skipped, on whichever daemon
+        again = _dispatch(d, "later")
+        assert (again["status"], again["reason"]) == (
+            "skipped", f"quiet_hours: run {deferred['run_id']} is already deferred to the window end"), again

@@ -103,7 +103,19 @@ class Gates(GatewayState):
                 until = qh.window_end_after(now)
                 fence = self.take_fence(run["run_id"])  # held by this daemon while it waits (docs/ha.md)
                 try:
-                    self.journal.update_run(run["run_id"], **self._receipt(run, {"not_before_ms": until, "fence": fence}))
+                    if self.shared_journal:  # one deferred run per window, whichever daemon deferred it
+                        holder = self.journal.defer_exclusive(
+                            run["run_id"], rid, until, fence=fence,
+                            received_at_ms=run["received_at_ms"] if run.get("_receipt") else None)
+                        if holder is not None:
+                            self._fences.pop(run["run_id"], None)
+                            return self._stop(run, routine, "skipped",
+                                              f"quiet_hours: run {holder} is already deferred to the window end",
+                                              gate="quiet_hours")
+                        run.pop("_receipt", None)
+                    else:
+                        self.journal.update_run(run["run_id"], **self._receipt(run, {"not_before_ms": until,
+                                                                                     "fence": fence}))
                 except JournalError:
                     self._fences.pop(run["run_id"], None)
                     raise

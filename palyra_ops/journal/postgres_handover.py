@@ -68,6 +68,20 @@ class PgHandover:
             t.execute("UPDATE journal_cron_runs SET queued_at_ms=%s WHERE run_id=%s", (now_ms, run_id))
         return "queued", str(blocker["run_id"]) if blocker is not None else None
 
+    def defer_exclusive(self, run_id: str, routine_id: str, until_ms: int, *, fence: str,
+                        received_at_ms: int | None = None) -> str | None:
+        with self.transaction() as t:
+            t.execute(_LOCK, (routine_id,))
+            row = t.execute("SELECT run_id FROM journal_cron_runs WHERE routine_id=%s AND status='accepted' AND attempt=1"
+                            " AND not_before_ms=%s AND run_id != %s ORDER BY run_id LIMIT 1",
+                            (routine_id, until_ms, run_id)).fetchone()
+            if row is not None:
+                return str(row["run_id"])
+            t.execute("UPDATE journal_cron_runs SET not_before_ms=%s, fence=%s,"
+                      " received_at_ms=coalesce(%s, received_at_ms) WHERE run_id=%s",
+                      (until_ms, fence, received_at_ms, run_id))
+        return None
+
     def take_parked(self, daemon_id: str, now_ms: int, limit: int = 64) -> list[RunRecord]:
         with self.transaction() as t:
             rows = records(t.execute(

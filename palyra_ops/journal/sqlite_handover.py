@@ -66,7 +66,22 @@ class SQLiteHandover:
             c.execute("UPDATE journal_cron_runs SET queued_at_ms=? WHERE run_id=?", (now_ms, run_id))
         return "queued", str(blocker[0]) if blocker is not None else None
 
+    def defer_exclusive(self, run_id: str, routine_id: str, until_ms: int, *, fence: str,
+                        received_at_ms: int | None = None) -> str | None:
+        with self.transaction() as c:
+            row = c.execute("SELECT run_id FROM journal_cron_runs WHERE routine_id=? AND status='accepted' AND attempt=1"
+                            " AND not_before_ms=? AND run_id != ? ORDER BY run_id LIMIT 1",
+                            (routine_id, until_ms, run_id)).fetchone()
+            if row is not None:
+                return str(row[0])
+            c.execute("UPDATE journal_cron_runs SET not_before_ms=?, fence=?, received_at_ms=coalesce(?, received_at_ms)"
+                      " WHERE run_id=?", (until_ms, fence, received_at_ms, run_id))
+        return None
+
     def take_parked(self, daemon_id: str, now_ms: int, limit: int = 64) -> list[RunRecord]:
+        due = self.next_parked_ms()  # a read first: every heartbeat asks, and there is rarely any
+        if due is None or due > now_ms:
+            return []
         prefix = new_id()
         with self.transaction() as c:
             rows = records(c.execute("SELECT * FROM journal_cron_runs WHERE status='accepted' AND daemon_id IS NULL"

@@ -270,6 +270,13 @@ class JournalStore(Protocol):
         has one in process); else ("queued", the busy run's id or None): `run_id` is marked queued."""
         ...
 
+    def defer_exclusive(self, run_id: str, routine_id: str, until_ms: int, *, fence: str,
+                        received_at_ms: int | None = None) -> str | None:
+        """Quiet hours `defer` across daemons, in one transaction under the routine's lock: the id of
+        the routine's run already deferred to `until_ms` (the same window's end, on any daemon) — this
+        one is left as it was — or None once `run_id` is parked until then, held with `fence`."""
+        ...
+
     def take_parked(self, daemon_id: str, now_ms: int, limit: int = 64) -> list[RunRecord]:
         """Take the parked runs due by `now_ms` that no daemon holds (handed over by the reaper or
         start-up recovery): each now held by `daemon_id` with a new fencing token (in the records
