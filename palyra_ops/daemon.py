@@ -253,8 +253,8 @@ class Daemon:
             pg = ctx.journal
         memory = MemoryService(self.journal_path, clock=self.clock, embedder=embedder, config=mc,
                                state_root=self.state_root, journal=pg)
-        if pg is not None:
-            memory.follow()  # peers' vectors and deletes reach this daemon's index (memory/follower.py)
+        if pg is not None:  # peers' vectors and deletes reach this daemon's index (memory/follower.py)
+            self.maintenance.health["memory.follow"] = memory.follow().health
         ctx.memory = memory
 
         m = self.maintenance

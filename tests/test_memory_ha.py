@@ -49,6 +49,10 @@ def test_an_item_added_on_one_daemon_is_found_on_the_other(
     assert res["pending"] == 0 and res["results"][0]["id"] == item["id"]
     assert took < 15, f"found on B after {took:.1f} s (A's backfill every 1 s, then B's follower)"
     print(f"added on A, found on B after {took * 1000:.0f} ms")
+    follow = b.client().get("/console/v1/system/status").json()["tasks"]["memory.follow"]
+    assert follow["outcome"] == "ok" and follow["enabled"] and follow["runs"] >= 1, follow
+    assert follow["detail"]["index_count"] == 1 and follow["detail"]["applied"] >= 1, follow
+    assert follow["detail"]["error"] is None and follow["detail"]["builds"] == 1, follow
 
     # a second item, and the first one deleted through A: B's search drops it, keeps the other
     other = ca.post(f"{MEM}/items", json={"text": "Disk usage on build runners is at 71 percent"}).json()

@@ -19,6 +19,10 @@ search here would miss what was embedded there (or keep returning slots of delet
 - **Fell behind the pruned feed** (offline for over an hour): reconcile with the journal instead.
 - **Model key changed** (configured embedder): start again for the new key.
 
+Its health is a task entry like the maintenance tasks' (`health`, shown by the daemon as
+`tasks["memory.follow"]` in `GET /console/v1/system/status`): last round, outcome, and in `detail`
+the feed position, the index's item count, changes applied and builds.
+
 The index is saved after the start-up build (so the backfill child loads it instead of rebuilding)
 and on close; the in-memory copy is the one searches use (`MemoryService._index_for_read` keeps a
 dirty index over an older file).
@@ -29,8 +33,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from palyra_ops.clock import rfc3339
 from palyra_ops.journal.postgres_memory import MEMORY_CHANNEL
 from palyra_ops.memory.index import MemoryIndex
 
@@ -59,6 +64,10 @@ class IndexFollower:
         self.applied = 0
         self.last_error: str | None = None
         self.ready = threading.Event()
+        #: the task-health entry (the maintenance tasks' shape) the daemon shows as `memory.follow`
+        self.health: dict[str, Any] = {"interval_ms": int(poll_s * 1000), "enabled": True, "last_run_at": None,
+                                       "duration_ms": None, "outcome": None, "detail": None, "runs": 0,
+                                       "next_run_at": None}
         self._wake = threading.Event()
         self._stop = threading.Event()
         store.journal.on_notify(MEMORY_CHANNEL, self._wake.set)
@@ -68,6 +77,7 @@ class IndexFollower:
     def _run(self) -> None:
         first = backoff = min(self.poll_s, 0.5)
         while not self._stop.is_set():
+            started, t0 = self.service.clock.now_ms(), time.perf_counter()
             try:
                 self.sync()
                 self.last_error = None
@@ -76,11 +86,23 @@ class IndexFollower:
                 # endpoint probe), or closing: retry with backoff, not at every peer's notification
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.debug("memory index follower: %s", self.last_error)
+                self._report(started, t0, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
+            self._report(started, t0, self.poll_s)
             self._wake.wait(self.poll_s)
             self._wake.clear()
+
+    def _report(self, started_ms: int, t0: float, next_s: float) -> None:
+        idx = self.service._index
+        self.health.update({
+            "last_run_at": rfc3339(started_ms), "duration_ms": round((time.perf_counter() - t0) * 1000, 1),
+            "outcome": "failed" if self.last_error else "ok", "runs": self.health["runs"] + 1,
+            "next_run_at": rfc3339(started_ms + int(next_s * 1000)),
+            "detail": {"cursor": self.cursor, "index_count": idx.count if idx is not None else None,
+                       "applied": self.applied, "builds": self.builds, "error": self.last_error},
+        })
 
     def sync(self) -> int:
         """One round: build if needed, then apply the feed; returns the changes applied."""
