@@ -214,6 +214,8 @@ def test_the_memory_cli_works_on_a_postgresql_journal(pg_url: str, tmp_path: Pat
     stats = json.loads(out)
     assert (stats["items"], stats["embedded"], stats["index"]["count"]) == (1, 1, 1)
     assert stats["index"]["path"].startswith(str(tmp_path / "state" / "postgres-"))
+    code, out, _ = _cli(capsys, "memory", "stats", "--journal", pg_url)
+    assert code == 0 and f"journal:   {pg_url}: items table " in out and "1 embedded, 0 pending" in out
     code, out, _ = _cli(capsys, "memory", "delete", item["id"], "--journal", pg_url)
     assert (code, out) == (0, "deleted 1 item(s)\n")
     assert not list(Path.cwd().glob("postgres*")), "nothing created for the URL itself"

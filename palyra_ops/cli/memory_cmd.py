@@ -271,5 +271,6 @@ def _stats_text(stats: dict[str, Any]) -> str:
         f"items:     {stats['items']} ({stats['text_bytes']} text bytes), oldest {stats['oldest']}, newest {stats['newest']}",
         f"embedder:  {e['model']} ({e['dim']}d, v{e['version']}): {stats['embedded']} embedded, {stats['pending']} pending",
         index,
-        f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free",
+        f"journal:   {j['location']}: items table {j['table_bytes']} bytes" if "location" in j  # PostgreSQL
+        else f"journal:   {j['path']}: {j['file_bytes']} bytes, {j['free_bytes']} free",
     ])
