@@ -216,6 +216,11 @@ def test_the_memory_cli_works_on_a_postgresql_journal(pg_url: str, tmp_path: Pat
     assert stats["index"]["path"].startswith(str(tmp_path / "state" / "postgres-"))
     code, out, _ = _cli(capsys, "memory", "stats", "--journal", pg_url)
     assert code == 0 and f"journal:   {pg_url}: items table " in out and "1 embedded, 0 pending" in out
+    for argv in (["list"], ["search", "disk"], ["backfill"], ["vacuum", "--max-items", "5"], ["add", "more"]):
+        code, out, err = _cli(capsys, "memory", *argv, "--journal", pg_url)  # every text output
+        assert (code, err) == (0, ""), (argv, err)
+    assert "vacuum skipped: PostgreSQL: autovacuum reclaims space" in _cli(
+        capsys, "memory", "vacuum", "--journal", pg_url)[1]
     code, out, _ = _cli(capsys, "memory", "delete", item["id"], "--journal", pg_url)
     assert (code, out) == (0, "deleted 1 item(s)\n")
     assert not list(Path.cwd().glob("postgres*")), "nothing created for the URL itself"
