@@ -53,7 +53,7 @@ from palyra_ops.logfmt import TEXT_FORMAT, formatter
 from palyra_ops.maintenance import MaintenanceTasks
 from palyra_ops.membership import LOST_EVENT, Membership
 from palyra_ops.memory.backfill_process import OutOfProcessBackfill
-from palyra_ops.scheduler import Scheduler
+from palyra_ops.scheduler import CLAIM_LEAD_MS, Scheduler
 from palyra_ops.server import create_app
 from palyra_ops.statepaths import TOKEN_FILE, StatePaths
 from palyra_ops.tracing import make_tracer
@@ -358,7 +358,8 @@ class Daemon:
             tracer=make_tracer(self.config.tracing),
         )
         scheduler = Scheduler(journal, self.clock, gateway=gateway, daemon_id=self.daemon_id,
-                              max_in_flight=self.config.dispatch_concurrency, lead_ms=5,
+                              max_in_flight=self.config.dispatch_concurrency,
+                              lead_ms=CLAIM_LEAD_MS,
                               poll_ms=self.config.cluster.poll_interval_ms)
         gateway.shared_journal = self.paths.is_postgres
         membership.on_handover = gateway.handover

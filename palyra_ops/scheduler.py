@@ -57,6 +57,10 @@ from palyra_ops.scheduler_batch import BatchSending, _sleep_until_wall
 log = logging.getLogger("palyra_ops.scheduler")
 
 BATCH = 64
+#: how early the daemon claims (both stores). Claiming a herd 300 ms before its instant took the
+#: claims off the critical path, but every claimed run is an `accepted` record from the claim on, so
+#: runs listed before their instant (and a crash in the window records them failed): kept at 5 ms.
+CLAIM_LEAD_MS = 5
 IDLE_CAP_MS = 15_000
 #: how often the scheduler polls the journal for others' changes when they are also pushed to it
 FALLBACK_POLL_MS = 2_000
@@ -97,6 +101,7 @@ class Scheduler(BatchSending):
         send: Callable[[RunMessage], Awaitable[Mapping[str, object]]] | None = None,
         lead_ms: int = 0,
         claim_ahead: int | None = None,
+        early_max: int = 1024,
     ) -> None:
         self.journal = journal
         self.clock = clock
@@ -114,8 +119,13 @@ class Scheduler(BatchSending):
         #: claimed runs allowed to wait for a dispatch slot (backpressure to the claim loop): enough
         #: to keep every slot busy across a batch, few enough that they are sent soon
         self.claim_ahead = claim_ahead if claim_ahead is not None else max(2 * max_in_flight, batch)
-        #: run ids claimed by the loop and not yet handed to the gateway
+        #: run ids claimed by the loop, due, and not yet handed to the gateway
         self._unsent: set[str] = set()
+        #: run ids claimed before their instant (up to `lead_ms` early) and waiting for it: a herd is
+        #: claimed before it is due, so its journal work is off the critical path (issue 14); bounded
+        #: by `early_max`, and not counted as backpressure (they are not late)
+        self._early: set[str] = set()
+        self.early_max = early_max
         self._capacity = asyncio.Event()
         self.backpressured = False
         self._schedules: dict[str, tuple[str, Schedule]] = {}
@@ -153,6 +163,7 @@ class Scheduler(BatchSending):
             "dispatching": len(self._dispatching),
             # claimed runs waiting for a dispatch slot; backpressured: the loop stopped claiming
             "claimed_unsent": len(self._unsent),
+            "claimed_early": len(self._early),
             "claim_ahead": self.claim_ahead,
             "backpressured": self.backpressured,
             "misfire_shed_total": sum(self.gateway.metrics.missed.values()),
@@ -193,9 +204,9 @@ class Scheduler(BatchSending):
                                 max(0, self.clock.now_ms() - (self.fault_since_ms or 0)) / 1000, self.fault)
                     self.fault = self.fault_since_ms = None
                 self.backoff_s = 0.0
-                if self.backpressured:  # due work is waiting for dispatch slots, not for time
+                if self.backpressured or self._early_full():  # due work waits for slots, not for time
                     self._capacity.clear()
-                    if len(self._unsent) >= self.claim_ahead:
+                    if len(self._unsent) >= self.claim_ahead or self._early_full():
                         try:
                             await asyncio.wait_for(self._capacity.wait(), self.idle_cap_ms / 1000)
                         except TimeoutError:
@@ -258,16 +269,23 @@ class Scheduler(BatchSending):
         """Claim and dispatch everything due now, batch by batch; returns the number of runs claimed."""
         total = 0
         while True:
-            now = self.journal.judged_now_ms(self.clock.now_ms()) + self.lead_ms  # PostgreSQL: its clock too
-            self.last_tick_ms = now - self.lead_ms
+            base = self.journal.judged_now_ms(self.clock.now_ms())  # PostgreSQL: its clock too
+            now = base + self.lead_ms
+            self.last_tick_ms = base
             self.ticks += 1
             room = self.claim_ahead - len(self._unsent)
             if room <= 0:  # every slot is spoken for: leave the due jobs in the journal for now
                 self.backpressured = True
-                self.gateway.metrics.due_backlog = max(0, self.journal.count_due(now))
+                self.gateway.metrics.due_backlog = max(0, self.journal.count_due(base))
                 return total
             self.backpressured = False
-            jobs = self.journal.due_jobs(now, min(self.batch, room))
+            limit = min(self.batch, room)
+            # what is due now first (bounded by the slots); then, with room left, what comes due
+            # within the lead (bounded by early_max)
+            jobs = self.journal.due_jobs(base if self.lead_ms else now, limit)
+            if self.lead_ms and len(jobs) < limit and not self._early_full():
+                limit = min(self.batch, len(jobs) + self.early_max - len(self._early))
+                jobs = self.journal.due_jobs(now, limit)
             if not jobs:
                 self.gateway.metrics.due_backlog = 0
                 return total
@@ -290,7 +308,11 @@ class Scheduler(BatchSending):
                 total += len(to_send)
                 self.claimed += len(to_send)
                 if to_send:
-                    self._unsent.update(m["run_id"] for m, _ in to_send)
+                    real_now = now - self.lead_ms
+                    for m, _ in to_send:
+                        trigger = m.get("trigger")
+                        due = trigger["due_at_ms"] if trigger is not None else None
+                        (self._early if self.lead_ms and due is not None and due > real_now else self._unsent).add(m["run_id"])
                     # runs due at one instant share a loopback call (a batch body); a `send` of
                     # its own (tests) gets one call per run
                     if self.send == self.gateway.send and not any(c for _, c in to_send):
@@ -299,8 +321,8 @@ class Scheduler(BatchSending):
                         self._launch(to_send)
             self._launch_together(together)
             self.gateway.metrics.claimed_unsent = len(self._unsent)
-            full = len(jobs) == min(self.batch, room)
-            self.gateway.metrics.due_backlog = max(0, self.journal.count_due(now)) if full else 0
+            full = len(jobs) == limit
+            self.gateway.metrics.due_backlog = max(0, self.journal.count_due(base)) if full else 0
             if not full:
                 return total
             await asyncio.sleep(0)  # let dispatches and the server breathe between batches
@@ -372,8 +394,9 @@ class Scheduler(BatchSending):
         }
 
         grace = p.misfire_grace_ms
-        d = resolve_misfire(p.misfire, [n for n in due if now - due_at(n) > grace], p.max_catch_up,
-                            on_time=[n for n in due if now - due_at(n) <= grace])
+        real = now - self.lead_ms  # lateness is judged on the clock, not on the claim's lead
+        d = resolve_misfire(p.misfire, [n for n in due if real - due_at(n) > grace], p.max_catch_up,
+                            on_time=[n for n in due if real - due_at(n) <= grace])
         run_times, skipped, catch_up = d.run, d.skipped, d.in_order
         skipped_count = len(skipped) + skipped_extra
         self.gateway.metrics.missed_runs(p.misfire, skipped_count)
@@ -388,7 +411,7 @@ class Scheduler(BatchSending):
                 "status": "accepted",
                 "attempt": 1,
                 "daemon_id": self.daemon_id,
-                "created_at_ms": now,
+                "created_at_ms": now - self.lead_ms,  # the claim's real time (now is lead_ms ahead)
                 **extra,
             }
 
@@ -396,7 +419,7 @@ class Scheduler(BatchSending):
             # nothing runs for the missed times; one skipped record keyed on the latest says what was dropped
             n = skipped[-1]
             plan.runs.append(row(
-                n, status="skipped", skipped_count=skipped_count, skipped_times=listed, finished_at_ms=now,
+                n, status="skipped", skipped_count=skipped_count, skipped_times=listed, finished_at_ms=now - self.lead_ms,
                 reason=f"misfire: ignored {skipped_count} missed time{'s' if skipped_count != 1 else ''} "
                        f"(later than misfire_grace)",
             ))
@@ -413,7 +436,7 @@ class Scheduler(BatchSending):
             why = (f"concurrency: {p.concurrency} (claimed together with the run for {rfc3339(run_times[-1])}, "
                    f"which runs instead)")
             for n in overlapped:
-                plan.runs.append(row(n, status="skipped", finished_at_ms=now, reason=why))
+                plan.runs.append(row(n, status="skipped", finished_at_ms=now - self.lead_ms, reason=why))
                 plan.dispatch.append(({}, False))
                 self.gateway.metrics.run("skipped")
                 self.gateway.metrics.gate("concurrency", "skipped")
@@ -465,6 +488,7 @@ class Scheduler(BatchSending):
                 due = trigger["due_at_ms"] if trigger is not None else None
                 if due is not None:
                     await _sleep_until_wall(due / 1000)
+            self._came_due(msg)
             while True:
                 try:
                     async with self._sem:
@@ -486,9 +510,23 @@ class Scheduler(BatchSending):
             self._not_sent(msg, "daemon_shutdown", status="cancelled")
             raise
 
+    def _early_full(self) -> bool:
+        return len(self._early) >= self.early_max
+
+    def _came_due(self, msg: RunMessage) -> None:
+        """A run claimed ahead of its instant reached it: it now waits for a slot like any due run."""
+        rid = msg.get("run_id")
+        if rid in self._early:
+            self._early.discard(rid)
+            self._unsent.add(rid)
+            self._capacity.set()
+
     def _sent(self, msg: RunMessage) -> None:
         """The claimed run left the wait for a slot (sent, or given up): room for another claim."""
         rid = msg.get("run_id")
+        if rid in self._early:  # given up before its instant (stopping)
+            self._early.discard(rid)
+            self._capacity.set()
         if rid in self._unsent:
             self._unsent.discard(rid)
             self.gateway.metrics.claimed_unsent = len(self._unsent)

@@ -39,6 +39,7 @@ class BatchSending:
     _track: Callable[[asyncio.Task[Any]], None]
     _send_one: Callable[[RunMessage], Awaitable[None]]
     _sent: Callable[[RunMessage], None]
+    _came_due: Callable[[RunMessage], None]
     _not_sent: Callable[..., None]
 
     def _launch_together(self, msgs: list[RunMessage]) -> None:
@@ -61,6 +62,8 @@ class BatchSending:
             due = trigger["due_at_ms"] if trigger is not None else None
             if self.lead_ms and due is not None:
                 await _sleep_until_wall(due / 1000)
+            for m in msgs:
+                self._came_due(m)
             async with self._sem:
                 for m in msgs:
                     self._sent(m)

@@ -192,3 +192,44 @@ def test_on_time_instants_claimed_together_run_once_under_forbid(runtime_factory
         await rt.close()
 
     asyncio.run(main())
+
+
+def test_runs_claimed_ahead_of_their_instant_are_bounded_and_not_backpressure(runtime_factory, monkeypatch) -> None:
+    """The daemon claims a herd up to `lead_ms` before it is due (issue 14): those runs wait for their
+    instant outside the backpressure count, at most `early_max` of them; records carry the real time."""
+    async def main() -> None:
+        rt = runtime_factory(T0)
+        gate = Gate(rt)
+        rt.scheduler = Scheduler(rt.journal, rt.clock, gateway=rt.gateway, daemon_id="test-daemon",
+                                 max_in_flight=1, claim_ahead=1, send=gate, lead_ms=60_000, early_max=3)
+        for i in range(5):
+            rt.routine(f"r{i}", trigger={"kind": "schedule", "schedule": {"every": "1m"}})
+        rt.clock.set(at(8, 0, 30))  # every routine is due at 8:01, within the lead
+        instant = asyncio.Event()  # the sends wait for the wall clock's instant: here, for the test
+
+        async def until(t: float) -> None:
+            await instant.wait()
+
+        monkeypatch.setattr("palyra_ops.scheduler._sleep_until_wall", until)
+        monkeypatch.setattr("palyra_ops.scheduler_batch._sleep_until_wall", until)
+        assert await rt.scheduler.tick() == 3  # early_max, although claim_ahead is 1
+        await settle()
+        st = rt.scheduler.status()
+        assert st["claimed_early"] == 3 and st["claimed_unsent"] == 0 and st["backpressured"] is False
+        assert {r["created_at_ms"] for r in rt.runs()} == {at(8, 0, 30)}  # the claim's real time
+        assert await rt.scheduler.tick() == 0  # the early slots are full
+        instant.set()
+        await settle()
+        st = rt.scheduler.status()  # due now: one sent (held at the gate), two wait for the slot
+        assert st["claimed_early"] == 0 and st["claimed_unsent"] == 2
+        assert await rt.scheduler.tick() == 0 and rt.scheduler.status()["backpressured"] is True
+        gate.open()
+        await rt.scheduler.drain()
+        await settle()
+        assert rt.scheduler.status()["claimed_early"] == 0
+        assert await rt.scheduler.tick() == 2
+        await rt.scheduler.drain()
+        await settle()
+        assert len(gate.sent) == 5 and len({r["occurrence_key"] for r in rt.runs()}) == 5
+
+    asyncio.run(main())
