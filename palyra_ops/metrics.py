@@ -39,6 +39,13 @@ class Metrics:
         self.missed: dict[str, int] = {}
         #: claimed runs waiting for a dispatch slot (the scheduler's backpressure, issue 14)
         self.claimed_unsent = 0
+        #: runs handed between daemons on a shared journal, by event (docs/ha.md): fenced_write,
+        #: fenced_delivery, taken_over, handed_on_stop, cancel_requested, cancelled_for_peer
+        self.handovers: dict[str, int] = {}
+
+    def handover(self, event: str, count: int = 1) -> None:
+        if count > 0:
+            self.handovers[event] = self.handovers.get(event, 0) + count
 
     def missed_runs(self, policy: str, count: int) -> None:
         if count > 0:
@@ -101,6 +108,10 @@ class Metrics:
         out += [f'palyra_missed_runs_total{{policy="{esc(p)}"}} {n}' for p, n in sorted(self.missed.items())]
         out += ["# HELP palyra_claimed_unsent Claimed runs waiting for a dispatch slot (backpressure).",
                 "# TYPE palyra_claimed_unsent gauge", f"palyra_claimed_unsent {self.claimed_unsent}"]
+        out += ["# HELP palyra_handovers_total Runs handed between daemons on a shared journal, by event"
+                " (a write or delivery the fence refused, a parked run taken over or handed on at a stop, a"
+                " replace's cancel asked of or done for a peer).", "# TYPE palyra_handovers_total counter"]
+        out += [f'palyra_handovers_total{{event="{esc(e)}"}} {n}' for e, n in sorted(self.handovers.items())]
         success = ["# HELP palyra_routine_last_success_timestamp_seconds When the routine's last run succeeded.",
                    "# TYPE palyra_routine_last_success_timestamp_seconds gauge"]
         nxt = ["# HELP palyra_routine_next_run_timestamp_seconds When the routine is next due (jitter included).",

@@ -69,6 +69,8 @@ def test_a_stalled_owner_s_reaped_run_is_neither_delivered_nor_overwritten(
     assert [x for x in receiver.bodies if x.get("run_id") == rid] == []  # never delivered
     assert _run(pg_url, rid) == lost  # not overwritten: still failed daemon_lost, same finish time
     assert "not written (succeeded): a peer reaped it" in a.log()
+    metrics = a.client().get("/metrics").text
+    assert 'palyra_handovers_total{event="fenced_delivery"} 1' in metrics, metrics
 
     # a registered again and works: a new run on a is delivered once
     a.wait_for(lambda: "registering again" in a.log(), timeout=20, what="a registering again")
@@ -118,3 +120,5 @@ def test_a_stalled_owner_s_retry_taken_over_by_a_peer_runs_and_is_delivered_once
     a.wait_for(lambda: "registering again" in a.log(), timeout=20, what="a back")
     assert [x["run_id"] for x in receiver.bodies if x.get("routine_id") == "flaky"] == [retry["run_id"]]  # once
     assert _run(pg_url, retry["run_id"]) == done
+    assert 'palyra_handovers_total{event="taken_over"} 1' in b.client().get("/metrics").text
+    assert 'palyra_handovers_total{event="fenced_write"} 1' in a.client().get("/metrics").text

@@ -74,6 +74,10 @@ def test_replace_cancels_the_run_on_another_daemon(daemon_factory: Callable[...,
     a.wait_for(lambda: _run(pg_url, second["run_id"])["status"] == "cancelled", timeout=20, what="b cancelling")
     assert _run(pg_url, second["run_id"])["reason"] == f"replaced: superseded by run {third['run_id']}"
     assert [r["status"] for r in _runs(pg_url, "rep")] == ["cancelled", "cancelled", "running"]
+    for d in (a, b):
+        text = d.client().get("/metrics").text
+        assert 'palyra_handovers_total{event="cancel_requested"} 1' in text, text
+        assert 'palyra_handovers_total{event="cancelled_for_peer"} 1' in text, text
 
 
 def test_queue_one_keeps_one_pending_run_across_daemons_and_starts_it_after_the_peer_s(

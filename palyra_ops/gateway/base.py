@@ -170,9 +170,6 @@ class GatewayState:
         #: at a clean stop (their tasks end without a record: a peer runs them; gateway/handover.py)
         self._waiting: set[str] = set()
         self._released: set[str] = set()
-        #: how many writes the fence refused, and runs it refused before delivering (status, metrics)
-        self.fenced_writes = 0
-        self.fenced_deliveries = 0
 
     # -- lookups ----------------------------------------------------------------------------------
 
@@ -303,7 +300,7 @@ class GatewayState:
         """A write the fence refused: a peer reaped the run (this daemon was stalled past its lease)
         or took it over. The journal keeps the peer's record; this is logged and kept as an event."""
         self._fences.pop(run_id, None)
-        self.fenced_writes += 1
+        self.metrics.handover("fenced_write")
         log.warning("run %s of %s: not written (%s): a peer reaped it or took it over while this daemon was"
                     " stalled past its lease", run_id, routine_id, fields.get("status") or "update")
         try:
@@ -323,7 +320,7 @@ class GatewayState:
         except JournalError:
             return True
         if not held:
-            self.fenced_deliveries += 1
+            self.metrics.handover("fenced_delivery")
         return held
 
     def unwritten_count(self) -> int:

@@ -157,6 +157,7 @@ class Gates(GatewayState):
             if routine.policies.concurrency == Concurrency.REPLACE:
                 asked = self.journal.request_cancel(rid, f"replaced: superseded by run {run['run_id']}",
                                                     daemon_id=self.daemon_id)
+                self.metrics.handover("cancel_requested", len(asked))
                 if asked:
                     log.info("run %s of %s replaces run(s) on other daemons: %s", run["run_id"], rid, ", ".join(asked))
         if not active and not catch_up and self.shared_journal and routine.policies.concurrency == Concurrency.FORBID:

@@ -24,9 +24,6 @@ from palyra_ops.journal.records import RunRecord
 
 
 class Handover(GatewayState):
-    #: runs this daemon took over from daemons that are gone (status, tests)
-    taken_over = 0
-
     def handover(self, cancels: list[tuple[str, str]], taken: list[RunRecord]) -> None:
         """The membership pass's findings, on the loop (the journal reads were made in its thread)."""
         for run_id, reason in cancels:
@@ -41,6 +38,7 @@ class Handover(GatewayState):
             if current == run_id and not task.done():
                 log.info("run %s: cancelled at a peer's request (%s)", run_id, reason)
                 self._cancel_reasons[run_id] = reason
+                self.metrics.handover("cancelled_for_peer")
                 task.cancel()
                 return
 
@@ -52,7 +50,7 @@ class Handover(GatewayState):
                 self.journal.update_run_and_job(run_id, {"daemon_id": None, "fence": None}, None, None,
                                                 fence=self._fences.pop(run_id))
             return
-        self.taken_over += 1
+        self.metrics.handover("taken_over")
         log.warning("run %s of %s (attempt %s, due %s): taken over from a daemon that is gone", run_id, rid,
                     run.get("attempt"), run.get("not_before_ms"))
         routine = self.routine(rid)
@@ -86,6 +84,7 @@ class Handover(GatewayState):
                 self._released.add(run_id)
                 self._held.pop(run_id, None)
                 self._fences.pop(run_id, None)
+        self.metrics.handover("handed_on_stop", handed)
         if handed:
             log.info("stopping: %d parked run(s) (retry waits, deferrals) handed to the other daemons", handed)
         return handed
