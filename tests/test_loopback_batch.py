@@ -7,9 +7,12 @@ applied together is dispatched with no run lost and every occurrence once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
 import httpx
+from jsonschema import Draft202012Validator
 from test_loopback_dispatch import _app
 
 from palyra_ops.errors import PermissionDenied
@@ -41,6 +44,11 @@ def test_a_batch_body_answers_each_message_and_repeats_return_the_first_receipts
                                    headers={"Authorization": "Bearer console"})
             empty = await c.post("/gateway/v1/messages", json={"messages": []}, headers=headers)
         assert first.status_code == 200
+        # the batch body and its answer are the ones docs/openapi.json publishes
+        doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
+        for name, value in (("MessageBatch", {"messages": [*msgs, ghost]}), ("MessageBatchResult", first.json())):
+            Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]}).validate(
+                json.loads(json.dumps(value)))
         res = first.json()["results"]
         assert [r["status"] for r in res] == [202, 202, 403]
         assert [r["result"]["run_id"] for r in res[:2]] == [m["run_id"] for m in msgs]

@@ -120,9 +120,12 @@ ROUTES = [
         summary="The gateway pipeline entry (gates → policy → execution → delivery)",
         description="A user message (200) runs the agent backend on `text`. Routine runs (202, the run after "
                     "the gates) are accepted only from system:daemon with the daemon's internal credential: "
-                    "the scheduler's loopback calls.",
-        body=ref("Message"),
-        replies={200: Reply("The backend's answer.", ref("MessageResult")),
+                    "the scheduler's loopback calls. With that credential the body may also be a batch "
+                    "(`{\"messages\": [...]}`, up to 256): claimed runs due at one instant in one call, each "
+                    "handled as a single call would be, answered 200 with one result per message, in order.",
+        body={"anyOf": [ref("Message"), ref("MessageBatch")]},
+        replies={200: Reply("The backend's answer; for a batch body, one result per message.",
+                            {"anyOf": [ref("MessageResult"), ref("MessageBatchResult")]}),
                  202: Reply("The routine run as the gates left it.", ref("Run"))},
         raises=(InvalidInput, PermissionDenied, NotFound, Conflict, BackendFailed),
     )),
