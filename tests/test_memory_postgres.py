@@ -285,3 +285,20 @@ def test_a_failing_follower_backs_off_instead_of_retrying_at_every_notification(
         assert 3 <= len(calls) <= 6, calls
         gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
         assert all(later >= earlier * 1.5 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+
+
+def test_a_follower_warns_when_its_embedder_is_not_the_journal_s(pg_url: str, tmp_path: Path, caplog) -> None:
+    from palyra_ops.memory.embedders import EmbedderSpec
+
+    with MemoryService(pg_url, EmbedderSpec(kind="hashing", dim=256), FakeClock(T0), state_root=tmp_path / "a") as a:
+        a.add_item("embedded with 256 dimensions")
+        a.backfill()  # the journal remembers this spec
+    caplog.set_level("WARNING", logger="palyra_ops.memory")
+    with MemoryService(pg_url, EmbedderSpec(), FakeClock(T0), state_root=tmp_path / "b") as b:
+        assert b.follow().ready.wait(20)
+    warned = [r.getMessage() for r in caplog.records if "re-embed each other's items" in r.getMessage()]
+    assert len(warned) == 1 and "'dim': 256" in warned[0], warned
+    caplog.clear()
+    with MemoryService(pg_url, EmbedderSpec(kind="hashing", dim=256), FakeClock(T0), state_root=tmp_path / "c") as c:
+        assert c.follow().ready.wait(20)
+    assert not [r for r in caplog.records if "re-embed" in r.getMessage()]

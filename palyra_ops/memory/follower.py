@@ -148,6 +148,12 @@ class IndexFollower:
     def _build(self, key: ModelKey) -> None:
         svc = self.service
         t0 = time.perf_counter()
+        spec = svc.embedder_spec
+        remembered = self.store.get_state("embedder")  # what the journal's last backfill embedded with
+        if spec is not None and remembered is not None and spec.to_dict() != remembered:
+            log.warning("memory.embedder here is %s but the journal's last backfill used %s: daemons on one "
+                        "journal with different embedders re-embed each other's items (docs/ha.md)",
+                        spec.to_dict(), remembered)
         head = self.store.change_head()
         idx, how = MemoryIndex.load(svc.index_path, key, svc.index_params)
         if idx is not None:
