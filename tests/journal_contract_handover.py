@@ -195,3 +195,13 @@ def test_defer_exclusive_parks_one_run_per_window_end_across_daemons(journal_fac
     assert j.defer_exclusive(third, "a", T0 + 200, fence="f4") is None  # another window's end
     j.update_run(first, status="succeeded")
     assert peer.defer_exclusive(second, "a", T0 + 100, fence="f2") is None  # it ran: no longer deferred
+
+
+def test_a_retry_waiting_on_another_daemon_forbids_a_start_as_a_running_run_does(journal_factory: Factory) -> None:
+    j, peer = journal_factory(), journal_factory()
+    waiting = j.insert_run(**_run("a", attempt=2, not_before_ms=T0 + 50, daemon_id="d1", status="accepted"))
+    new = peer.insert_run(**_run("a", T0 + 1, daemon_id="d2"))
+    assert waiting and new
+    assert peer.start_exclusive(new, "a", T0 + 2) == waiting
+    j.update_run(waiting, status="succeeded")
+    assert peer.start_exclusive(new, "a", T0 + 3) is None

@@ -23,6 +23,7 @@ from palyra_ops.clock import Clock
 from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, array_types, columns, record, records
 from palyra_ops.journal.postgres_runpath import PgRunPath
 from palyra_ops.journal.records import (
+    BUSY_SQL,
     FINAL_STATUSES,
     ApplyLogRecord,
     ApprovalRecord,
@@ -155,7 +156,7 @@ class PgRuns(PgRunPath):
         lock is its own statement, so the check's snapshot is taken after the lock is held."""
         _, rows = self._one_trip([
             ("SELECT pg_advisory_xact_lock(hashtextextended('palyra.forbid:' || %s, 0))", (routine_id,)),
-            ("WITH b AS (SELECT run_id FROM journal_cron_runs WHERE routine_id=%s AND status='running'"
+            (f"WITH b AS (SELECT run_id FROM journal_cron_runs WHERE routine_id=%s AND {BUSY_SQL}"
              " AND run_id != %s ORDER BY run_id LIMIT 1),"
              " u AS (UPDATE journal_cron_runs SET status='running', started_at_ms=%s"
              " WHERE run_id=%s AND NOT EXISTS (SELECT 1 FROM b))"

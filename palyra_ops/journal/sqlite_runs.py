@@ -16,6 +16,7 @@ from typing import Any
 
 from palyra_ops.clock import Clock
 from palyra_ops.journal.records import (
+    BUSY_SQL,
     FINAL_STATUSES,
     ApplyLogRecord,
     ApprovalRecord,
@@ -335,7 +336,7 @@ class SQLiteRuns:
     def start_exclusive(self, run_id: str, routine_id: str, now_ms: int) -> str | None:
         """`forbid` across writers: SQLite's write lock (BEGIN IMMEDIATE) is the routine's lock."""
         with self.transaction() as c:
-            row = c.execute("SELECT run_id FROM journal_cron_runs WHERE routine_id=? AND status='running' AND run_id != ?"
+            row = c.execute(f"SELECT run_id FROM journal_cron_runs WHERE routine_id=? AND {BUSY_SQL} AND run_id != ?"
                             " ORDER BY run_id LIMIT 1", (routine_id, run_id)).fetchone()
             if row is not None:
                 return str(row[0])

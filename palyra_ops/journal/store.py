@@ -246,9 +246,10 @@ class JournalStore(Protocol):
         ...
 
     def start_exclusive(self, run_id: str, routine_id: str, now_ms: int) -> str | None:
-        """`forbid` across daemons: mark `run_id` running unless another run of the routine is, both
-        in one transaction under the routine's lock (two daemons cannot both start one). None when
-        it now runs, else the id of the running run that forbids it (this one is left as it was)."""
+        """`forbid` across daemons: mark `run_id` running unless another run of the routine is busy
+        (running, or waiting between retry attempts), both in one transaction under the routine's
+        lock (two daemons cannot both start one). None when it now runs, else the id of the busy run
+        that forbids it (this one is left as it was)."""
         ...
 
     # -- runs handed between daemons (SPEC §11; journal/*_handover.py) --------------------------------
