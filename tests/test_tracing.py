@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from palyra_ops.config import load_config
 from palyra_ops.daemon import Daemon
+from palyra_ops.enums import ACTIVE_STATUSES
 from palyra_ops.journal import open_journal
 from palyra_ops.model import Resource
 from palyra_ops.reconcile import upsert_resource
@@ -80,6 +81,12 @@ async def _serve_and_dispatch(tmp: Path, receiver: Any, tracing: str, incoming: 
             run = (await c.post("/console/v1/routines/dispatch", json={"routine_id": "traced"})).json()
             for _ in range(500):
                 if receiver.headers:
+                    break
+                await asyncio.sleep(0.02)
+            # the receipt comes before the run is recorded as finished: stopping now would cancel it
+            for _ in range(1000):
+                runs = (await c.get("/console/v1/routines/traced/runs")).json()["items"]
+                if runs and runs[0]["status"] not in ACTIVE_STATUSES:
                     break
                 await asyncio.sleep(0.02)
         assert receiver.headers, "no delivery"
