@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -307,11 +307,14 @@ def apply_plan(
     *,
     directory: Path | None = None,
     origin: str = "cli",
+    before_commit: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Write every change of `plan` in one transaction, or nothing.
 
     Refuses a stale plan: one computed against another journal (lineage) or an older state of this
-    one (serial) — including a plan made when the journal did not exist yet.
+    one (serial) — including a plan made when the journal did not exist yet. `before_commit` runs
+    last inside the transaction (apply's preview written beside the writes: if it raises, nothing
+    is applied).
     """
     now_ms = journal.clock.now_ms()
     git = git_info(directory) if directory is not None else None
@@ -365,6 +368,8 @@ def apply_plan(
             git_dirty=int(git.dirty) if git else None,
             origin=origin,
         )
+        if before_commit is not None:
+            before_commit()
     return ApplyResult(added, changed, deleted, new_serial, git)
 
 

@@ -9,6 +9,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from palyra_ops.cli import preview_child
 from palyra_ops.cli._common import (
     Lazy,
     add_dir_flag,
@@ -168,15 +169,24 @@ def run_apply(args: argparse.Namespace) -> int:
     if not plan.has_changes:
         emit(Lazy(lambda: apply_document(plan, None)), args.output, lambda _: shown())
         return 0
-    emit_progress(args.output, shown)  # the plan before the question; JSON is one document at the end
+    preview: preview_child.Preview | None = None
+    if args.auto_approve and preview_child.usable(args.output, len(plan.changes)):
+        preview = preview_child.Preview(lambda: emit_progress(args.output, shown))  # beside the writes
+    else:
+        emit_progress(args.output, shown)  # the plan before the question; JSON is one document at the end
     if not args.auto_approve:
         if not sys.stdin.isatty():
             raise PalyraError("apply needs confirmation: run it on a terminal or pass --auto-approve")
         if not _confirm():
             print("Apply cancelled.")
             return 1
-    with open_journal(journal_path) as journal:
-        result = apply_plan(journal, plan, directory=directory)
+    try:
+        with open_journal(journal_path) as journal:
+            result = apply_plan(journal, plan, directory=directory,
+                                before_commit=preview.wait if preview is not None else None)
+    finally:
+        if preview is not None:
+            preview.wait_quietly()  # also when applying failed: its output ends before ours starts
     emit(Lazy(lambda: apply_document(plan, result)), args.output, lambda _: apply_text(result))
     return 0
 
