@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import palyra_ops.cli.plan_cmd as plan_cmd
+import palyra_ops.source.directory as directory
 from palyra_ops.cli import main
 from palyra_ops.source import load_directory, parallel
 from palyra_ops.source.parallel import run_split
@@ -50,9 +51,11 @@ def _broken(root: Path) -> None:
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
-    import palyra_ops.source.directory as directory
-
     monkeypatch.setattr(directory, "usable_cores", lambda: 2)
+
+
+def _no_fork(*_: object) -> list[object]:
+    raise AssertionError("a warm directory is loaded in one process")
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -120,7 +123,9 @@ def test_plan_and_apply_are_byte_identical(tmp_path: Path, monkeypatch: pytest.M
         with sqlite3.connect(journal) as db:
             rows.append(db.execute("SELECT kind, name, body, hash, applied_hash, managed, source_file"
                                    " FROM journal_resources ORDER BY 1, 2").fetchall())
-        code, out, _ = _cli(["plan", "--dir", str(root), "--journal", str(journal)], capsys)  # warm: cached now
+        with monkeypatch.context() as m:  # warm (the source cache has the files): one process is enough
+            m.setattr(directory, "run_split", _no_fork)
+            code, out, _ = _cli(["plan", "--dir", str(root), "--journal", str(journal)], capsys)
         assert code == 0 and "No changes" in out
     assert rows[0] == rows[1] and len(rows[0]) == 61
 

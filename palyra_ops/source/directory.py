@@ -217,6 +217,10 @@ class _Cache:
             for i in range(256):
                 self._dir_ok(self.dir / f"{i:02x}")
 
+    def has(self, sha: str) -> bool:
+        """Whether an entry for this content exists (not whether it is trusted or readable)."""
+        return self.usable and self._path(sha).exists()
+
     def get(self, sha: str) -> FileResult | None:
         if not self.usable:
             return None
@@ -350,7 +354,10 @@ def _check_one(rel: str, path: Path, cache: _Cache | None, on_file: FileConsumer
     return sha, checked, prepared
 
 
-def _parallel(found: list[tuple[str, Path]], workers: int) -> bool:
+def _parallel(found: list[tuple[str, Path]], workers: int, cache: _Cache | None) -> bool:
+    """Two processes for a large directory that is not already in the cache: a warm load (a no-op
+    plan) reads small cached verdicts, and a child would add its memory for little. Whether it is
+    warm is judged by three files (first, middle, last): a wrong guess costs time, never a result."""
     if workers < 2 or len(found) < 2 or not can_fork() or usable_cores() < 2:
         return False
     size = 0
@@ -359,7 +366,15 @@ def _parallel(found: list[tuple[str, Path]], workers: int) -> bool:
             size += os.stat(path).st_size
         except OSError:
             pass
-    return size >= parallel.PARALLEL_MIN_BYTES
+    if size < parallel.PARALLEL_MIN_BYTES:
+        return False
+    if cache is None or not cache.usable:
+        return True
+    try:
+        sample = {0, len(found) // 2, len(found) - 1}
+        return not all(cache.has(hashlib.sha256(_read(found[i][1])).hexdigest()) for i in sample)
+    except OSError:  # reported by the load itself
+        return True
 
 
 def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _Display, file_diags: _FileDiags,
@@ -367,7 +382,7 @@ def _check_files(found: list[tuple[str, Path]], cache: _Cache | None, display: _
     """Each file's own result; with `on_file`, its accepted preparations, in file order. With
     `workers` >= 2 a large directory is checked by this process and a forked child together."""
     per_file: _PerFile = {}
-    if _parallel(found, workers):
+    if _parallel(found, workers, cache):
         if cache is not None:
             cache.ready_all()  # made before the fork: the two must not race to create the same level
         outcomes = run_split(len(found), lambda i: _check_one(*found[i], cache, on_file))
