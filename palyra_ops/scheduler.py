@@ -38,6 +38,7 @@ returns is sent from the same dispatch task at its `not_before_ms`, so stopping 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from palyra_ops.dispatcher import Dispatcher
 from palyra_ops.enums import Concurrency, Misfire
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import JobRecord, Journal
-from palyra_ops.journal.records import JobFields, NewRun
+from palyra_ops.journal.records import Claim, JobFields, NewRun
 from palyra_ops.messages import RunMessage
 from palyra_ops.model import Routine
 from palyra_ops.schedule import Schedule, jitter_offset_ms, resolve_misfire
@@ -84,6 +85,27 @@ class JobPlan:
     runs: list[NewRun] = field(default_factory=list)
     job_fields: JobFields = field(default_factory=lambda: JobFields())
     dispatch: list[tuple[RunMessage, bool]] = field(default_factory=list)  # (message, catch_up)
+
+
+class _Cut:
+    """Which of the jobs due by `tick`'s horizon it takes: those due by `base` first, at most `limit`;
+    when fewer, also what comes due within the lead, up to `early_room` more (at most `batch` in all).
+    The jobs arrive oldest first, so one read up to both bounds holds both groups."""
+
+    def __init__(self, base: int, limit: int, early_room: int, batch: int) -> None:
+        self.base, self.limit, self.early_room, self.batch = base, limit, early_room, batch
+        self.kept = 0
+        self.full = False
+
+    def apply(self, jobs: list[JobRecord]) -> list[JobRecord]:
+        now_due = [j for j in jobs if (j["next_run_at_unix_ms"] or 0) <= self.base][:self.limit]
+        if len(now_due) == self.limit or not self.early_room:
+            self.kept, self.full = len(now_due), len(now_due) == self.limit
+            return now_due
+        bound = min(self.batch, len(now_due) + self.early_room)
+        kept = jobs[:bound]
+        self.kept, self.full = len(kept), len(kept) == bound
+        return kept
 
 
 class Scheduler(BatchSending):
@@ -281,20 +303,17 @@ class Scheduler(BatchSending):
             self.backpressured = False
             limit = min(self.batch, room)
             # what is due now first (bounded by the slots); then, with room left, what comes due
-            # within the lead (bounded by early_max)
-            jobs = self.journal.due_jobs(base if self.lead_ms else now, limit)
-            if self.lead_ms and len(jobs) < limit and not self._early_full():
-                limit = min(self.batch, len(jobs) + self.early_max - len(self._early))
-                jobs = self.journal.due_jobs(now, limit)
-            if not jobs:
+            # within the lead (bounded by early_max): one read up to both bounds, cut by the plan
+            early_room = 0 if not self.lead_ms or self._early_full() else self.early_max - len(self._early)
+            plans: list[JobPlan] = []
+            cut = _Cut(base if self.lead_ms else now, limit, early_room, self.batch)
+            # the due jobs read, held (PostgreSQL: locked SKIP LOCKED, so peers take other ones),
+            # planned and claimed in one transaction
+            due, results = self.journal.claim_due(now, min(self.batch, limit + early_room),
+                                                  functools.partial(self._plan_batch, now=now, into=plans, cut=cut))
+            if not due or not cut.kept:
                 self.gateway.metrics.due_backlog = 0
                 return total
-            # the batch's routines checked in one read, not one per job (a round trip each on PostgreSQL)
-            hashes = self.gateway.prime_routines([job["routine_id"] for job in jobs])
-            plans = [p for p in (self.plan_job(job, now, hashes) for job in jobs) if p is not None]
-            results = self.journal.claim_occurrences(
-                [(p.routine_id, p.expected_next, p.runs, p.job_fields) for p in plans]
-            )
             together: list[RunMessage] = []  # this claim's runs that may share a loopback call
             for plan, ids in zip(plans, results, strict=True):
                 if ids is None:
@@ -321,7 +340,7 @@ class Scheduler(BatchSending):
                         self._launch(to_send)
             self._launch_together(together)
             self.gateway.metrics.claimed_unsent = len(self._unsent)
-            full = len(jobs) == limit
+            full = cut.full
             self.gateway.metrics.due_backlog = max(0, self.journal.count_due(base)) if full else 0
             if not full:
                 return total
@@ -338,6 +357,15 @@ class Scheduler(BatchSending):
         s = Schedule.from_spec(routine.schedule, routine.policies.dst)
         self._schedules[routine.name] = (key, s)
         return s
+
+    def _plan_batch(self, jobs: list[JobRecord], *, now: int, into: list[JobPlan], cut: _Cut) -> list[Claim]:
+        """The claims of a due batch (`into` gets the plans), the jobs first cut to what `tick` takes
+        of them (`_Cut`); the batch's routines are checked with one read, not one per job (a round
+        trip each on PostgreSQL)."""
+        jobs = cut.apply(jobs)
+        hashes = self.gateway.prime_routines([job["routine_id"] for job in jobs])
+        into[:] = [p for p in (self.plan_job(job, now, hashes) for job in jobs) if p is not None]
+        return [(p.routine_id, p.expected_next, p.runs, p.job_fields) for p in into]
 
     def plan_job(self, job: JobRecord, now: int, hashes: dict[str, str] | None = None) -> JobPlan | None:
         """`hashes`: the routines' hashes as `prime_routines` just read them (else read here)."""

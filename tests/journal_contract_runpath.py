@@ -7,6 +7,8 @@ Collected by tests/test_journal_contract.py against every store, like the first 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,3 +89,72 @@ def test_update_run_and_job_in_every_shape(journal_factory: Factory) -> None:
     r, job = j.get_run(rid), j.get_job("a")
     assert r is not None and job is not None and (r["status"], job["last_status"]) == ("succeeded", "succeeded")
     assert j.update_run_and_job(rid, {}, None, None) is True
+
+
+def _claims(jobs: list[Any], skip: str | None = None) -> list[Any]:
+    return [(job["routine_id"], job["next_run_at_unix_ms"], [_run(job["routine_id"], job["next_run_at_unix_ms"])],
+             {"next_run_at_unix_ms": T0 + 10_000_000}) for job in jobs if job["routine_id"] != skip]
+
+
+def test_claim_due_reads_plans_and_claims_in_one_go(journal_factory: Factory) -> None:
+    j = journal_factory()
+    with j.transaction() as c:
+        for i in range(5):
+            _routine(j, c, f"r{i}")
+            j.put_job(c, f"r{i}", next_run_at_unix_ms=T0 + i)
+        _routine(j, c, "later")
+        j.put_job(c, "later", next_run_at_unix_ms=T0 + 5_000)
+        _routine(j, c, "off")
+        j.put_job(c, "off", next_run_at_unix_ms=T0, enabled=0)
+    seen: list[list[str]] = []
+
+    def plan(jobs: list[Any]) -> list[Any]:
+        seen.append([job["routine_id"] for job in jobs])
+        assert j.resource_hashes("Routine", [job["routine_id"] for job in jobs])  # the plan may read
+        return _claims(jobs, skip="r1")
+
+    due, results = j.claim_due(T0 + 100, 3, plan)
+    assert (due, seen) == (3, [["r0", "r1", "r2"]])  # oldest first, at most the limit; not later, not off
+    assert [r is not None and r[0] is not None for r in results] == [True, True]
+    assert sorted(r["routine_id"] for r in j.runs_in_order()) == ["r0", "r2"]
+    job = j.get_job("r0")
+    assert job is not None and job["next_run_at_unix_ms"] == T0 + 10_000_000
+    skipped = j.get_job("r1")  # the plan left it out: still due, nothing claimed
+    assert skipped is not None and skipped["next_run_at_unix_ms"] == T0 + 1
+    due, results = j.claim_due(T0 + 100, 64, _claims)
+    assert due == 3 and all(r is not None and r[0] is not None for r in results)
+    assert j.claim_due(T0 + 100, 64, _claims) == (0, [])
+    assert len(j.runs_in_order()) == 5
+
+
+def test_claim_due_racing_handles_claim_each_job_once(journal_factory: Factory) -> None:
+    """Two schedulers claiming at once, one of them slow to plan: every due job is claimed by one."""
+    setup = journal_factory()
+    with setup.transaction() as c:
+        for i in range(40):
+            _routine(setup, c, f"r{i:02}")
+            setup.put_job(c, f"r{i:02}", next_run_at_unix_ms=T0 + i)
+    slow, fast = journal_factory(), journal_factory()
+    won: dict[str, list[str]] = {"slow": [], "fast": []}
+    planning = threading.Event()
+
+    def claimer(name: str, j: JournalStore, limit: int) -> None:
+        def plan(jobs: list[Any]) -> list[Any]:
+            if name == "slow":
+                planning.set()
+                time.sleep(0.3)  # holds its batch while the other claims
+            return _claims(jobs)
+        while True:
+            due, results = j.claim_due(T0 + 100, limit, plan)
+            if not due:
+                return
+            won[name] += [str(ids[0]) for ids in results if ids and ids[0]]
+
+    t = threading.Thread(target=claimer, args=("slow", slow, 10))
+    t.start()
+    assert planning.wait(10)
+    claimer("fast", fast, 64)
+    t.join(30)
+    runs = setup.runs_in_order()
+    assert sorted(r["routine_id"] for r in runs) == [f"r{i:02}" for i in range(40)]  # each once
+    assert sorted(won["slow"] + won["fast"]) == sorted(r["run_id"] for r in runs)

@@ -238,3 +238,50 @@ def test_daemon_leases_are_judged_by_the_database_s_clock(pg_url: str) -> None:
         assert ahead.reap_lost_daemons(ahead.clock.now_ms(), spare="ahead") == []
         assert true.reap_lost_daemons(true.clock.now_ms(), spare="true") == []
         assert {d["daemon_id"] for d in true.list_daemons()} == {"ahead", "true"}
+
+
+def test_daemons_claiming_a_burst_at_once_share_it(pg_url: str) -> None:
+    """claim_due locks the due jobs it reads (SKIP LOCKED): a second claimer arriving while the first
+    holds its batch takes the next jobs at once instead of waiting or coming back empty."""
+    t0 = 1_767_225_600_000
+    with open_journal(pg_url) as setup, setup.transaction() as c:
+        for i in range(20):
+            setup.put_resource(c, kind="Routine", name=f"r{i:02}", body={"metadata": {"name": f"r{i:02}"}}, hash="h",
+                               managed=True, applied_hash="h", source_file=None)
+            setup.put_job(c, f"r{i:02}", trigger_kind="schedule", next_run_at_unix_ms=t0 + i)
+    a, b = PgJournal(pg_url), PgJournal(pg_url)
+    holding, release = threading.Event(), threading.Event()
+    got: dict[str, list[str]] = {}
+
+    def claims(jobs: list) -> list:
+        return [(job["routine_id"], job["next_run_at_unix_ms"], [{
+            "routine_id": job["routine_id"], "trigger_kind": "schedule", "status": "accepted", "attempt": 1,
+            "created_at_ms": t0, "occurrence_key": f"{job['routine_id']}|{job['next_run_at_unix_ms']}",
+            "scheduled_at_ms": job["next_run_at_unix_ms"]}], {"next_run_at_unix_ms": None}) for job in jobs]
+
+    def slow_plan(jobs: list) -> list:
+        got["a"] = [job["routine_id"] for job in jobs]
+        holding.set()
+        assert release.wait(10)
+        return claims(jobs)
+
+    def fast_plan(jobs: list) -> list:
+        got["b"] = [job["routine_id"] for job in jobs]
+        return claims(jobs)
+
+    try:
+        t = threading.Thread(target=lambda: a.claim_due(t0 + 100, 10, slow_plan))
+        t.start()
+        assert holding.wait(10)
+        started = time.monotonic()
+        due, results = b.claim_due(t0 + 100, 10, fast_plan)
+        assert time.monotonic() - started < 2  # not waiting for a's batch
+        release.set()
+        t.join(10)
+        assert (got["a"], got["b"]) == ([f"r{i:02}" for i in range(10)], [f"r{i:02}" for i in range(10, 20)])
+        assert due == 10 and all(r and r[0] for r in results)
+        assert len(a.runs_in_order()) == 20
+    finally:
+        release.set()
+        a.close()
+        b.close()

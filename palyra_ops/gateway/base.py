@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from palyra_ops.backends import Backend, EchoBackend
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.delivery import Deliverer
-from palyra_ops.enums import RunTrigger
+from palyra_ops.enums import DeliveryMode, RunTrigger, SilentPolicy
 from palyra_ops.errors import JournalError
 from palyra_ops.journal import FINAL_STATUSES, Journal, new_id
 from palyra_ops.metrics import Metrics
@@ -99,6 +99,18 @@ def real_sleep_until(clock: Clock) -> SleepUntil:
             await asyncio.sleep(min(delay / 1000, 5.0))
 
     return sleep_until
+
+
+def reaches_out(routine: Routine, *, failed: bool) -> bool:
+    """Whether delivering this outcome of `routine` has an effect beyond the daemon's own log (a
+    channel, a webhook, the memory store); `logs_only` and a suppressed outcome do not."""
+    d = routine.delivery
+    if d.silent_policy == SilentPolicy.AUDIT_ONLY:
+        return not failed  # a success is remembered (memory); a failure is suppressed
+    if d.silent_policy == SilentPolicy.FAILURE_ONLY and not failed:
+        return False
+    mode = d.failure_mode if failed and d.failure_mode else d.mode
+    return mode != DeliveryMode.LOGS_ONLY
 
 
 class GatewayState:
@@ -309,11 +321,13 @@ class GatewayState:
         except JournalError as exc:
             log.debug("run.fenced event not recorded: %s", exc.message)
 
-    def still_held(self, run_id: str) -> bool:
+    def still_held(self, run_id: str, routine: Routine | None = None, *, failed: bool = False) -> bool:
         """Checked just before delivering a run's output when peers share the journal: False once a
         peer reaped the run (or took it over) while this daemon was stalled — it is not delivered.
-        A journal that cannot answer does not stop a delivery (the run's own record decides later)."""
-        if not self.shared_journal:
+        A journal that cannot answer does not stop a delivery (the run's own record decides later).
+        Not asked (a round trip on the run path saved) when `routine`'s delivery of this outcome
+        leaves nothing outside this daemon's log: its final write is fenced all the same."""
+        if not self.shared_journal or (routine is not None and not reaches_out(routine, failed=failed)):
             return True
         try:
             held = self.journal.fence_holds(run_id, self._fences.get(run_id))

@@ -77,7 +77,7 @@ class Execution(GatewayState):
                     self.metrics.gate("skill", "denied")
                     return
                 if ok:
-                    if not self.still_held(current["run_id"]):
+                    if not self.still_held(current["run_id"], routine):
                         self.fenced(current["run_id"], routine.name, {"status": "succeeded"})  # not delivered
                         return
                     res = await self._deliver(routine, current, output, failed=False)
@@ -124,7 +124,7 @@ class Execution(GatewayState):
                     current.update(status="running", started_at_ms=now)
                     continue
                 current["reason"] = reason
-                if not self.still_held(current["run_id"]):
+                if not self.still_held(current["run_id"], routine, failed=True):
                     self.fenced(current["run_id"], routine.name, {"status": "failed"})  # not delivered
                     return
                 res = await self._deliver(routine, current, reason, failed=True)

@@ -13,6 +13,7 @@ NOTHING` on the unique occurrence key, and the jobs advance. Dispatch happens af
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -29,6 +30,7 @@ from palyra_ops.journal.records import (
     ApprovalRecord,
     Claim,
     EventRecord,
+    JobRecord,
     RunRecord,
     encode_payload,
     is_parked,
@@ -258,37 +260,71 @@ class PgRuns(PgRunPath):
         """
         if not claims:
             return []
-        with self._flight() as t:  # pipelined: the lock, the inserts, the advance and COMMIT in 3 trips
+        with self._flight() as t:  # pipelined: the lock, the inserts, the advance and COMMIT in 2 trips
             locked = {r["routine_id"]: r for r in t.execute(
                 f"SELECT routine_id, next_run_at_unix_ms, enabled, {DB_NOW_MS} + %s AS due_by"
                 " FROM journal_cron_jobs WHERE routine_id = ANY(%s) ORDER BY routine_id FOR UPDATE SKIP LOCKED",
                 (self.DB_LEAD_MS, [cl[0] for cl in claims]))}
-            now = self.clock.now_ms()
-            won: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
-            for routine_id, expected, runs, job_fields in claims:
-                row = locked.get(routine_id)
-                if row is None or row["next_run_at_unix_ms"] != expected or not row["enabled"]:
-                    continue
-                # due by the database's clock: the job, and every instant the caller would run
-                # (a caller whose clock runs ahead plans instants that have not come yet)
-                if (expected is not None and expected > row["due_by"]) or any(
-                        (r.get("scheduled_at_ms") or 0) > row["due_by"] for r in runs):
-                    continue
-                won.append((routine_id, [_run_row(dict(r), now) for r in runs], job_fields))
-            inserted = self._insert_many(t, [r for _, runs, _ in won for r in runs])
-            self._advance_many(t, [(rid, fields) for rid, _, fields in won if fields])
-        by_job = {rid: [r["run_id"] if r["run_id"] in inserted else None for r in runs] for rid, runs, _ in won}
-        return [by_job.get(cl[0]) if cl[0] in by_job else None for cl in claims]
+            finish = self._claim_locked(t, claims, locked)
+        return finish()
+
+    def claim_due(self, now_ms: int, limit: int,
+                  plan: Callable[[list[JobRecord]], list[Claim]]) -> tuple[int, list[list[str | None] | None]]:
+        """The due jobs locked `FOR UPDATE SKIP LOCKED` as they are read (a peer claiming at the same
+        moment skips them and takes the next ones: a burst is spread over the daemons), planned by
+        the caller while held, claimed; BEGIN and the read are one round trip, the inserts, the
+        advance and COMMIT one more (plus what `plan` reads, in the same transaction)."""
+        with self._flight() as t:
+            rows = t.execute(
+                f"""SELECT *, {DB_NOW_MS} + %s AS due_by FROM journal_cron_jobs
+                   WHERE next_run_at_unix_ms IS NOT NULL AND enabled = 1
+                     AND next_run_at_unix_ms <= LEAST(%s, {DB_NOW_MS} + %s)
+                   ORDER BY next_run_at_unix_ms LIMIT %s FOR UPDATE SKIP LOCKED""",
+                (self.DB_LEAD_MS, now_ms, self.DB_LEAD_MS, limit)).fetchall()
+            locked = {r["routine_id"]: {"next_run_at_unix_ms": r["next_run_at_unix_ms"], "enabled": r["enabled"],
+                                        "due_by": r["due_by"]} for r in rows}
+            jobs = records([{k: v for k, v in r.items() if k != "due_by"} for r in rows], JobRecord)
+            claims = plan(jobs) if jobs else []
+            finish = self._claim_locked(t, claims, locked) if claims else (lambda: [])
+        return len(jobs), finish()
+
+    def _claim_locked(self, t: PgTxn, claims: list[Claim],
+                      locked: dict[str, Any]) -> Callable[[], list[list[str | None] | None]]:
+        """The claim's writes on jobs already locked (`locked`: routine id -> the row as locked);
+        the RETURNING of the inserts is read after COMMIT (the returned function), so the writes
+        and COMMIT go out in one round trip."""
+        now = self.clock.now_ms()
+        won: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
+        for routine_id, expected, runs, job_fields in claims:
+            row = locked.get(routine_id)
+            if row is None or row["next_run_at_unix_ms"] != expected or not row["enabled"]:
+                continue
+            # due by the database's clock: the job, and every instant the caller would run
+            # (a caller whose clock runs ahead plans instants that have not come yet)
+            if (expected is not None and expected > row["due_by"]) or any(
+                    (r.get("scheduled_at_ms") or 0) > row["due_by"] for r in runs):
+                continue
+            won.append((routine_id, [_run_row(dict(r), now) for r in runs], job_fields))
+        inserted_later = self._insert_many(t, [r for _, runs, _ in won for r in runs])
+        self._advance_many(t, [(rid, fields) for rid, _, fields in won if fields])
+
+        def finish() -> list[list[str | None] | None]:
+            inserted = inserted_later()
+            by_job = {rid: [r["run_id"] if r["run_id"] in inserted else None for r in runs] for rid, runs, _ in won}
+            return [by_job.get(cl[0]) if cl[0] in by_job else None for cl in claims]
+        return finish
 
     @staticmethod
-    def _insert_many(t: PgTxn, rows: list[dict[str, Any]]) -> set[str]:
+    def _insert_many(t: PgTxn, rows: list[dict[str, Any]]) -> Callable[[], set[str]]:
         """Insert run rows, one statement per shape of columns (`INSERT … SELECT FROM unnest(arrays)`:
         a batch of 100 is one parse and one round trip, where 100 statements without prepared plans
-        cost 100 parses); the ids that went in."""
+        cost 100 parses); a function giving the ids that went in, to call once the statements' answers
+        are in (after COMMIT, when pipelined)."""
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for r in rows:
             groups.setdefault(tuple(columns(r)), []).append(tuple(r.values()))
         inserted: set[str] = set()
+        pending: list[psycopg.Cursor[DictRow]] = []
         for cols, params in groups.items():
             types = array_types(cols)
             if types is None:  # a column this store does not know the type of: row by row
@@ -301,10 +337,14 @@ class PgRuns(PgRunPath):
                 continue
             arrays = [list(col) for col in zip(*params, strict=True)]
             unnest = ", ".join(f"%s::{ty}[]" for ty in types)
-            found = t.execute(f"INSERT INTO journal_cron_runs ({', '.join(cols)}) SELECT * FROM unnest({unnest})"
-                              " ON CONFLICT DO NOTHING RETURNING run_id", arrays).fetchall()
-            inserted.update(row["run_id"] for row in found)
-        return inserted
+            pending.append(t.execute(f"INSERT INTO journal_cron_runs ({', '.join(cols)}) SELECT * FROM"
+                                     f" unnest({unnest}) ON CONFLICT DO NOTHING RETURNING run_id", arrays))
+
+        def ids() -> set[str]:
+            for cur in pending:
+                inserted.update(row["run_id"] for row in cur.fetchall())
+            return inserted
+        return ids
 
     def _advance_many(self, t: PgTxn, writes: list[tuple[str, dict[str, Any]]]) -> None:
         """The claimed jobs' new state (their rows exist: they were locked above), one `UPDATE … FROM

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class SQLiteRuns:
         raise NotImplementedError
 
     def put_job(self, c: Txn, routine_id: str, **fields: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def due_jobs(self, now_ms: int, limit: int = 64) -> list[JobRecord]:  # pragma: no cover - SQLiteJournal's
         raise NotImplementedError
 
     # -- runs ------------------------------------------------------------------------------------
@@ -275,6 +279,13 @@ class SQLiteRuns:
                     self.put_job(c, routine_id, **job_fields)
                 out.append(ids)
         return out
+
+    def claim_due(self, now_ms: int, limit: int,
+                  plan: Callable[[list[JobRecord]], list[Claim]]) -> tuple[int, list[list[str | None] | None]]:
+        """One write transaction (one daemon holds a SQLite journal: nothing to spread)."""
+        with self.transaction():
+            jobs = self.due_jobs(now_ms, limit)
+            return len(jobs), (self.claim_occurrences(plan(jobs)) if jobs else [])
 
     def count_due(self, now_ms: int) -> int:
         with self._lock:

@@ -225,6 +225,16 @@ class JournalStore(Protocol):
         None in the list for an occurrence already claimed."""
         ...
 
+    def claim_due(self, now_ms: int, limit: int,
+                  plan: Callable[[list[JobRecord]], list[Claim]]) -> tuple[int, list[list[str | None] | None]]:
+        """`due_jobs` and `claim_occurrences` in one transaction: the due jobs (at most `limit`) are
+        read and held, `plan` turns them into claims (it may read the journal), and those are
+        claimed; (how many jobs were due, the claims' results as `claim_occurrences` gives them).
+        On PostgreSQL the due jobs are locked `FOR UPDATE SKIP LOCKED`, so daemons claiming at once
+        take disjoint batches (a burst is shared, not taken by whichever looks first), in two or
+        three round trips where the read and the claim took four."""
+        ...
+
     # -- runs ---------------------------------------------------------------------------------------
 
     def insert_run(self, c: Txn | None = None, **fields: Any) -> str | None: ...
