@@ -302,3 +302,22 @@ def test_a_follower_warns_when_its_embedder_is_not_the_journal_s(pg_url: str, tm
     with MemoryService(pg_url, EmbedderSpec(kind="hashing", dim=256), FakeClock(T0), state_root=tmp_path / "c") as c:
         assert c.follow().ready.wait(20)
     assert not [r for r in caplog.records if "re-embed" in r.getMessage()]
+
+
+def test_a_large_missing_index_is_rebuilt_in_a_child_process(pg_url: str, tmp_path: Path, caplog,
+                                                             monkeypatch) -> None:
+    """Past IN_PROCESS_BUILD_MAX items the follower's first build runs in a spawned child (its
+    hnswlib inserts would hold the daemon's event loop up); the daemon loads the file it saved."""
+    import palyra_ops.memory.follower as follower_mod
+
+    with _svc(pg_url, tmp_path / "a") as a:
+        items = [a.add_item(f"note {i} about service {i % 5}") for i in range(30)]
+        a.backfill()
+    monkeypatch.setattr(follower_mod, "IN_PROCESS_BUILD_MAX", 10)
+    caplog.set_level("INFO", logger="palyra_ops.memory")
+    with MemoryService(pg_url, None, FakeClock(T0), state_root=tmp_path / "b") as b:
+        assert b.follow().ready.wait(60)
+        assert b._index is not None and b._index.count == 30 and b._index.generation is not None
+        assert b.index_path.exists()
+        assert [h.item.id for h in b.search("note 7 about service 2", k=1).hits] == [items[7].id]
+    assert any("rebuilt in a child process (missing)" in r.getMessage() for r in caplog.records), caplog.text

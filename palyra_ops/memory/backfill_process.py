@@ -86,10 +86,51 @@ class OutOfProcessBackfill:
                 self._proc.terminate()
 
 
+class IndexBuildChild:
+    """The index file rebuilt from the journal's vectors in a spawned child (a backfill of 0 items:
+    load or rebuild, then save) — what a daemon's memory follower starts with when it has no sound
+    index file and many items (hnswlib inserts in the daemon's own interpreter would hold its event
+    loop up, as a backfill in a thread did). `run()` blocks; `stop()` ends a running child."""
+
+    def __init__(self, memory: MemoryService) -> None:
+        self.memory = memory
+        self._proc: Any = None
+
+    def run(self) -> str | None:
+        """None when the child saved the index file, else why it did not."""
+        import multiprocessing
+
+        memory = self.memory
+        mp = multiprocessing.get_context("spawn")
+        receive, send = mp.Pipe(duplex=False)
+        self._proc = proc = mp.Process(
+            target=_backfill_child, name="palyra-memory-index", daemon=True,
+            args=(str(memory.location), 64, memory.index_params, send, memory.embedder_spec, memory.state_root, 0))
+        proc.start()
+        send.close()
+        try:
+            kind, value = receive.recv()
+        except EOFError:
+            return f"index build process ended without a result (exit code {proc.exitcode})"
+        finally:
+            receive.close()
+            proc.join(5)
+            self._proc = None
+        if kind == "error":
+            return str(value)
+        return value.error if value.error else (None if value.index_saved else f"index {value.index_action}: not saved")
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+
+
 def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any, spec: Any = None,
-                    state_root: Any = None) -> None:
+                    state_root: Any = None, limit: int | None = None) -> None:
     """The child's side: its own service on the same journal (a SQLite file or a PostgreSQL URL; then
-    its index under the daemon's `state_root`), with the daemon's embedder (`spec`)."""
+    its index under the daemon's `state_root`), with the daemon's embedder (`spec`); `limit` 0 only
+    brings the index file up to date."""
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
@@ -100,7 +141,8 @@ def _backfill_child(journal_path: str, batch: int, index_params: Any, send: Any,
                            state_root=state_root) as memory:
             # a daemon killed -9 does not take its child along, and its maintenance lock is gone
             # with it: stop at the next batch, so a peer's backfill never runs beside this one
-            send.send(("ok", memory.backfill(batch_size=batch, keep_going=lambda: os.getppid() == parent)))
+            send.send(("ok", memory.backfill(batch_size=batch, limit=limit,
+                                             keep_going=lambda: os.getppid() == parent)))
     except Exception as exc:  # reported by the task's health, never a traceback in the daemon's log
         send.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:

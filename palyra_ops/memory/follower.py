@@ -8,8 +8,9 @@ search here would miss what was embedded there (or keep returning slots of delet
 `IndexFollower` runs in a thread of the daemon:
 
 - **Start:** the index file beside the journal (verified, then reconciled with the journal: a set
-  difference) or, without a sound one, a fresh index from every stored vector — built outside the
-  service lock, so searches meanwhile answer exactly from the journal; the feed position (`head`) is
+  difference) or, without a sound one, a fresh index from every stored vector — in a spawned child
+  process when there are more than `IN_PROCESS_BUILD_MAX` (it saves the file, the daemon loads it),
+  else here; outside the service lock either way, so searches meanwhile answer exactly; the feed position (`head`) is
   read *before* building, so a change that lands during the build is applied after it.
 - **Then:** the change feed (`journal_memory_changes`, `postgres_memory.py`) after that position,
   woken by `NOTIFY palyra_memory` on the journal's one listening connection, polled every
@@ -42,10 +43,14 @@ from palyra_ops.memory.index import MemoryIndex
 if TYPE_CHECKING:
     from palyra_ops.journal.memory import ModelKey
     from palyra_ops.journal.postgres_memory import PgMemoryStore
+    from palyra_ops.memory.backfill_process import IndexBuildChild
     from palyra_ops.memory.service import MemoryService
 
 log = logging.getLogger("palyra_ops.memory")
 
+#: more embedded items than this and a missing index is rebuilt in a child process, not in the
+#: daemon's interpreter (where hnswlib inserts, ~1,000-2,000/s, would hold its event loop up)
+IN_PROCESS_BUILD_MAX = 5000
 #: longest wait between retries after a failed round (journal down, embedder endpoint down): what
 #: a recovery may take, and how often a down embedding endpoint is asked for its model's dimension
 MAX_BACKOFF_S = 5.0
@@ -69,6 +74,7 @@ class IndexFollower:
                                        "duration_ms": None, "outcome": None, "detail": None, "runs": 0,
                                        "next_run_at": None}
         self._wake = threading.Event()
+        self._child: IndexBuildChild | None = None
         self._stop = threading.Event()
         store.journal.on_notify(MEMORY_CHANNEL, self._wake.set)
         self._thread = threading.Thread(target=self._run, name="palyra-memory-follow", daemon=True)
@@ -156,9 +162,16 @@ class IndexFollower:
                         spec.to_dict(), remembered)
         head = self.store.change_head()
         idx, how = MemoryIndex.load(svc.index_path, key, svc.index_params)
+        if idx is None and self.store.embedded_count(key) > IN_PROCESS_BUILD_MAX:
+            why = self._build_in_child()
+            idx, _ = MemoryIndex.load(svc.index_path, key, svc.index_params)
+            if idx is not None:
+                how = f"rebuilt in a child process ({how})"
+            else:
+                log.warning("memory index not built in a child process (%s): building it here", why)
         if idx is not None:
             idx.reconcile(self.store)
-            how = "loaded"
+            how = how if how and how.startswith("rebuilt") else "loaded"
         else:
             idx = MemoryIndex(svc.index_path, key, svc.index_params)
             idx.rebuild(self.store)
@@ -174,7 +187,21 @@ class IndexFollower:
         log.info("memory index %s from the journal: %d item(s) in %.0f ms", how, idx.count,
                  (time.perf_counter() - t0) * 1000)
 
+    def _build_in_child(self) -> str | None:
+        from palyra_ops.memory.backfill_process import IndexBuildChild
+
+        child = self._child = IndexBuildChild(self.service)
+        if self._stop.is_set():
+            return "stopping"
+        try:
+            return child.run()
+        finally:
+            self._child = None
+
     def close(self) -> None:
         self._stop.set()
+        child = self._child
+        if child is not None:
+            child.stop()
         self._wake.set()
         self._thread.join(timeout=5)

@@ -371,7 +371,7 @@ class MemoryService:
         try:
             key = self.embedder.key
             result.model = key.to_json()
-            if self._spec is not None:
+            if self._spec is not None and limit != 0:  # limit 0 embeds nothing: only the index file
                 self.store.set_state(_EMBEDDER_STATE, self._spec.to_dict(), started)
             with self._exclusive():
                 idx, action = self._index_for_write(build=True)
