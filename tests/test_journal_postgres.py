@@ -17,7 +17,7 @@ import pytest
 from pgcluster import PgCluster, _free_port
 
 from palyra_ops.clock import FakeClock
-from palyra_ops.errors import JournalBusy, JournalUnavailable
+from palyra_ops.errors import JournalBusy, JournalUnavailable, PalyraError
 from palyra_ops.journal import JournalStore, open_journal, read_snapshot
 from palyra_ops.journal.migrations import all_migrations
 from palyra_ops.journal.postgres import PgJournal
@@ -285,3 +285,25 @@ def test_daemons_claiming_a_burst_at_once_share_it(pg_url: str) -> None:
         release.set()
         a.close()
         b.close()
+
+
+def test_the_pooled_connections_carry_a_statement_timeout(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A statement the server never answers fails after PALYRA_JOURNAL_STATEMENT_TIMEOUT (60 s by
+    default) as a one-line busy error, instead of holding its thread; 0 sets none."""
+    with PgJournal(pg_url) as j:
+        row = j._one("SHOW statement_timeout")
+        assert row is not None and row["statement_timeout"] == "1min"
+    monkeypatch.setenv("PALYRA_JOURNAL_STATEMENT_TIMEOUT", "200ms")
+    with PgJournal(pg_url) as j:
+        started = time.monotonic()
+        with pytest.raises(JournalBusy, match="statement timeout"):
+            j._one("SELECT pg_sleep(5)")
+        assert time.monotonic() - started < 4
+        assert j.serial() == 0  # the store goes on working
+    monkeypatch.setenv("PALYRA_JOURNAL_STATEMENT_TIMEOUT", "0")
+    with PgJournal(pg_url) as j:
+        row = j._one("SHOW statement_timeout")
+        assert row is not None and row["statement_timeout"] == "0"
+    monkeypatch.setenv("PALYRA_JOURNAL_STATEMENT_TIMEOUT", "soon")
+    with pytest.raises(PalyraError, match="PALYRA_JOURNAL_STATEMENT_TIMEOUT"):
+        PgJournal(pg_url)

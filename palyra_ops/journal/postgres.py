@@ -35,7 +35,16 @@ from psycopg_pool import ConnectionPool
 from palyra_ops.clock import Clock, SystemClock
 from palyra_ops.errors import Conflict, JournalError, JournalUnavailable, NotFound
 from palyra_ops.journal.faults import busy_timeout_ms, redact, side_path
-from palyra_ops.journal.postgres_conn import DB_NOW_MS, PgTxn, Recent, columns, record, records, translate
+from palyra_ops.journal.postgres_conn import (
+    DB_NOW_MS,
+    PgTxn,
+    Recent,
+    columns,
+    pool_kwargs,
+    record,
+    records,
+    translate,
+)
 from palyra_ops.journal.postgres_daemons import PgDaemons
 from palyra_ops.journal.postgres_handover import PgHandover
 from palyra_ops.journal.postgres_listen import CHANNEL, NOTIFY_SQL, ChangeListener
@@ -96,7 +105,8 @@ class PgJournal(PgRuns, PgDaemons, PgHandover):
         self._listeners: list[ChangeListener] = []
         self._recent = recent = Recent()
         self.pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
-            url, min_size=1, max_size=max(1, pool_max), kwargs=kwargs, open=False, timeout=POOL_TIMEOUT_S,
+            url, min_size=1, max_size=max(1, pool_max), kwargs=pool_kwargs(url, kwargs), open=False,
+            timeout=POOL_TIMEOUT_S,
             check=recent.check, reset=recent.returned, name="palyra-journal",
         )
         self.pool.open(wait=False)

@@ -13,6 +13,7 @@ store's faults do; constraint violations stay psycopg errors, because the store 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 import weakref
@@ -24,7 +25,15 @@ from psycopg import errors as pgerrors
 from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool
 
-from palyra_ops.errors import JournalBusy, JournalError, JournalFull, JournalReadOnly, JournalUnavailable
+from palyra_ops.durations import parse_duration_ms
+from palyra_ops.errors import (
+    JournalBusy,
+    JournalError,
+    JournalFull,
+    JournalReadOnly,
+    JournalUnavailable,
+    PalyraError,
+)
 from palyra_ops.journal.faults import redact
 from palyra_ops.journal.store import Txn
 
@@ -128,6 +137,38 @@ class Recent:
 
     def returned(self, conn: psycopg.Connection[DictRow]) -> None:
         self._used[conn] = time.monotonic()
+
+
+#: a server-side limit on every statement of the store's pooled connections: a server that accepts a
+#: statement and never answers (hung, not stopped) fails it after this long, instead of holding a
+#: worker thread (or the event loop) until TCP gives up. Sent as a startup option (`-c
+#: statement_timeout=…`); 0 sends nothing (a pooler that refuses startup options: PgBouncer without
+#: `ignore_startup_parameters = options`). Migrations run on a connection of their own, without it.
+STATEMENT_TIMEOUT_ENV = "PALYRA_JOURNAL_STATEMENT_TIMEOUT"
+DEFAULT_STATEMENT_TIMEOUT_MS = 60_000
+
+
+def statement_timeout_ms() -> int:
+    """`PALYRA_JOURNAL_STATEMENT_TIMEOUT` (a duration such as `30s`, or 0 for none); 60 s by default,
+    above the 30 s an apply may wait for another's lock (`PALYRA_JOURNAL_BUSY_TIMEOUT`)."""
+    text = (os.environ.get(STATEMENT_TIMEOUT_ENV) or "").strip()
+    if not text:
+        return DEFAULT_STATEMENT_TIMEOUT_MS
+    if text == "0":
+        return 0
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise PalyraError(f"{STATEMENT_TIMEOUT_ENV}: {exc}") from None
+
+
+def pool_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The pooled connections' options: `kwargs` plus the statement timeout, unless it is 0 or the
+    URL sets server options itself (then the URL decides)."""
+    ms = statement_timeout_ms()
+    if ms <= 0 or "options=" in url or "statement_timeout" in url:
+        return kwargs
+    return {**kwargs, "options": f"-c statement_timeout={ms}"}
 
 
 def journal_exists(url: str) -> bool:
