@@ -3,10 +3,13 @@
     .venv/bin/python bench/bench_pg_claim.py [--jobs 10000] [--batches 64,100,500] [--rounds 3]
 
 Starts its own throwaway cluster (tests/pgcluster.py), puts `--jobs` scheduled jobs all due, and
-claims every one of them batch by batch, three ways in the same run:
+claims every one of them batch by batch, four ways in the same run:
 
-store       `due_jobs` + `claim_occurrences` of the store (what the scheduler does each batch: two
-            transactions, FOR UPDATE SKIP LOCKED, compare-and-set, ON CONFLICT DO NOTHING);
+claim-due   `claim_due` of the store (what the scheduler does each batch: one pipelined transaction,
+            the due jobs read and locked FOR UPDATE SKIP LOCKED, planned, compare-and-set,
+            ON CONFLICT DO NOTHING);
+store       `due_jobs` + `claim_occurrences` of the store (what the scheduler did before: two
+            transactions);
 store-claim the `claim_occurrences` part alone (the due list read before the clock starts);
 bare        the peer: one hand-written transaction per batch, `SELECT … FOR UPDATE SKIP LOCKED LIMIT n`,
             `INSERT … SELECT FROM unnest() ON CONFLICT DO NOTHING`, `UPDATE … FROM unnest()`, on one
@@ -72,6 +75,19 @@ def store_round(j: PgJournal, n: int, batch: int, with_read: bool) -> float:
     return n / dt
 
 
+def claim_due_round(j: PgJournal, n: int, batch: int) -> float:
+    claimed = 0
+    t0 = time.perf_counter()
+    while True:
+        due, out = j.claim_due(T0 + n, batch, lambda jobs: [_claim(job) for job in jobs])
+        if not due:
+            break
+        claimed += sum(1 for ids in out if ids and ids[0])
+    dt = time.perf_counter() - t0
+    assert claimed == n, (claimed, n)
+    return n / dt
+
+
 def bare_round(url: str, n: int, batch: int) -> float:
     claimed = 0
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
@@ -120,6 +136,7 @@ def main() -> int:
                 j.put_jobs(t, [(f"r{i:06}", {"trigger_kind": "schedule", "next_run_at_unix_ms": T0 + i})
                                for i in range(opts.jobs)], existing=())
             kinds: dict[str, Callable[[int], float]] = {
+                "claim-due": lambda b: claim_due_round(j, opts.jobs, b),
                 "store": lambda b: store_round(j, opts.jobs, b, True),
                 "store-claim": lambda b: store_round(j, opts.jobs, b, False),
                 "bare": lambda b: bare_round(url, opts.jobs, b),
