@@ -19,10 +19,10 @@ takes well under a second (bench/bench_forecast.py, figures in bench/README.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -165,31 +165,61 @@ class Forecast:
 # -- building ----------------------------------------------------------------------------------------
 
 
+class Splitter(Protocol):
+    """`[work(i) for i in range(n)]`, maybe computed on more than one core (`source.parallel.run_split`)."""
+
+    def __call__(self, n: int, work: Callable[[int], list[_Outcome]]) -> list[list[_Outcome]]: ...
+
+
+#: one routine's share of a forecast: its runs (None when it never fires) and its never-runs warnings
+_Outcome = tuple[RoutineRuns | None, list[NeverRuns]]
+#: routines per unit of work a `Splitter` hands out (small enough that both cores finish together)
+SPLIT_CHUNK = 250
+
+
 def forecast(timings: Iterable[Timing], start_ms: int, hours: int = DEFAULT_HOURS, *,
-             herd_min: int = DEFAULT_HERD_MIN, top: int = DEFAULT_TOP, skipped: int = 0) -> Forecast:
+             herd_min: int = DEFAULT_HERD_MIN, top: int = DEFAULT_TOP, skipped: int = 0,
+             split: Splitter | None = None) -> Forecast:
     """The runs of `timings` in (start_ms, start_ms + hours], their busiest seconds and herds, and
-    the routines among them that can never run."""
+    the routines among them that can never run.
+
+    The per-routine part (nominal instants, jitter, quiet hours) is independent per routine, so a
+    CLI caller may pass `split` to compute it on two cores: at 10,000 routines it is most of the
+    time. The result is the same either way (the outcomes are concatenated in routine order).
+    """
     if not 1 <= hours <= MAX_HOURS:
         raise PalyraError(f"hours must be between 1 and {MAX_HOURS}, got {hours}")
     end_ms = start_ms + hours * HOUR_MS
     nominal: dict[tuple[Any, ...], np.ndarray | NeverRuns] = {}
     schedules: dict[tuple[Any, ...], Schedule] = {}
-    runs: list[RoutineRuns] = []
-    never: list[NeverRuns] = []
-    for t in timings:
+    items = list(timings)
+
+    def outcome(t: Timing) -> _Outcome:
         key = _key(t)
         if key not in nominal:
             nominal[key] = _nominal(t, key, start_ms, end_ms, schedules)
         fires = nominal[key]
         if isinstance(fires, NeverRuns):
-            never.append(NeverRuns(t.name, fires.kind, f"routine \"{t.name}\" {fires.message}"))
-            continue
+            return None, [NeverRuns(t.name, fires.kind, f"routine \"{t.name}\" {fires.message}")]
         r = _runs(t, key, fires, start_ms, end_ms)
-        runs.append(r)
         if t.quiet_hours is not None and not len(r.due):
             checked = _never_in_quiet(t, schedules[key], start_ms)
             if checked:
-                never.append(NeverRuns(t.name, "quiet_hours", _quiet_message(t, checked)))
+                return r, [NeverRuns(t.name, "quiet_hours", _quiet_message(t, checked))]
+        return r, []
+
+    def chunk(i: int) -> list[_Outcome]:
+        return [outcome(t) for t in items[i * SPLIT_CHUNK:(i + 1) * SPLIT_CHUNK]]
+
+    n_chunks = -(-len(items) // SPLIT_CHUNK)
+    parts = split(n_chunks, chunk) if split is not None and n_chunks > 1 else [chunk(i) for i in range(n_chunks)]
+    runs: list[RoutineRuns] = []
+    never: list[NeverRuns] = []
+    for part in parts:
+        for r, warned in part:
+            if r is not None:
+                runs.append(r)
+            never.extend(warned)
     seconds, owners, counts = _count(runs, start_ms, end_ms)
     busiest = _busiest(runs, seconds, owners, counts, start_ms, top)
     herds, herd_seconds, groups = _herds(runs, seconds, owners, counts, start_ms, herd_min, schedules)
@@ -475,13 +505,26 @@ def _gaps(members: list[RoutineRuns], schedules: dict[tuple[Any, ...], Schedule]
         fires = np.unique(r.scheduled_nominal)
         if len(fires) >= 2:
             gaps[r.key] = int(np.diff(fires).min())
-        elif len(fires) == 1 and r.key in schedules:
-            nxt = schedules[r.key].next_after(int(fires[0]), r.key[-1] if r.key[-1] is not None else int(fires[0]))
+        elif len(fires) == 1 and (sched := _schedule_of(r.key, schedules)) is not None:
+            nxt = sched.next_after(int(fires[0]), r.key[-1] if r.key[-1] is not None else int(fires[0]))
             gaps[r.key] = (nxt - int(fires[0])) if nxt is not None else DAY_MS
         else:
             gaps[r.key] = DAY_MS
     return gaps
 
+
+
+def _schedule_of(key: tuple[Any, ...], schedules: dict[tuple[Any, ...], Schedule]) -> Schedule | None:
+    """The schedule behind a `_key`: built here when another process computed its runs (`split`)."""
+    if key in schedules:
+        return schedules[key]
+    cron, every, at, tz, gap, fold, _anchor = key
+    spec = {k: v for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None}
+    try:
+        schedules[key] = Schedule.from_spec({**spec, "timezone": tz}, {"gap": gap, "fold": fold})
+    except PalyraError:
+        return None
+    return schedules[key]
 
 # -- plan's warnings -----------------------------------------------------------------------------------
 

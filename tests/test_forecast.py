@@ -398,3 +398,36 @@ def test_forecast_is_what_the_scheduler_then_does(runtime_factory: Any) -> None:
         await rt.close()
 
     asyncio.run(main())
+
+
+def test_forecast_split_over_two_processes_equals_the_sequential_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI computes a large fleet's per-routine runs on two cores (`split`): the value must be the
+    one computed here alone, herds (whose jitter check rebuilds the child's schedules) included."""
+    import palyra_ops.forecast as forecast_mod
+    from palyra_ops.source.parallel import can_fork, run_split
+    from palyra_ops.views.forecast_json import forecast_document
+
+    if not can_fork():
+        pytest.fail("this test needs os.fork (Linux)")
+    quiet_skip = {"start": "22:00", "end": "07:00", "timezone": "Europe/Prague"}
+    quiet_defer = {"start": "00:00", "end": "06:00", "timezone": "utc", "action": "defer"}
+    fleet = [timing(f"nine-{i:03d}", cron="0 9 * * *") for i in range(60)]
+    fleet += [timing(f"quarter-{i:03d}", cron="*/15 * * * *", jitter_ms=30_000, quiet=quiet_skip) for i in range(40)]
+    fleet += [timing(f"every-{i:03d}", every=f"{5 + i % 7}m", anchor=START - i * 7_000, quiet=quiet_defer)
+              for i in range(40)]
+    fleet += [timing("never-feb-31", cron="* * 31 2 *"), timing("always-quiet", cron="30 23 * * *", quiet=quiet_skip)]
+    monkeypatch.setattr(forecast_mod, "SPLIT_CHUNK", 7)
+    calls: list[int] = []
+
+    def splitter(n: int, work: Any) -> Any:
+        calls.append(n)
+        return run_split(n, work)
+
+    alone = forecast_document(forecast(fleet, START, 24))
+    split = forecast_document(forecast(fleet, START, 24, split=splitter))
+    assert calls == [-(-len(fleet) // 7)]
+    assert split == alone
+    nine = next(h for h in alone["herds"] if h["seconds"] == ["2026-12-04T09:00:00+00:00"])
+    assert {n for n in nine["routines"] if n.startswith("nine-")} == {f"nine-{i:03d}" for i in range(60)}
+    assert nine["suggested_jitter"] is not None
+    assert [n["routine"] for n in alone["never_runs"]] == ["never-feb-31", "always-quiet"]

@@ -15,7 +15,15 @@ from pathlib import Path
 from palyra_ops.cli._common import Lazy, add_output_flag, emit, journal_arg, state_paths
 from palyra_ops.clock import InstantRangeError, SystemClock, parse_rfc3339
 from palyra_ops.errors import PalyraError, ValidationFailed
-from palyra_ops.forecast import DEFAULT_HERD_MIN, DEFAULT_HOURS, DEFAULT_TOP, MAX_HOURS, Timing, forecast
+from palyra_ops.forecast import (
+    DEFAULT_HERD_MIN,
+    DEFAULT_HOURS,
+    DEFAULT_TOP,
+    MAX_HOURS,
+    Splitter,
+    Timing,
+    forecast,
+)
 from palyra_ops.model import Routine
 from palyra_ops.numbers import IntegerError, parse_int
 from palyra_ops.source import FileDocuments
@@ -129,6 +137,20 @@ def timings_from_journal(journal: Path | str) -> tuple[list[Timing], int]:
     return out, skipped
 
 
+#: below this many routines a second process costs more than it saves
+SPLIT_MIN_ROUTINES = 2000
+
+
+def _splitter(n: int) -> Splitter | None:
+    """The forecast's per-routine work on two cores for a large fleet (a CLI process holds no threads
+    that a fork could copy mid-lock, which is what `source.parallel` requires)."""
+    from palyra_ops.source.parallel import can_fork, run_split, usable_cores
+
+    if n < SPLIT_MIN_ROUTINES or not can_fork() or usable_cores() < 2:
+        return None
+    return run_split
+
+
 def run(args: argparse.Namespace) -> int:
     from palyra_ops.views.forecast_json import forecast_document
     from palyra_ops.views.forecast_text import forecast_text
@@ -148,6 +170,6 @@ def run(args: argparse.Namespace) -> int:
         n = len(exc.diagnostics)
         print(f"{n} error{'s' if n != 1 else ''}; nothing forecast.", file=sys.stderr)
         return 1
-    result = forecast(timings, start, hours, herd_min=herd_min, top=top, skipped=skipped)
+    result = forecast(timings, start, hours, herd_min=herd_min, top=top, skipped=skipped, split=_splitter(len(timings)))
     emit(Lazy(lambda: forecast_document(result)), args.output, lambda _: forecast_text(result))
     return 0
