@@ -19,10 +19,10 @@ takes well under a second (bench/bench_forecast.py, figures in bench/README.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -165,14 +165,17 @@ class Forecast:
 # -- building ----------------------------------------------------------------------------------------
 
 
+_R = TypeVar("_R")
+
+
 class Splitter(Protocol):
     """`[work(i) for i in range(n)]`, maybe computed on more than one core (`source.parallel.run_split`)."""
 
-    def __call__(self, n: int, work: Callable[[int], list[_Outcome]]) -> list[list[_Outcome]]: ...
+    def __call__(self, n: int, work: Callable[[int], _R]) -> list[_R]: ...
 
 
 #: one routine's share of a forecast: its runs (None when it never fires) and its never-runs warnings
-_Outcome = tuple[RoutineRuns | None, list[NeverRuns]]
+Outcome = tuple[RoutineRuns | None, list[NeverRuns]]
 #: routines per unit of work a `Splitter` hands out (small enough that both cores finish together)
 SPLIT_CHUNK = 250
 
@@ -187,43 +190,57 @@ def forecast(timings: Iterable[Timing], start_ms: int, hours: int = DEFAULT_HOUR
     CLI caller may pass `split` to compute it on two cores: at 10,000 routines it is most of the
     time. The result is the same either way (the outcomes are concatenated in routine order).
     """
-    if not 1 <= hours <= MAX_HOURS:
-        raise PalyraError(f"hours must be between 1 and {MAX_HOURS}, got {hours}")
-    end_ms = start_ms + hours * HOUR_MS
-    nominal: dict[tuple[Any, ...], np.ndarray | NeverRuns] = {}
-    schedules: dict[tuple[Any, ...], Schedule] = {}
+    f = Forecaster(start_ms, hours)
     items = list(timings)
 
-    def outcome(t: Timing) -> _Outcome:
+    def chunk(i: int) -> list[Outcome]:
+        return [f.outcome(t) for t in items[i * SPLIT_CHUNK:(i + 1) * SPLIT_CHUNK]]
+
+    n_chunks = -(-len(items) // SPLIT_CHUNK)
+    parts = split(n_chunks, chunk) if split is not None and n_chunks > 1 else [chunk(i) for i in range(n_chunks)]
+    return f.finish((o for part in parts for o in part), herd_min=herd_min, top=top, skipped=skipped, split=split)
+
+
+class Forecaster:
+    """A forecast in two steps: `outcome` per routine (anywhere: a CLI computes it in whichever
+    process checked the routine's file, `load_directory`'s `prepare`, where that file's schedules are
+    already compiled), then `finish` over all outcomes in routine order (counting, busiest, herds)."""
+
+    def __init__(self, start_ms: int, hours: int = DEFAULT_HOURS) -> None:
+        if not 1 <= hours <= MAX_HOURS:
+            raise PalyraError(f"hours must be between 1 and {MAX_HOURS}, got {hours}")
+        self.start_ms = start_ms
+        self.end_ms = start_ms + hours * HOUR_MS
+        self._nominal: dict[tuple[Any, ...], np.ndarray | NeverRuns] = {}  # per distinct schedule
+        self._schedules: dict[tuple[Any, ...], Schedule] = {}
+
+    def outcome(self, t: Timing) -> Outcome:
         key = _key(t)
-        if key not in nominal:
-            nominal[key] = _nominal(t, key, start_ms, end_ms, schedules)
-        fires = nominal[key]
+        if key not in self._nominal:
+            self._nominal[key] = _nominal(t, key, self.start_ms, self.end_ms, self._schedules)
+        fires = self._nominal[key]
         if isinstance(fires, NeverRuns):
             return None, [NeverRuns(t.name, fires.kind, f"routine \"{t.name}\" {fires.message}")]
-        r = _runs(t, key, fires, start_ms, end_ms)
+        r = _runs(t, key, fires, self.start_ms, self.end_ms)
         if t.quiet_hours is not None and not len(r.due):
-            checked = _never_in_quiet(t, schedules[key], start_ms)
+            checked = _never_in_quiet(t, self._schedules[key], self.start_ms)
             if checked:
                 return r, [NeverRuns(t.name, "quiet_hours", _quiet_message(t, checked))]
         return r, []
 
-    def chunk(i: int) -> list[_Outcome]:
-        return [outcome(t) for t in items[i * SPLIT_CHUNK:(i + 1) * SPLIT_CHUNK]]
-
-    n_chunks = -(-len(items) // SPLIT_CHUNK)
-    parts = split(n_chunks, chunk) if split is not None and n_chunks > 1 else [chunk(i) for i in range(n_chunks)]
-    runs: list[RoutineRuns] = []
-    never: list[NeverRuns] = []
-    for part in parts:
-        for r, warned in part:
+    def finish(self, outcomes: Iterable[Outcome], *, herd_min: int = DEFAULT_HERD_MIN, top: int = DEFAULT_TOP,
+               skipped: int = 0, split: Splitter | None = None) -> Forecast:
+        runs: list[RoutineRuns] = []
+        never: list[NeverRuns] = []
+        for r, warned in outcomes:
             if r is not None:
                 runs.append(r)
             never.extend(warned)
-    seconds, owners, counts = _count(runs, start_ms, end_ms)
-    busiest = _busiest(runs, seconds, owners, counts, start_ms, top)
-    herds, herd_seconds, groups = _herds(runs, seconds, owners, counts, start_ms, herd_min, schedules)
-    return Forecast(start_ms, end_ms, herd_min, runs, busiest, herds, never, herd_seconds, groups, skipped)
+        start_ms, end_ms = self.start_ms, self.end_ms
+        seconds, owners, counts = _count(runs, start_ms, end_ms)
+        busiest = _busiest(runs, seconds, owners, counts, start_ms, top)
+        herds, herd_seconds, groups = _herds(runs, seconds, owners, counts, start_ms, herd_min, self._schedules, split)
+        return Forecast(start_ms, end_ms, herd_min, runs, busiest, herds, never, herd_seconds, groups, skipped)
 
 
 def _key(t: Timing) -> tuple[Any, ...]:
@@ -430,8 +447,11 @@ def _busiest(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, c
 
 
 def _herds(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, counts: np.ndarray,
-           start_ms: int, herd_min: int, schedules: dict[tuple[Any, ...], Schedule]) -> tuple[list[Herd], int, int]:
-    """Herd seconds grouped by who is in them: an hourly herd is one herd with 24 seconds."""
+           start_ms: int, herd_min: int, schedules: dict[tuple[Any, ...], Schedule],
+           split: Splitter | None = None) -> tuple[list[Herd], int, int]:
+    """Herd seconds grouped by who is in them: an hourly herd is one herd with 24 seconds. Each listed
+    herd's jitter check hashes every member's due time (a directory's shared anchors make herds of
+    thousands), so `split` may spread the herds over two cores."""
     hot = np.flatnonzero(counts >= herd_min)
     if not len(hot):
         return [], 0, 0
@@ -443,11 +463,18 @@ def _herds(runs: list[RoutineRuns], seconds: np.ndarray, owners: np.ndarray, cou
     base = start_ms // 1000
     ranked = sorted(((int(max(counts[s] for s in secs)), sorted(secs), blob) for blob, secs in groups.items()),
                     key=lambda g: (-g[0], g[1][0]))
-    herds = []
-    for biggest, secs, blob in ranked[:MAX_HERDS]:
+    listed_herds = ranked[:MAX_HERDS]
+
+    def suggestion(i: int) -> tuple[int | None, int | None, str]:
+        _, secs, blob = listed_herds[i]
         who = np.frombuffer(blob, dtype=np.int64)
-        first = (base + secs[0]) * 1000
-        jitter, after, note = suggest_jitter([runs[int(i)] for i in who], first, herd_min, schedules)
+        return suggest_jitter([runs[int(k)] for k in who], (base + secs[0]) * 1000, herd_min, schedules)
+
+    n = len(listed_herds)
+    suggested = split(n, suggestion) if split is not None and n > 1 else [suggestion(i) for i in range(n)]
+    herds = []
+    for (biggest, secs, blob), (jitter, after, note) in zip(listed_herds, suggested, strict=True):
+        who = np.frombuffer(blob, dtype=np.int64)
         herds.append(Herd(biggest, [(base + s) * 1000 for s in secs], _names(runs, who), jitter, after, note))
     return herds, len(hot), len(groups)
 
@@ -471,7 +498,7 @@ def suggest_jitter(members: list[RoutineRuns], second_ms: int, herd_min: int,
     """
     picked: list[tuple[str, int, tuple[Any, ...]]] = []
     for r in members:
-        i = int(np.searchsorted(r.scheduled_due, second_ms))
+        i = int(r.scheduled_due.searchsorted(second_ms))  # the method: a herd has thousands of members
         if i < len(r.scheduled_due) and r.scheduled_due[i] // 1000 == second_ms // 1000:
             picked.append((r.name, int(r.scheduled_nominal[i]), r.key))
     if len(picked) < 2:
@@ -525,86 +552,3 @@ def _schedule_of(key: tuple[Any, ...], schedules: dict[tuple[Any, ...], Schedule
     except PalyraError:
         return None
     return schedules[key]
-
-# -- plan's warnings -----------------------------------------------------------------------------------
-
-#: herds plan warns about (the biggest first); `palyra-ops forecast` lists them all
-PLAN_HERDS = 5
-#: above this many planned routines plan leaves the forecast to `palyra-ops forecast` (it would cost
-#: a few seconds at 100,000, where plan itself is tuned to a few seconds)
-PLAN_MAX_ROUTINES = 20_000
-_QUIET_NOTE = " falls in quiet hours "  # schedule.core.notes_for's per-fire quiet-hours note
-
-
-def names_text(routines: Sequence[str], show: int = 5) -> str:
-    head = ", ".join(routines[:show])
-    return head + (f" and {len(routines) - show} more" if len(routines) > show else "")
-
-
-def describe_herd(h: Herd) -> str:
-    """One line for a herd: the forecast's text view and plan's warning."""
-    from palyra_ops.clock import rfc3339
-
-    when = rfc3339(h.seconds[0])
-    at = f"at {when}" if len(h.seconds) == 1 else f"in {len(h.seconds)} seconds of the window, first {when}"
-    head = f"{h.runs} runs due in the same second {at} ({names_text(h.routines)})"
-    if h.jitter_ms is None:
-        return f"{head}: {h.note}"
-    tail = f"; {h.note}" if h.note else ""
-    return (f"{head}: set policies.jitter: {format_duration_ms(h.jitter_ms)} on them "
-            f"(at most {h.max_after} in any second then{tail})")
-
-
-def plan_warnings(everything: Sequence[Any], selected: Sequence[Any], desired: Mapping[tuple[str, str], Any],
-                  jobs: Mapping[str, Any], now_ms: int) -> list[str]:
-    """Herds and never-runs among the routines a plan covers, as plan warnings (SPEC §12).
-
-    Only when the plan changes a routine, and only about herds holding a changed routine and
-    changed routines that never run, so an unchanged fleet does not repeat the same warnings on every
-    plan. `selected` are the changes the plan keeps (`--target`/`--exclude`), `everything` all of
-    them: a targeted routine joining a herd of untargeted ones is still warned about. The forecast is
-    of the whole desired state over the next 24 h: a routine whose schedule changes
-    counts `every` from now (apply re-anchors it), others from their job's anchor. A never-runs
-    routine's per-fire quiet-hours notes are dropped from its schedule preview: the one warning says it.
-    """
-    routines = [c for c in everything if c.kind == "Routine" and c.action not in ("delete", "unmanaged")]
-    changed = {c.name for c in selected if c.kind == "Routine" and c.is_change and c.action != "delete"}
-    if not changed:
-        return []
-    if len(routines) > PLAN_MAX_ROUTINES:
-        return [f"no forecast for {len(routines)} routines in one plan (more than {PLAN_MAX_ROUTINES}); "
-                "run `palyra-ops forecast` for herds and routines that never run"]
-    try:
-        return _plan_warnings(routines, changed, desired, jobs, now_ms)
-    except Exception as exc:  # noqa: BLE001 - advisory: a plan (and the watcher's reconcile) must not fail for it
-        return [f"no forecast: {exc}"]
-
-
-def _plan_warnings(routines: list[Any], changed: set[str], desired: Mapping[tuple[str, str], Any],
-                   jobs: Mapping[str, Any], now_ms: int) -> list[str]:
-    timings = []
-    for c in routines:
-        res = desired.get(("Routine", c.name))
-        if res is None:  # a kept object (its file is invalid): what it will do is unknown
-            continue
-        job = jobs.get(c.moved_from or c.name)
-        if job is not None and job.get("paused"):
-            continue
-        keeps_anchor = job is not None and c.schedule is None  # apply keeps the anchor of an untouched schedule
-        t = Timing.of_body(c.name, res.core, job.get("anchor_ms") if keeps_anchor and job else None)
-        if t is not None:
-            timings.append(t)
-    # herds of routines without jitter: no hashing, nominal instants shared per schedule (a cold plan
-    # of 10,000 must stay cheap); routines with a jitter are spread already, `forecast` counts them too
-    f = forecast([t for t in timings if not t.jitter_ms], now_ms, DEFAULT_HOURS)
-    quiet = forecast([t for t in timings if t.name in changed and t.quiet_hours], now_ms, DEFAULT_HOURS)
-    never = {n.name: n for n in quiet.never}
-    for c in routines:
-        if c.name in never and c.schedule is not None:
-            c.schedule = replace(c.schedule, notes=[n for n in c.schedule.notes if _QUIET_NOTE not in n])
-    herds = [h for h in f.herds if changed.intersection(h.routines)]
-    out = [n.message for n in never.values()]
-    out += [f"herd: {describe_herd(h)}" for h in herds[:PLAN_HERDS]]
-    if len(herds) > PLAN_HERDS:
-        out.append(f"{len(herds) - PLAN_HERDS} more herds hold routines of this plan; see `palyra-ops forecast`")
-    return out

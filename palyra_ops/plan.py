@@ -25,7 +25,7 @@ from typing import Any
 from palyra_ops import schedule as sched
 from palyra_ops.clock import Clock, SystemClock, rfc3339
 from palyra_ops.errors import PalyraError
-from palyra_ops.forecast import plan_warnings
+from palyra_ops.forecast_plan import plan_warnings
 from palyra_ops.journal import Snapshot, StoredResource
 from palyra_ops.model import Resource, flatten
 from palyra_ops.pause import paused_warnings

@@ -20,6 +20,8 @@ from palyra_ops.forecast import (
     DEFAULT_HOURS,
     DEFAULT_TOP,
     MAX_HOURS,
+    Forecaster,
+    Outcome,
     Splitter,
     Timing,
     forecast,
@@ -71,26 +73,36 @@ def _start(text: str | None) -> int:
                           "(e.g. 2026-03-29T00:00:00+01:00)") from None
 
 
-class _Timings:
-    """`load_directory`'s `on_file` for the forecast: of each document only its `Timing` is kept
-    (computed where the file is checked, maybe in the forked child), never the body."""
+class _Outcomes:
+    """`load_directory`'s `on_file` for the forecast: of each document only its forecast outcome is
+    kept, computed where the file is checked (maybe in the forked child, whose compiled schedules
+    are then at hand), never the body. None marks a routine that is not forecast."""
 
-    def __init__(self) -> None:
-        self.by_file: dict[str, list[Timing | None]] = {}
+    def __init__(self, forecaster: Forecaster) -> None:
+        self.forecaster = forecaster
+        self.by_file: dict[str, list[Outcome | None]] = {}
 
-    def prepare(self, rel: str, sha: str, docs: FileDocuments) -> list[Timing | None]:
-        return [Timing.of_body(name, body) for kind, name, body in docs if kind == "Routine"]
+    def prepare(self, rel: str, sha: str, docs: FileDocuments) -> list[Outcome | None]:
+        out: list[Outcome | None] = []
+        for kind, name, body in docs:
+            if kind == "Routine":
+                t = Timing.of_body(name, body)
+                out.append(self.forecaster.outcome(t) if t is not None else None)
+        return out
 
     def accept(self, rel: str, sha: str, prepared: object) -> None:
         self.by_file[rel] = prepared  # type: ignore[assignment]  # what `prepare` returned
 
 
-def timings_from_directory(directory: Path, journal: Path | str | None = None) -> tuple[list[Timing], int]:
-    """The directory's enabled schedule routines, and how many routines are not forecast.
+def outcomes_from_directory(directory: Path, forecaster: Forecaster,
+                            journal: Path | str | None = None) -> tuple[list[Outcome], int]:
+    """The forecast outcomes of the directory's enabled schedule routines, and how many routines
+    are not forecast.
 
     Files already checked by an `apply` come from the source cache beside `journal` (read only, as
     `plan` reads it): at 10,000 routines parsing and validating is most of the command's time, so a
-    cold directory is checked on two cores (`source.parallel`).
+    cold directory is checked on two cores (`source.parallel`), each routine's runs computed by the
+    process that checked its file.
     """
     from palyra_ops.cli.plan_cmd import CHECK_WORKERS, require_directory
     from palyra_ops.reconcile import cache_dir_for
@@ -98,19 +110,19 @@ def timings_from_directory(directory: Path, journal: Path | str | None = None) -
 
     require_directory(directory)
     cache = cache_dir_for(journal) if journal is not None else None
-    sink = _Timings()
+    sink = _Outcomes(forecaster)
     source = load_directory(directory, cache_dir=cache if cache and cache.is_dir() else None, cache_readonly=True,
                             on_file=sink, workers=CHECK_WORKERS)
     if not source.ok:
         raise ValidationFailed(source.diagnostics)
-    out: list[Timing] = []
+    out: list[Outcome] = []
     skipped = 0
     for rel in sorted(sink.by_file):  # file then document order, as `iter_documents` lists them
-        for t in sink.by_file[rel]:
-            if t is None:
+        for o in sink.by_file[rel]:
+            if o is None:
                 skipped += 1
             else:
-                out.append(t)
+                out.append(o)
     return out, skipped
 
 
@@ -159,17 +171,22 @@ def run(args: argparse.Namespace) -> int:
     herd_min = _int_flag("--herd", args.herd, 2, 1_000_000)
     top = _int_flag("--top", args.top, 0, 1000)
     start = _start(args.from_)
+    forecaster = Forecaster(start, hours)
     try:
         if args.journal is not None:
             timings, skipped = timings_from_journal(args.journal)
+            result = forecast(timings, start, hours, herd_min=herd_min, top=top, skipped=skipped,
+                              split=_splitter(len(timings)))
         else:
-            timings, skipped = timings_from_directory(args.dir or Path("routines.d"), state_paths(args).journal)
+            outcomes, skipped = outcomes_from_directory(args.dir or Path("routines.d"), forecaster,
+                                                        state_paths(args).journal)
+            result = forecaster.finish(outcomes, herd_min=herd_min, top=top, skipped=skipped,
+                                       split=_splitter(len(outcomes)))
     except ValidationFailed as exc:
         for d in exc.diagnostics:
             print(d.format(), file=sys.stderr)
         n = len(exc.diagnostics)
         print(f"{n} error{'s' if n != 1 else ''}; nothing forecast.", file=sys.stderr)
         return 1
-    result = forecast(timings, start, hours, herd_min=herd_min, top=top, skipped=skipped, split=_splitter(len(timings)))
     emit(Lazy(lambda: forecast_document(result)), args.output, lambda _: forecast_text(result))
     return 0

@@ -17,11 +17,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from palyra_ops.durations import DURATION_PATTERN, duration_problem
 from palyra_ops.schedule import check_schedule, check_timezone
@@ -30,6 +28,10 @@ from palyra_ops.schema_files import load_schema
 from palyra_ops.schema_files import schema_path as _schema_files_path
 from palyra_ops.source.yaml_strict import describe
 from palyra_ops.targets import static_problems
+
+if TYPE_CHECKING:  # jsonschema itself is imported only to explain an invalid document (~35 ms a process)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 #: (path, anchor, message). anchor: "key" the key of the last path step (unknown field), "value" its
 #: value, "node" the mapping that should hold the last step (missing field), "self" the node at path,
@@ -104,6 +106,8 @@ def _fast_validate(doc: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def _detailed_validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(schema())
 
 

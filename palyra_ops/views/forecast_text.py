@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from palyra_ops.clock import rfc3339
-from palyra_ops.forecast import Forecast, describe_herd, names_text
+from palyra_ops.forecast import Forecast
+from palyra_ops.forecast_plan import describe_herd, names_text
 
 names = names_text
 herd_line = describe_herd
