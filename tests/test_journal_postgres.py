@@ -110,18 +110,6 @@ def test_two_processes_opening_a_new_database_at_once_migrate_it_once(pg_url: st
             j.close()
 
 
-def test_no_server_side_prepared_statements_so_a_transaction_pooler_is_safe(pg_url: str) -> None:
-    with open_journal(pg_url) as j:
-        with j.transaction() as c:
-            j.put_job(c, "a", trigger_kind="schedule", next_run_at_unix_ms=1)
-        for _ in range(10):  # well past psycopg's default prepare threshold (5)
-            assert j.get_job("a") is not None
-            j.due_jobs(10)
-        with j.pool.connection() as conn:
-            row = conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()
-        assert row is not None and row["n"] == 0
-
-
 def _db_now_ms(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint").fetchone()
@@ -306,4 +294,31 @@ def test_the_pooled_connections_carry_a_statement_timeout(pg_url: str, monkeypat
         assert row is not None and row["statement_timeout"] == "0"
     monkeypatch.setenv("PALYRA_JOURNAL_STATEMENT_TIMEOUT", "soon")
     with pytest.raises(PalyraError, match="PALYRA_JOURNAL_STATEMENT_TIMEOUT"):
+        PgJournal(pg_url)
+
+
+def _prepared_on_its_connection(j: PgJournal, run_id: str) -> int:
+    """The run path's read six times on the pool's one connection, then how many statements that
+    connection's server session holds prepared (psycopg prepares after 5 executions)."""
+    for _ in range(6):
+        assert j.get_run(run_id) is None
+    row = j._one("SELECT count(*) AS n FROM pg_prepared_statements")
+    assert row is not None
+    return int(row["n"])
+
+
+def test_prepared_statements_are_on_by_default_and_can_be_turned_off(pg_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server parses and plans a repeated statement once per connection (the burst's server CPU,
+    bench/README.md); `PALYRA_JOURNAL_PREPARED_STATEMENTS=off` is for a pooler that cannot track
+    protocol-level prepared statements (PgBouncer < 1.21 or without max_prepared_statements)."""
+    monkeypatch.delenv("PALYRA_JOURNAL_PREPARED_STATEMENTS", raising=False)
+    with PgJournal(pg_url, pool_max=1) as j:
+        assert _prepared_on_its_connection(j, "no-such-run") >= 1
+    monkeypatch.setenv("PALYRA_JOURNAL_PREPARED_STATEMENTS", "off")
+    with PgJournal(pg_url, pool_max=1) as j:
+        assert _prepared_on_its_connection(j, "no-such-run") == 0
+        assert j.serial() >= 0  # and the store works as before
+    monkeypatch.setenv("PALYRA_JOURNAL_PREPARED_STATEMENTS", "sometimes")
+    with pytest.raises(PalyraError, match="PALYRA_JOURNAL_PREPARED_STATEMENTS: expected on or off, got 'sometimes'"):
         PgJournal(pg_url)

@@ -1,9 +1,11 @@
 """PostgreSQL plumbing of the PostgreSQL store: the pool, the Txn handle, errors as journal errors.
 
 Connections come from a `psycopg_pool.ConnectionPool` in autocommit mode; every multi-statement write
-is an explicit transaction on one pooled connection (`PgTxn`). `prepare_threshold=None` turns off
-server-side prepared statements, so the store is safe behind a transaction-mode pooler (PgBouncer),
-where consecutive statements may reach different server connections.
+is an explicit transaction on one pooled connection (`PgTxn`). Pooled connections use server-side
+prepared statements unless `PALYRA_JOURNAL_PREPARED_STATEMENTS=off` (`prepare_threshold`): psycopg's
+are protocol-level, which a transaction-mode PgBouncer >= 1.21 with `max_prepared_statements` tracks;
+an older pooler needs `off`. Short connections of their own (migrations, the existence check, LISTEN)
+never prepare.
 
 Environmental failures (server down or restarting, unreachable, disk full, read-only standby) become
 named `JournalError`s with one line naming the journal (without its password), exactly as the SQLite
@@ -162,9 +164,31 @@ def statement_timeout_ms() -> int:
         raise PalyraError(f"{STATEMENT_TIMEOUT_ENV}: {exc}") from None
 
 
+#: server-side prepared statements on the pooled connections: `on` (the default) lets the server
+#: parse and plan each of the run path's statements once per connection instead of on every call —
+#: ~1.5x the burst rate of three daemons on two cores (bench/README.md), where the server's CPU is
+#: the limit. psycopg prepares at the protocol level (Parse/Bind, not SQL `PREPARE`), which a
+#: transaction-mode PgBouncer >= 1.21 tracks when `max_prepared_statements` is set; behind an older
+#: pooler, or one without that setting, set `off` (docs/ha.md).
+PREPARE_ENV = "PALYRA_JOURNAL_PREPARED_STATEMENTS"
+#: executions of one statement on one connection before psycopg prepares it (its default)
+PREPARE_THRESHOLD = 5
+
+
+def prepare_threshold() -> int | None:
+    """psycopg's `prepare_threshold` from `PALYRA_JOURNAL_PREPARED_STATEMENTS` (`on`/`off`; None: off)."""
+    text = (os.environ.get(PREPARE_ENV) or "on").strip().lower()
+    if text in ("on", "true", "1", "yes"):
+        return PREPARE_THRESHOLD
+    if text in ("off", "false", "0", "no"):
+        return None
+    raise PalyraError(f"{PREPARE_ENV}: expected on or off, got {text!r}")
+
+
 def pool_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The pooled connections' options: `kwargs` plus the statement timeout, unless it is 0 or the
-    URL sets server options itself (then the URL decides)."""
+    """The pooled connections' options: `kwargs` with the prepared-statements setting, plus the
+    statement timeout unless it is 0 or the URL sets server options itself (then the URL decides)."""
+    kwargs = {**kwargs, "prepare_threshold": prepare_threshold()}
     ms = statement_timeout_ms()
     if ms <= 0 or "options=" in url or "statement_timeout" in url:
         return kwargs
