@@ -46,6 +46,30 @@ def test_run_context_is_the_four_reads_it_replaces(journal_factory: Factory) -> 
     assert (gone.run, gone.job, gone.routine_hash, gone.serial) == (None, None, None, 2)
 
 
+def test_run_contexts_are_a_batch_of_run_context(journal_factory: Factory) -> None:
+    """A claimed batch's arrivals read at once: each entry is what `run_context` answers for its
+    pair, including a run, a job or a routine that does not exist."""
+    j = journal_factory()
+    with j.transaction() as c:
+        _routine(j, c, "a")
+        _routine(j, c, "b")
+        j.bump_serial(c)
+    ra = j.insert_run(**_run("a", T0, daemon_id="d1", trigger_payload={"x": 1}))
+    rb = j.insert_run(**_run("b", T0 + 1, daemon_id="d1"))
+    assert ra is not None and rb is not None
+    pairs = [(ra, "a"), (rb, "b"), ("no-such-run", "a")]
+    got = j.run_contexts(pairs)
+    assert set(got) == {ra, rb, "no-such-run"}
+    for rid, routine in pairs:
+        assert got[rid] == j.run_context(rid, routine)
+        assert got[rid].serial == 1
+    assert got[ra].run is not None and list(got[ra].run) == list(j.get_run(ra) or {})  # the columns in order
+    assert (got["no-such-run"].run, got["no-such-run"].routine_hash) == (None, "h-a")
+    assert j.run_contexts([]) == {}
+    missing = j.run_contexts([(rb, "zz")])[rb]
+    assert (missing.job, missing.routine_hash) == (None, None) and missing.run == j.get_run(rb)
+
+
 def test_resource_hashes_and_resources_named_answer_for_those_that_exist(journal_factory: Factory) -> None:
     j = journal_factory()
     with j.transaction() as c:

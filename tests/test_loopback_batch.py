@@ -17,6 +17,8 @@ from test_loopback_dispatch import _app
 
 from palyra_ops.errors import PermissionDenied
 from palyra_ops.gateway import Loopback
+from palyra_ops.model import Resource
+from palyra_ops.reconcile import upsert_resource
 
 
 def _claimed(journal, gateway, n: int) -> list[dict]:
@@ -104,3 +106,42 @@ def test_a_herd_applied_together_is_dispatched_in_batches_with_nothing_lost(daem
             per.setdefault(r["scheduled_at_ms"], set()).add(r["routine_id"])
     full = [t for t, names in per.items() if len(names) == 40]
     assert len(full) >= 3, "every instant of the herd ran for all 40 routines"
+
+
+def test_a_batch_reads_its_runs_at_once_and_a_resent_batch_still_runs_each_once(tmp_path) -> None:
+    """`arrivals` reads a claimed batch's runs in one look (one round trip on PostgreSQL), except
+    runs of a routine the batch carries twice (the first's start changes the job row the second's
+    gates read). A context read early is not trusted for a run taken in since: the same batch
+    handled twice with its early reads (a resend while the first call is still going) runs each
+    run once and answers the repeat with the first receipt."""
+    journal, gateway, _app_ = _app(tmp_path)
+    upsert_resource(journal, Resource.from_spec("Routine", "s", {"prompt": "p", "trigger": {"kind": "manual"}}),
+                    origin="test")
+
+    async def main() -> None:
+        r, s = gateway.routine("r"), gateway.routine("s")
+        assert r is not None and s is not None
+        msgs = []
+        for routine, key in ((r, "r|1"), (s, "s|1"), (s, "s|2")):
+            run_id = journal.insert_run(routine_id=routine.name, occurrence_key=key, scheduled_at_ms=1,
+                                        trigger_kind="schedule", status="accepted", attempt=1, daemon_id="d")
+            msgs.append(gateway.message_for(routine, trigger_kind="schedule", run_id=run_id, scheduled_at_ms=1))
+        early = gateway.arrivals(msgs)
+        assert set(early) == {msgs[0]["run_id"]}  # s is in the batch twice: its runs read one by one
+        assert early[msgs[0]["run_id"]] == journal.run_context(msgs[0]["run_id"], "r")
+        # the call and its resend each read their batch before either is handled
+        reads = [gateway.arrivals(msgs[:2]), gateway.arrivals(msgs[:2])]
+        answers = []
+        for stale in reads:
+            for m in msgs[:2]:
+                status, run = await gateway.handle_message(m, internal=True, seen=stale.get(m["run_id"]))
+                answers.append((status, run["run_id"], run.get("received_at_ms")))
+        await gateway.drain()
+        assert [a[:2] for a in answers[2:]] == [a[:2] for a in answers[:2]]
+        assert [a[2] for a in answers[2:]] == [a[2] for a in answers[:2]]  # the first receipts
+        for m in msgs[:2]:
+            row = journal.get_run(m["run_id"])
+            assert row is not None and row["status"] == "succeeded"
+        assert gateway.metrics.runs.get("succeeded") == 2  # each run executed once
+
+    asyncio.run(main())

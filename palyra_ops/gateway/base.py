@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -178,6 +178,10 @@ class GatewayState:
         #: `update_run_and_job`): every write of a run carries its token, so once a peer reaped or took
         #: over a run this daemon held (it was stalled past its lease) the late writes are refused
         self._fences: dict[str, str] = {}
+        #: run ids this gateway has taken in (newest last, bounded): a batch's arrivals are read
+        #: before its first message is handled (`arrivals`), so a resent batch handled while the
+        #: first is still going reads such a run again instead of trusting its early read
+        self._arrived: OrderedDict[str, None] = OrderedDict()
         #: retry attempts waiting for their backoff here, and parked runs handed to the other daemons
         #: at a clean stop (their tasks end without a record: a peer runs them; gateway/handover.py)
         self._waiting: set[str] = set()

@@ -21,7 +21,8 @@ echo backend's sleep hint) goes through `sleep_until(ms)`, so tests drive all of
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -49,15 +50,37 @@ from palyra_ops.model import Routine
 from palyra_ops.schedule import retry_delay_ms
 from palyra_ops.tracing import parse_traceparent
 
+#: run ids a gateway remembers taking in (`_arrived`): far more than one loopback call can carry
+#: (a batch is at most 256) or than are resent while the first call is still being handled
+ARRIVED_KEPT = 4096
+
 
 class Gateway(Gates, Execution, Approvals, Handover):
     """The pipeline assembled from its stages; this module holds its entry points and lifecycle."""
 
     # -- entry points -----------------------------------------------------------------------------
 
-    async def handle_message(self, body: dict[str, Any], *, internal: bool,
-                             received_at_ms: int | None = None) -> tuple[int, dict[str, Any]]:
-        """`POST /gateway/v1/messages`: a routine run (from system:daemon) or a user message."""
+    def arrivals(self, messages: Sequence[Mapping[str, Any]]) -> dict[str, RunContext]:
+        """The `run_context`s of a claimed batch's runs, read at once (one round trip on PostgreSQL
+        for the batch instead of one per run), for `handle_message(seen=…)`.
+
+        Only for runs whose routine occurs once in the batch: an earlier message of the same
+        routine changes the job row a later one's gates read (cooldown, last run). A journal that
+        cannot answer leaves each message to read (and fail) on its own."""
+        routines = Counter(m.get("routine_id") for m in messages)
+        pairs = [(str(m["run_id"]), str(m["routine_id"])) for m in messages
+                 if m.get("run_id") and isinstance(m.get("routine_id"), str) and routines[m["routine_id"]] == 1]
+        if not pairs:
+            return {}
+        try:
+            return self.journal.run_contexts(pairs)
+        except JournalError:
+            return {}
+
+    async def handle_message(self, body: dict[str, Any], *, internal: bool, received_at_ms: int | None = None,
+                             seen: RunContext | None = None) -> tuple[int, dict[str, Any]]:
+        """`POST /gateway/v1/messages`: a routine run (from system:daemon) or a user message.
+        `seen`: the run's context as its batch's `arrivals` read it."""
         principal = body.get("principal")
         if not isinstance(principal, str) or not principal:
             raise InvalidInput("message needs a principal (e.g. user:alice)")
@@ -69,7 +92,7 @@ class Gateway(Gates, Execution, Approvals, Handover):
                                   "use POST /console/v1/routines/dispatch")
             if body.get("device_id") != DAEMON_DEVICE_ID:
                 raise PermissionDenied(f"system:daemon messages carry device id {DAEMON_DEVICE_ID}")
-            return 202, await self.accept(body, received_at_ms=received_at_ms)
+            return 202, await self.accept(body, received_at_ms=received_at_ms, seen=seen)
         return 200, await self._user_message(body, principal, received_at_ms)
 
     async def _user_message(self, body: dict[str, Any], principal: str, received_at_ms: int | None) -> dict[str, Any]:
@@ -199,7 +222,8 @@ class Gateway(Gates, Execution, Approvals, Handover):
 
     # -- accepting a routine message -------------------------------------------------------------
 
-    async def accept(self, body: dict[str, Any], *, received_at_ms: int | None = None) -> dict[str, Any]:
+    async def accept(self, body: dict[str, Any], *, received_at_ms: int | None = None,
+                     seen: RunContext | None = None) -> dict[str, Any]:
         """Take a routine message: a run the scheduler claimed (`run_id`) or a new one.
 
         Idempotent by run id, so the loopback can resend a call whose connection died: a message for
@@ -214,16 +238,24 @@ class Gateway(Gates, Execution, Approvals, Handover):
         if kind not in TRIGGER_KINDS:
             raise InvalidInput(f"trigger kind {kind!r} is not one of {', '.join(TRIGGER_KINDS)}")
         run_id = body.get("run_id")
-        seen: RunContext | None = None
-        if run_id:
+        if not run_id:
+            seen = None
+        elif seen is None or seen.run is None or str(run_id) in self._arrived:
             # the run, its job, its routine's hash and the serial in one read (one round trip on
-            # PostgreSQL, where these were four): the gates below take the job and serial from it
+            # PostgreSQL, where these were four): the gates below take the job and serial from it.
+            # A context its batch read early is trusted only for a run not taken in since (a
+            # resent batch handled while the first is still going reads it again here)
             seen = self.journal.run_context(str(run_id), routine_id)
+        if run_id:
+            assert seen is not None
             run = seen.run
             if run is None or run["routine_id"] != routine_id:
                 raise NotFound(f"run {run_id!r} of routine {routine_id!r} does not exist")
             if run["status"] != "accepted" or run.get("received_at_ms") is not None or run["run_id"] in self._unwritten:
                 return self.receipt(run)  # a repeat: this gateway already has the run
+            self._arrived[run["run_id"]] = None
+            if len(self._arrived) > ARRIVED_KEPT:
+                self._arrived.popitem(last=False)
             if run.get("fence") is not None and run["fence"] != self._fences.get(run["run_id"]):
                 return self.receipt(run)  # held by a peer (it took the run over): not this gateway's to run
             due = trigger.get("due_at_ms") or (run.get("scheduled_at_ms") if int(run.get("attempt") or 1) == 1 else None)

@@ -127,6 +127,22 @@ class PgRunPath:
         return RunContext(record(row["run"], RunRecord), record(row["job"], JobRecord), row["hash"],
                           int(row["serial"] or 0))
 
+    def run_contexts(self, pairs: Sequence[tuple[str, str]]) -> dict[str, RunContext]:
+        """A claimed batch's `run_context`s in one statement, one snapshot (one round trip per batch)."""
+        if not pairs:
+            return {}
+        rows = self._all(
+            "SELECT p.rid, CASE WHEN r.run_id IS NULL THEN NULL ELSE row_to_json(r) END AS run,"
+            " CASE WHEN j.routine_id IS NULL THEN NULL ELSE row_to_json(j) END AS job, res.hash,"
+            " (SELECT value FROM journal_meta WHERE key='serial') AS serial"
+            " FROM unnest(%s::text[], %s::text[]) AS p(rid, routine)"
+            " LEFT JOIN journal_cron_runs r ON r.run_id = p.rid"
+            " LEFT JOIN journal_cron_jobs j ON j.routine_id = p.routine"
+            " LEFT JOIN journal_resources res ON res.kind = 'Routine' AND res.name = p.routine",
+            ([rid for rid, _ in pairs], [routine for _, routine in pairs]))
+        return {row["rid"]: RunContext(record(row["run"], RunRecord), record(row["job"], JobRecord), row["hash"],
+                                       int(row["serial"] or 0)) for row in rows}
+
     def resource_hashes(self, kind: str, names: Sequence[str]) -> dict[str, str]:
         if not names:
             return {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,10 @@ class SQLiteRuns:
             serial = self.conn.execute("SELECT value FROM journal_meta WHERE key='serial'").fetchone()
         return RunContext(record(run, RunRecord), record(job, JobRecord), h[0] if h else None,
                           int(serial[0]) if serial else 0)
+
+    def run_contexts(self, pairs: Sequence[tuple[str, str]]) -> dict[str, RunContext]:
+        """`run_context` per pair (in process: nothing to gain from one statement)."""
+        return {run_id: self.run_context(run_id, routine_id) for run_id, routine_id in pairs}
 
     def list_runs(
         self,

@@ -307,6 +307,11 @@ class JournalStore(Protocol):
         gateway looks at as a claimed run arrives (one round trip on PostgreSQL instead of four)."""
         ...
 
+    def run_contexts(self, pairs: Sequence[tuple[str, str]]) -> dict[str, RunContext]:
+        """`run_context` for each (run id, routine id) of a claimed batch, keyed by run id, in one
+        read (one round trip on PostgreSQL for the whole batch instead of one per run)."""
+        ...
+
     def list_runs(self, routine_id: str | None = None, *, status: str | None = None, limit: int = 50,
                   before_run_id: str | None = None) -> list[RunRecord]: ...
 

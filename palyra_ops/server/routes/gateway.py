@@ -44,9 +44,11 @@ async def _batch(ctx: DaemonContext, body: dict[str, Any], received_at_ms: int |
     if not isinstance(msgs, list) or not msgs or len(msgs) > MAX_BATCH or not all(isinstance(m, dict) for m in msgs):
         raise InvalidInput(f"messages: expected a list of 1 to {MAX_BATCH} message objects")
     results: list[dict[str, Any]] = []
+    seen = ctx.gateway.arrivals(msgs)  # the claimed runs' journal rows in one read
     for m in msgs:
         try:
-            status, result = await ctx.gateway.handle_message(m, internal=True, received_at_ms=received_at_ms)
+            status, result = await ctx.gateway.handle_message(m, internal=True, received_at_ms=received_at_ms,
+                                                              seen=seen.get(str(m.get("run_id"))))
         except PalyraError as exc:
             results.append({"status": http_status(exc), "error": {"code": exc.code, "message": exc.message}})
             continue
