@@ -145,3 +145,22 @@ def test_a_batch_reads_its_runs_at_once_and_a_resent_batch_still_runs_each_once(
         assert gateway.metrics.runs.get("succeeded") == 2  # each run executed once
 
     asyncio.run(main())
+
+
+def test_a_batch_whose_messages_name_routines_badly_answers_each_with_a_client_error(tmp_path) -> None:
+    """`arrivals` reads only well-formed claimed runs: a message whose routine id is a list or a
+    number gets its own 4xx answer, never a 500 for the whole batch."""
+    journal, gateway, app = _app(tmp_path)
+
+    async def main() -> None:
+        [good] = _claimed(journal, gateway, 1)
+        bad = [{**good, "routine_id": ["r"]}, {**good, "routine_id": 7}, {**good, "run_id": ["x"]}]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            res = await c.post("/gateway/v1/messages", json={"messages": [*bad, good]},
+                               headers={"Authorization": "Bearer internal"})
+            await gateway.drain()
+        assert res.status_code == 200
+        statuses = [r["status"] for r in res.json()["results"]]
+        assert all(400 <= s < 500 for s in statuses[:3]) and statuses[3] == 202
+
+    asyncio.run(main())

@@ -67,9 +67,9 @@ class Gateway(Gates, Execution, Approvals, Handover):
         Only for runs whose routine occurs once in the batch: an earlier message of the same
         routine changes the job row a later one's gates read (cooldown, last run). A journal that
         cannot answer leaves each message to read (and fail) on its own."""
-        routines = Counter(m.get("routine_id") for m in messages)
-        pairs = [(str(m["run_id"]), str(m["routine_id"])) for m in messages
-                 if m.get("run_id") and isinstance(m.get("routine_id"), str) and routines[m["routine_id"]] == 1]
+        named = [m for m in messages if m.get("run_id") and isinstance(m.get("routine_id"), str)]
+        routines = Counter(m["routine_id"] for m in named)
+        pairs = [(str(m["run_id"]), m["routine_id"]) for m in named if routines[m["routine_id"]] == 1]
         if not pairs:
             return {}
         try:
@@ -238,16 +238,13 @@ class Gateway(Gates, Execution, Approvals, Handover):
         if kind not in TRIGGER_KINDS:
             raise InvalidInput(f"trigger kind {kind!r} is not one of {', '.join(TRIGGER_KINDS)}")
         run_id = body.get("run_id")
-        if not run_id:
-            seen = None
-        elif seen is None or seen.run is None or str(run_id) in self._arrived:
-            # the run, its job, its routine's hash and the serial in one read (one round trip on
-            # PostgreSQL, where these were four): the gates below take the job and serial from it.
-            # A context its batch read early is trusted only for a run not taken in since (a
-            # resent batch handled while the first is still going reads it again here)
-            seen = self.journal.run_context(str(run_id), routine_id)
         if run_id:
-            assert seen is not None
+            if seen is None or seen.run is None or str(run_id) in self._arrived:
+                # the run, its job, its routine's hash and the serial in one read (one round trip on
+                # PostgreSQL, where these were four): the gates below take the job and serial from it.
+                # A context its batch read early is trusted only for a run not taken in since (a
+                # resent batch handled while the first is still going reads it again here)
+                seen = self.journal.run_context(str(run_id), routine_id)
             run = seen.run
             if run is None or run["routine_id"] != routine_id:
                 raise NotFound(f"run {run_id!r} of routine {routine_id!r} does not exist")
@@ -266,6 +263,7 @@ class Gateway(Gates, Execution, Approvals, Handover):
             run["received_at_ms"] = now
             run["_receipt"] = True
         else:
+            seen = None
             request_id = body.get("request_id")
             if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 64):
                 raise InvalidInput("request_id must be a string of at most 64 characters")
